@@ -1,0 +1,30 @@
+# Resolves DDM_ENABLE_CUDA (AUTO, ON, OFF) into DDM_CUDA (ON/OFF) and enables the CUDA language.
+# AUTO turns CUDA on when a CUDA compiler is found; ON makes a missing compiler an error.
+
+string(TOUPPER "${DDM_ENABLE_CUDA}" _ddm_cuda_mode)
+set(DDM_CUDA OFF)
+if(_ddm_cuda_mode STREQUAL "ON" OR _ddm_cuda_mode STREQUAL "AUTO")
+  if(NOT CMAKE_CUDA_COMPILER)
+    include(CheckLanguage)
+    check_language(CUDA)
+  endif()
+  if(CMAKE_CUDA_COMPILER)
+    set(DDM_CUDA ON)
+  elseif(_ddm_cuda_mode STREQUAL "ON")
+    message(FATAL_ERROR "DDM_ENABLE_CUDA=ON but no CUDA compiler was found (set CMAKE_CUDA_COMPILER or put nvcc on PATH)")
+  else()
+    message(STATUS "ddm: no CUDA compiler found; the CUDA specializations are off")
+  endif()
+elseif(NOT _ddm_cuda_mode STREQUAL "OFF")
+  message(FATAL_ERROR "DDM_ENABLE_CUDA = '${DDM_ENABLE_CUDA}', expected AUTO, ON or OFF")
+endif()
+
+if(DDM_CUDA)
+  # Hopper by default; override with -DCMAKE_CUDA_ARCHITECTURES=...
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 90)
+  endif()
+  enable_language(CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  message(STATUS "ddm: CUDA specializations on (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
+endif()
