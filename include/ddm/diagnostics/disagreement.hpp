@@ -1,0 +1,101 @@
+#pragma once
+// Expert disagreement: how far apart the K experts' velocities are at the current state.
+//
+//     d_r = 2 / (K (K - 1)) * sum_{k < l} ||v_k(x_r, t) - v_l(x_r, t)||_2
+//
+// the mean pairwise Euclidean distance among the experts' velocities of row r (K >= 2), and its
+// trajectory integral over a sampling run,
+//
+//     I_r = sum_i |t_{i+1} - t_i| d_r(x_i, t_i)
+//
+// accumulated by integrated_disagreement. The study sorts samples into quartiles by I_r and
+// finds a monotonic rise of LPIPS from the lowest to the highest quartile (bin_by_score).
+//
+// Cost: the K expert velocities (K field evaluations of the experts on the whole batch: the
+// diagnostic evaluates every expert, whatever the policy selected) and O(K^2 D) per row.
+
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include "ddm/core/batch.hpp"
+#include "ddm/core/config.hpp"
+#include "ddm/core/error.hpp"
+#include "ddm/diagnostics/expert_views.hpp"
+#include "ddm/diagnostics/row_ops.hpp"
+
+namespace ddm::diagnostics {
+
+/// Mean pairwise Euclidean distance among the K rows v[0..K), each of D values (K >= 2).
+template <class T>
+DDM_HOST_DEVICE double mean_pairwise_distance(const T* const* v, int k, index_t d) noexcept {
+  double sum = 0.0;
+  for (int a = 0; a < k; ++a)
+    for (int b = a + 1; b < k; ++b) {
+      double s = 0.0;
+      for (index_t j = 0; j < d; ++j) {
+        const double diff = static_cast<double>(v[a][j]) - static_cast<double>(v[b][j]);
+        s += diff * diff;
+      }
+      sum += std::sqrt(s);
+    }
+  return 2.0 * sum / (static_cast<double>(k) * static_cast<double>(k - 1));
+}
+
+/// d_r for every row: the experts' velocities at one state, one (B, D) view per expert.
+template <class T, class Space>
+[[nodiscard]] std::vector<double> expert_disagreement(std::span<const batch_view<const T, Space>> experts) {
+  static_assert(Space::host_accessible, "ddm::diagnostics::expert_disagreement: host memory here; the device version "
+                                        "lives in ddm/cuda");
+  const char* where = "ddm::diagnostics::expert_disagreement";
+  detail::check_expert_views(where, experts, 2);
+  const auto rows = static_cast<std::size_t>(experts[0].rows());
+  std::vector<double> d(rows);
+  std::vector<const T*> ptr(experts.size());
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (std::size_t k = 0; k < experts.size(); ++k) ptr[k] = experts[k].row(static_cast<index_t>(r));
+    d[r] = mean_pairwise_distance(ptr.data(), static_cast<int>(experts.size()), experts[0].cols());
+  }
+  detail::require_finite_rows(where, "the expert disagreement", d, 0.0);
+  return d;
+}
+
+/// d_r from a stacked (K * B, D) batch (expert k in rows [k B, (k + 1) B)).
+template <class T, class Space>
+[[nodiscard]] std::vector<double> expert_disagreement(batch_view<const T, Space> stacked, index_t experts) {
+  const auto views = split_stacked(stacked, experts);
+  return expert_disagreement(std::span<const batch_view<const T, Space>>(views));
+}
+
+/// I_r = sum over steps of |dt| d_r, accumulated one step at a time.
+class integrated_disagreement {
+ public:
+  /// Adds |t_next - t| d for the step from t to t_next.
+  void add(double t, double t_next, std::span<const double> d) {
+    const char* where = "ddm::diagnostics::integrated_disagreement::add";
+    if (total_.empty()) total_.assign(d.size(), 0.0);
+    if (d.size() != total_.size())
+      throw shape_error(ddm::detail::concat(where, ": argument 'd' has ", d.size(), " values, expected ", total_.size(),
+                                            " (one per row, as in the first step)"));
+    if (!std::isfinite(t) || !std::isfinite(t_next))
+      throw argument_error(ddm::detail::concat(where, ": step from t = ", t, " to t_next = ", t_next, ", expected finite times"));
+    const double dt = std::abs(t_next - t);
+    for (std::size_t r = 0; r < d.size(); ++r) total_[r] += dt * d[r];
+    ++steps_;
+  }
+
+  /// (B) I_r so far.
+  [[nodiscard]] const std::vector<double>& total() const noexcept { return total_; }
+  [[nodiscard]] std::size_t steps() const noexcept { return steps_; }
+  void reset() noexcept {
+    total_.clear();
+    steps_ = 0;
+  }
+
+ private:
+  std::vector<double> total_;
+  std::size_t steps_ = 0;
+};
+
+}  // namespace ddm::diagnostics

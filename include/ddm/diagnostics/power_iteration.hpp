@@ -1,0 +1,88 @@
+#pragma once
+// What the power-iteration estimators (dominant_eigenvalue.hpp, spectral_norm.hpp) share: their
+// options, their per-row result, and the row normalization they iterate with.
+//
+// Power iteration on a linear map M (M = J for the dominant eigenvalue, M = J^T J for the
+// spectral norm) repeats u <- M u / ||M u|| from a random unit start, per row. The Rayleigh
+// quotient mu_r = <u_r, M u_r> converges to the eigenvalue of largest magnitude when that
+// eigenvalue is real and strictly dominant, at the rate |lambda_2 / lambda_1| per iteration. The
+// relative residual ||M u - mu u|| / ||M u|| is the sine of the angle between u and M u (0 for an
+// eigenvector, at most 1); a row counts as converged once it is at most `tolerance`, and
+// iteration ends when every row has converged or after `max_iterations`.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ddm/core/batch.hpp"
+#include "ddm/core/error.hpp"
+#include "ddm/diagnostics/jacobian_products.hpp"
+#include "ddm/diagnostics/probes.hpp"
+#include "ddm/diagnostics/row_ops.hpp"
+
+namespace ddm::diagnostics {
+
+struct power_iteration_options {
+  std::size_t max_iterations = 100;
+  double tolerance = 1e-6;        ///< on the relative residual ||M u - mu u|| / ||M u||
+  std::uint64_t seed = 0;
+  std::uint64_t stream = 0;       ///< the Gaussian start vector uses this Philox stream
+  derivative_options derivative{};
+};
+
+struct power_iteration_result {
+  std::vector<double> value;               ///< (B) the estimate (eigenvalue or singular value)
+  std::vector<double> residual;            ///< (B) relative residual of the last iterate, in [0, 1]
+  std::vector<std::uint8_t> converged;     ///< (B) 1 when residual <= tolerance
+  std::size_t iterations = 0;              ///< iterations run (the same for every row)
+  std::size_t field_evaluations = 0;
+  std::size_t exact_products = 0;
+
+  [[nodiscard]] bool all_converged() const noexcept {
+    for (auto c : converged)
+      if (c == 0) return false;
+    return true;
+  }
+};
+
+namespace detail {
+
+inline void check_power_options(const char* where, const power_iteration_options& o) {
+  if (o.max_iterations < 1) ddm::detail::fail_argument(where, "max_iterations", o.max_iterations, ">= 1");
+  if (!(o.tolerance >= 0.0) || !std::isfinite(o.tolerance))
+    ddm::detail::fail_argument(where, "tolerance", o.tolerance, "a finite value >= 0");
+}
+
+// u_r <- u_r / ||u_r||; rows of norm 0 are left as they are. `sq` holds the squared norms.
+template <class T, class Space>
+void normalize_rows(const execution_context<Space>& ctx, batch_view<T, Space> u, std::span<double> sq) {
+  row_squared_norms(ctx, u.as_const(), sq);
+  for (double& s : sq) s = s > 0.0 ? 1.0 / std::sqrt(s) : 1.0;
+  scale_rows(ctx, u, std::span<const double>(sq), u.as_const());
+}
+
+// The random unit start vector of every row.
+template <class T, class Space>
+void power_start(const execution_context<Space>& ctx, batch_view<T, Space> u, const power_iteration_options& o,
+                 std::span<double> sq) {
+  fill_probe(ctx, u, probe_kind::gaussian, o.seed, o.stream);
+  normalize_rows(ctx, u, sq);
+}
+
+// residual_r = ||m_r - mu_r u_r|| / ||m_r|| (0 when m_r = 0), with m = M u; `m_sq` holds
+// ||m_r||^2 on entry; `work` and `coef` are scratch.
+template <class T, class Space>
+void relative_residuals(const execution_context<Space>& ctx, batch_view<const T, Space> m,
+                        batch_view<const T, Space> u, std::span<const double> mu, std::span<const double> m_sq,
+                        batch_view<T, Space> work, std::span<double> coef, std::span<double> residual) {
+  for (std::size_t r = 0; r < mu.size(); ++r) coef[r] = -mu[r];
+  axpy_rows(ctx, work, m, std::span<const double>(coef), u);
+  row_squared_norms(ctx, work.as_const(), residual);
+  for (std::size_t r = 0; r < mu.size(); ++r)
+    residual[r] = m_sq[r] > 0.0 ? std::sqrt(residual[r] / m_sq[r]) : 0.0;
+}
+
+}  // namespace detail
+}  // namespace ddm::diagnostics
