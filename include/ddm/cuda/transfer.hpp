@@ -7,10 +7,11 @@
 //     auto h = ddm::cuda::to_host(ctx, device_batch_or_view);   // a new batch<T, host_space>
 //
 // (device -> device is ddm::copy of ddm/core/algebra.hpp, a kernel on the stream.) Views may be
-// strided on either side (one cudaMemcpy2DAsync). Transfers between the spaces are blocking: they
-// are enqueued on the context's stream, in order with the work before them, and return when the
-// copy is complete, so the host memory may be read, reused or freed at once. They are meant for
-// setting up and inspecting a run, not for the inside of a sampler step.
+// strided on either side (one cudaMemcpy2DAsync; one cudaMemcpyAsync when both are contiguous).
+// Transfers between the spaces are blocking: they are enqueued on the context's stream, in order
+// with the work before them, and return when the copy is complete, so the host memory may be
+// read, reused or freed at once. They are meant for setting up and inspecting a run, not for the
+// inside of a sampler step.
 //
 // Requires the CUDA toolkit (link ddm::cuda).
 
@@ -40,12 +41,21 @@ void copy_across(const cuda_context& ctx, batch_view<T, DstSpace> dst, batch_vie
     throw shape_error(ddm::detail::concat(where, ": argument 'src' has shape (", src.rows(), ", ", src.cols(),
                                           "), expected the shape of 'dst', (", dst.rows(), ", ", dst.cols(), ")"));
   if (dst.empty()) return;
+  const char* direction = kind == cudaMemcpyHostToDevice ? "host to device" : "device to host";
+  if (dst.is_contiguous() && src.is_contiguous()) {
+    // One flat copy: no pitch, so no limit on the row length.
+    const auto bytes = static_cast<std::size_t>(dst.size()) * sizeof(T);
+    check(cudaMemcpyAsync(dst.data(), src.data(), bytes, kind, ctx.stream()),
+          ddm::detail::concat("cudaMemcpyAsync(", bytes, " bytes, ", direction, ") in ", where));
+    ctx.synchronize();
+    return;
+  }
   const auto width = static_cast<std::size_t>(dst.cols()) * sizeof(T);
   check(cudaMemcpy2DAsync(dst.data(), static_cast<std::size_t>(dst.stride()) * sizeof(T), src.data(),
                           static_cast<std::size_t>(src.stride()) * sizeof(T), width,
                           static_cast<std::size_t>(dst.rows()), kind, ctx.stream()),
-        ddm::detail::concat("cudaMemcpy2DAsync(", dst.rows(), " rows of ", width, " bytes, ",
-                            kind == cudaMemcpyHostToDevice ? "host to device" : "device to host", ") in ", where));
+        ddm::detail::concat("cudaMemcpy2DAsync(", dst.rows(), " rows of ", width, " bytes, ", direction, ") in ",
+                            where));
   ctx.synchronize();
 }
 
