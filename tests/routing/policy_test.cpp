@@ -218,7 +218,7 @@ TEST(Policies, ScheduledSwitchesAtTStar) {
   ASSERT_TRUE(early_full.apply_row(p.cview().row(0), static_cast<int>(K), 0.9, w, sel));
   for (auto s : sel) n += s;
   EXPECT_EQ(n, K);
-  EXPECT_EQ(early_full.name(), "scheduled(t > 0.40000000000000002: full_ensemble; t <= 0.40000000000000002: top_2)");
+  EXPECT_EQ(early_full.name(), "scheduled(t > 0.4: full_ensemble; t <= 0.4: top_2)");
 }
 
 TEST(Policies, AnyRoutingPolicyBehavesLikeTheHeldPolicy) {
@@ -235,7 +235,9 @@ TEST(Policies, AnyRoutingPolicyBehavesLikeTheHeldPolicy) {
     }
   EXPECT_EQ(policies[0].name(), "top_1");
   EXPECT_EQ(policies[2].name(), "full_ensemble");
-  EXPECT_EQ(policies[4].name(), "threshold(0.10000000000000001)");
+  EXPECT_EQ(policies[4].name(), "threshold(0.1)");
+  EXPECT_EQ(policies[3].name(), "top_p(0.9)");
+  EXPECT_EQ(ddm::full_ensemble{1e-6}.name(), "full_ensemble(p >= 1e-06)");
   for (const auto& pol : policies) {
     const auto d = run(pol, p);
     for (ddm::index_t r = 0; r < B; ++r) EXPECT_GE(count(d, r), 1) << pol.name();

@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -159,6 +160,13 @@ struct policy_rows<host_space> {
 
 namespace detail {
 
+// A parameter as a reader would write it in a policy's name (0.9, 1e-06), not to 17 digits.
+inline std::string short_number(double value) {
+  std::ostringstream os;
+  os << value;
+  return os.str();
+}
+
 // Shapes are checked on every call, so the message (which needs the policy's name, a string) is
 // only built when a check fails: a routed field's call allocates nothing.
 template <class Policy, class T, class Space>
@@ -233,7 +241,7 @@ struct full_ensemble {
   }
 
   [[nodiscard]] std::string name() const {
-    return min_probability > 0.0 ? detail::concat("full_ensemble(p >= ", min_probability, ")") : "full_ensemble";
+    return min_probability > 0.0 ? "full_ensemble(p >= " + detail::short_number(min_probability) + ")" : "full_ensemble";
   }
 
   template <class T>
@@ -258,7 +266,7 @@ struct top_p {
     if (!(p_ > 0.0 && p_ <= 1.0)) detail::fail_argument("ddm::top_p", "p", p_, "a value in (0, 1]");
   }
 
-  [[nodiscard]] std::string name() const { return detail::concat("top_p(", p, ")"); }
+  [[nodiscard]] std::string name() const { return "top_p(" + detail::short_number(p) + ")"; }
 
   template <class T>
   DDM_HOST_DEVICE bool apply_row(const T* probs, int num_experts, double /*t*/, T* w, std::uint8_t* selected) const noexcept {
@@ -282,7 +290,7 @@ struct threshold {
       detail::fail_argument("ddm::threshold", "min_probability", min_probability_, "a value in [0, 1]");
   }
 
-  [[nodiscard]] std::string name() const { return detail::concat("threshold(", min_probability, ")"); }
+  [[nodiscard]] std::string name() const { return "threshold(" + detail::short_number(min_probability) + ")"; }
 
   template <class T>
   DDM_HOST_DEVICE bool apply_row(const T* p, int num_experts, double /*t*/, T* w, std::uint8_t* selected) const noexcept {
@@ -315,7 +323,8 @@ struct scheduled {
   [[nodiscard]] constexpr bool is_early(double t) const noexcept { return t > t_switch; }
 
   [[nodiscard]] std::string name() const {
-    return detail::concat("scheduled(t > ", t_switch, ": ", early.name(), "; t <= ", t_switch, ": ", late.name(), ")");
+    const std::string t_star = detail::short_number(t_switch);
+    return "scheduled(t > " + t_star + ": " + early.name() + "; t <= " + t_star + ": " + late.name() + ")";
   }
 
   template <class T>
