@@ -25,3 +25,6 @@
 #include "ddm/routing/routed_field.hpp"
 #include "ddm/routing/router.hpp"
 #include "ddm/routing/softmax.hpp"
+#include "ddm/synthetic/analytic_ddm.hpp"
+#include "ddm/synthetic/gaussian_mixture.hpp"
+#include "ddm/synthetic/measures.hpp"
