@@ -287,6 +287,25 @@ TEST(AnalyticDdm, FloatFieldsAgreeWithDouble) {
   EXPECT_LT(worst, 1e-5);
 }
 
+// Experts and policy chosen at run time route exactly like the typed ones.
+TEST(AnalyticDdm, TypeErasedExpertsAndPolicyRouteLikeTypedOnes) {
+  const analytic_ddm m;
+  static_assert(ddm::routing_policy<ddm::any_routing_policy<double>, double>);
+  ddm::any_ensemble<double> experts;
+  for (std::size_t k = 0; k < m.num_clusters(); ++k) experts.push_back(m.expert(k));
+  const ddm::any_routing_policy<double> policy = ddm::scheduled{0.5, ddm::full_ensemble{}, ddm::top_2()};
+  auto erased = ddm::make_routed_field<double>(std::move(experts), m.router(3.0), policy);
+  auto typed = ddm::make_routed_field<double>(m.experts(), m.router(3.0), ddm::scheduled{0.5, ddm::full_ensemble{}, ddm::top_2()});
+  for (double t : {0.8, 0.2}) {
+    const auto x = states(m, 30, t, 4);
+    ddm::batch<double> a(x.rows(), x.cols()), b(x.rows(), x.cols());
+    erased(x.cview(), t, a.view());
+    typed(x.cview(), t, b.view());
+    EXPECT_EQ(ddm::test::max_abs_diff(a.cview(), b.cview()), 0.0) << t;
+  }
+  EXPECT_EQ(erased.expert_evaluations(), typed.expert_evaluations());
+}
+
 TEST(AnalyticDdm, ExplicitSpecIsValidated) {
   using spec = ddm::synthetic::mixture_spec;
   auto message = [](const spec& s) {
