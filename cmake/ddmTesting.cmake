@@ -15,18 +15,20 @@ function(ddm_add_test_suite name)
     PROPERTIES LABELS "${name}")
 endfunction()
 
-# ddm_add_header_check(<target> <language> <extension> <headers...>)
-# One translation unit per header that includes it twice (self-contained and guarded).
+# ddm_add_header_check(<target> <language> <extension> <headers...> [LIBRARIES <targets...>])
+# One translation unit per header that includes it twice (self-contained and guarded), linked
+# with ddm::ddm and LIBRARIES (e.g. ddm::eigen for headers that need Eigen).
 function(ddm_add_header_check target language extension)
+  cmake_parse_arguments(ARG "" "" "LIBRARIES" ${ARGN})
   set(sources)
-  foreach(header IN LISTS ARGN)
+  foreach(header IN LISTS ARG_UNPARSED_ARGUMENTS)
     string(MAKE_C_IDENTIFIER "${header}" id)
     set(src "${CMAKE_CURRENT_BINARY_DIR}/header_check/${id}.${extension}")
     file(CONFIGURE OUTPUT "${src}" CONTENT "#include <${header}>\n#include <${header}>\n")
     list(APPEND sources "${src}")
   endforeach()
   add_library(${target} OBJECT ${sources})
-  target_link_libraries(${target} PRIVATE ddm::ddm)
+  target_link_libraries(${target} PRIVATE ddm::ddm ${ARG_LIBRARIES})
   target_compile_options(${target} PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Werror>
     $<$<COMPILE_LANGUAGE:CUDA>:-Werror=all-warnings -Xcompiler=-Wall,-Wextra,-Wshadow,-Wconversion,-Wno-sign-conversion>)

@@ -1,0 +1,277 @@
+#pragma once
+// experts + router + policy = a velocity field.
+//
+// Per call, for a batch x (B, D) at time t:
+//   1. the router writes logits (B, K); softmax_rows turns them into probabilities p (B, K)
+//   2. the policy selects experts and weights per row: w (B, K), selected (B, K)
+//   3. rows are grouped by selected expert (a counting sort: expert k gets its rows in order)
+//   4. each expert that any row selected is called once, on its rows gathered into a contiguous
+//      sub-batch (or on x itself when it has all B rows); an expert no row selected is not called
+//   5. v(r) = sum_k w(r, k) v_k(r), scatter-added from the sub-batches
+// Observers then see a routing_event (the decision and the per-expert row counts), and the field
+// keeps cumulative per-expert counts, so the cost of a policy is visible: top-2 of 8 experts
+// evaluates a quarter of the rows the full ensemble does.
+//
+// Conditioning: experts that take row indices (ddm::conditioned_velocity_field) get the original
+// row index of every row of their sub-batch. The routed field takes row indices itself, so it
+// can be an expert of another routed field or sit under a guided field: then the indices its
+// experts see are composed with the ones it was given.
+//
+// Workspace (decision, grouping, sub-batches) is kept between calls: after the first call with a
+// given shape, a call allocates nothing.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "ddm/core/algebra.hpp"
+#include "ddm/core/batch.hpp"
+#include "ddm/core/conditioning.hpp"
+#include "ddm/core/error.hpp"
+#include "ddm/core/field.hpp"
+#include "ddm/core/memory_space.hpp"
+#include "ddm/core/scratch.hpp"
+#include "ddm/routing/ensemble.hpp"
+#include "ddm/routing/grouping.hpp"
+#include "ddm/routing/policy.hpp"
+#include "ddm/routing/router.hpp"
+#include "ddm/routing/softmax.hpp"
+
+namespace ddm {
+
+/// What a routed field decided for each row of its last call; all (B, K).
+template <class T, class Space = host_space>
+struct routing_decision {
+  batch<T, Space> logits;                 ///< the router's output
+  batch<T, Space> probabilities;          ///< softmax of the logits (with the field's temperature)
+  batch<T, Space> weights;                ///< the policy's weights; 0 where unselected
+  batch<std::uint8_t, Space> selected;    ///< 1 where the expert was evaluated for the row
+};
+
+/// What observers of a routed field see after each call.
+template <class T, class Space = host_space>
+struct routing_event {
+  std::size_t call;                                 ///< index of the call since construction or reset
+  double t;                                         ///< the time of the call
+  batch_view<const T, Space> x;                     ///< (B, D) the routed batch
+  batch_view<const T, Space> v;                     ///< (B, D) the combined velocity just written
+  batch_view<const T, Space> logits;                ///< (B, K)
+  batch_view<const T, Space> probabilities;         ///< (B, K)
+  batch_view<const T, Space> weights;               ///< (B, K)
+  batch_view<const std::uint8_t, Space> selected;   ///< (B, K)
+  std::span<const std::size_t> rows_per_expert;     ///< (K) rows each expert evaluated in this call
+};
+
+template <class Experts, class Router, class Policy, class T, class Space = host_space>
+class routed_field {
+  static_assert(expert_set<Experts, T, Space>,
+                "ddm::routed_field: Experts is not a ddm::expert_set for this value type and memory space "
+                "(size(), evaluate(k, x, t, v) and evaluate(k, x, t, v, rows)); use ddm::ensemble, "
+                "ddm::expert_vector or ddm::any_ensemble, whose experts are ddm::velocity_field");
+  static_assert(ddm::router<Router, T, Space>,
+                "ddm::routed_field: Router is not a ddm::router for this value type and memory space "
+                "(num_experts(), name() and router(x, t, logits) writing (B, K) logits); wrap a callable "
+                "with ddm::router_fn(K, name, f)");
+  static_assert(routing_policy<Policy, T, Space>,
+                "ddm::routed_field: Policy is not a ddm::routing_policy for this value type and memory space "
+                "(select(ctx, probs, t, weights, selected) and name())");
+
+ public:
+  using value_type = T;
+  using space = Space;
+  using observer_type = std::function<void(const routing_event<T, Space>&)>;
+
+  routed_field(Experts experts, Router router, Policy policy, execution_context<Space> ctx = {})
+      : experts_(std::move(experts)), router_(std::move(router)), policy_(std::move(policy)), ctx_(ctx) {
+    const std::size_t k = experts_.size();
+    if (k == 0) throw argument_error("ddm::routed_field: the expert set is empty, expected at least one expert");
+    if (router_.num_experts() != k)
+      throw argument_error(detail::concat("ddm::routed_field: router '", router_.name(), "' scores ",
+                                          router_.num_experts(), " experts but the expert set holds ", k,
+                                          ", expected the same number"));
+    offsets_.assign(k + 1, 0);
+    call_rows_.assign(k, 0);
+    total_rows_.assign(k, 0);
+    total_calls_.assign(k, 0);
+  }
+
+  /// v = sum_k w_k(x, t) v_k(x, t) over the experts the policy selected for each row.
+  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) { route_(x, t, v, nullptr); }
+
+  /// The same, for a batch whose row i is row rows(i, 0) of a larger batch (per-sample
+  /// conditioning): conditioned experts get those original indices.
+  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v, row_index_view<Space> rows) {
+    if (rows.rows() != x.rows() || rows.cols() != 1)
+      throw shape_error(detail::concat("ddm::routed_field: argument 'rows' has shape (", rows.rows(), ", ",
+                                       rows.cols(), "), expected (", x.rows(), ", 1)"));
+    route_(x, t, v, &rows);
+  }
+
+  [[nodiscard]] std::size_t num_experts() const noexcept { return offsets_.size() - 1; }
+  [[nodiscard]] Experts& experts() noexcept { return experts_; }
+  [[nodiscard]] const Experts& experts() const noexcept { return experts_; }
+  [[nodiscard]] Router& router() noexcept { return router_; }
+  [[nodiscard]] const Router& router() const noexcept { return router_; }
+  [[nodiscard]] Policy& policy() noexcept { return policy_; }
+  [[nodiscard]] const Policy& policy() const noexcept { return policy_; }
+
+  /// The softmax temperature applied to the router's logits (default 1: the router's own scale).
+  [[nodiscard]] double temperature() const noexcept { return temperature_; }
+  void set_temperature(double temperature) {
+    if (!(temperature > 0.0) || !std::isfinite(temperature))
+      detail::fail_argument("ddm::routed_field::set_temperature", "temperature", temperature, "a finite value > 0");
+    temperature_ = temperature;
+  }
+
+  /// The decision of the last call (empty before the first).
+  [[nodiscard]] const routing_decision<T, Space>& last_decision() const noexcept { return decision_; }
+  /// Rows each expert evaluated in the last call.
+  [[nodiscard]] std::span<const std::size_t> last_expert_rows() const noexcept { return call_rows_; }
+  /// Rows each expert evaluated, summed over all calls since construction or reset_counts().
+  [[nodiscard]] std::span<const std::size_t> expert_rows() const noexcept { return total_rows_; }
+  /// Calls of each expert (at most one per routed-field call) since construction or reset.
+  [[nodiscard]] std::span<const std::size_t> expert_calls() const noexcept { return total_calls_; }
+  /// Calls of the routed field since construction or reset.
+  [[nodiscard]] std::size_t calls() const noexcept { return calls_; }
+  /// Rows routed (B summed over calls) since construction or reset.
+  [[nodiscard]] std::size_t rows_routed() const noexcept { return rows_routed_; }
+  /// All expert row evaluations since construction or reset (the sum of expert_rows()).
+  [[nodiscard]] std::size_t expert_evaluations() const noexcept {
+    std::size_t s = 0;
+    for (auto n : total_rows_) s += n;
+    return s;
+  }
+  /// Expert evaluations relative to the full ensemble's K per routed row (1 = full cost,
+  /// k / K for top-k). 0 before the first call.
+  [[nodiscard]] double relative_cost() const noexcept {
+    return rows_routed_ == 0 ? 0.0
+                             : static_cast<double>(expert_evaluations()) /
+                                   (static_cast<double>(rows_routed_) * static_cast<double>(num_experts()));
+  }
+  void reset_counts() noexcept {
+    calls_ = 0;
+    rows_routed_ = 0;
+    for (auto& n : total_rows_) n = 0;
+    for (auto& n : total_calls_) n = 0;
+  }
+
+  /// Called after every call with the decision and the per-expert counts of that call.
+  void add_observer(observer_type observer) { observers_.push_back(std::move(observer)); }
+  void clear_observers() noexcept { observers_.clear(); }
+
+ private:
+  void reshape_(index_t rows, index_t cols) {
+    const auto k = static_cast<index_t>(num_experts());
+    if (decision_.logits.rows() != rows) {
+      decision_.logits = batch<T, Space>(ctx_, rows, k);
+      decision_.probabilities = batch<T, Space>(ctx_, rows, k);
+      decision_.weights = batch<T, Space>(ctx_, rows, k);
+      decision_.selected = batch<std::uint8_t, Space>(ctx_, rows, k);
+    }
+    row_index_ = row_index_scratch_.get(ctx_, rows * k, 1);
+    composed_ = composed_scratch_.get(ctx_, rows, 1);
+    x_sub_ = x_scratch_.get(ctx_, rows, cols);
+    v_sub_ = v_scratch_.get(ctx_, rows, cols);
+  }
+
+  void route_(batch_view<const T, Space> x, double t, batch_view<T, Space> v, const row_index_view<Space>* outer) {
+    constexpr const char* where = "ddm::routed_field";
+    detail::require_same_shape(where, "v", v, x);
+    if (!(t >= 0.0 && t <= 1.0)) detail::fail_argument(where, "t", t, "a time in [0, 1]");
+    if (!x.empty() && (!detail::alias_ok(x, v.as_const()) || x.data() == static_cast<const T*>(v.data())))
+      throw argument_error("ddm::routed_field: argument 'v' overlaps 'x', expected separate memory (the output is "
+                           "accumulated while x is still read)");
+    const index_t b = x.rows();
+    const index_t d = x.cols();
+    const std::size_t k_count = num_experts();
+    for (auto& n : call_rows_) n = 0;
+    if (b == 0) return;
+
+    reshape_(b, d);
+    router_(x, t, decision_.logits.view());
+    softmax_rows(ctx_, decision_.logits.cview(), temperature_, decision_.probabilities.view(), router_.name(), t);
+    policy_.select(ctx_, decision_.probabilities.cview(), t, decision_.weights.view(), decision_.selected.view());
+    expert_grouping<Space>::group(ctx_, decision_.selected.cview(), row_index_, std::span<index_t>(offsets_));
+
+    fill(ctx_, v, T(0));
+    for (std::size_t k = 0; k < k_count; ++k) {
+      const index_t first = offsets_[k];
+      const index_t n = offsets_[k + 1] - first;
+      if (n == 0) continue;
+      const row_index_view<Space> rows = row_index_.subrows(first, n).as_const();
+      // An expert with every row sees x itself (its rows are 0..B-1 in order): no gather.
+      batch_view<const T, Space> xk = x;
+      if (n != b) {
+        expert_grouping<Space>::gather(ctx_, x, rows, x_sub_.subrows(0, n));
+        xk = x_sub_.subrows(0, n).as_const();
+      }
+      row_index_view<Space> expert_rows = rows;
+      if (outer != nullptr) {
+        const auto composed = composed_.subrows(0, n);
+        expert_grouping<Space>::gather(ctx_, *outer, rows, composed);
+        expert_rows = composed.as_const();
+      }
+      auto vk = v_sub_.subrows(0, n);
+      experts_.evaluate(k, xk, t, vk, expert_rows);
+      expert_grouping<Space>::scatter_add(ctx_, v, decision_.weights.cview(), static_cast<index_t>(k), rows,
+                                          vk.as_const());
+      call_rows_[k] = static_cast<std::size_t>(n);
+      total_rows_[k] += static_cast<std::size_t>(n);
+      ++total_calls_[k];
+    }
+    const std::size_t call = calls_++;
+    rows_routed_ += static_cast<std::size_t>(b);
+    if (!observers_.empty()) {
+      const routing_event<T, Space> event{call,
+                                          t,
+                                          x,
+                                          v.as_const(),
+                                          decision_.logits.cview(),
+                                          decision_.probabilities.cview(),
+                                          decision_.weights.cview(),
+                                          decision_.selected.cview(),
+                                          std::span<const std::size_t>(call_rows_)};
+      for (auto& o : observers_) o(event);
+    }
+  }
+
+  Experts experts_;
+  Router router_;
+  Policy policy_;
+  [[no_unique_address]] execution_context<Space> ctx_;
+  double temperature_ = 1.0;
+
+  routing_decision<T, Space> decision_;
+  std::vector<index_t> offsets_;  // (K + 1), host
+  detail::scratch_buffer<std::int32_t, Space> row_index_scratch_;
+  detail::scratch_buffer<std::int32_t, Space> composed_scratch_;
+  detail::scratch_buffer<T, Space> x_scratch_;
+  detail::scratch_buffer<T, Space> v_scratch_;
+  batch_view<std::int32_t, Space> row_index_;
+  batch_view<std::int32_t, Space> composed_;
+  batch_view<T, Space> x_sub_;
+  batch_view<T, Space> v_sub_;
+
+  std::vector<std::size_t> call_rows_;
+  std::vector<std::size_t> total_rows_;
+  std::vector<std::size_t> total_calls_;
+  std::size_t calls_ = 0;
+  std::size_t rows_routed_ = 0;
+  std::vector<observer_type> observers_;
+};
+
+/// A routed field over batches of T in Space: make_routed_field<float>(experts, router, policy).
+template <class T, class Space = host_space, class Experts, class Router, class Policy>
+[[nodiscard]] routed_field<std::decay_t<Experts>, std::decay_t<Router>, std::decay_t<Policy>, T, Space>
+make_routed_field(Experts&& experts, Router&& router, Policy&& policy, execution_context<Space> ctx = {}) {
+  return routed_field<std::decay_t<Experts>, std::decay_t<Router>, std::decay_t<Policy>, T, Space>(
+      std::forward<Experts>(experts), std::forward<Router>(router), std::forward<Policy>(policy), ctx);
+}
+
+}  // namespace ddm

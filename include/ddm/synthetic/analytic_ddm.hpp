@@ -1,0 +1,431 @@
+#pragma once
+// The analytic DDM: a decentralized diffusion model whose experts, router and data are known in
+// closed form. The reference problem for tests and examples.
+//
+// K clusters in D dimensions; cluster k is a mixture of isotropic Gaussians N(mu_j, s_j^2 I) with
+// weights pi_kj (summing to 1 in the cluster), and has prior P_k. The data is the mixture of all
+// components with overall weights w_j = P_k pi_kj.
+//
+//   expert(k)        the exact rectified-flow velocity of cluster k's data alone (an expert
+//                    trained to perfection on its cluster)
+//   mixture_field()  the exact velocity of the whole data (a perfect monolithic model)
+//   router(tau)      the exact posterior p(k | x_t) with temperature tau (tau = 1: perfect;
+//                    tau > 1: under-confident, like a trained classifier)
+//   sample_data(n)   true data, deterministic in (seed, row)
+// By the DDM decomposition theorem, sum_k p(k | x_t) v_k(x_t, t) is the mixture's velocity: the
+// full ensemble with router(1) reproduces mixture_field() exactly.
+//
+// Defaults (analytic_ddm_options): K = 8 clusters like Paris, D = 8 dimensions, 4 components per
+// cluster; cluster centres ~ N(0, 2^2 I), component means ~ centre + N(0, 0.6^2 I), scales uniform
+// in [0.15, 0.35], cluster priors and in-cluster weights uniform in [1, 2] before normalization
+// (clusters of unequal size, as k-means clusters of real data are). One velocity evaluation costs
+// O(J D) per row (J = 32 components), so thousands of samples take well under a second.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ddm/core/batch.hpp"
+#include "ddm/core/error.hpp"
+#include "ddm/core/rng.hpp"
+#include "ddm/routing/ensemble.hpp"
+#include "ddm/synthetic/gaussian_mixture.hpp"
+
+namespace ddm::synthetic {
+
+/// How analytic_ddm draws its components from a seed.
+struct analytic_ddm_options {
+  int clusters = 8;                ///< K
+  int dim = 8;                     ///< D
+  int components_per_cluster = 4;  ///< isotropic Gaussians per cluster
+  double cluster_spread = 2.0;     ///< std. dev. of the cluster centres around 0, per coordinate
+  double component_spread = 0.6;   ///< std. dev. of a component mean around its cluster centre
+  double min_scale = 0.15;         ///< component std. dev. s_j ~ uniform [min_scale, max_scale]
+  double max_scale = 0.35;
+  double max_weight_ratio = 2.0;   ///< priors and weights ~ uniform [1, max_weight_ratio], normalized
+  std::uint64_t seed = 2026;
+};
+
+/// An explicit mixture: component j has mean means[j * dim .. j * dim + dim), standard deviation
+/// scales[j], weight weights[j] (> 0, normalized over all components) and belongs to cluster
+/// cluster[j] in [0, K); every cluster needs at least one component.
+struct mixture_spec {
+  int dim = 0;
+  std::vector<double> means;
+  std::vector<double> scales;
+  std::vector<double> weights;
+  std::vector<int> cluster;
+};
+
+namespace detail {
+
+// The immutable parameters, shared by the analytic DDM and every field or router made from it.
+struct analytic_ddm_data {
+  int clusters = 0;
+  int dim = 0;
+  int components = 0;
+  std::vector<double> means;             // (J, D), components grouped by cluster
+  std::vector<double> scales;            // (J)
+  std::vector<double> weights;           // (J) overall, sum 1
+  std::vector<double> log_weights;       // (J) overall
+  std::vector<double> log_cluster_weights;  // (J) log pi_kj, within the component's cluster
+  std::vector<int> cluster_of;           // (J)
+  std::vector<int> cluster_begin;        // (K + 1)
+  std::vector<double> priors;            // (K)
+  std::vector<double> centroids;         // (K, D) cluster means
+  std::vector<double> mean;              // (D)
+  std::vector<double> covariance;        // (D, D)
+
+  [[nodiscard]] mixture_view whole() const noexcept {
+    return {means.data(), scales.data(), log_weights.data(), components, dim};
+  }
+  [[nodiscard]] mixture_view cluster(int k) const noexcept {
+    const auto b = static_cast<std::size_t>(cluster_begin[static_cast<std::size_t>(k)]);
+    return {means.data() + b * static_cast<std::size_t>(dim), scales.data() + b, log_cluster_weights.data() + b,
+            cluster_begin[static_cast<std::size_t>(k) + 1] - cluster_begin[static_cast<std::size_t>(k)], dim};
+  }
+};
+
+inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture_spec& spec) {
+  constexpr const char* where = "ddm::synthetic::analytic_ddm";
+  if (spec.dim < 1) ddm::detail::fail_argument(where, "spec.dim", spec.dim, ">= 1");
+  const std::size_t j_count = spec.scales.size();
+  const auto d = static_cast<std::size_t>(spec.dim);
+  if (j_count == 0) throw argument_error(ddm::detail::concat(where, ": the mixture has no components, expected >= 1"));
+  if (spec.means.size() != j_count * d || spec.weights.size() != j_count || spec.cluster.size() != j_count)
+    throw shape_error(ddm::detail::concat(where, ": spec has ", spec.means.size(), " mean values, ", j_count,
+                                          " scales, ", spec.weights.size(), " weights and ", spec.cluster.size(),
+                                          " cluster labels, expected J * D = ", j_count * d, ", J, J and J"));
+  int k_count = 0;
+  for (std::size_t j = 0; j < j_count; ++j) {
+    if (!(spec.scales[j] > 0.0) || !std::isfinite(spec.scales[j]))
+      throw argument_error(ddm::detail::concat(where, ": spec.scales[", j, "] = ", spec.scales[j], ", expected a finite value > 0"));
+    if (!(spec.weights[j] > 0.0) || !std::isfinite(spec.weights[j]))
+      throw argument_error(ddm::detail::concat(where, ": spec.weights[", j, "] = ", spec.weights[j], ", expected a finite value > 0"));
+    if (spec.cluster[j] < 0)
+      throw argument_error(ddm::detail::concat(where, ": spec.cluster[", j, "] = ", spec.cluster[j], ", expected >= 0"));
+    k_count = std::max(k_count, spec.cluster[j] + 1);
+  }
+  for (double m : spec.means)
+    if (!std::isfinite(m)) throw argument_error(ddm::detail::concat(where, ": spec.means contains ", m, ", expected finite values"));
+
+  auto data = std::make_shared<analytic_ddm_data>();
+  data->clusters = k_count;
+  data->dim = spec.dim;
+  data->components = static_cast<int>(j_count);
+  // Group components by cluster (stable), so that an expert's components are contiguous.
+  std::vector<std::size_t> order(j_count);
+  for (std::size_t j = 0; j < j_count; ++j) order[j] = j;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return spec.cluster[a] < spec.cluster[b]; });
+  double total = 0.0;
+  for (double w : spec.weights) total += w;
+  data->cluster_begin.assign(static_cast<std::size_t>(k_count) + 1, 0);
+  data->priors.assign(static_cast<std::size_t>(k_count), 0.0);
+  for (std::size_t i = 0; i < j_count; ++i) {
+    const std::size_t j = order[i];
+    const auto k = static_cast<std::size_t>(spec.cluster[j]);
+    data->means.insert(data->means.end(), spec.means.begin() + static_cast<std::ptrdiff_t>(j * d),
+                       spec.means.begin() + static_cast<std::ptrdiff_t>((j + 1) * d));
+    data->scales.push_back(spec.scales[j]);
+    data->weights.push_back(spec.weights[j] / total);
+    data->log_weights.push_back(std::log(spec.weights[j] / total));
+    data->cluster_of.push_back(static_cast<int>(k));
+    data->cluster_begin[k + 1] += 1;
+    data->priors[k] += spec.weights[j] / total;
+  }
+  for (std::size_t k = 0; k < static_cast<std::size_t>(k_count); ++k) {
+    if (data->cluster_begin[k + 1] == 0)
+      throw argument_error(ddm::detail::concat(where, ": cluster ", k, " has no component, expected clusters 0..",
+                                               k_count - 1, " to own at least one each"));
+    data->cluster_begin[k + 1] += data->cluster_begin[k];
+  }
+  data->log_cluster_weights.resize(j_count);
+  data->centroids.assign(static_cast<std::size_t>(k_count) * d, 0.0);
+  data->mean.assign(d, 0.0);
+  for (std::size_t j = 0; j < j_count; ++j) {
+    const auto k = static_cast<std::size_t>(data->cluster_of[j]);
+    const double pi = data->weights[j] / data->priors[k];
+    data->log_cluster_weights[j] = std::log(pi);
+    for (std::size_t c = 0; c < d; ++c) {
+      data->centroids[k * d + c] += pi * data->means[j * d + c];
+      data->mean[c] += data->weights[j] * data->means[j * d + c];
+    }
+  }
+  // C = sum_j w_j (s_j^2 I + (mu_j - m)(mu_j - m)^T), centred for accuracy.
+  data->covariance.assign(d * d, 0.0);
+  for (std::size_t j = 0; j < j_count; ++j) {
+    const double w = data->weights[j];
+    for (std::size_t a = 0; a < d; ++a) {
+      const double da = data->means[j * d + a] - data->mean[a];
+      data->covariance[a * d + a] += w * data->scales[j] * data->scales[j];
+      for (std::size_t b = 0; b < d; ++b) data->covariance[a * d + b] += w * da * (data->means[j * d + b] - data->mean[b]);
+    }
+  }
+  return data;
+}
+
+inline mixture_spec draw_mixture_spec(const analytic_ddm_options& o) {
+  constexpr const char* where = "ddm::synthetic::analytic_ddm";
+  if (o.clusters < 1) ddm::detail::fail_argument(where, "options.clusters", o.clusters, ">= 1");
+  if (o.dim < 1) ddm::detail::fail_argument(where, "options.dim", o.dim, ">= 1");
+  if (o.components_per_cluster < 1)
+    ddm::detail::fail_argument(where, "options.components_per_cluster", o.components_per_cluster, ">= 1");
+  if (!(o.cluster_spread >= 0.0) || !std::isfinite(o.cluster_spread))
+    ddm::detail::fail_argument(where, "options.cluster_spread", o.cluster_spread, "a finite value >= 0");
+  if (!(o.component_spread >= 0.0) || !std::isfinite(o.component_spread))
+    ddm::detail::fail_argument(where, "options.component_spread", o.component_spread, "a finite value >= 0");
+  if (!(o.min_scale > 0.0 && o.min_scale <= o.max_scale && std::isfinite(o.max_scale)))
+    ddm::detail::fail_argument(where, "options.min_scale", o.min_scale, "0 < min_scale <= max_scale < inf");
+  if (!(o.max_weight_ratio >= 1.0) || !std::isfinite(o.max_weight_ratio))
+    ddm::detail::fail_argument(where, "options.max_weight_ratio", o.max_weight_ratio, "a finite value >= 1");
+  // One Philox stream per kind of parameter: changing one option does not reshuffle the others.
+  constexpr std::uint64_t centre_stream = 0xC0FFEE01, offset_stream = 0xC0FFEE02, scale_stream = 0xC0FFEE03,
+                          weight_stream = 0xC0FFEE04, prior_stream = 0xC0FFEE05;
+  const auto k_count = static_cast<std::uint64_t>(o.clusters);
+  const auto m_count = static_cast<std::uint64_t>(o.components_per_cluster);
+  const auto d = static_cast<std::uint64_t>(o.dim);
+  mixture_spec spec;
+  spec.dim = o.dim;
+  for (std::uint64_t k = 0; k < k_count; ++k) {
+    const double prior = 1.0 + (o.max_weight_ratio - 1.0) * philox4x32::uniform(o.seed, prior_stream, k);
+    std::vector<double> w(m_count);
+    double w_sum = 0.0;
+    for (std::uint64_t i = 0; i < m_count; ++i) {
+      w[i] = 1.0 + (o.max_weight_ratio - 1.0) * philox4x32::uniform(o.seed, weight_stream, k * m_count + i);
+      w_sum += w[i];
+    }
+    for (std::uint64_t i = 0; i < m_count; ++i) {
+      const std::uint64_t j = k * m_count + i;
+      for (std::uint64_t c = 0; c < d; ++c)
+        spec.means.push_back(o.cluster_spread * philox4x32::normal(o.seed, centre_stream, k * d + c) +
+                             o.component_spread * philox4x32::normal(o.seed, offset_stream, j * d + c));
+      spec.scales.push_back(o.min_scale + (o.max_scale - o.min_scale) * philox4x32::uniform(o.seed, scale_stream, j));
+      spec.weights.push_back(prior * w[i] / w_sum);
+      spec.cluster.push_back(static_cast<int>(k));
+    }
+  }
+  return spec;
+}
+
+inline void check_time(const char* where, double t) {
+  if (!(t >= 0.0 && t <= 1.0)) ddm::detail::fail_argument(where, "t", t, "a time in [0, 1]");
+}
+
+}  // namespace detail
+
+/// The exact rectified-flow velocity of a mixture of isotropic Gaussians (one cluster of the
+/// analytic DDM, or all of it). A host velocity field for float and double (arithmetic in
+/// double), with an exact jvp.
+class gaussian_mixture_field {
+ public:
+  gaussian_mixture_field(std::shared_ptr<const detail::analytic_ddm_data> data, mixture_view view)
+      : data_(std::move(data)), view_(view), scratch_(2 * static_cast<std::size_t>(view.components)) {}
+
+  template <class T>
+  void operator()(batch_view<const T> x, double t, batch_view<T> v) {
+    check_(x, t, "ddm::synthetic::gaussian_mixture_field");
+    ddm::detail::require_same_shape("ddm::synthetic::gaussian_mixture_field", "v", v, x);
+    for (index_t r = 0; r < x.rows(); ++r) mixture_velocity_row(view_, x.row(r), t, v.row(r), scratch_.data());
+  }
+
+  /// out = J(x, t) u row by row, exactly.
+  template <class T>
+  void jvp(batch_view<const T> x, double t, batch_view<const T> u, batch_view<T> out) {
+    check_(x, t, "ddm::synthetic::gaussian_mixture_field::jvp");
+    ddm::detail::require_same_shape("ddm::synthetic::gaussian_mixture_field::jvp", "u", u, x);
+    ddm::detail::require_same_shape("ddm::synthetic::gaussian_mixture_field::jvp", "out", out, x);
+    for (index_t r = 0; r < x.rows(); ++r) mixture_jvp_row(view_, x.row(r), t, u.row(r), out.row(r), scratch_.data());
+  }
+
+  /// The parameters, by pointer (valid while this field or its analytic_ddm lives).
+  [[nodiscard]] const mixture_view& view() const noexcept { return view_; }
+
+ private:
+  template <class T>
+  void check_(batch_view<const T> x, double t, const char* where) const {
+    detail::check_time(where, t);
+    if (x.cols() != view_.dim)
+      throw shape_error(ddm::detail::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", view_.dim));
+  }
+
+  std::shared_ptr<const detail::analytic_ddm_data> data_;
+  mixture_view view_;
+  std::vector<double> scratch_;
+};
+
+/// The exact posterior router of the analytic DDM: logits_k = log p(k | x_t) / tau (up to a
+/// per-row constant), so that softmax gives p(k | x_t)^(1/tau), renormalized.
+class posterior_router {
+ public:
+  posterior_router(std::shared_ptr<const detail::analytic_ddm_data> data, double tau)
+      : data_(std::move(data)), tau_(tau), scratch_(static_cast<std::size_t>(data_->components)) {
+    if (!(tau > 0.0) || !std::isfinite(tau))
+      ddm::detail::fail_argument("ddm::synthetic::posterior_router", "tau", tau, "a finite value > 0");
+  }
+
+  [[nodiscard]] std::size_t num_experts() const noexcept { return static_cast<std::size_t>(data_->clusters); }
+  [[nodiscard]] const char* name() const noexcept { return "analytic posterior router"; }
+  [[nodiscard]] double tau() const noexcept { return tau_; }
+
+  template <class T>
+  void operator()(batch_view<const T> x, double t, batch_view<T> logits) {
+    constexpr const char* where = "ddm::synthetic::posterior_router";
+    detail::check_time(where, t);
+    if (x.cols() != data_->dim)
+      throw shape_error(ddm::detail::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", data_->dim));
+    ddm::detail::require_shape(where, "logits", logits, x.rows(), data_->clusters);
+    const mixture_view m = data_->whole();
+    for (index_t r = 0; r < x.rows(); ++r)
+      cluster_logits_row(m, data_->cluster_begin.data(), data_->clusters, x.row(r), t, 1.0 / tau_, logits.row(r),
+                         scratch_.data());
+  }
+
+ private:
+  std::shared_ptr<const detail::analytic_ddm_data> data_;
+  double tau_;
+  std::vector<double> scratch_;
+};
+
+/// True data with the component and cluster each row was drawn from.
+template <class T>
+struct labeled_sample {
+  batch<T> x;                  ///< (n, D)
+  std::vector<int> component;  ///< (n)
+  std::vector<int> cluster;    ///< (n)
+};
+
+class analytic_ddm {
+ public:
+  /// Philox streams of sample_data (the noise of ddm::fill_normal uses stream 0 by default, so
+  /// data and initial noise drawn with the same seed are still independent).
+  static constexpr std::uint64_t data_noise_stream = 0xDA7A0001;
+  static constexpr std::uint64_t data_choice_stream = 0xDA7A0002;
+
+  /// Components drawn from options.seed.
+  explicit analytic_ddm(const analytic_ddm_options& options = {})
+      : data_(detail::build_analytic_ddm(detail::draw_mixture_spec(options))) {}
+  /// Explicit components.
+  explicit analytic_ddm(const mixture_spec& spec) : data_(detail::build_analytic_ddm(spec)) {}
+
+  [[nodiscard]] std::size_t num_clusters() const noexcept { return static_cast<std::size_t>(data_->clusters); }
+  [[nodiscard]] index_t dim() const noexcept { return data_->dim; }
+  [[nodiscard]] std::size_t num_components() const noexcept { return static_cast<std::size_t>(data_->components); }
+
+  /// (J, D) component means, grouped by cluster: cluster k owns [cluster_begin()[k], cluster_begin()[k + 1]).
+  [[nodiscard]] batch_view<const double> component_means() const noexcept {
+    return {data_->means.data(), data_->components, data_->dim};
+  }
+  /// (J) component standard deviations s_j.
+  [[nodiscard]] std::span<const double> component_scales() const noexcept { return data_->scales; }
+  /// (J) overall component weights w_j = P_k pi_kj (sum 1).
+  [[nodiscard]] std::span<const double> component_weights() const noexcept { return data_->weights; }
+  /// (J) the cluster of each component.
+  [[nodiscard]] std::span<const int> component_cluster() const noexcept { return data_->cluster_of; }
+  /// (K + 1) first component of each cluster.
+  [[nodiscard]] std::span<const int> cluster_begin() const noexcept { return data_->cluster_begin; }
+  /// (K) cluster priors P_k.
+  [[nodiscard]] std::span<const double> cluster_priors() const noexcept { return data_->priors; }
+  /// (K, D) cluster means sum_j pi_kj mu_j: the centroids an alignment rank measures distance to.
+  [[nodiscard]] batch_view<const double> centroids() const noexcept {
+    return {data_->centroids.data(), data_->clusters, data_->dim};
+  }
+  /// (D) mean of the data.
+  [[nodiscard]] std::span<const double> mean() const noexcept { return data_->mean; }
+  /// (D, D) covariance of the data, sum_j w_j (s_j^2 I + (mu_j - m)(mu_j - m)^T).
+  [[nodiscard]] batch_view<const double> covariance() const noexcept {
+    return {data_->covariance.data(), data_->dim, data_->dim};
+  }
+
+  /// The whole mixture's parameters and cluster k's (in-cluster weights), by pointer: for device
+  /// copies and custom kernels.
+  [[nodiscard]] mixture_view view() const noexcept { return data_->whole(); }
+  [[nodiscard]] mixture_view cluster_view(std::size_t k) const {
+    ddm::detail::check_expert_index("ddm::synthetic::analytic_ddm::cluster_view", k, num_clusters());
+    return data_->cluster(static_cast<int>(k));
+  }
+
+  /// Expert k: the exact velocity of cluster k's data alone.
+  [[nodiscard]] gaussian_mixture_field expert(std::size_t k) const {
+    ddm::detail::check_expert_index("ddm::synthetic::analytic_ddm::expert", k, num_clusters());
+    return {data_, data_->cluster(static_cast<int>(k))};
+  }
+  /// All K experts, in cluster order.
+  [[nodiscard]] expert_vector<gaussian_mixture_field> experts() const {
+    std::vector<gaussian_mixture_field> e;
+    e.reserve(num_clusters());
+    for (std::size_t k = 0; k < num_clusters(); ++k) e.push_back(expert(k));
+    return expert_vector<gaussian_mixture_field>(std::move(e));
+  }
+  /// The exact velocity of the whole data (a perfect monolithic model).
+  [[nodiscard]] gaussian_mixture_field mixture_field() const { return {data_, data_->whole()}; }
+  /// The exact posterior router with temperature tau.
+  [[nodiscard]] posterior_router router(double tau = 1.0) const { return {data_, tau}; }
+
+  /// Fill `out` (n, D) with true data: row i is mu_j + s_j z with component j drawn by uniform
+  /// number i of (seed, data_choice_stream) and z by normal numbers i * D + c of
+  /// (seed, data_noise_stream). `component`, when not empty, receives each row's component (n).
+  template <class T>
+  void sample_data(batch_view<T> out, std::uint64_t seed, std::span<int> component = {}) const {
+    constexpr const char* where = "ddm::synthetic::analytic_ddm::sample_data";
+    if (out.cols() != data_->dim)
+      throw shape_error(ddm::detail::concat(where, ": argument 'out' has ", out.cols(), " columns, expected D = ", data_->dim));
+    if (!component.empty() && component.size() != static_cast<std::size_t>(out.rows()))
+      throw shape_error(ddm::detail::concat(where, ": argument 'component' has ", component.size(), " entries, expected ",
+                                            out.rows()));
+    const auto d = static_cast<std::size_t>(data_->dim);
+    for (index_t r = 0; r < out.rows(); ++r) {
+      const double u = philox4x32::uniform(seed, data_choice_stream, static_cast<std::uint64_t>(r));
+      std::size_t j = 0;
+      double acc = data_->weights[0];
+      while (u >= acc && j + 1 < data_->weights.size()) acc += data_->weights[++j];
+      if (!component.empty()) component[static_cast<std::size_t>(r)] = static_cast<int>(j);
+      const double s = data_->scales[j];
+      for (std::size_t c = 0; c < d; ++c) {
+        const double z = philox4x32::normal(seed, data_noise_stream, static_cast<std::uint64_t>(r) * d + c);
+        out(r, static_cast<index_t>(c)) = static_cast<T>(data_->means[j * d + c] + s * z);
+      }
+    }
+  }
+
+  /// n rows of true data (see the view overload).
+  template <class T = double>
+  [[nodiscard]] batch<T> sample_data(index_t n, std::uint64_t seed) const {
+    if (n < 0) ddm::detail::fail_argument("ddm::synthetic::analytic_ddm::sample_data", "n", n, ">= 0");
+    batch<T> x(n, data_->dim);
+    sample_data(x.view(), seed);
+    return x;
+  }
+
+  /// n rows of true data with their component and cluster labels.
+  template <class T = double>
+  [[nodiscard]] labeled_sample<T> sample_data_labeled(index_t n, std::uint64_t seed) const {
+    if (n < 0) ddm::detail::fail_argument("ddm::synthetic::analytic_ddm::sample_data_labeled", "n", n, ">= 0");
+    labeled_sample<T> s{batch<T>(n, data_->dim), std::vector<int>(static_cast<std::size_t>(n)),
+                        std::vector<int>(static_cast<std::size_t>(n))};
+    sample_data(s.x.view(), seed, std::span<int>(s.component));
+    for (std::size_t i = 0; i < s.component.size(); ++i)
+      s.cluster[i] = data_->cluster_of[static_cast<std::size_t>(s.component[i])];
+    return s;
+  }
+
+  /// log p(x) of the data at one point (D values), with every constant.
+  [[nodiscard]] double log_density(std::span<const double> x) const {
+    if (x.size() != static_cast<std::size_t>(data_->dim))
+      throw shape_error(ddm::detail::concat("ddm::synthetic::analytic_ddm::log_density: argument 'x' has ", x.size(),
+                                            " values, expected D = ", data_->dim));
+    std::vector<double> scratch(static_cast<std::size_t>(data_->components));
+    return mixture_log_density_row(data_->whole(), x.data(), scratch.data());
+  }
+
+ private:
+  std::shared_ptr<const detail::analytic_ddm_data> data_;
+};
+
+}  // namespace ddm::synthetic

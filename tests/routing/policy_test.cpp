@@ -1,0 +1,279 @@
+// Routing policies: the invariants of each policy's selection and weights, identities between
+// policies, deterministic ties, the scheduled switch, and argument errors.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ddm/ddm.hpp>
+
+namespace {
+
+const ddm::host_context ctx{};
+constexpr ddm::index_t B = 64;
+constexpr ddm::index_t K = 8;
+
+// Router probabilities of varied sharpness: softmax of normal logits with scales 0.3 .. 4.
+ddm::batch<double> probabilities(std::uint64_t seed = 42) {
+  ddm::batch<double> l(B, K), p(B, K);
+  ddm::fill_normal(ctx, l.view(), seed);
+  for (ddm::index_t r = 0; r < B; ++r)
+    for (ddm::index_t k = 0; k < K; ++k) l(r, k) *= 0.3 + 3.7 * static_cast<double>(r) / B;
+  ddm::softmax_rows(ctx, l.cview(), 1.0, p.view());
+  return p;
+}
+
+struct decision {
+  ddm::batch<double> w{B, K};
+  ddm::batch<std::uint8_t> sel{B, K};
+};
+
+template <class Policy>
+decision run(const Policy& policy, const ddm::batch<double>& p, double t = 0.5) {
+  decision d{ddm::batch<double>(p.rows(), p.cols()), ddm::batch<std::uint8_t>(p.rows(), p.cols())};
+  policy.select(ctx, p.cview(), t, d.w.view(), d.sel.view());
+  return d;
+}
+
+int count(const decision& d, ddm::index_t r) {
+  int n = 0;
+  for (ddm::index_t k = 0; k < d.sel.cols(); ++k) n += d.sel(r, k);
+  return n;
+}
+double weight_sum(const decision& d, ddm::index_t r) {
+  double s = 0;
+  for (ddm::index_t k = 0; k < d.w.cols(); ++k) s += d.w(r, k);
+  return s;
+}
+// Weights are positive exactly on the selected experts (p > 0 everywhere here).
+void expect_weights_on_selection(const decision& d) {
+  for (ddm::index_t r = 0; r < d.w.rows(); ++r)
+    for (ddm::index_t k = 0; k < d.w.cols(); ++k) EXPECT_EQ(d.w(r, k) > 0, d.sel(r, k) == 1) << r << "," << k;
+}
+// Every selected expert is at least as probable as every unselected one.
+void expect_prefix_of_ranking(const ddm::batch<double>& p, const decision& d) {
+  for (ddm::index_t r = 0; r < p.rows(); ++r) {
+    double lowest_selected = 2, highest_unselected = -1;
+    for (ddm::index_t k = 0; k < p.cols(); ++k) {
+      if (d.sel(r, k)) {
+        lowest_selected = std::min(lowest_selected, p(r, k));
+      } else {
+        highest_unselected = std::max(highest_unselected, p(r, k));
+      }
+    }
+    EXPECT_GE(lowest_selected, highest_unselected) << "row " << r;
+  }
+}
+
+TEST(Policies, TopKSelectsTheKMostProbableAndRenormalizes) {
+  const auto p = probabilities();
+  for (int k = 1; k <= K; ++k) {
+    const auto d = run(ddm::top_k{k}, p);
+    expect_weights_on_selection(d);
+    expect_prefix_of_ranking(p, d);
+    for (ddm::index_t r = 0; r < B; ++r) {
+      EXPECT_EQ(count(d, r), k);
+      EXPECT_NEAR(weight_sum(d, r), 1.0, 1e-15);
+      double mass = 0;
+      for (ddm::index_t e = 0; e < K; ++e) mass += d.sel(r, e) ? p(r, e) : 0.0;
+      for (ddm::index_t e = 0; e < K; ++e) {
+        if (d.sel(r, e)) {
+          EXPECT_NEAR(d.w(r, e), p(r, e) / mass, 1e-15);
+        }
+      }
+    }
+  }
+}
+
+TEST(Policies, TopKWithKExpertsIsTheFullEnsembleRenormalized) {
+  const auto p = probabilities(7);
+  const auto a = run(ddm::top_k{K}, p);
+  const auto f = run(ddm::full_ensemble{}, p);
+  for (ddm::index_t r = 0; r < B; ++r) {
+    const double s = weight_sum(f, r);
+    for (ddm::index_t k = 0; k < K; ++k) {
+      EXPECT_EQ(a.sel(r, k), 1);
+      EXPECT_EQ(f.sel(r, k), 1);
+      EXPECT_NEAR(a.w(r, k), f.w(r, k) / s, 1e-15);
+    }
+  }
+}
+
+TEST(Policies, FullEnsembleWeightsAreTheProbabilities) {
+  const auto p = probabilities(3);
+  const auto f = run(ddm::full_ensemble{}, p);
+  for (ddm::index_t r = 0; r < B; ++r) {
+    double ps = 0;
+    for (ddm::index_t k = 0; k < K; ++k) {
+      EXPECT_EQ(f.w(r, k), p(r, k));
+      ps += p(r, k);
+    }
+    EXPECT_EQ(count(f, r), K);
+    EXPECT_NEAR(weight_sum(f, r), ps, 1e-15);
+  }
+  // With a floor: experts below it are skipped, weights still unnormalized, the top one kept.
+  const auto g = run(ddm::full_ensemble{0.2}, p);
+  expect_weights_on_selection(g);
+  for (ddm::index_t r = 0; r < B; ++r) {
+    double ps = 0, top = 0;
+    for (ddm::index_t k = 0; k < K; ++k) {
+      top = std::max(top, p(r, k));
+      if (g.sel(r, k)) {
+        ps += p(r, k);
+        EXPECT_EQ(g.w(r, k), p(r, k));
+      }
+    }
+    for (ddm::index_t k = 0; k < K; ++k) EXPECT_EQ(g.sel(r, k) == 1, p(r, k) >= 0.2 || p(r, k) == top);
+    EXPECT_NEAR(weight_sum(g, r), ps, 1e-15);
+  }
+}
+
+TEST(Policies, TopPIsTheSmallestPrefixReachingP) {
+  const auto p = probabilities(5);
+  for (double nucleus : {0.05, 0.5, 0.8, 0.95, 0.999}) {
+    const auto d = run(ddm::top_p{nucleus}, p);
+    expect_weights_on_selection(d);
+    expect_prefix_of_ranking(p, d);
+    for (ddm::index_t r = 0; r < B; ++r) {
+      EXPECT_NEAR(weight_sum(d, r), 1.0, 1e-15);
+      double mass = 0, smallest = 2;
+      for (ddm::index_t k = 0; k < K; ++k)
+        if (d.sel(r, k)) {
+          mass += p(r, k);
+          smallest = std::min(smallest, p(r, k));
+        }
+      EXPECT_GE(mass, nucleus - 1e-15) << "row " << r;
+      EXPECT_LT(mass - smallest, nucleus) << "row " << r << ": a smaller prefix already reaches p";
+    }
+  }
+  const auto all = run(ddm::top_p{1.0}, p);
+  for (ddm::index_t r = 0; r < B; ++r) EXPECT_EQ(count(all, r), K);
+}
+
+TEST(Policies, ThresholdKeepsEveryExpertAboveTheFloorAndRenormalizes) {
+  const auto p = probabilities(9);
+  for (double floor : {0.0, 0.05, 0.2, 0.6, 1.0}) {
+    const auto d = run(ddm::threshold{floor}, p);
+    expect_weights_on_selection(d);
+    for (ddm::index_t r = 0; r < B; ++r) {
+      double top = 0;
+      for (ddm::index_t k = 0; k < K; ++k) top = std::max(top, p(r, k));
+      for (ddm::index_t k = 0; k < K; ++k) EXPECT_EQ(d.sel(r, k) == 1, p(r, k) >= floor || p(r, k) == top);
+      EXPECT_NEAR(weight_sum(d, r), 1.0, 1e-15);
+    }
+  }
+}
+
+TEST(Policies, TiesGoToTheLowestExpertIndex) {
+  ddm::batch<double> p(3, 4);
+  const double rows[3][4] = {{0.25, 0.25, 0.25, 0.25}, {0.1, 0.3, 0.3, 0.3}, {0.4, 0.1, 0.4, 0.1}};
+  for (ddm::index_t r = 0; r < 3; ++r)
+    for (ddm::index_t k = 0; k < 4; ++k) p(r, k) = rows[r][k];
+  auto selected = [&](const decision& d, ddm::index_t r) {
+    std::vector<int> s;
+    for (ddm::index_t k = 0; k < 4; ++k)
+      if (d.sel(r, k)) s.push_back(static_cast<int>(k));
+    return s;
+  };
+  const auto t1 = run(ddm::top_1(), p);
+  const auto t2 = run(ddm::top_2(), p);
+  EXPECT_EQ(selected(t1, 0), (std::vector<int>{0}));
+  EXPECT_EQ(selected(t2, 0), (std::vector<int>{0, 1}));
+  EXPECT_EQ(selected(t1, 1), (std::vector<int>{1}));
+  EXPECT_EQ(selected(t2, 1), (std::vector<int>{1, 2}));
+  EXPECT_EQ(selected(t1, 2), (std::vector<int>{0}));
+  EXPECT_EQ(selected(t2, 2), (std::vector<int>{0, 2}));
+  EXPECT_EQ(selected(run(ddm::top_p{0.5}, p), 0), (std::vector<int>{0, 1}));
+  // The raw per-row function gives the same answer (it is what device kernels run).
+  double w[4];
+  std::uint8_t sel[4];
+  ASSERT_TRUE(ddm::top_k_row(rows[1], 4, 2, w, sel));
+  EXPECT_EQ((std::vector<int>{sel[0], sel[1], sel[2], sel[3]}), (std::vector<int>{0, 1, 1, 0}));
+  EXPECT_EQ(w[1], 0.5);
+}
+
+TEST(Policies, ScheduledSwitchesAtTStar) {
+  const auto p = probabilities(1);
+  const double t_star = 0.4;
+  const ddm::scheduled early_full{t_star, ddm::full_ensemble{}, ddm::top_2()};
+  const ddm::scheduled late_full{t_star, ddm::top_2(), ddm::full_ensemble{}};
+  for (double t : {1.0, 0.7, std::nextafter(t_star, 1.0)}) {
+    EXPECT_TRUE(early_full.is_early(t));
+    EXPECT_EQ(count(run(early_full, p, t), 0), K) << t;
+    EXPECT_EQ(count(run(late_full, p, t), 0), 2) << t;
+  }
+  for (double t : {t_star, std::nextafter(t_star, 0.0), 0.1, 0.0}) {
+    EXPECT_FALSE(early_full.is_early(t));
+    EXPECT_EQ(count(run(early_full, p, t), 0), 2) << t;
+    EXPECT_EQ(count(run(late_full, p, t), 0), K) << t;
+  }
+  // The per-row form switches the same way.
+  double w[K];
+  std::uint8_t sel[K];
+  int n = 0;
+  ASSERT_TRUE(early_full.apply_row(p.cview().row(0), static_cast<int>(K), 0.9, w, sel));
+  for (auto s : sel) n += s;
+  EXPECT_EQ(n, K);
+  EXPECT_EQ(early_full.name(), "scheduled(t > 0.4: full_ensemble; t <= 0.4: top_2)");
+}
+
+TEST(Policies, AnyRoutingPolicyBehavesLikeTheHeldPolicy) {
+  const auto p = probabilities(13);
+  std::vector<ddm::any_routing_policy<double>> policies{ddm::top_1(), ddm::top_2(), ddm::full_ensemble{},
+                                                        ddm::top_p{0.9}, ddm::threshold{0.1},
+                                                        ddm::scheduled{0.5, ddm::full_ensemble{}, ddm::top_2()}};
+  const auto direct = run(ddm::top_2(), p);
+  const auto erased = run(policies[1], p);
+  for (ddm::index_t r = 0; r < B; ++r)
+    for (ddm::index_t k = 0; k < K; ++k) {
+      EXPECT_EQ(direct.w(r, k), erased.w(r, k));
+      EXPECT_EQ(direct.sel(r, k), erased.sel(r, k));
+    }
+  EXPECT_EQ(policies[0].name(), "top_1");
+  EXPECT_EQ(policies[2].name(), "full_ensemble");
+  EXPECT_EQ(policies[4].name(), "threshold(0.1)");
+  EXPECT_EQ(policies[3].name(), "top_p(0.9)");
+  EXPECT_EQ(ddm::full_ensemble{1e-6}.name(), "full_ensemble(p >= 1e-06)");
+  for (const auto& pol : policies) {
+    const auto d = run(pol, p);
+    for (ddm::index_t r = 0; r < B; ++r) EXPECT_GE(count(d, r), 1) << pol.name();
+  }
+}
+
+TEST(Policies, ArgumentErrorsSayWhatWasExpected) {
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const ddm::argument_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no exception");
+  };
+  EXPECT_NE(message([] { (void)ddm::top_k{0}; }).find("'k' = 0"), std::string::npos);
+  EXPECT_NE(message([] { (void)ddm::top_k{-3}; }).find(">= 1"), std::string::npos);
+  const auto p = probabilities();
+  const std::string too_many = message([&] { run(ddm::top_k{9}, p); });
+  EXPECT_NE(too_many.find("k = 9"), std::string::npos) << too_many;
+  EXPECT_NE(too_many.find("1 <= k <= 8"), std::string::npos) << too_many;
+  for (double bad : {0.0, -0.1, 1.5, std::nan("")})
+    EXPECT_NE(message([&] { (void)ddm::top_p{bad}; }).find("(0, 1]"), std::string::npos) << bad;
+  EXPECT_THROW((void)ddm::threshold{-0.1}, ddm::argument_error);
+  EXPECT_THROW((void)ddm::full_ensemble{1.5}, ddm::argument_error);
+  EXPECT_THROW((ddm::scheduled{1.5, ddm::top_1(), ddm::top_2()}), ddm::argument_error);
+  // Probabilities that are not probabilities: named by row.
+  auto q = probabilities();
+  q(5, 2) = -0.5;
+  const std::string invalid = message([&] { run(ddm::top_2(), q); });
+  EXPECT_NE(invalid.find("top_2"), std::string::npos) << invalid;
+  EXPECT_NE(invalid.find("row 5"), std::string::npos) << invalid;
+  // Shapes.
+  ddm::batch<double> w(B, K + 1);
+  ddm::batch<std::uint8_t> sel(B, K);
+  EXPECT_THROW(ddm::top_2().select(ctx, p.cview(), 0.5, w.view(), sel.view()), ddm::shape_error);
+}
+
+}  // namespace

@@ -1,0 +1,340 @@
+// The routed field: one call per selected expert on exactly its rows, weighted combination,
+// conditioning indices, cost accounting, observers, and no allocation once warmed up.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <string>
+#include <vector>
+
+#include <ddm/ddm.hpp>
+
+// Every allocation of the test binary is counted, so a test can assert that a warmed-up routed
+// field allocates nothing.
+namespace {
+std::atomic<long> g_allocations{0};
+void* counted_alloc(std::size_t n, std::size_t align) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  const std::size_t a = align < alignof(std::max_align_t) ? alignof(std::max_align_t) : align;
+  const std::size_t size = ((n == 0 ? 1 : n) + a - 1) / a * a;
+  if (void* p = std::aligned_alloc(a, size)) return p;
+  throw std::bad_alloc();
+}
+}  // namespace
+void* operator new(std::size_t n) { return counted_alloc(n, alignof(std::max_align_t)); }
+void* operator new(std::size_t n, std::align_val_t a) { return counted_alloc(n, static_cast<std::size_t>(a)); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+namespace {
+
+const ddm::host_context ctx{};
+constexpr ddm::index_t K = 8;
+
+// Expert k's velocity: distinct per expert, depends on x and t.
+double value(int k, double x, double t) { return (k + 1) + x * (0.5 + k) * t; }
+
+struct call_log {
+  int calls = 0;
+  std::vector<int> rows_seen;     // column 0 of x, which the tests set to the row index
+  std::vector<int> indices_seen;  // row indices received (conditioned experts)
+};
+
+struct probe {
+  int k;
+  call_log* log;
+  void operator()(ddm::batch_view<const double> x, double t, ddm::batch_view<double> v) const {
+    ++log->calls;
+    for (ddm::index_t r = 0; r < x.rows(); ++r) {
+      log->rows_seen.push_back(static_cast<int>(x(r, 0)));
+      for (ddm::index_t c = 0; c < x.cols(); ++c) v(r, c) = value(k, x(r, c), t);
+    }
+  }
+};
+
+struct conditioned_probe : probe {
+  using probe::operator();
+  void operator()(ddm::batch_view<const double> x, double t, ddm::batch_view<double> v,
+                  ddm::row_index_view<> rows) const {
+    (*this)(x, t, v);
+    for (ddm::index_t r = 0; r < rows.rows(); ++r) log->indices_seen.push_back(rows(r, 0));
+  }
+};
+
+// Row r prefers expert r % 7 (logits -(k - m)^2); expert 7 has logit -100, so sparse policies
+// never pick it.
+void peaked_logits(ddm::batch_view<const double> x, double /*t*/, ddm::batch_view<double> logits) {
+  for (ddm::index_t r = 0; r < x.rows(); ++r) {
+    const auto m = static_cast<double>(r % 7);
+    for (ddm::index_t k = 0; k < K; ++k)
+      logits(r, k) = k == 7 ? -100.0 : -(static_cast<double>(k) - m) * (static_cast<double>(k) - m);
+  }
+}
+
+auto make_experts(std::vector<call_log>& logs) {
+  return ddm::make_ensemble(probe{0, &logs[0]}, conditioned_probe{{1, &logs[1]}}, probe{2, &logs[2]},
+                            probe{3, &logs[3]}, conditioned_probe{{4, &logs[4]}}, probe{5, &logs[5]},
+                            probe{6, &logs[6]}, probe{7, &logs[7]});
+}
+
+ddm::batch<double> rows_as_x(ddm::index_t b, ddm::index_t d) {
+  ddm::batch<double> x(b, d);
+  ddm::fill_normal(ctx, x.view(), 99);
+  for (ddm::index_t r = 0; r < b; ++r) x(r, 0) = static_cast<double>(r);
+  return x;
+}
+
+template <class Policy>
+void check_routing(const Policy& policy, ddm::index_t b, double t) {
+  std::vector<call_log> logs(K);
+  auto field = ddm::make_routed_field<double>(make_experts(logs), ddm::router_fn(K, "peaked", peaked_logits), policy);
+  const auto x = rows_as_x(b, 3);
+  ddm::batch<double> v(b, 3);
+  field(x.cview(), t, v.view());
+
+  // An independent decision from the same probabilities.
+  ddm::batch<double> logits(b, K), p(b, K), w(b, K);
+  ddm::batch<std::uint8_t> sel(b, K);
+  peaked_logits(x.cview(), t, logits.view());
+  ddm::softmax_rows(ctx, logits.cview(), 1.0, p.view());
+  policy.select(ctx, p.cview(), t, w.view(), sel.view());
+
+  for (int k = 0; k < K; ++k) {
+    std::vector<int> expected_rows;
+    for (ddm::index_t r = 0; r < b; ++r)
+      if (sel(r, k)) expected_rows.push_back(static_cast<int>(r));
+    EXPECT_EQ(logs[static_cast<std::size_t>(k)].calls, expected_rows.empty() ? 0 : 1) << policy.name() << " expert " << k;
+    EXPECT_EQ(logs[static_cast<std::size_t>(k)].rows_seen, expected_rows) << policy.name() << " expert " << k;
+    if (k == 1 || k == 4) {
+      EXPECT_EQ(logs[static_cast<std::size_t>(k)].indices_seen, expected_rows) << "expert " << k;
+    }
+    EXPECT_EQ(field.last_expert_rows()[static_cast<std::size_t>(k)], expected_rows.size());
+  }
+  double worst = 0;
+  for (ddm::index_t r = 0; r < b; ++r)
+    for (ddm::index_t c = 0; c < 3; ++c) {
+      double expected = 0;
+      for (int k = 0; k < K; ++k) expected += w(r, k) * value(k, x(r, c), t);
+      worst = std::max(worst, std::abs(v(r, c) - expected));
+    }
+  EXPECT_LT(worst, 1e-13) << policy.name();
+  for (ddm::index_t r = 0; r < b; ++r)
+    for (ddm::index_t k = 0; k < K; ++k) {
+      EXPECT_EQ(field.last_decision().selected(r, k), sel(r, k));
+      EXPECT_EQ(field.last_decision().weights(r, k), w(r, k));
+    }
+}
+
+TEST(RoutedField, EachExpertIsCalledOnceOnExactlyItsRows) {
+  check_routing(ddm::top_1(), 20, 0.6);
+  check_routing(ddm::top_2(), 20, 0.6);
+  check_routing(ddm::top_k{3}, 5, 0.2);
+  check_routing(ddm::top_p{0.9}, 20, 0.9);
+  check_routing(ddm::threshold{0.05}, 20, 0.4);
+  check_routing(ddm::full_ensemble{}, 20, 1.0);
+  check_routing(ddm::full_ensemble{1e-6}, 20, 0.0);
+  check_routing(ddm::scheduled{0.5, ddm::full_ensemble{}, ddm::top_2()}, 13, 0.7);
+  check_routing(ddm::scheduled{0.5, ddm::full_ensemble{}, ddm::top_2()}, 13, 0.3);
+}
+
+TEST(RoutedField, UnselectedExpertIsNeverCalled) {
+  std::vector<call_log> logs(K);
+  auto field = ddm::make_routed_field<double>(make_experts(logs), ddm::router_fn(K, "peaked", peaked_logits),
+                                              ddm::top_2());
+  const auto x = rows_as_x(32, 2);
+  ddm::batch<double> v(32, 2);
+  for (double t : {1.0, 0.5, 0.0}) field(x.cview(), t, v.view());
+  EXPECT_EQ(logs[7].calls, 0);
+  EXPECT_EQ(field.expert_calls()[7], 0u);
+  EXPECT_EQ(field.expert_rows()[7], 0u);
+  for (int k = 0; k < 7; ++k) EXPECT_EQ(logs[static_cast<std::size_t>(k)].calls, 3) << k;
+  EXPECT_EQ(field.calls(), 3u);
+}
+
+TEST(RoutedField, TopOneWithAOneHotRouterIsThatExpertAlone) {
+  std::vector<call_log> logs(K);
+  // Row r: logit 0 for expert (3 r) % 8, -1e4 for the others: probability 1 to the last bit.
+  auto one_hot = ddm::router_fn(K, "one-hot", [](ddm::batch_view<const double> x, double, ddm::batch_view<double> l) {
+    for (ddm::index_t r = 0; r < x.rows(); ++r)
+      for (ddm::index_t k = 0; k < K; ++k) l(r, k) = k == (3 * r) % K ? 0.0 : -1e4;
+  });
+  auto field = ddm::make_routed_field<double>(make_experts(logs), one_hot, ddm::top_1());
+  const auto x = rows_as_x(16, 4);
+  ddm::batch<double> v(16, 4);
+  field(x.cview(), 0.35, v.view());
+  for (ddm::index_t r = 0; r < 16; ++r)
+    for (ddm::index_t c = 0; c < 4; ++c) EXPECT_EQ(v(r, c), value(static_cast<int>((3 * r) % K), x(r, c), 0.35));
+}
+
+TEST(RoutedField, ConditionedExpertsReceiveOriginalRowIndices) {
+  std::vector<call_log> logs(K);
+  auto field = ddm::make_routed_field<double>(make_experts(logs), ddm::router_fn(K, "peaked", peaked_logits),
+                                              ddm::top_2());
+  static_assert(ddm::conditioned_velocity_field<decltype(field), double>);
+  const auto x = rows_as_x(14, 2);
+  ddm::batch<double> v(14, 2);
+  // This batch is itself a sub-batch: its row i is row 100 + 3 i of some larger batch.
+  std::vector<std::int32_t> outer(14);
+  for (std::size_t i = 0; i < outer.size(); ++i) outer[i] = static_cast<std::int32_t>(100 + 3 * i);
+  field(x.cview(), 0.5, v.view(), ddm::row_index_view<>(outer.data(), 14, 1));
+  for (int k : {1, 4}) {
+    const auto& log = logs[static_cast<std::size_t>(k)];
+    ASSERT_EQ(log.indices_seen.size(), log.rows_seen.size());
+    ASSERT_FALSE(log.rows_seen.empty());
+    for (std::size_t i = 0; i < log.rows_seen.size(); ++i)
+      EXPECT_EQ(log.indices_seen[i], 100 + 3 * log.rows_seen[i]);
+  }
+}
+
+TEST(RoutedField, CostOfTopTwoOfEightIsAQuarterOfTheFullEnsemble) {
+  auto count_rows = [](auto policy) {
+    std::vector<call_log> logs(K);
+    auto field = ddm::make_routed_field<double>(make_experts(logs), ddm::router_fn(K, "peaked", peaked_logits), policy);
+    const auto x = rows_as_x(64, 2);
+    ddm::batch<double> v(64, 2);
+    for (double t : {0.9, 0.5, 0.1}) field(x.cview(), t, v.view());
+    std::printf("[ measured ] %-14s expert row evaluations %4zu over %zu routed rows, relative cost %.3f\n",
+                policy.name().c_str(), field.expert_evaluations(), field.rows_routed(), field.relative_cost());
+    return std::pair{field.expert_evaluations(), field.relative_cost()};
+  };
+  const auto full = count_rows(ddm::full_ensemble{});
+  const auto top2 = count_rows(ddm::top_2());
+  const auto top1 = count_rows(ddm::top_1());
+  EXPECT_EQ(full.first, 3u * 64u * K);
+  EXPECT_EQ(4 * top2.first, full.first);
+  EXPECT_EQ(8 * top1.first, full.first);
+  EXPECT_EQ(full.second, 1.0);
+  EXPECT_EQ(top2.second, 0.25);
+}
+
+TEST(RoutedField, ObserversSeeTheDecisionAndPerCallCounts) {
+  std::vector<call_log> logs(K);
+  auto field = ddm::make_routed_field<double>(make_experts(logs), ddm::router_fn(K, "peaked", peaked_logits),
+                                              ddm::top_p{0.95});
+  int events = 0;
+  field.add_observer([&](const ddm::routing_event<double>& e) {
+    ++events;
+    EXPECT_EQ(e.call, static_cast<std::size_t>(events - 1));
+    std::size_t selected = 0, reported = 0;
+    for (ddm::index_t r = 0; r < e.selected.rows(); ++r)
+      for (ddm::index_t k = 0; k < K; ++k) selected += e.selected(r, k);
+    for (auto n : e.rows_per_expert) reported += n;
+    EXPECT_EQ(selected, reported);
+    for (ddm::index_t k = 0; k < K; ++k) {
+      std::size_t column = 0;
+      for (ddm::index_t r = 0; r < e.selected.rows(); ++r) column += e.selected(r, k);
+      EXPECT_EQ(column, e.rows_per_expert[static_cast<std::size_t>(k)]);
+    }
+    EXPECT_EQ(e.probabilities.rows(), e.x.rows());
+    EXPECT_EQ(e.v.cols(), e.x.cols());
+  });
+  const auto x = rows_as_x(10, 2);
+  ddm::batch<double> v(10, 2);
+  field(x.cview(), 0.8, v.view());
+  field(x.cview(), 0.2, v.view());
+  EXPECT_EQ(events, 2);
+  field.reset_counts();
+  EXPECT_EQ(field.calls(), 0u);
+  EXPECT_EQ(field.expert_evaluations(), 0u);
+}
+
+// Allocation-free experts and router, for the allocation count.
+struct affine_expert {
+  double a;
+  void operator()(ddm::batch_view<const double> x, double t, ddm::batch_view<double> v) const {
+    ddm::lincomb(ctx, v, {a * t}, x);
+  }
+};
+
+TEST(RoutedField, AllocatesNothingAfterTheFirstCallOfAShape) {
+  ddm::expert_vector<affine_expert> experts(std::vector<affine_expert>{{1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}});
+  for (int policy = 0; policy < 3; ++policy) {
+    auto run = [&](auto pol) {
+      auto field = ddm::make_routed_field<double>(experts, ddm::router_fn(K, "peaked", peaked_logits), pol);
+      ddm::batch<double> x(48, 5), v(48, 5);
+      ddm::fill_normal(ctx, x.view(), 1);
+      field(x.cview(), 0.5, v.view());
+      const long before = g_allocations.load();
+      for (double t : {0.9, 0.4, 0.1, 0.0}) field(x.cview(), t, v.view());
+      const long after = g_allocations.load();
+      EXPECT_EQ(after - before, 0) << pol.name();
+    };
+    if (policy == 0) run(ddm::top_2());
+    if (policy == 1) run(ddm::full_ensemble{});
+    if (policy == 2) run(ddm::top_p{0.7});
+  }
+}
+
+TEST(RoutedField, IsAVelocityFieldForSample) {
+  ddm::expert_vector<affine_expert> experts(std::vector<affine_expert>{{-1}, {-2}, {-3}, {-4}, {-5}, {-6}, {-7}, {-8}});
+  auto field = ddm::make_routed_field<double>(experts, ddm::router_fn(K, "peaked", peaked_logits), ddm::top_2());
+  static_assert(ddm::velocity_field<decltype(field), double>);
+  ddm::batch<double> x(9, 3);
+  ddm::fill_normal(ctx, x.view(), 5);
+  const auto result = ddm::sample(field, x, ddm::schedules::uniform(10), ddm::heun{});
+  EXPECT_EQ(field.calls(), result.field_evaluations);
+  EXPECT_TRUE(ddm::all_finite(ctx, x.cview()));
+}
+
+TEST(RoutedField, ErrorsNameTheirCause) {
+  std::vector<call_log> logs(K);
+  EXPECT_THROW((void)ddm::make_routed_field<double>(make_experts(logs), ddm::router_fn(7, "short", peaked_logits),
+                                                    ddm::top_2()),
+               ddm::argument_error);
+  auto nan_router = ddm::router_fn(K, "broken_router", [](ddm::batch_view<const double> x, double, ddm::batch_view<double> l) {
+    ddm::fill(ctx, l, 0.0);
+    if (x.rows() > 3) l(3, 6) = std::nan("");
+  });
+  auto field = ddm::make_routed_field<double>(make_experts(logs), nan_router, ddm::top_2());
+  auto x = rows_as_x(5, 2);
+  ddm::batch<double> v(5, 2);
+  try {
+    field(x.cview(), 0.5, v.view());
+    FAIL() << "expected non_finite_error";
+  } catch (const ddm::non_finite_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("broken_router"), std::string::npos) << what;
+    EXPECT_NE(what.find("row 3"), std::string::npos) << what;
+    EXPECT_NE(what.find("expert 6"), std::string::npos) << what;
+  }
+  auto ok = ddm::make_routed_field<double>(make_experts(logs), ddm::router_fn(K, "peaked", peaked_logits), ddm::top_k{9});
+  EXPECT_THROW(ok(x.cview(), 0.5, v.view()), ddm::argument_error);  // k > K
+  auto good = ddm::make_routed_field<double>(make_experts(logs), ddm::router_fn(K, "peaked", peaked_logits), ddm::top_2());
+  EXPECT_THROW(good(x.cview(), 0.5, x.view()), ddm::argument_error);  // v is x
+  EXPECT_THROW(good(x.cview(), 1.5, v.view()), ddm::argument_error);
+  ddm::batch<double> wrong(5, 3);
+  EXPECT_THROW(good(x.cview(), 0.5, wrong.view()), ddm::shape_error);
+}
+
+TEST(NearestCentroidRouter, ScoresMinusSquaredDistanceOfTheDataPrediction) {
+  ddm::batch<double> c(3, 2);
+  const double cs[3][2] = {{0, 0}, {2, 1}, {-1, 3}};
+  for (int k = 0; k < 3; ++k)
+    for (int j = 0; j < 2; ++j) c(k, j) = cs[k][j];
+  ddm::nearest_centroid_router router(c.cview(), 0.5);
+  ddm::batch<double> x(2, 2), l(2, 3);
+  x(0, 0) = 1.0;
+  x(0, 1) = 0.5;
+  x(1, 0) = -2.0;
+  x(1, 1) = 4.0;
+  for (double t : {0.0, 0.3, 1.0}) {
+    router(x.cview(), t, l.view());
+    const double g = (1 - t) / ((1 - t) * (1 - t) + t * t);  // x0_hat = g x for standard normal data
+    for (int r = 0; r < 2; ++r)
+      for (int k = 0; k < 3; ++k) {
+        const double d0 = g * x(r, 0) - cs[k][0];
+        const double d1 = g * x(r, 1) - cs[k][1];
+        EXPECT_NEAR(l(r, k), -(d0 * d0 + d1 * d1) / 0.5, 1e-12) << t;
+      }
+  }
+  EXPECT_EQ(router.num_experts(), 3u);
+  EXPECT_THROW(ddm::nearest_centroid_router(c.cview(), 0.0), ddm::argument_error);
+}
+
+}  // namespace
