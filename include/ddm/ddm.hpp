@@ -22,6 +22,7 @@
 #include "ddm/diagnostics/power_iteration.hpp"
 #include "ddm/diagnostics/probes.hpp"
 #include "ddm/diagnostics/refinement.hpp"
+#include "ddm/diagnostics/routing_observer.hpp"
 #include "ddm/diagnostics/row_ops.hpp"
 #include "ddm/diagnostics/sensitivity.hpp"
 #include "ddm/diagnostics/spectral_norm.hpp"
