@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Checks ddm-paradox end to end (Python standard library only).
+
+    check_json.py --program PATH --work DIR    run a small configuration and check its JSON:
+        it parses, holds every field documented in docs/paradox.md (the schema table between the
+        "schema:begin" and "schema:end" markers) with the documented type, every verdict equals the
+        one recomputed here from the numbers in the file, and the CSV and SVG outputs exist and
+        parse.
+    check_json.py --program PATH --bad-flags   bad command lines exit non-zero with the usage
+        message; --help exits 0.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOC = os.path.join(HERE, "..", "..", "docs", "paradox.md")
+
+SMALL = ["--clusters", "4", "--dim", "4", "--components", "2", "--samples", "160", "--steps", "8",
+         "--tau", "3", "--permutations", "199", "--bootstrap", "50", "--sweep-tau", "1,3", "--quiet"]
+
+failures = []
+
+
+def fail(msg):
+    failures.append(msg)
+    print("FAIL: " + msg)
+
+
+# ------------------------------------------------------------------------------------------------
+# The documented schema
+
+def documented_fields():
+    """(path, type) pairs from the schema table of docs/paradox.md."""
+    with open(DOC, encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r"<!-- schema:begin -->(.*?)<!-- schema:end -->", text, re.S)
+    if not m:
+        raise SystemExit("docs/paradox.md has no schema table between <!-- schema:begin --> and <!-- schema:end -->")
+    fields = []
+    for line in m.group(1).splitlines():
+        # Cells split on unescaped pipes; `number\|null` is one cell meaning number or null.
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        if len(cells) < 2 or not cells[0].startswith("`"):
+            continue
+        fields.append((cells[0].strip("`"), cells[1].strip("`")))
+    if len(fields) < 20:
+        raise SystemExit("docs/paradox.md's schema table lists only %d fields" % len(fields))
+    return fields
+
+
+def type_ok(value, spec):
+    for t in spec.split("|"):
+        t = t.strip()
+        if t == "null" and value is None:
+            return True
+        if t == "number" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return True
+        if t == "integer" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if t == "string" and isinstance(value, str):
+            return True
+        if t == "boolean" and isinstance(value, bool):
+            return True
+        if t == "array" and isinstance(value, list):
+            return True
+        if t == "object" and isinstance(value, dict):
+            return True
+    return False
+
+
+def resolve(doc, path):
+    """Every (concrete path, value) that `path` names: <name> and <verdict> are any key, [] any element."""
+    out = [("", doc)]
+    for part in path.split("."):
+        nxt = []
+        is_list = part.endswith("[]")
+        key = part[:-2] if is_list else part
+        for where, node in out:
+            if key.startswith("<") and key.endswith(">"):
+                if not isinstance(node, dict) or not node:
+                    fail("%s: expected a non-empty object for %s" % (where or "<root>", key))
+                    continue
+                items = [(where + "." + k, v) for k, v in node.items()]
+            else:
+                if not isinstance(node, dict) or key not in node:
+                    fail("missing field %s%s" % (where + "." if where else "", key))
+                    continue
+                items = [((where + "." if where else "") + key, node[key])]
+            for w, v in items:
+                if is_list:
+                    if not isinstance(v, list):
+                        fail("%s: expected an array" % w)
+                        continue
+                    nxt.extend(("%s[%d]" % (w, i), e) for i, e in enumerate(v))
+                else:
+                    nxt.append((w, v))
+        out = nxt
+    return out
+
+
+def check_schema(doc, fields):
+    for path, spec in fields:
+        for where, value in resolve(doc, path):
+            if not type_ok(value, spec):
+                fail("%s = %r, documented as %s" % (where, value, spec))
+
+
+# ------------------------------------------------------------------------------------------------
+# The verdicts, recomputed
+
+def recompute(run, k):
+    pol = run["policies"]
+    full = pol.get("full")
+    others = [v for key, v in pol.items() if key != "full"]
+    out = {}
+
+    def lowest(get):
+        if full is None or not others:
+            return None
+        return all(get(full) < get(o) for o in others)
+
+    delta = lambda p: p["stability"]["delta_refine"]
+    leff = lambda p: p["stability"]["l_eff_median"]
+    ciqr = lambda p: p["stability"]["l_eff_cumulative_iqr"]
+    amp = lambda p: p["stability"]["amplification_median"]
+    fd = lambda p: p["quality"]["frechet"]
+    out["lowest_delta_refine"] = lowest(delta)
+    out["lowest_l_eff"] = lowest(leff)
+    out["lowest_cumulative_iqr"] = lowest(ciqr)
+    out["lowest_amplification"] = lowest(amp)
+    out["worst_quality"] = None if full is None or not others else all(fd(full) > fd(o) for o in others)
+    parts = [out["lowest_delta_refine"], out["lowest_l_eff"], out["worst_quality"]]
+    out["paradox"] = None if None in parts else all(parts)
+    top2 = pol.get("top2")
+    if full is None or top2 is None:
+        out["paradox_vs_top2"] = None
+    else:
+        out["paradox_vs_top2"] = delta(full) < delta(top2) and leff(full) < leff(top2) and fd(full) > fd(top2)
+
+    full_rank = full["alignment"]["mean_rank"] if full is not None and full["alignment"]["mean_rank"] is not None \
+        else (k + 1) / 2
+    sparse = [pol[key] for key in ("top1", "top2") if key in pol]
+    if not sparse:
+        out["sparse_better_aligned"] = None
+    else:
+        out["sparse_better_aligned"] = all(p["alignment"]["mean_rank"] is not None and
+                                           p["alignment"]["mean_rank"] < full_rank for p in sparse)
+    if top2 is None or top2["alignment"]["angular_gap"] is None:
+        out["selected_experts_closer"] = None
+    else:
+        out["selected_experts_closer"] = top2["alignment"]["angular_gap"] > 0
+
+    mono = {}
+    for key, p in pol.items():
+        q = [b["nll_mean"] for b in p["disagreement"]["quartiles"]]
+        mono[key] = all(q[i] > q[i - 1] for i in range(1, len(q)))
+        if p["disagreement"]["monotonic"] != mono[key]:
+            fail("policies.%s.disagreement.monotonic = %s, but its quartiles %s say %s"
+                 % (key, p["disagreement"]["monotonic"], q, mono[key]))
+    out["quality_falls_with_disagreement"] = all(mono.values()) if mono else None
+    out["monotonic_by_policy"] = mono
+    return out
+
+
+def check_verdicts(run, k, where):
+    expect = recompute(run, k)
+    got = run["verdicts"]
+    for key, value in expect.items():
+        if got.get(key) != value:
+            fail("%s.verdicts.%s = %r, but the numbers give %r" % (where, key, got.get(key), value))
+    for key in got:
+        if key not in expect and key != "details":
+            fail("%s.verdicts.%s is not recomputed by this checker" % (where, key))
+    for key, d in got.get("details", {}).items():
+        if d.get("holds") != got.get(key):
+            fail("%s.verdicts.details.%s.holds disagrees with verdicts.%s" % (where, key, key))
+
+
+def check_invariants(run, k, steps, where):
+    """Properties that hold by construction: they catch a mislabelled or mis-wired number."""
+    heun_evals = 2 * steps - 1
+    for key, p in run["policies"].items():
+        c = p["cost"]
+        if c["field_evaluations"] != heun_evals:
+            fail("%s.%s: %d field evaluations, expected 2N - 1 = %d for Heun" % (where, key, c["field_evaluations"], heun_evals))
+        per_call = {"top1": 1, "top2": 2, "full": k}.get(key)
+        if per_call is not None and abs(c["expert_evaluations_per_sample"] - per_call * heun_evals) > 1e-9:
+            fail("%s.%s: %g expert evaluations per sample, expected %d" % (where, key, c["expert_evaluations_per_sample"],
+                                                                           per_call * heun_evals))
+        if not p["observed_run_bit_identical"]:
+            fail("%s.%s: the observed run did not reproduce the plain run" % (where, key))
+        if len(p["stability"]["l_eff_steps"]) != steps:
+            fail("%s.%s: %d L_eff steps, expected %d" % (where, key, len(p["stability"]["l_eff_steps"]), steps))
+        if sum(q["count"] for q in p["disagreement"]["quartiles"]) <= 0:
+            fail("%s.%s: empty disagreement quartiles" % (where, key))
+    full = run["policies"].get("full")
+    if full is not None:
+        if full["alignment"]["angular_gap"] is not None:
+            fail("%s.full: the angular gap must be undefined (null): no expert is left unselected" % where)
+        if full["alignment"]["mean_rank"] != (k + 1) / 2:
+            fail("%s.full: mean rank %r, expected (K + 1) / 2 = %g" % (where, full["alignment"]["mean_rank"], (k + 1) / 2))
+        if abs(full["cost"]["relative_cost"] - 1) > 1e-12:
+            fail("%s.full: relative cost %g, expected 1" % (where, full["cost"]["relative_cost"]))
+
+
+# ------------------------------------------------------------------------------------------------
+
+def run_small(program, work):
+    os.makedirs(work, exist_ok=True)
+    json_path = os.path.join(work, "paradox.json")
+    out_dir = os.path.join(work, "out")
+    cmd = [program] + SMALL + ["--json", json_path, "--out", out_dir]
+    print("running:", " ".join(cmd))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    print(r.stdout)
+    if r.returncode != 0:
+        fail("exit code %d: %s" % (r.returncode, r.stderr))
+        return
+    with open(json_path, encoding="utf-8") as f:
+        doc = json.load(f)  # raises on invalid JSON (NaN would be invalid too)
+    fields = documented_fields()
+    check_schema(doc, fields)
+    print("[ measured ] %d documented fields checked" % len(fields))
+    k = doc["config"]["clusters"]
+    steps = doc["config"]["steps"]
+    check_verdicts(doc, k, "<root>")
+    check_invariants(doc, k, steps, "policies")
+    if [s["tau"] for s in doc["sweep"]] != [1, 3]:
+        fail("sweep taus %r, expected [1, 3]" % [s["tau"] for s in doc["sweep"]])
+    for i, s in enumerate(doc["sweep"]):
+        check_verdicts(s, k, "sweep[%d]" % i)
+        check_invariants(s, k, steps, "sweep[%d]" % i)
+    if doc["sweep"][1]["policies"] != doc["policies"]:
+        fail("sweep[1] (tau = 3) differs from the main run at tau = 3")
+    # Every verdict appears on stdout with its word.
+    for key, value in doc["verdicts"].items():
+        if key in ("details", "monotonic_by_policy"):
+            continue
+        word = "not evaluated" if value is None else ("holds" if value else "does not hold")
+        claim = doc["verdicts"]["details"][key]["claim"]
+        if "[%s]" % word not in r.stdout or claim not in r.stdout:
+            fail("stdout does not show verdict %s as [%s]" % (key, word))
+    for name in ("policies.csv", "sensitivity.csv", "quality_by_disagreement.csv", "alignment.csv", "samples.csv",
+                 "sweep.csv"):
+        with open(os.path.join(out_dir, name), newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if len(rows) < 2:
+            fail("%s has no data rows" % name)
+    for name in ("sensitivity.svg", "quality_by_disagreement.svg", "alignment.svg", "sweep_frechet.svg"):
+        ET.parse(os.path.join(out_dir, name))
+
+
+def bad_flags(program):
+    cases = [["--nope"], ["--samples", "abc"], ["--samples"], ["--integrator", "rk4"], ["--device", "tpu"],
+             ["--policies", "top3"], ["--tau", "0"], ["--t-switch", "1.5"], ["--sweep-tau", "1,x"], ["--quiet=1"]]
+    for args in cases:
+        r = subprocess.run([program] + args, capture_output=True, text=True)
+        if r.returncode == 0 or "usage: ddm-paradox" not in r.stderr:
+            fail("%s: exit %d, stderr %r; expected a non-zero exit and the usage message" % (args, r.returncode, r.stderr[:200]))
+    r = subprocess.run([program, "--help"], capture_output=True, text=True)
+    if r.returncode != 0 or "usage: ddm-paradox" not in r.stdout:
+        fail("--help: exit %d; expected 0 and the usage message on stdout" % r.returncode)
+    r = subprocess.run([program, "--device", "cuda", "--samples", "16", "--steps", "2", "--policies", "top1", "--quiet"],
+                       capture_output=True, text=True)
+    if r.returncode != 0 and "CUDA" not in r.stderr:
+        fail("--device cuda failed without naming CUDA: %r" % r.stderr)
+    print("[ measured ] %d bad command lines refused; --device cuda: exit %d (%s)"
+          % (len(cases), r.returncode, r.stderr.strip()[:120]))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--program", required=True)
+    ap.add_argument("--work")
+    ap.add_argument("--bad-flags", action="store_true")
+    a = ap.parse_args()
+    if a.bad_flags:
+        bad_flags(a.program)
+    else:
+        if not a.work:
+            raise SystemExit("--work DIR is required")
+        run_small(a.program, a.work)
+    if failures:
+        print("%d check(s) failed" % len(failures))
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

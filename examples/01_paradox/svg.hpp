@@ -1,0 +1,217 @@
+#pragma once
+// A small SVG line-plot writer: a few series of (x, y) points, each optionally with a shaded band
+// (lo, hi) around it, on linear or log-10 axes with round tick values, and a legend. Enough for
+// the paradox example's three figures; no dependency.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace paradox::svg {
+
+struct series {
+  std::string label;
+  std::vector<double> x;
+  std::vector<double> y;
+  std::vector<double> lo;  ///< band below y (empty: no band)
+  std::vector<double> hi;  ///< band above y
+  bool markers = true;
+};
+
+struct plot {
+  std::string title;
+  std::string x_label;
+  std::string y_label;
+  std::vector<series> lines;
+  bool x_reversed = false;  ///< largest x on the left (time runs from t = 1 to 0 in sampling)
+  bool log_y = false;
+  std::vector<std::string> x_tick_labels;  ///< when not empty: category axis, label i at x = i + 1
+};
+
+namespace detail {
+
+// A colour-blind-safe palette (Okabe and Ito).
+inline const char* colour(std::size_t i) {
+  static const char* const p[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"};
+  return p[i % (sizeof(p) / sizeof(p[0]))];
+}
+
+inline std::string escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+inline std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", v);
+  return buf;
+}
+
+// Round tick values covering [lo, hi]: steps of 1, 2 or 5 times a power of ten, about 5 ticks.
+inline std::vector<double> ticks(double lo, double hi) {
+  const double span = hi - lo;
+  const double raw = span / 5.0;
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = mag;
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (raw <= m * mag) {
+      step = m * mag;
+      break;
+    }
+  std::vector<double> out;
+  for (double v = std::ceil(lo / step - 1e-9) * step; v <= hi + 1e-9 * step; v += step) out.push_back(std::abs(v) < 1e-12 * step ? 0.0 : v);
+  return out;
+}
+
+inline std::string tick_label(double v) {
+  char buf[32];
+  if (v != 0.0 && (std::abs(v) >= 1e4 || std::abs(v) < 1e-3)) {
+    std::snprintf(buf, sizeof buf, "%.0e", v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%g", v);
+  }
+  return buf;
+}
+
+}  // namespace detail
+
+/// Writes the plot to `path`; returns false (and writes nothing) when it cannot open the file.
+inline bool write(const plot& p, const std::string& path) {
+  constexpr double width = 720, height = 440;
+  constexpr double left = 78, right = 190, top = 42, bottom = 58;
+  const double pw = width - left - right;
+  const double ph = height - top - bottom;
+
+  auto ty = [&](double v) { return p.log_y ? std::log10(v) : v; };
+  double x_lo = std::numeric_limits<double>::infinity(), x_hi = -x_lo, y_lo = x_lo, y_hi = -x_lo;
+  for (const auto& s : p.lines)
+    for (std::size_t i = 0; i < s.x.size(); ++i) {
+      if (!std::isfinite(s.y[i]) || (p.log_y && !(s.y[i] > 0))) continue;
+      x_lo = std::min(x_lo, s.x[i]);
+      x_hi = std::max(x_hi, s.x[i]);
+      double lo = s.y[i], hi = s.y[i];
+      if (!s.lo.empty() && std::isfinite(s.lo[i]) && (!p.log_y || s.lo[i] > 0)) lo = std::min(lo, s.lo[i]);
+      if (!s.hi.empty() && std::isfinite(s.hi[i])) hi = std::max(hi, s.hi[i]);
+      y_lo = std::min(y_lo, ty(lo));
+      y_hi = std::max(y_hi, ty(hi));
+    }
+  if (!std::isfinite(x_lo)) x_lo = 0, x_hi = 1, y_lo = 0, y_hi = 1;
+  if (!p.x_tick_labels.empty()) {
+    x_lo = 0.5;
+    x_hi = static_cast<double>(p.x_tick_labels.size()) + 0.5;
+  }
+  if (x_hi == x_lo) x_lo -= 0.5, x_hi += 0.5;
+  if (y_hi == y_lo) y_lo -= 0.5, y_hi += 0.5;
+  const double pad = 0.05 * (y_hi - y_lo);
+  y_lo -= pad;
+  y_hi += pad;
+
+  auto sx = [&](double v) {
+    const double u = (v - x_lo) / (x_hi - x_lo);
+    return left + pw * (p.x_reversed ? 1.0 - u : u);
+  };
+  auto sy = [&](double v) { return top + ph * (1.0 - (ty(v) - y_lo) / (y_hi - y_lo)); };
+  auto sy_raw = [&](double u) { return top + ph * (1.0 - (u - y_lo) / (y_hi - y_lo)); };
+
+  std::ostringstream o;
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height << "\" viewBox=\"0 0 "
+    << width << ' ' << height << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  o << "<text x=\"" << left + pw / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">" << detail::escape(p.title)
+    << "</text>\n";
+
+  // Grid and ticks.
+  if (p.log_y) {
+    for (double e = std::ceil(y_lo); e <= y_hi; e += 1.0) {
+      const double y = sy_raw(e);
+      o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << detail::num(y) << "\" y2=\"" << detail::num(y)
+        << "\" stroke=\"#ddd\"/>\n";
+      o << "<text x=\"" << left - 6 << "\" y=\"" << detail::num(y + 4) << "\" text-anchor=\"end\">"
+        << detail::tick_label(std::pow(10.0, e)) << "</text>\n";
+    }
+  } else {
+    for (double v : detail::ticks(y_lo, y_hi)) {
+      const double y = sy_raw(v);
+      o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << detail::num(y) << "\" y2=\"" << detail::num(y)
+        << "\" stroke=\"#ddd\"/>\n";
+      o << "<text x=\"" << left - 6 << "\" y=\"" << detail::num(y + 4) << "\" text-anchor=\"end\">" << detail::tick_label(v)
+        << "</text>\n";
+    }
+  }
+  if (!p.x_tick_labels.empty()) {
+    for (std::size_t i = 0; i < p.x_tick_labels.size(); ++i) {
+      const double x = sx(static_cast<double>(i + 1));
+      o << "<text x=\"" << detail::num(x) << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">"
+        << detail::escape(p.x_tick_labels[i]) << "</text>\n";
+    }
+  } else {
+    for (double v : detail::ticks(x_lo, x_hi)) {
+      const double x = sx(v);
+      o << "<line x1=\"" << detail::num(x) << "\" x2=\"" << detail::num(x) << "\" y1=\"" << top << "\" y2=\"" << top + ph
+        << "\" stroke=\"#eee\"/>\n";
+      o << "<text x=\"" << detail::num(x) << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">"
+        << detail::tick_label(v) << "</text>\n";
+    }
+  }
+  o << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
+    << "\" fill=\"none\" stroke=\"#444\"/>\n";
+  o << "<text x=\"" << left + pw / 2 << "\" y=\"" << height - 16 << "\" text-anchor=\"middle\">" << detail::escape(p.x_label)
+    << "</text>\n";
+  o << "<text transform=\"translate(18," << top + ph / 2 << ") rotate(-90)\" text-anchor=\"middle\">"
+    << detail::escape(p.y_label) << (p.log_y ? " (log scale)" : "") << "</text>\n";
+
+  // Bands first, then lines and markers on top.
+  for (std::size_t s = 0; s < p.lines.size(); ++s) {
+    const auto& l = p.lines[s];
+    if (l.lo.empty() || l.hi.empty()) continue;
+    std::ostringstream pts;
+    bool any = false;
+    for (std::size_t i = 0; i < l.x.size(); ++i)
+      if (std::isfinite(l.hi[i]) && (!p.log_y || l.hi[i] > 0)) {
+        pts << detail::num(sx(l.x[i])) << ',' << detail::num(sy(l.hi[i])) << ' ';
+        any = true;
+      }
+    for (std::size_t i = l.x.size(); i-- > 0;)
+      if (std::isfinite(l.lo[i]) && (!p.log_y || l.lo[i] > 0)) pts << detail::num(sx(l.x[i])) << ',' << detail::num(sy(l.lo[i])) << ' ';
+    if (any)
+      o << "<polygon points=\"" << pts.str() << "\" fill=\"" << detail::colour(s) << "\" fill-opacity=\"0.15\" stroke=\"none\"/>\n";
+  }
+  for (std::size_t s = 0; s < p.lines.size(); ++s) {
+    const auto& l = p.lines[s];
+    std::ostringstream pts;
+    for (std::size_t i = 0; i < l.x.size(); ++i)
+      if (std::isfinite(l.y[i]) && (!p.log_y || l.y[i] > 0)) pts << detail::num(sx(l.x[i])) << ',' << detail::num(sy(l.y[i])) << ' ';
+    o << "<polyline points=\"" << pts.str() << "\" fill=\"none\" stroke=\"" << detail::colour(s) << "\" stroke-width=\"2\"/>\n";
+    if (l.markers)
+      for (std::size_t i = 0; i < l.x.size(); ++i)
+        if (std::isfinite(l.y[i]) && (!p.log_y || l.y[i] > 0))
+          o << "<circle cx=\"" << detail::num(sx(l.x[i])) << "\" cy=\"" << detail::num(sy(l.y[i])) << "\" r=\"3\" fill=\""
+            << detail::colour(s) << "\"/>\n";
+    const double ly = top + 14 + 20.0 * static_cast<double>(s);
+    o << "<line x1=\"" << left + pw + 14 << "\" x2=\"" << left + pw + 38 << "\" y1=\"" << ly << "\" y2=\"" << ly
+      << "\" stroke=\"" << detail::colour(s) << "\" stroke-width=\"2\"/>\n";
+    o << "<text x=\"" << left + pw + 44 << "\" y=\"" << ly + 4 << "\">" << detail::escape(l.label) << "</text>\n";
+  }
+  o << "</svg>\n";
+
+  std::ofstream f(path);
+  if (!f) return false;
+  f << o.str();
+  return static_cast<bool>(f);
+}
+
+}  // namespace paradox::svg
