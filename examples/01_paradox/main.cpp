@@ -308,7 +308,8 @@ int main(int argc, char** argv) {
                      {"epsilon", c.epsilon},
                      {"permutations", c.permutations},
                      {"bootstrap", c.bootstrap},
-                     {"device", c.dev == paradox::device::cpu ? "cpu" : "cuda"}};
+                     {"device", c.dev == paradox::device::cpu ? "cpu" : "cuda"},
+                     {"cluster_priors", std::vector<double>(model.cluster_priors().begin(), model.cluster_priors().end())}};
       const auto main_json = paradox::to_json(main_run, model.num_clusters());
       j["tau"] = main_json["tau"];
       j["reference"] = paradox::to_json(reference);

@@ -91,7 +91,7 @@ def main():
 
     with open(os.path.join(HERE, "paradox.md.in"), encoding="utf-8") as f:
         text = f.read()
-    machine = "%d cores (os.cpu_count), %s" % (os.cpu_count() or 0, os.uname().machine)
+    machine = "%d cores, %s" % (os.cpu_count() or 0, os.uname().machine)
     blocks = {
         "TABLE": section(stdout, "policy  ", "policy          mean"),
         "QUARTILES": section(stdout, "policy          mean", "verdicts"),

@@ -270,7 +270,8 @@ inline nlohmann::json to_json(const quality_numbers& q) {
           {"coverage", q.coverage},
           {"precision", q.precision},
           {"cluster_coverage", q.cluster_coverage},
-          {"cluster_tv_distance", q.cluster_tv}};
+          {"cluster_tv_distance", q.cluster_tv},
+          {"cluster_share", q.cluster_share}};
 }
 
 inline nlohmann::json to_json(const policy_result& p) {
@@ -308,6 +309,7 @@ inline nlohmann::json to_json(const policy_result& p) {
                          {"nll_mean", q.quality_mean}});
   const auto& sp = p.disagreement.spearman;
   j["disagreement"] = {{"integrated_mean", p.disagreement.integrated_mean},
+                       {"integrated_sd", p.disagreement.integrated_sd},
                        {"quartiles", quartiles},
                        {"monotonic", p.disagreement.monotonic},
                        {"spearman",

@@ -82,6 +82,7 @@ class progress {
 
 struct quality_numbers {
   double frechet = 0, nll = 0, coverage = 0, precision = 0, cluster_coverage = 0, cluster_tv = 0;
+  std::vector<double> cluster_share;  ///< (K) share of samples nearest to each cluster
 };
 
 struct stability_numbers {
@@ -105,6 +106,7 @@ struct alignment_numbers {
 
 struct disagreement_numbers {
   double integrated_mean = 0;  ///< mean over samples of the trajectory-integrated disagreement
+  double integrated_sd = 0;    ///< its standard deviation over samples
   std::vector<dd::score_bin> quartiles;  ///< by integrated disagreement; quality_mean = mean per-sample NLL
   bool monotonic = false;       ///< NLL rises strictly from Q1 to Q4
   dd::spearman_result spearman;  ///< rho(integrated disagreement, per-sample NLL)
@@ -197,8 +199,8 @@ policy_result measure_policy(const config& cfg, const ds::analytic_ddm& model, c
 
   const auto samples = detail::host_samples(ctx, x.cview());
   const auto q = ds::evaluate_quality(model, samples.cview());
-  res.quality = {q.frechet, q.nll, q.modes.coverage, q.modes.precision, q.modes.cluster_coverage,
-                 q.modes.cluster_tv_distance};
+  res.quality = {q.frechet,        q.nll, q.modes.coverage, q.modes.precision, q.modes.cluster_coverage,
+                 q.modes.cluster_tv_distance, q.modes.cluster_share};
   res.disagreement.per_sample_nll.resize(static_cast<std::size_t>(b));
   for (ddm::index_t r = 0; r < b; ++r)
     res.disagreement.per_sample_nll[static_cast<std::size_t>(r)] =
@@ -233,6 +235,9 @@ policy_result measure_policy(const config& cfg, const ds::analytic_ddm& model, c
   double sum = 0;
   for (double v : dis.per_sample) sum += v;
   dis.integrated_mean = sum / static_cast<double>(b);
+  double ss = 0;
+  for (double v : dis.per_sample) ss += (v - dis.integrated_mean) * (v - dis.integrated_mean);
+  dis.integrated_sd = std::sqrt(ss / static_cast<double>(b));
   dis.quartiles = dd::bin_by_score(dis.per_sample, dis.per_sample_nll, 4);
   dis.monotonic = true;
   for (std::size_t i = 1; i < dis.quartiles.size(); ++i)
@@ -276,7 +281,8 @@ struct tau_result {
 inline quality_numbers reference_quality(const config& cfg, const ds::analytic_ddm& model) {
   const auto data = model.sample_data<double>(cfg.samples, cfg.seed);
   const auto q = ds::evaluate_quality(model, data.cview());
-  return {q.frechet, q.nll, q.modes.coverage, q.modes.precision, q.modes.cluster_coverage, q.modes.cluster_tv_distance};
+  return {q.frechet,         q.nll, q.modes.coverage, q.modes.precision, q.modes.cluster_coverage,
+          q.modes.cluster_tv_distance, q.modes.cluster_share};
 }
 
 template <class Space, class Integrator>

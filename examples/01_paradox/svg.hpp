@@ -61,17 +61,15 @@ inline std::string num(double v) {
   return buf;
 }
 
-// Round tick values covering [lo, hi]: steps of 1, 2 or 5 times a power of ten, about 5 ticks.
+// Round tick values covering [lo, hi]: the step of 1, 2, 2.5 or 5 times a power of ten nearest
+// (in ratio) to a fifth of the range, so that there are about 5 ticks.
 inline std::vector<double> ticks(double lo, double hi) {
   const double span = hi - lo;
   const double raw = span / 5.0;
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   double step = mag;
-  for (double m : {1.0, 2.0, 5.0, 10.0})
-    if (raw <= m * mag) {
-      step = m * mag;
-      break;
-    }
+  for (double m : {1.0, 2.0, 2.5, 5.0, 10.0})
+    if (std::abs(std::log(m * mag / raw)) < std::abs(std::log(step / raw))) step = m * mag;
   std::vector<double> out;
   for (double v = std::ceil(lo / step - 1e-9) * step; v <= hi + 1e-9 * step; v += step) out.push_back(std::abs(v) < 1e-12 * step ? 0.0 : v);
   return out;
