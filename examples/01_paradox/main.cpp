@@ -241,8 +241,8 @@ int main(int argc, char** argv) {
   const config c = parse(argc, argv);
   if (c.dev == paradox::device::cuda && !DDM_PARADOX_CUDA) {
     std::fprintf(stderr,
-                 "ddm-paradox: --device cuda: this ddm-paradox was built without CUDA support (configure ddm with a "
-                 "CUDA compiler and -DDDM_ENABLE_CUDA=ON to build the device version); use --device cpu\n");
+                 "ddm-paradox: --device cuda: this build of ddm-paradox has no CUDA support (it was compiled "
+                 "without DDM_PARADOX_CUDA, so the study runs on the host only); use --device cpu\n");
     return 2;
   }
   try {
