@@ -290,8 +290,9 @@ __global__ void __launch_bounds__(elementwise_block)
 }
 
 // The first entry of a (B, K) selection that is neither 0 nor 1 (row-major index), or none.
+template <class Flag>
 __global__ void __launch_bounds__(row_block)
-    selection_check_kernel(const std::uint8_t* selected, index_t ss, index_t rows, int k, int* first_bad) {
+    selection_check_kernel(const Flag* selected, index_t ss, index_t rows, int k, int* first_bad) {
   for (index_t r = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; r < rows;
        r += static_cast<index_t>(gridDim.x) * blockDim.x)
     for (int e = 0; e < k; ++e)
@@ -303,7 +304,7 @@ inline void check_device_selection(const cuda_context& ctx, const char* where,
   ddm::detail::require_shape(where, "selected", selected, rows, k);
   check_routing_size(where, rows, k);
   const device_scalar<int> first_bad(ctx);
-  selection_check_kernel<<<row_grid(rows), row_block, 0, ctx.stream()>>>(selected.data(), selected.stride(), rows,
+  selection_check_kernel<std::uint8_t><<<row_grid(rows), row_block, 0, ctx.stream()>>>(selected.data(), selected.stride(), rows,
                                                                            static_cast<int>(k), first_bad.get());
   check_launch("ddm::diagnostics (selection_check_kernel)");
   const index_t bad = decode_first(first_bad.read(), rows * k);

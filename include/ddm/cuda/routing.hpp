@@ -131,8 +131,11 @@ __global__ void __launch_bounds__(row_block)
   }
 }
 
+// (Kernels are templates, even where one instantiation is all there is, so that a header can
+// define them in every translation unit that includes it.)
+template <class Index>
 __global__ void __launch_bounds__(row_block)
-    row_bounds_kernel(const std::int32_t* rows, index_t rs, index_t n, index_t bound, int* first_bad) {
+    row_bounds_kernel(const Index* rows, index_t rs, index_t n, index_t bound, int* first_bad) {
   for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<index_t>(gridDim.x) * blockDim.x) {
     const index_t r = rows[i * rs];
@@ -142,8 +145,9 @@ __global__ void __launch_bounds__(row_block)
 
 // flags(e, r) = selected(r, e) != 0, expert-major: the order of the counting sort. Expert e on
 // grid.y, rows on x.
+template <class Flag>
 __global__ void __launch_bounds__(elementwise_block)
-    expert_major_flags_kernel(const std::uint8_t* selected, index_t ss, index_t rows, int k, int* flags) {
+    expert_major_flags_kernel(const Flag* selected, index_t ss, index_t rows, int k, int* flags) {
   for (index_t e = blockIdx.y; e < k; e += gridDim.y)
     for (index_t r = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; r < rows;
          r += static_cast<index_t>(gridDim.x) * blockDim.x)
@@ -153,8 +157,9 @@ __global__ void __launch_bounds__(elementwise_block)
 // With pos = the exclusive scan of the flags: the selected pair (r, e) goes to row_index[pos];
 // slot(r, e) = pos, or -1 where unselected (optional); offsets[e] = pos(e, 0), offsets[K] = the
 // number of selected pairs.
+template <class Flag>
 __global__ void __launch_bounds__(elementwise_block)
-    group_scatter_kernel(const std::uint8_t* selected, index_t ss, index_t rows, int k, const int* pos,
+    group_scatter_kernel(const Flag* selected, index_t ss, index_t rows, int k, const int* pos,
                          std::int32_t* row_index, index_t ri_stride, std::int32_t* slot, int* offsets) {
   for (index_t e = blockIdx.y; e < k; e += gridDim.y)
     for (index_t r = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; r < rows;
@@ -305,13 +310,13 @@ class expert_grouper {
     auto temp = temp_.get(ctx, 1, static_cast<index_t>(std::max<std::size_t>(temp_bytes, 1)));
     const dim3 grid(static_cast<unsigned>(std::min((rows + elementwise_block - 1) / elementwise_block, max_grid_x)),
                     static_cast<unsigned>(std::min<index_t>(k, max_grid_y)), 1U);
-    expert_major_flags_kernel<<<grid, elementwise_block, 0, ctx.stream()>>>(selected.data(), selected.stride(), rows,
+    expert_major_flags_kernel<std::uint8_t><<<grid, elementwise_block, 0, ctx.stream()>>>(selected.data(), selected.stride(), rows,
                                                                              k, flags.data());
     check_launch("ddm::group_rows_by_expert (expert_major_flags_kernel)");
     check(cub::DeviceScan::ExclusiveSum(temp.data(), temp_bytes, flags.data(), pos.data(), static_cast<int>(n),
                                         ctx.stream()),
           "cub::DeviceScan::ExclusiveSum in ddm::group_rows_by_expert");
-    group_scatter_kernel<<<grid, elementwise_block, 0, ctx.stream()>>>(
+    group_scatter_kernel<std::uint8_t><<<grid, elementwise_block, 0, ctx.stream()>>>(
         selected.data(), selected.stride(), rows, k, pos.data(), row_index, row_index_stride, slot, offsets);
     check_launch("ddm::group_rows_by_expert (group_scatter_kernel)");
   }
@@ -400,7 +405,7 @@ struct expert_grouping<cuda_space> {
   static index_t first_bad_row(const cuda_context& ctx, row_index_view<cuda_space> rows, index_t bound) {
     if (rows.rows() == 0) return -1;
     const cuda::detail::device_scalar<int> first_bad(ctx);
-    cuda::detail::row_bounds_kernel<<<cuda::detail::row_grid(rows.rows()), cuda::detail::row_block, 0,
+    cuda::detail::row_bounds_kernel<std::int32_t><<<cuda::detail::row_grid(rows.rows()), cuda::detail::row_block, 0,
                                       ctx.stream()>>>(rows.data(), rows.stride(), rows.rows(), bound, first_bad.get());
     cuda::check_launch("ddm::gather_rows (row_bounds_kernel)");
     return cuda::detail::decode_first(first_bad.read(), rows.rows());
