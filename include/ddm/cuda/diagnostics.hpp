@@ -5,8 +5,9 @@
 //   them the Jacobian estimators of ddm/diagnostics/ (jacobian_products, Hutchinson, power
 //   iteration, dense Jacobian, the L_eff observer) run on device views unchanged. Their B
 //   per-row scalars stay on the host: a row operation copies its B coefficients to the device
-//   (a pageable copy, which the driver may order after the stream's pending work) and a row
-//   reduction copies its B results back (it waits for the stream).
+//   and a row reduction copies its B results back; both wait for the stream (the estimators are
+//   driven from the host, one reduction at a time, so the waits cost little next to the field
+//   evaluations).
 // - expert_disagreement(ctx, experts): the mean pairwise distance among the K expert velocities
 //   of each row through their Gram matrices, G_r = V_r V_r^T with V_r the (K, D) block of row r,
 //   from one strided batched GEMM (cuBLAS, B matrices of K x K), then
@@ -137,9 +138,11 @@ template <bool Axpy, class T>
 void row_scaled(const cuda_context& ctx, batch_view<T, cuda_space> out, batch_view<const T, cuda_space> x,
                 std::span<const double> c, batch_view<const T, cuda_space> y) {
   const index_t rows = out.rows();
+  // The coefficients live in the caller's pageable memory, which the caller may change as soon
+  // as this returns (the Jacobian estimators flip their signs at once): the blocking copy
+  // guarantees they have reached the device.
   batch<double, cuda_space> coefficients(ctx, 1, rows);
-  DDM_CUDA_CHECK(cudaMemcpyAsync(coefficients.data(), c.data(), c.size() * sizeof(double), cudaMemcpyHostToDevice,
-                                 ctx.stream()));
+  ddm::copy(ctx, coefficients.view(), batch_view<const double>(c.data(), 1, rows));
   const stream_layout layout = Axpy ? make_stream_layout<T>(std::array<const void*, 3>{out.data(), x.data(), y.data()},
                                                             std::array<index_t, 3>{out.stride(), x.stride(), y.stride()},
                                                             rows, out.cols())
