@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -64,11 +65,86 @@ std::string thrown_message(auto&& f) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Launch shapes (host code: these run without a GPU)
+
+TEST(LaunchShapes, StreamLayoutsTakeTheVectorPathOnlyWhenEveryOperandSharesItsAlignment) {
+  namespace cd = ddm::cuda::detail;
+  alignas(16) static float buffer[64];
+  const auto at = [](index_t offset) -> const void* { return buffer + offset; };
+  for (index_t off = 0; off < 4; ++off) {
+    const auto one_row = cd::make_stream_layout<float>(std::array<const void*, 3>{at(off), at(off + 8), at(off + 20)},
+                                                      std::array<index_t, 3>{47, 47, 47}, 1, 45);
+    EXPECT_EQ(one_row.width, 4) << off;
+    EXPECT_EQ(one_row.head, (4 - off) % 4) << off;
+    EXPECT_EQ(one_row.vectors, (45 - (4 - off) % 4) / 4) << off;
+    // Rows 48 floats apart keep the alignment; rows 47 apart do not.
+    EXPECT_EQ((cd::make_stream_layout<float>(std::array<const void*, 2>{at(off), at(off + 4)},
+                                              std::array<index_t, 2>{48, 48}, 3, 45)
+                   .width),
+              4);
+    EXPECT_EQ((cd::make_stream_layout<float>(std::array<const void*, 2>{at(off), at(off + 4)},
+                                              std::array<index_t, 2>{47, 48}, 3, 45)
+                   .width),
+              1);
+  }
+  // Operands at different offsets: one value at a time, the whole row as "vectors" of one.
+  const auto mixed = cd::make_stream_layout<float>(std::array<const void*, 2>{at(0), at(1)},
+                                                   std::array<index_t, 2>{45, 45}, 1, 45);
+  EXPECT_EQ(mixed.width, 1);
+  EXPECT_EQ(mixed.head, 0);
+  EXPECT_EQ(mixed.vectors, 45);
+  // Rows shorter than the head: everything is head.
+  const auto tiny = cd::make_stream_layout<float>(std::array<const void*, 1>{at(1)}, std::array<index_t, 1>{2}, 1, 2);
+  EXPECT_EQ(tiny.head, 2);
+  EXPECT_EQ(tiny.vectors, 0);
+  // double: two values per access.
+  alignas(16) static double dbuf[8];
+  const auto d1 = cd::make_stream_layout<double>(std::array<const void*, 1>{dbuf + 1}, std::array<index_t, 1>{9}, 1, 9);
+  EXPECT_EQ(d1.width, 2);
+  EXPECT_EQ(d1.head, 1);
+  EXPECT_EQ(d1.vectors, 4);
+  // Types other than float and double never vectorize.
+  EXPECT_EQ((cd::make_stream_layout<std::int32_t>(std::array<const void*, 1>{at(0)}, std::array<index_t, 1>{8}, 1, 8)
+                 .width),
+            1);
+}
+
+TEST(LaunchShapes, RowMappedBlocksAndMixtureScratchFitTheirWork) {
+  namespace cd = ddm::cuda::detail;
+  // A row of 2 accesses: 32 threads along it, 8 rows per block.
+  const auto small = cd::row_mapped_shape(1000, 2, 4, 100);
+  EXPECT_EQ(small.block.x, 32U);
+  EXPECT_EQ(small.block.y, 8U);
+  EXPECT_EQ(small.grid.x, 1U);
+  EXPECT_EQ(small.grid.y, 125U);
+  // A long row: 256 threads along it, one row per block, no more blocks along x than resident.
+  const auto large = cd::row_mapped_shape(4096, 4096, 4, 3);
+  EXPECT_EQ(large.block.x, 256U);
+  EXPECT_EQ(large.block.y, 1U);
+  EXPECT_EQ(large.grid.x, 3U);
+  EXPECT_EQ(large.grid.y, 4096U);
+  // Scratch per row: odd strides, 48 KiB of shared memory at most, global memory beyond.
+  const auto expert = cd::plan_scratch(4);
+  EXPECT_TRUE(expert.shared);
+  EXPECT_EQ(expert.stride, 5);
+  EXPECT_EQ(expert.threads, 128);
+  const auto jvp = cd::plan_scratch(64);
+  EXPECT_TRUE(jvp.shared);
+  EXPECT_EQ(jvp.stride, 65);
+  EXPECT_LE(jvp.shared_bytes(), 48U * 1024U);
+  EXPECT_EQ(jvp.threads, 64);
+  const auto huge = cd::plan_scratch(1000);
+  EXPECT_FALSE(huge.shared);
+  EXPECT_EQ(huge.shared_bytes(), 0U);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Softmax
 
-// Both sides compute in double (exp within 2 ulp of each other) and round to T once: the results
-// are equal or one ulp of T apart.
-TYPED_TEST(DeviceRouting, SoftmaxAgreesWithTheHostToOneUlp) {
+// Both sides compute in double (exp within 1 ulp of the exact value on each side) and round to T
+// twice (the exponential, then the normalized value): in float, equal or at most two ulps apart;
+// in double, a few ulps (the sum and the division add theirs; 8 allowed).
+TYPED_TEST(DeviceRouting, SoftmaxAgreesWithTheHostToAFewUlps) {
   DDM_TEST_REQUIRE_GPU();
   using T = TypeParam;
   const ddm::cuda_context ctx;
@@ -85,7 +161,7 @@ TYPED_TEST(DeviceRouting, SoftmaxAgreesWithTheHostToOneUlp) {
       const double rel = std::abs(static_cast<double>(got(r, c)) - static_cast<double>(expect(r, c))) /
                          static_cast<double>(expect(r, c));
       worst = std::max(worst, rel);
-      ASSERT_LE(rel, 1.01 * std::numeric_limits<T>::epsilon()) << r << ", " << c;
+      ASSERT_LE(rel, (sizeof(T) == 4 ? 2.01 : 8.0) * std::numeric_limits<T>::epsilon()) << r << ", " << c;
     }
   std::printf("[ measured ] softmax (%s): max relative |device - host| = %.2e\n", sizeof(T) == 4 ? "float" : "double",
               worst);

@@ -3,9 +3,9 @@
 //
 // A cuBLAS handle is costly to create (it allocates device workspace) and belongs to the device
 // that was current when it was created. ddm therefore keeps one handle per thread and device
-// (blas_for(ctx)), created on first use, and sets its stream to the context's before every use,
-// so cuBLAS work is ordered with the rest of the context's work. Own a blas_handle instead to
-// control its lifetime or settings.
+// (blas_for(ctx)), created on first use and kept for the life of the process, and sets its stream
+// to the context's before every use, so cuBLAS work is ordered with the rest of the context's
+// work. Own a blas_handle instead to control its lifetime or settings.
 //
 // Every cuBLAS status is checked; a failure raises ddm::device_error naming the call:
 //
@@ -23,7 +23,7 @@
 #include <cuda_runtime_api.h>
 
 #include <array>
-#include <memory>
+#include <cstddef>
 #include <string>
 #include <utility>
 
@@ -73,16 +73,21 @@ class blas_handle {
 };
 
 /// The calling thread's handle for the current device, its stream set to ctx's.
+///
+/// The handles are deliberately never destroyed: a thread_local destructor of the main thread
+/// runs during process exit, when the CUDA runtime may already be torn down, and destroying a
+/// handle then can fail or crash. The driver reclaims them with the process (one handle per
+/// thread and device that used cuBLAS through ddm; own a blas_handle to control the lifetime).
 [[nodiscard]] inline cublasHandle_t blas_for(const cuda_context& ctx) {
   constexpr int max_devices = 64;
-  thread_local std::array<std::unique_ptr<blas_handle>, max_devices> handles;
+  thread_local std::array<blas_handle*, max_devices> handles{};
   int device = 0;
   DDM_CUDA_CHECK(cudaGetDevice(&device));
   if (device < 0 || device >= max_devices)
     throw device_error(ddm::detail::concat("ddm::cuda::blas_for: device ", device, ", expected fewer than ",
                                            max_devices, " devices"));
   auto& handle = handles[static_cast<std::size_t>(device)];
-  if (!handle) handle = std::make_unique<blas_handle>();
+  if (handle == nullptr) handle = new blas_handle();  // NOLINT: kept for the life of the process
   handle->set_stream(ctx);
   return handle->get();
 }

@@ -111,8 +111,10 @@ __global__ void __launch_bounds__(elementwise_block)
           if (base + u * threads < vectors) in[u] = load_stream<T, W>(in_body, base + u * threads);
 #pragma unroll
         for (int u = 0; u < unroll; ++u)
+          if (base + u * threads < vectors) {
 #pragma unroll
-          for (int q = 0; q < W; ++q) acc[u].v[q] += we * in[u].v[q];
+            for (int q = 0; q < W; ++q) acc[u].v[q] += we * in[u].v[q];
+          }
       }
 #pragma unroll
       for (int u = 0; u < unroll; ++u)
