@@ -1,11 +1,6 @@
-// Device algebra throughput beside a device-to-device cudaMemcpyAsync measured in the same binary.
-//
-// Every benchmark times its work on the GPU with CUDA events (manual time), `reps` operations
-// between two events so that launch latency does not dominate, and reports bytes per second of
-// compulsory traffic (each operand read once, the output written once) and `vs_memcpy`: that
-// bandwidth divided by the bandwidth of cudaMemcpyAsync device-to-device of one operand's size,
-// measured by the same process just before. A ratio near 1 means the operation runs at the speed
-// of a copy, which is what a memory-bound update can reach.
+// Device algebra throughput beside a device-to-device cudaMemcpyAsync measured in the same binary
+// (timing and vs_memcpy: see cuda_bench_support.hpp). Traffic counts each operand read once and
+// the output written once.
 //
 // Without a GPU every benchmark reports "no GPU: <reason>" and the binary exits with status 0.
 
@@ -14,100 +9,19 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <map>
-#include <string>
 
 #include <ddm/cuda.hpp>
+
+#include "cuda_bench_support.hpp"
 
 namespace {
 
 using ddm::batch;
 using ddm::cuda_space;
 using ddm::index_t;
-
-constexpr int reps = 10;
-
-bool skipped_without_gpu(benchmark::State& state) {
-  std::string why;
-  if (ddm::cuda::device_available(&why)) return false;
-  state.SkipWithError(("no GPU: " + why).c_str());
-  return true;
-}
-
-class event_pair {
- public:
-  event_pair() {
-    DDM_CUDA_CHECK(cudaEventCreate(&start_));
-    DDM_CUDA_CHECK(cudaEventCreate(&stop_));
-  }
-  event_pair(const event_pair&) = delete;
-  event_pair& operator=(const event_pair&) = delete;
-  ~event_pair() {
-    (void)cudaEventDestroy(start_);
-    (void)cudaEventDestroy(stop_);
-  }
-  // Seconds the GPU spent on what `body` enqueues on ctx's stream.
-  template <class Body>
-  double time(const ddm::cuda_context& ctx, Body&& body) {
-    DDM_CUDA_CHECK(cudaEventRecord(start_, ctx.stream()));
-    body();
-    DDM_CUDA_CHECK(cudaEventRecord(stop_, ctx.stream()));
-    DDM_CUDA_CHECK(cudaEventSynchronize(stop_));
-    float ms = 0;
-    DDM_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
-    return static_cast<double>(ms) * 1e-3;
-  }
-
- private:
-  cudaEvent_t start_ = nullptr;
-  cudaEvent_t stop_ = nullptr;
-};
-
-// reps device-to-device copies of `bytes` bytes; returns bytes per second (read + write).
-double memcpy_bandwidth(const ddm::cuda_context& ctx, void* dst, const void* src, std::size_t bytes) {
-  event_pair events;
-  auto body = [&] {
-    for (int i = 0; i < reps; ++i)
-      DDM_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx.stream()));
-  };
-  (void)events.time(ctx, body);  // warm-up
-  double best = 0;
-  for (int trial = 0; trial < 5; ++trial) {
-    const double s = events.time(ctx, body);
-    best = std::max(best, 2.0 * static_cast<double>(bytes) * reps / s);
-  }
-  return best;
-}
-
-// The copy bandwidth at `floats` floats, measured once per size and process.
-double reference_bandwidth(const ddm::cuda_context& ctx, index_t floats) {
-  static std::map<index_t, double> measured;
-  if (auto it = measured.find(floats); it != measured.end()) return it->second;
-  batch<float, cuda_space> a(ctx, 1, floats);
-  batch<float, cuda_space> b(ctx, 1, floats);
-  const double bw = memcpy_bandwidth(ctx, b.data(), a.data(), static_cast<std::size_t>(floats) * sizeof(float));
-  measured.emplace(floats, bw);
-  return bw;
-}
-
-// Runs the timing loop: each iteration is `reps` calls of `op`; `bytes_per_op` of traffic each.
-template <class Op>
-void run_timed(benchmark::State& state, const ddm::cuda_context& ctx, index_t floats, double bytes_per_op, Op&& op) {
-  event_pair events;
-  auto body = [&] {
-    for (int i = 0; i < reps; ++i) op();
-  };
-  (void)events.time(ctx, body);  // warm-up: first launches, memory pool growth
-  double seconds = 0;
-  for (auto _ : state) {
-    const double s = events.time(ctx, body);
-    state.SetIterationTime(s);
-    seconds += s;
-  }
-  const double bytes = bytes_per_op * reps * static_cast<double>(state.iterations());
-  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
-  state.counters["vs_memcpy"] = bytes / seconds / reference_bandwidth(ctx, floats);
-}
+using ddm::bench::reps;
+using ddm::bench::run_timed;
+using ddm::bench::skipped_without_gpu;
 
 void memcpy_d2d(benchmark::State& state) {
   if (skipped_without_gpu(state)) return;
@@ -135,6 +49,23 @@ void fused_lincomb(benchmark::State& state) {
     if constexpr (N == 2) ddm::lincomb(ctx, out.view(), {1.0, 0.5}, a, b);
     if constexpr (N == 4) ddm::lincomb(ctx, out.view(), {1.0, 0.5, 0.25, 0.125}, a, b, c, d);
   });
+}
+
+// lincomb on strided (B, D) views: rows one after another with a gap of `pad` values. pad = 4
+// keeps every row 16-byte aligned (vector path, one row per block row); pad = 1 does not (one
+// value at a time). Compare with the contiguous case of the same size.
+void strided_lincomb(benchmark::State& state) {
+  if (skipped_without_gpu(state)) return;
+  const ddm::cuda_context ctx;
+  const index_t rows = state.range(0);
+  const index_t cols = state.range(1);
+  const index_t pad = state.range(2);
+  batch<float, cuda_space> out(ctx, rows, cols + pad), a(ctx, rows, cols + pad), b(ctx, rows, cols + pad);
+  const ddm::batch_view<float, cuda_space> vo(out.data(), rows, cols, cols + pad);
+  const ddm::batch_view<const float, cuda_space> va(a.data(), rows, cols, cols + pad);
+  const ddm::batch_view<const float, cuda_space> vb(b.data(), rows, cols, cols + pad);
+  const double bytes = 3.0 * static_cast<double>(rows * cols) * sizeof(float);
+  run_timed(state, ctx, rows * cols, bytes, [&] { ddm::lincomb(ctx, vo, {1.0, 0.5}, va, vb); });
 }
 
 // A field as cheap as a field can be: v = -x (one read, one write). Its cost is memory traffic.
@@ -186,6 +117,7 @@ void shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(memcpy_d2d)->Apply(sizes);
 BENCHMARK(fused_lincomb<2>)->Apply(sizes);
 BENCHMARK(fused_lincomb<4>)->Apply(sizes);
+BENCHMARK(strided_lincomb)->Args({4096, 16384, 4})->Args({4096, 16384, 1})->ArgNames({"B", "D", "pad"})->UseManualTime();
 // euler: update reads x, v and writes x: 3
 BENCHMARK_CAPTURE(integrator_step, euler, ddm::euler{}, 3)->Apply(shapes);
 // 2m: D = x - t v: 3, update reads x, D_i, D_{i-1}, writes x: 4

@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
 # Build and run ddm's CUDA tests and benchmarks on a GPU machine, in one go (a few minutes on an
-# H100 with 16 cores: about 1 minute of build, under 1 minute of tests, under 1 minute of
+# H100 with 16 cores: about 2 minutes of build, about 1 minute of tests, 2 to 3 minutes of
 # benchmarks).
 #
 #     OUT=/path/for/results bench/run_gpu_checks.sh
+#     SKIP_BUILD=1 BUILD=build/default OUT=... bench/run_gpu_checks.sh   # binaries built elsewhere
 #
 # Environment:
 #   OUT         where the results go (default ./gpu-results)
-#   BUILD       build directory (default build/gpu under the repository)
+#   BUILD       build directory (default build/gpu under the repository); with SKIP_BUILD=1 the
+#               binaries are expected at $BUILD/tests/ddm_test_cuda{,_routing} and
+#               $BUILD/bench/ddm_bench_cuda_{algebra,routing} (they link the CUDA runtime and
+#               cuBLAS of the toolkit they were built with, which the GPU machine must have)
 #   CUDA_ARCH   CMAKE_CUDA_ARCHITECTURES (default 90: H100, H200)
 #   SKIP_BUILD  1: use the binaries already in $BUILD (built elsewhere and carried over)
+#   BENCH_REPS  repetitions of each benchmark (default 3)
 #
 # Needs CMake >= 3.24, nvcc, GoogleTest and Google Benchmark (as for the CPU build).
 #
 # Results in $OUT:
 #   gpu.txt                    nvidia-smi -L, the card's clocks and memory, nvcc's version
 #   configure.log, build.log   the build
-#   tests.txt, tests.json      ddm_test_cuda (every test; "[ measured ]" lines included)
-#   cuda_algebra_bench.txt     the benchmark table
-#   cuda_algebra_bench.json    the same, as Google Benchmark JSON (3 repetitions, aggregates)
+#   tests.txt, tests.json      ddm_test_cuda: memory, algebra, Philox, integrators ("[ measured ]"
+#                              lines included)
+#   tests_routing.txt/.json    ddm_test_cuda_routing: routing, the routed field, the analytic DDM,
+#                              the diagnostics on device
+#   cuda_algebra_bench.txt     the algebra benchmarks (fused lincomb, strided, integrator steps)
+#   cuda_routing_bench.txt     the routed combine and the routed field's cost at K = 8
+#   *_bench.json               the same, as Google Benchmark JSON (repetitions, aggregates)
 #   summary.txt                what ran, its status and its time
 #
 # The exit status is 0 only when every step succeeded.
@@ -65,18 +74,21 @@ configure() {
 }
 
 build() {
-  cmake --build "$BUILD" --target ddm_test_cuda ddm_bench_cuda_algebra -j "$(nproc)"
+  cmake --build "$BUILD" --target ddm_test_cuda ddm_test_cuda_routing ddm_bench_cuda_algebra \
+    ddm_bench_cuda_routing -j "$(nproc)"
 }
 
-tests() {
-  # One process for the whole suite: its "[ measured ]" lines land in tests.txt.
-  timeout 300 "$BUILD/tests/ddm_test_cuda" --gtest_output="json:$OUT/tests.json"
+# run_suite <binary name> <result name>: one process for the whole suite, so that its
+# "[ measured ]" lines land in <result name>.txt.
+run_suite() {
+  timeout 240 "$BUILD/tests/$1" --gtest_output="json:$OUT/$2.json"
 }
 
-benchmarks() {
-  timeout 240 "$BUILD/bench/ddm_bench_cuda_algebra" \
-    --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
-    --benchmark_out="$OUT/cuda_algebra_bench.json" --benchmark_out_format=json
+# run_bench <binary name> <result name>
+run_bench() {
+  timeout 240 "$BUILD/bench/$1" \
+    --benchmark_repetitions="${BENCH_REPS:-3}" --benchmark_report_aggregates_only=true \
+    --benchmark_out="$OUT/$2.json" --benchmark_out_format=json
 }
 
 step gpu gpu_info 2>&1 | tee "$OUT/gpu.txt"
@@ -87,27 +99,35 @@ if [ "${SKIP_BUILD:-0}" != "1" ]; then
     step build build > "$OUT/build.log" 2>&1 || { tail -n 50 "$OUT/build.log"; status=1; }
   fi
 fi
-if [ -x "$BUILD/tests/ddm_test_cuda" ]; then
-  step tests tests 2>&1 | tee "$OUT/tests.txt"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-  # On a GPU machine nothing may skip: a skip means the device was not usable.
-  if grep -q "^\[  SKIPPED \]" "$OUT/tests.txt"; then
-    echo "tests were skipped: the GPU was not usable (see tests.txt)" | tee -a "$summary"
+for suite in ddm_test_cuda:tests ddm_test_cuda_routing:tests_routing; do
+  binary="${suite%%:*}"
+  name="${suite##*:}"
+  if [ -x "$BUILD/tests/$binary" ]; then
+    step "$name" run_suite "$binary" "$name" 2>&1 | tee "$OUT/$name.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    # On a GPU machine nothing may skip: a skip means the device was not usable.
+    if grep -q "^\[  SKIPPED \]" "$OUT/$name.txt"; then
+      echo "$binary: tests were skipped: the GPU was not usable (see $name.txt)" | tee -a "$summary"
+      status=1
+    fi
+  else
+    echo "no test binary at $BUILD/tests/$binary" | tee -a "$summary"
     status=1
   fi
-else
-  echo "no test binary at $BUILD/tests/ddm_test_cuda" | tee -a "$summary"
-  status=1
-fi
-if [ -x "$BUILD/bench/ddm_bench_cuda_algebra" ]; then
-  step benchmarks benchmarks 2>&1 | tee "$OUT/cuda_algebra_bench.txt"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-else
-  echo "no benchmark binary at $BUILD/bench/ddm_bench_cuda_algebra" | tee -a "$summary"
-  status=1
-fi
+done
+for bench in ddm_bench_cuda_algebra:cuda_algebra_bench ddm_bench_cuda_routing:cuda_routing_bench; do
+  binary="${bench%%:*}"
+  name="${bench##*:}"
+  if [ -x "$BUILD/bench/$binary" ]; then
+    step "$name" run_bench "$binary" "$name" 2>&1 | tee "$OUT/$name.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  else
+    echo "no benchmark binary at $BUILD/bench/$binary" | tee -a "$summary"
+    status=1
+  fi
+done
 
 echo "---- summary (results in $OUT)"
 cat "$summary"
-grep -h "\[  FAILED  \]\|\[  PASSED  \]\|\[  SKIPPED \] [0-9]" "$OUT/tests.txt" 2>/dev/null
+grep -H "\[  FAILED  \]\|\[  PASSED  \]\|\[  SKIPPED \] [0-9]" "$OUT/tests.txt" "$OUT/tests_routing.txt" 2>/dev/null
 exit "$status"

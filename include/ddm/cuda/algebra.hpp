@@ -5,11 +5,14 @@
 // runs unchanged on device views.
 //
 // What runs where, and how results are ordered:
-//   lincomb, fill      one element-wise kernel each (lincomb fuses all its operands into one pass
-//                      over memory, whatever their number). Each element is computed as on the
+//   lincomb, fill      one streaming kernel each (lincomb fuses all its operands into one pass
+//                      over memory, whatever their number): 16-byte accesses where the operands
+//                      share their alignment, several in flight per thread, a grid of the blocks
+//                      the device holds resident (launch.hpp). Each element is computed as on the
 //                      host, sum_i c_i x_i left to right in T, except that the compiler may fuse
 //                      a multiply and an add into one rounding (FMA): device and host agree to a
-//                      few units in the last place of sum_i |c_i x_i|.
+//                      few units in the last place of sum_i |c_i x_i|. The access pattern does
+//                      not change any element's arithmetic.
 //   row_dot, row_norm  one block of reduce_block threads per row; each thread accumulates a
 //                      fixed strided subset of the row in double, then CUB's block reduction adds
 //                      the partial sums in a fixed tree. Deterministic: the same inputs give the
@@ -28,7 +31,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -52,7 +57,8 @@ namespace ddm {
 namespace cuda::detail {
 
 // Kernel arguments are passed by value (in the constant bank): N pointers, strides and
-// coefficients. A contiguous problem is passed as one row (rows = 1, strides unused).
+// coefficients, and the row layout of stream_layout (launch.hpp). A contiguous problem is passed
+// as one row (rows = 1, strides unused).
 template <class T, std::size_t N>
 struct lincomb_args {
   T* out;
@@ -62,31 +68,126 @@ struct lincomb_args {
   T c[N];
   index_t rows;
   index_t cols;
+  index_t head;     // per row: values before the operands' first 16-byte boundary
+  index_t vectors;  // per row: W-wide accesses after the head
 };
 
+// Independent accesses per thread and operand in one pass: enough bytes in flight to cover the
+// memory latency (a few KiB per SM), few enough registers to keep full occupancy. 16-byte
+// accesses: 4 per operand for one or two operands (128 bytes in flight per thread for two), 2
+// for up to four, 1 beyond; single values: twice as many.
+template <std::size_t N, int W>
+inline constexpr int lincomb_unroll = (W > 1 ? 1 : 2) * (N <= 2 ? 4 : (N <= 4 ? 2 : 1));
+
+// Element j of the output: c_0 x_0 + c_1 x_1 + ... left to right in T, as on the host.
 template <class T, std::size_t N>
+__device__ __forceinline__ T combine_values(const T (&c)[N], const T (&v)[N]) {
+  T s = c[0] * v[0];
+#pragma unroll
+  for (std::size_t i = 1; i < N; ++i) s += c[i] * v[i];
+  return s;
+}
+
+template <class T, std::size_t N, int W>
 __global__ void __launch_bounds__(elementwise_block) lincomb_kernel(const lincomb_args<T, N> a) {
+  constexpr int unroll = lincomb_unroll<N, W>;
+  const index_t tid = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x;
+  const index_t threads = static_cast<index_t>(gridDim.x) * blockDim.x;
+  const index_t body_end = a.head + a.vectors * W;
+  const index_t edge = a.head + (a.cols - body_end);  // values done one at a time (< 2 W per row)
   for (index_t r = blockIdx.y; r < a.rows; r += gridDim.y) {
     T* o = a.out + r * a.out_stride;
-    for (index_t j = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; j < a.cols;
-         j += static_cast<index_t>(gridDim.x) * blockDim.x) {
-      // `out` may be one of the operands (in-place update): each element is read before it is
-      // written, by the same thread.
-      T s = a.c[0] * a.x[0][r * a.x_stride[0] + j];
+    const T* x[N];
 #pragma unroll
-      for (std::size_t i = 1; i < N; ++i) s += a.c[i] * a.x[i][r * a.x_stride[i] + j];
-      o[j] = s;
+    for (std::size_t i = 0; i < N; ++i) x[i] = a.x[i] + r * a.x_stride[i];
+    // `out` may be one of the operands (in-place update): every value is read before it is
+    // written, by the thread that writes it, and read only once (see load_stream).
+    if (tid < edge) {
+      const index_t j = tid < a.head ? tid : body_end + (tid - a.head);
+      T v[N];
+#pragma unroll
+      for (std::size_t i = 0; i < N; ++i) v[i] = x[i][j];
+      o[j] = combine_values(a.c, v);
+    }
+    // The 16-byte-aligned part of each row, where the vector accesses start.
+    T* o_body = o + a.head;
+    const T* x_body[N];
+#pragma unroll
+    for (std::size_t i = 0; i < N; ++i) x_body[i] = x[i] + a.head;
+    for (index_t base = tid; base < a.vectors; base += threads * unroll) {
+      pack<T, W> in[unroll][N];
+#pragma unroll
+      for (int u = 0; u < unroll; ++u) {
+        const index_t k = base + u * threads;
+        if (k < a.vectors) {
+#pragma unroll
+          for (std::size_t i = 0; i < N; ++i) in[u][i] = load_stream<T, W>(x_body[i], k);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < unroll; ++u) {
+        const index_t k = base + u * threads;
+        if (k < a.vectors) {
+          pack<T, W> result;
+#pragma unroll
+          for (int e = 0; e < W; ++e) {
+            T v[N];
+#pragma unroll
+            for (std::size_t i = 0; i < N; ++i) v[i] = in[u][i].v[e];
+            result.v[e] = combine_values(a.c, v);
+          }
+          store_stream<T, W>(o_body, k, result);
+        }
+      }
     }
   }
 }
 
-template <class T>
+template <class T, std::size_t N, int W>
+void launch_lincomb(const cuda_context& ctx, const lincomb_args<T, N>& args) {
+  static std::array<std::atomic<int>, 64> resident_cache{};
+  const index_t resident = resident_blocks(lincomb_kernel<T, N, W>, elementwise_block, resident_cache);
+  const index_t edge = args.cols - args.vectors * W;
+  const dim3 grid = stream_grid(args.rows, std::max(args.vectors, edge), lincomb_unroll<N, W>, resident);
+  lincomb_kernel<T, N, W><<<grid, elementwise_block, 0, ctx.stream()>>>(args);
+  check_launch("ddm::lincomb (lincomb_kernel)");
+}
+
+template <class T, int W>
 __global__ void __launch_bounds__(elementwise_block)
-    fill_kernel(T* x, index_t stride, index_t rows, index_t cols, const T value) {
-  for (index_t r = blockIdx.y; r < rows; r += gridDim.y)
-    for (index_t j = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; j < cols;
-         j += static_cast<index_t>(gridDim.x) * blockDim.x)
-      x[r * stride + j] = value;
+    fill_kernel(T* x, index_t stride, index_t rows, index_t cols, index_t head, index_t vectors, const T value) {
+  constexpr int unroll = W > 1 ? 4 : 8;
+  const index_t tid = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x;
+  const index_t threads = static_cast<index_t>(gridDim.x) * blockDim.x;
+  const index_t body_end = head + vectors * W;
+  const index_t edge = head + (cols - body_end);
+  pack<T, W> fill_value;
+#pragma unroll
+  for (int e = 0; e < W; ++e) fill_value.v[e] = value;
+  for (index_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    T* o = x + r * stride;
+    if (tid < edge) o[tid < head ? tid : body_end + (tid - head)] = value;
+    T* o_body = o + head;
+    for (index_t base = tid; base < vectors; base += threads * unroll) {
+#pragma unroll
+      for (int u = 0; u < unroll; ++u) {
+        const index_t k = base + u * threads;
+        if (k < vectors) store_stream<T, W>(o_body, k, fill_value);
+      }
+    }
+  }
+}
+
+template <class T, int W>
+void launch_fill(const cuda_context& ctx, batch_view<T, cuda_space> x, index_t rows, index_t cols,
+                 const stream_layout& layout, T value) {
+  static std::array<std::atomic<int>, 64> resident_cache{};
+  const index_t resident = resident_blocks(fill_kernel<T, W>, elementwise_block, resident_cache);
+  const index_t edge = cols - layout.vectors * W;
+  const dim3 grid = stream_grid(rows, std::max(layout.vectors, edge), W > 1 ? 4 : 8, resident);
+  fill_kernel<T, W><<<grid, elementwise_block, 0, ctx.stream()>>>(x.data(), x.stride(), rows, cols, layout.head,
+                                                                   layout.vectors, value);
+  check_launch("ddm::fill (fill_kernel)");
 }
 
 // out[r] = sum_j a_rj b_rj (Sqrt: its square root), accumulated in double.
@@ -157,17 +258,19 @@ struct algebra<cuda_space> {
   static void lincomb(const cuda_context& ctx, batch_view<T, cuda_space> out, const std::array<T, N>& c,
                       const std::array<batch_view<const T, cuda_space>, N>& x, std::index_sequence<I...> /*seq*/) {
     const bool flat = out.is_contiguous() && (x[I].is_contiguous() && ...);
-    const cuda::detail::lincomb_args<T, N> args{out.data(),
-                                                out.stride(),
-                                                {x[I].data()...},
-                                                {x[I].stride()...},
-                                                {c[I]...},
-                                                flat ? 1 : out.rows(),
-                                                flat ? out.size() : out.cols()};
-    cuda::detail::lincomb_kernel<T, N>
-        <<<cuda::detail::elementwise_grid(args.rows, args.cols), cuda::detail::elementwise_block, 0, ctx.stream()>>>(
-            args);
-    cuda::check_launch("ddm::lincomb (lincomb_kernel)");
+    const index_t rows = flat ? 1 : out.rows();
+    const index_t cols = flat ? out.size() : out.cols();
+    const std::array<const void*, N + 1> pointers{out.data(), x[I].data()...};
+    const std::array<index_t, N + 1> strides{out.stride(), x[I].stride()...};
+    const cuda::detail::stream_layout layout = cuda::detail::make_stream_layout<T>(pointers, strides, rows, cols);
+    const cuda::detail::lincomb_args<T, N> args{
+        out.data(), out.stride(), {x[I].data()...}, {x[I].stride()...}, {c[I]...}, rows, cols, layout.head,
+        layout.vectors};
+    if (layout.width > 1) {
+      cuda::detail::launch_lincomb<T, N, cuda::detail::vector_width<T>>(ctx, args);
+    } else {
+      cuda::detail::launch_lincomb<T, N, 1>(ctx, args);
+    }
   }
 
   template <class T>
@@ -175,9 +278,13 @@ struct algebra<cuda_space> {
     const bool flat = x.is_contiguous();
     const index_t rows = flat ? 1 : x.rows();
     const index_t cols = flat ? x.size() : x.cols();
-    cuda::detail::fill_kernel<T><<<cuda::detail::elementwise_grid(rows, cols), cuda::detail::elementwise_block, 0,
-                                   ctx.stream()>>>(x.data(), x.stride(), rows, cols, value);
-    cuda::check_launch("ddm::fill (fill_kernel)");
+    const cuda::detail::stream_layout layout = cuda::detail::make_stream_layout<T>(
+        std::array<const void*, 1>{x.data()}, std::array<index_t, 1>{x.stride()}, rows, cols);
+    if (layout.width > 1) {
+      cuda::detail::launch_fill<T, cuda::detail::vector_width<T>>(ctx, x, rows, cols, layout, value);
+    } else {
+      cuda::detail::launch_fill<T, 1>(ctx, x, rows, cols, layout, value);
+    }
   }
 
   template <class T, class R>

@@ -107,8 +107,8 @@ template <class T, class Space>
 [[nodiscard]] alignment_result selected_ranks(batch_view<const T, Space> embedded,
                                               batch_view<const std::uint8_t, Space> selected,
                                               batch_view<const T, Space> centroids, double t = 0.0) {
-  static_assert(Space::host_accessible, "ddm::diagnostics::selected_ranks: host memory here; the device version lives "
-                                        "in ddm/cuda");
+  static_assert(Space::host_accessible, "ddm::diagnostics::selected_ranks: host memory here; the device version (with a "
+                                        "ddm::cuda_context first) lives in ddm/cuda/diagnostics.hpp");
   const char* where = "ddm::diagnostics::selected_ranks";
   ddm::detail::require_non_empty(where, "embedded", embedded);
   ddm::detail::require_non_empty(where, "centroids", centroids);

@@ -69,51 +69,69 @@ struct angular_deviation_result {
   std::size_t undefined_angles = 0;          ///< expert angles left out (a zero velocity)
 };
 
+namespace detail {
+
+// A result for `rows` rows with every mean undefined.
+inline angular_deviation_result empty_angular_deviation(std::size_t rows) {
+  constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+  angular_deviation_result out;
+  out.selected_angle.assign(rows, nan);
+  out.unselected_angle.assign(rows, nan);
+  out.relative_gap.assign(rows, nan);
+  out.defined.assign(rows, 0);
+  out.selected_count.assign(rows, 0);
+  out.unselected_count.assign(rows, 0);
+  return out;
+}
+
+// Row r's K angles (theta < 0: undefined) grouped by its selection into `out`. Shared by the host
+// and device versions, so that both average and define the same way.
+inline void group_row_angles(const double* theta, const std::uint8_t* selected, index_t k, std::size_t r,
+                             angular_deviation_result& out) {
+  double sum_sel = 0.0, sum_non = 0.0;
+  for (index_t e = 0; e < k; ++e) {
+    if (theta[e] < 0.0) {
+      ++out.undefined_angles;
+      continue;
+    }
+    if (selected[e] != 0) {
+      sum_sel += theta[e];
+      ++out.selected_count[r];
+    } else {
+      sum_non += theta[e];
+      ++out.unselected_count[r];
+    }
+  }
+  if (out.selected_count[r] > 0) out.selected_angle[r] = sum_sel / out.selected_count[r];
+  if (out.unselected_count[r] > 0) out.unselected_angle[r] = sum_non / out.unselected_count[r];
+  if (out.selected_count[r] > 0 && out.unselected_count[r] > 0 && out.unselected_angle[r] > 0.0) {
+    out.relative_gap[r] = (out.unselected_angle[r] - out.selected_angle[r]) / out.unselected_angle[r];
+    out.defined[r] = 1;
+  }
+}
+
+}  // namespace detail
+
 /// theta for every row and expert, grouped by the (B, K) selection mask.
 template <class T, class Space>
 [[nodiscard]] angular_deviation_result angular_deviation(std::span<const batch_view<const T, Space>> experts,
                                                          batch_view<const T, Space> blended,
                                                          batch_view<const std::uint8_t, Space> selected) {
   static_assert(Space::host_accessible, "ddm::diagnostics::angular_deviation: host memory here; the device version "
-                                        "lives in ddm/cuda");
+                                        "(with a ddm::cuda_context first) lives in ddm/cuda/diagnostics.hpp");
   const char* where = "ddm::diagnostics::angular_deviation";
   detail::check_expert_views(where, experts, 1);
   ddm::detail::require_same_shape(where, "blended", blended, experts[0]);
   const index_t rows = blended.rows();
   const auto k_count = static_cast<index_t>(experts.size());
   detail::check_selection(where, selected, rows, k_count);
-  constexpr double nan = std::numeric_limits<double>::quiet_NaN();
-  angular_deviation_result out;
-  const auto b = static_cast<std::size_t>(rows);
-  out.selected_angle.assign(b, nan);
-  out.unselected_angle.assign(b, nan);
-  out.relative_gap.assign(b, nan);
-  out.defined.assign(b, 0);
-  out.selected_count.assign(b, 0);
-  out.unselected_count.assign(b, 0);
+  angular_deviation_result out = detail::empty_angular_deviation(static_cast<std::size_t>(rows));
+  std::vector<double> theta(experts.size());
   for (index_t r = 0; r < rows; ++r) {
-    const auto ru = static_cast<std::size_t>(r);
-    double sum_sel = 0.0, sum_non = 0.0;
-    for (index_t k = 0; k < k_count; ++k) {
-      const double theta = angle_between(experts[static_cast<std::size_t>(k)].row(r), blended.row(r), blended.cols());
-      if (theta < 0.0) {
-        ++out.undefined_angles;
-        continue;
-      }
-      if (selected(r, k) != 0) {
-        sum_sel += theta;
-        ++out.selected_count[ru];
-      } else {
-        sum_non += theta;
-        ++out.unselected_count[ru];
-      }
-    }
-    if (out.selected_count[ru] > 0) out.selected_angle[ru] = sum_sel / out.selected_count[ru];
-    if (out.unselected_count[ru] > 0) out.unselected_angle[ru] = sum_non / out.unselected_count[ru];
-    if (out.selected_count[ru] > 0 && out.unselected_count[ru] > 0 && out.unselected_angle[ru] > 0.0) {
-      out.relative_gap[ru] = (out.unselected_angle[ru] - out.selected_angle[ru]) / out.unselected_angle[ru];
-      out.defined[ru] = 1;
-    }
+    for (index_t k = 0; k < k_count; ++k)
+      theta[static_cast<std::size_t>(k)] =
+          angle_between(experts[static_cast<std::size_t>(k)].row(r), blended.row(r), blended.cols());
+    detail::group_row_angles(theta.data(), selected.row(r), k_count, static_cast<std::size_t>(r), out);
   }
   return out;
 }

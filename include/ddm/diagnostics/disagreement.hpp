@@ -47,7 +47,7 @@ DDM_HOST_DEVICE double mean_pairwise_distance(const T* const* v, int k, index_t 
 template <class T, class Space>
 [[nodiscard]] std::vector<double> expert_disagreement(std::span<const batch_view<const T, Space>> experts) {
   static_assert(Space::host_accessible, "ddm::diagnostics::expert_disagreement: host memory here; the device version "
-                                        "lives in ddm/cuda");
+                                        "(with a ddm::cuda_context first) lives in ddm/cuda/diagnostics.hpp");
   const char* where = "ddm::diagnostics::expert_disagreement";
   detail::check_expert_views(where, experts, 2);
   const auto rows = static_cast<std::size_t>(experts[0].rows());

@@ -70,8 +70,12 @@ struct expert_grouping<host_space> {
 };
 
 namespace detail {
+// Indices outside [0, bound) are an argument_error. In a space the host cannot read, the space's
+// backend finds the first bad index (expert_grouping<Space>::first_bad_row, which waits for the
+// device) and one more read brings its value.
 template <class Space>
-void check_row_indices(const char* where, row_index_view<Space> rows, index_t bound) {
+void check_row_indices(const execution_context<Space>& ctx, const char* where, row_index_view<Space> rows,
+                       index_t bound) {
   if (rows.cols() != 1)
     throw shape_error(concat(where, ": argument 'rows' has ", rows.cols(), " columns, expected 1"));
   if constexpr (Space::host_accessible) {
@@ -79,6 +83,11 @@ void check_row_indices(const char* where, row_index_view<Space> rows, index_t bo
       if (rows(i, 0) < 0 || rows(i, 0) >= bound)
         throw argument_error(concat(where, ": rows(", i, ", 0) = ", rows(i, 0), ", expected a row index in [0, ",
                                     bound, ")"));
+  } else {
+    const index_t bad = expert_grouping<Space>::first_bad_row(ctx, rows, bound);
+    if (bad >= 0)
+      throw argument_error(concat(where, ": rows(", bad, ", 0) is outside [0, ", bound,
+                                  "), expected every row index in that range"));
   }
 }
 }  // namespace detail
@@ -106,7 +115,7 @@ void gather_rows(const execution_context<Space>& ctx, batch_view<const std::type
                  row_index_view<Space> rows, batch_view<U, Space> dst) {
   constexpr const char* where = "ddm::gather_rows";
   detail::require_shape(where, "dst", dst, rows.rows(), src.cols());
-  detail::check_row_indices(where, rows, src.rows());
+  detail::check_row_indices(ctx, where, rows, src.rows());
   if (rows.rows() != 0) expert_grouping<Space>::gather(ctx, src, rows, dst);
 }
 
@@ -120,7 +129,7 @@ void scatter_add_weighted(const execution_context<Space>& ctx, batch_view<T, Spa
   detail::require_shape(where, "weights", weights, v.rows(), weights.cols());
   if (k < 0 || k >= weights.cols()) detail::fail_argument(where, "k", k, "an expert index in [0, K)");
   detail::require_shape(where, "vk", vk, rows.rows(), v.cols());
-  detail::check_row_indices(where, rows, v.rows());
+  detail::check_row_indices(ctx, where, rows, v.rows());
   if (rows.rows() != 0) expert_grouping<Space>::scatter_add(ctx, v, weights, k, rows, vk);
 }
 

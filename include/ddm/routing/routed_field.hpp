@@ -68,8 +68,14 @@ struct routing_event {
   std::span<const std::size_t> rows_per_expert;     ///< (K) rows each expert evaluated in this call
 };
 
-template <class Experts, class Router, class Policy, class T, class Space = host_space>
-class routed_field {
+namespace detail {
+
+/// What every memory space's routed field shares: the experts, router and policy, the decision
+/// buffers, the cost counters, the accessors and the observers. The call itself (routed_field's
+/// operator()) is written per memory space: the host one below, the CUDA one in
+/// ddm/cuda/routed_field.hpp.
+template <class Experts, class Router, class Policy, class T, class Space>
+class routed_field_base {
   static_assert(expert_set<Experts, T, Space>,
                 "ddm::routed_field: Experts is not a ddm::expert_set for this value type and memory space "
                 "(size(), evaluate(k, x, t, v) and evaluate(k, x, t, v, rows)); use ddm::ensemble, "
@@ -87,7 +93,7 @@ class routed_field {
   using space = Space;
   using observer_type = std::function<void(const routing_event<T, Space>&)>;
 
-  routed_field(Experts experts, Router router, Policy policy, execution_context<Space> ctx = {})
+  routed_field_base(Experts experts, Router router, Policy policy, execution_context<Space> ctx = {})
       : experts_(std::move(experts)), router_(std::move(router)), policy_(std::move(policy)), ctx_(ctx) {
     const std::size_t k = experts_.size();
     if (k == 0) throw argument_error("ddm::routed_field: the expert set is empty, expected at least one expert");
@@ -95,31 +101,20 @@ class routed_field {
       throw argument_error(detail::concat("ddm::routed_field: router '", router_.name(), "' scores ",
                                           router_.num_experts(), " experts but the expert set holds ", k,
                                           ", expected the same number"));
-    offsets_.assign(k + 1, 0);
     call_rows_.assign(k, 0);
     total_rows_.assign(k, 0);
     total_calls_.assign(k, 0);
   }
 
-  /// v = sum_k w_k(x, t) v_k(x, t) over the experts the policy selected for each row.
-  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) { route_(x, t, v, nullptr); }
-
-  /// The same, for a batch whose row i is row rows(i, 0) of a larger batch (per-sample
-  /// conditioning): conditioned experts get those original indices.
-  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v, row_index_view<Space> rows) {
-    if (rows.rows() != x.rows() || rows.cols() != 1)
-      throw shape_error(detail::concat("ddm::routed_field: argument 'rows' has shape (", rows.rows(), ", ",
-                                       rows.cols(), "), expected (", x.rows(), ", 1)"));
-    route_(x, t, v, &rows);
-  }
-
-  [[nodiscard]] std::size_t num_experts() const noexcept { return offsets_.size() - 1; }
+  [[nodiscard]] std::size_t num_experts() const noexcept { return call_rows_.size(); }
   [[nodiscard]] Experts& experts() noexcept { return experts_; }
   [[nodiscard]] const Experts& experts() const noexcept { return experts_; }
   [[nodiscard]] Router& router() noexcept { return router_; }
   [[nodiscard]] const Router& router() const noexcept { return router_; }
   [[nodiscard]] Policy& policy() noexcept { return policy_; }
   [[nodiscard]] const Policy& policy() const noexcept { return policy_; }
+  /// The context the field's own work (softmax, policy, grouping, combination) is enqueued in.
+  [[nodiscard]] const execution_context<Space>& context() const noexcept { return ctx_; }
 
   /// The softmax temperature applied to the router's logits (default 1: the router's own scale).
   [[nodiscard]] double temperature() const noexcept { return temperature_; }
@@ -165,8 +160,27 @@ class routed_field {
   void add_observer(observer_type observer) { observers_.push_back(std::move(observer)); }
   void clear_observers() noexcept { observers_.clear(); }
 
- private:
-  void reshape_(index_t rows, index_t cols) {
+ protected:
+  // The checks every call makes before any work; returns false when there is nothing to do (B = 0).
+  bool begin_call_(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
+    constexpr const char* where = "ddm::routed_field";
+    detail::require_same_shape(where, "v", v, x);
+    if (!(t >= 0.0 && t <= 1.0)) detail::fail_argument(where, "t", t, "a time in [0, 1]");
+    if (!x.empty() && (!detail::alias_ok(x, v.as_const()) || x.data() == static_cast<const T*>(v.data())))
+      throw argument_error("ddm::routed_field: argument 'v' overlaps 'x', expected separate memory (the output is "
+                           "accumulated while x is still read)");
+    for (auto& n : call_rows_) n = 0;
+    return x.rows() != 0;
+  }
+
+  static void check_outer_rows_(batch_view<const T, Space> x, row_index_view<Space> rows) {
+    if (rows.rows() != x.rows() || rows.cols() != 1)
+      throw shape_error(detail::concat("ddm::routed_field: argument 'rows' has shape (", rows.rows(), ", ",
+                                       rows.cols(), "), expected (", x.rows(), ", 1)"));
+  }
+
+  // The (B, K) decision buffers, reallocated only when B changes.
+  void ensure_decision_(index_t rows) {
     const auto k = static_cast<index_t>(num_experts());
     if (decision_.logits.rows() != rows) {
       decision_.logits = batch<T, Space>(ctx_, rows, k);
@@ -174,59 +188,18 @@ class routed_field {
       decision_.weights = batch<T, Space>(ctx_, rows, k);
       decision_.selected = batch<std::uint8_t, Space>(ctx_, rows, k);
     }
-    row_index_ = row_index_scratch_.get(ctx_, rows * k, 1);
-    composed_ = composed_scratch_.get(ctx_, rows, 1);
-    x_sub_ = x_scratch_.get(ctx_, rows, cols);
-    v_sub_ = v_scratch_.get(ctx_, rows, cols);
   }
 
-  void route_(batch_view<const T, Space> x, double t, batch_view<T, Space> v, const row_index_view<Space>* outer) {
-    constexpr const char* where = "ddm::routed_field";
-    detail::require_same_shape(where, "v", v, x);
-    if (!(t >= 0.0 && t <= 1.0)) detail::fail_argument(where, "t", t, "a time in [0, 1]");
-    if (!x.empty() && (!detail::alias_ok(x, v.as_const()) || x.data() == static_cast<const T*>(v.data())))
-      throw argument_error("ddm::routed_field: argument 'v' overlaps 'x', expected separate memory (the output is "
-                           "accumulated while x is still read)");
-    const index_t b = x.rows();
-    const index_t d = x.cols();
-    const std::size_t k_count = num_experts();
-    for (auto& n : call_rows_) n = 0;
-    if (b == 0) return;
+  void count_expert_(std::size_t k, index_t n) noexcept {
+    call_rows_[k] = static_cast<std::size_t>(n);
+    total_rows_[k] += static_cast<std::size_t>(n);
+    ++total_calls_[k];
+  }
 
-    reshape_(b, d);
-    router_(x, t, decision_.logits.view());
-    softmax_rows(ctx_, decision_.logits.cview(), temperature_, decision_.probabilities.view(), router_.name(), t);
-    policy_.select(ctx_, decision_.probabilities.cview(), t, decision_.weights.view(), decision_.selected.view());
-    expert_grouping<Space>::group(ctx_, decision_.selected.cview(), row_index_, std::span<index_t>(offsets_));
-
-    fill(ctx_, v, T(0));
-    for (std::size_t k = 0; k < k_count; ++k) {
-      const index_t first = offsets_[k];
-      const index_t n = offsets_[k + 1] - first;
-      if (n == 0) continue;
-      const row_index_view<Space> rows = row_index_.subrows(first, n).as_const();
-      // An expert with every row sees x itself (its rows are 0..B-1 in order): no gather.
-      batch_view<const T, Space> xk = x;
-      if (n != b) {
-        expert_grouping<Space>::gather(ctx_, x, rows, x_sub_.subrows(0, n));
-        xk = x_sub_.subrows(0, n).as_const();
-      }
-      row_index_view<Space> expert_rows = rows;
-      if (outer != nullptr) {
-        const auto composed = composed_.subrows(0, n);
-        expert_grouping<Space>::gather(ctx_, *outer, rows, composed);
-        expert_rows = composed.as_const();
-      }
-      auto vk = v_sub_.subrows(0, n);
-      experts_.evaluate(k, xk, t, vk, expert_rows);
-      expert_grouping<Space>::scatter_add(ctx_, v, decision_.weights.cview(), static_cast<index_t>(k), rows,
-                                          vk.as_const());
-      call_rows_[k] = static_cast<std::size_t>(n);
-      total_rows_[k] += static_cast<std::size_t>(n);
-      ++total_calls_[k];
-    }
+  // Counts the call and tells the observers.
+  void end_call_(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
     const std::size_t call = calls_++;
-    rows_routed_ += static_cast<std::size_t>(b);
+    rows_routed_ += static_cast<std::size_t>(x.rows());
     if (!observers_.empty()) {
       const routing_event<T, Space> event{call,
                                           t,
@@ -246,8 +219,93 @@ class routed_field {
   Policy policy_;
   [[no_unique_address]] execution_context<Space> ctx_;
   double temperature_ = 1.0;
-
   routing_decision<T, Space> decision_;
+
+ private:
+  std::vector<std::size_t> call_rows_;
+  std::vector<std::size_t> total_rows_;
+  std::vector<std::size_t> total_calls_;
+  std::size_t calls_ = 0;
+  std::size_t rows_routed_ = 0;
+  std::vector<observer_type> observers_;
+};
+
+}  // namespace detail
+
+/// experts + router + policy = a velocity field (see the header comment). This is the host one;
+/// including <ddm/cuda.hpp> adds the specialization for ddm::cuda_space, with the same interface.
+template <class Experts, class Router, class Policy, class T, class Space = host_space>
+class routed_field : public detail::routed_field_base<Experts, Router, Policy, T, Space> {
+  using base = detail::routed_field_base<Experts, Router, Policy, T, Space>;
+
+ public:
+  routed_field(Experts experts, Router router, Policy policy, execution_context<Space> ctx = {})
+      : base(std::move(experts), std::move(router), std::move(policy), ctx) {
+    offsets_.assign(this->num_experts() + 1, 0);
+  }
+
+  /// v = sum_k w_k(x, t) v_k(x, t) over the experts the policy selected for each row.
+  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) { route_(x, t, v, nullptr); }
+
+  /// The same, for a batch whose row i is row rows(i, 0) of a larger batch (per-sample
+  /// conditioning): conditioned experts get those original indices.
+  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v, row_index_view<Space> rows) {
+    base::check_outer_rows_(x, rows);
+    route_(x, t, v, &rows);
+  }
+
+ private:
+  void reshape_(index_t rows, index_t cols) {
+    const auto k = static_cast<index_t>(this->num_experts());
+    this->ensure_decision_(rows);
+    row_index_ = row_index_scratch_.get(this->ctx_, rows * k, 1);
+    composed_ = composed_scratch_.get(this->ctx_, rows, 1);
+    x_sub_ = x_scratch_.get(this->ctx_, rows, cols);
+    v_sub_ = v_scratch_.get(this->ctx_, rows, cols);
+  }
+
+  void route_(batch_view<const T, Space> x, double t, batch_view<T, Space> v, const row_index_view<Space>* outer) {
+    if (!this->begin_call_(x, t, v)) return;
+    const index_t b = x.rows();
+    const index_t d = x.cols();
+    const std::size_t k_count = this->num_experts();
+    auto& ctx = this->ctx_;
+    auto& decision = this->decision_;
+
+    reshape_(b, d);
+    this->router_(x, t, decision.logits.view());
+    softmax_rows(ctx, decision.logits.cview(), this->temperature_, decision.probabilities.view(),
+                 this->router_.name(), t);
+    this->policy_.select(ctx, decision.probabilities.cview(), t, decision.weights.view(), decision.selected.view());
+    expert_grouping<Space>::group(ctx, decision.selected.cview(), row_index_, std::span<index_t>(offsets_));
+
+    fill(ctx, v, T(0));
+    for (std::size_t k = 0; k < k_count; ++k) {
+      const index_t first = offsets_[k];
+      const index_t n = offsets_[k + 1] - first;
+      if (n == 0) continue;
+      const row_index_view<Space> rows = row_index_.subrows(first, n).as_const();
+      // An expert with every row sees x itself (its rows are 0..B-1 in order): no gather.
+      batch_view<const T, Space> xk = x;
+      if (n != b) {
+        expert_grouping<Space>::gather(ctx, x, rows, x_sub_.subrows(0, n));
+        xk = x_sub_.subrows(0, n).as_const();
+      }
+      row_index_view<Space> expert_rows = rows;
+      if (outer != nullptr) {
+        const auto composed = composed_.subrows(0, n);
+        expert_grouping<Space>::gather(ctx, *outer, rows, composed);
+        expert_rows = composed.as_const();
+      }
+      auto vk = v_sub_.subrows(0, n);
+      this->experts_.evaluate(k, xk, t, vk, expert_rows);
+      expert_grouping<Space>::scatter_add(ctx, v, decision.weights.cview(), static_cast<index_t>(k), rows,
+                                          vk.as_const());
+      this->count_expert_(k, n);
+    }
+    this->end_call_(x, t, v);
+  }
+
   std::vector<index_t> offsets_;  // (K + 1), host
   detail::scratch_buffer<std::int32_t, Space> row_index_scratch_;
   detail::scratch_buffer<std::int32_t, Space> composed_scratch_;
@@ -257,13 +315,6 @@ class routed_field {
   batch_view<std::int32_t, Space> composed_;
   batch_view<T, Space> x_sub_;
   batch_view<T, Space> v_sub_;
-
-  std::vector<std::size_t> call_rows_;
-  std::vector<std::size_t> total_rows_;
-  std::vector<std::size_t> total_calls_;
-  std::size_t calls_ = 0;
-  std::size_t rows_routed_ = 0;
-  std::vector<observer_type> observers_;
 };
 
 /// A routed field over batches of T in Space: make_routed_field<float>(experts, router, policy).
