@@ -443,7 +443,8 @@ void check_device_routing(const Policy& policy, index_t b, double t) {
   for (index_t r = 0; r < b; ++r)
     for (index_t k = 0; k < K; ++k) {
       ASSERT_EQ(dsel(r, k), sel(r, k)) << r << ", " << k;
-      ASSERT_EQ(dw(r, k), w(r, k)) << r << ", " << k;
+      // exp() on the device and in the host's libm may differ in the last bit.
+      ASSERT_NEAR(dw(r, k), w(r, k), 1e-13 * std::abs(w(r, k))) << r << ", " << k;
     }
   std::printf("[ measured ] device routed field, %s, B = %ld: every expert called once on exactly its rows; "
               "max relative |v - sum w v_k| = %.1e\n",
