@@ -16,3 +16,6 @@
 #include "ddm/integrators/heun.hpp"
 #include "ddm/integrators/integrator.hpp"
 #include "ddm/integrators/sample.hpp"
+#include "ddm/io/dtype.hpp"
+#include "ddm/io/float16.hpp"
+#include "ddm/io/mapped_file.hpp"
