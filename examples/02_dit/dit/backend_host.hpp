@@ -1,0 +1,365 @@
+#pragma once
+// The host backend of the DiT models.
+//
+// Requires a CBLAS (CMake: find_package(BLAS), OpenBLAS on Debian) for the matrix products;
+// uses OpenMP, when the compiler has it, for everything else. More than 96% of a DiT forward is
+// dense GEMM, which the BLAS runs on its own threads; attention, normalization and the
+// element-wise work run in parallel OpenMP loops over rows (or over samples x heads x query
+// blocks for attention). The two never run at the same time. Thread counts: OMP_NUM_THREADS and
+// the BLAS's own setting (OPENBLAS_NUM_THREADS), or dit::set_host_threads(n) for both.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include <cblas.h>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include <ddm/core/batch.hpp>
+#include <ddm/core/error.hpp>
+#include <ddm/core/memory_space.hpp>
+
+#include "dit/backend.hpp"
+
+#if defined(DDM_DIT_OPENBLAS)
+extern "C" void openblas_set_num_threads(int num_threads);
+#endif
+
+namespace dit {
+
+/// Sets the threads of the host backend: OpenMP loops and (with OpenBLAS) the BLAS.
+inline void set_host_threads(int n) {
+  if (n < 1) ddm::detail::fail_argument("dit::set_host_threads", "n", n, ">= 1");
+#if defined(_OPENMP)
+  omp_set_num_threads(n);
+#endif
+#if defined(DDM_DIT_OPENBLAS)
+  openblas_set_num_threads(n);
+#endif
+}
+
+/// The number of threads the host backend's own loops use.
+[[nodiscard]] inline int host_threads() noexcept {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+namespace detail {
+
+// Runs body(i) for i in [0, n), in parallel when the total work is large enough to pay for
+// waking the thread team (about 32k scalar operations).
+template <class Body>
+void parallel_for(index_t n, index_t work_per_item, Body&& body) {
+#if defined(_OPENMP)
+  if (n > 1 && n * work_per_item >= (index_t{1} << 15) && omp_get_max_threads() > 1) {
+#pragma omp parallel for schedule(static)
+    for (index_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#endif
+  for (index_t i = 0; i < n; ++i) body(i);
+}
+
+inline void require(bool ok, const char* where, const char* what) {
+  if (!ok) throw ddm::shape_error(ddm::detail::concat(where, ": ", what));
+}
+
+}  // namespace detail
+
+template <>
+struct backend<ddm::host_space> {
+  using space = ddm::host_space;
+  using context = ddm::host_context;
+  template <class T>
+  using view = batch_view<T, space>;
+
+  /// y = x w^T (+ bias) (+ y when accumulate): x (M, K), w (N, K) as PyTorch stores Linear
+  /// weights, y (M, N). Any row strides.
+  static void linear(const context& /*ctx*/, view<const float> x, view<const float> w, const float* bias,
+                     view<float> y, bool accumulate = false) {
+    detail::require(x.cols() == w.cols() && y.rows() == x.rows() && y.cols() == w.rows(), "dit::linear",
+                    "shapes must be x (M, K), w (N, K), y (M, N)");
+    const index_t m = x.rows();
+    const index_t n = w.rows();
+    const index_t k = x.cols();
+    if (m == 0 || n == 0) return;
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (bias != nullptr) {
+      detail::parallel_for(m, n, [&](index_t r) {
+        float* row = y.row(r);
+        if (accumulate) {
+          for (index_t j = 0; j < n; ++j) row[j] += bias[j];
+        } else {
+          std::memcpy(row, bias, static_cast<std::size_t>(n) * sizeof(float));
+        }
+      });
+      beta = 1.0f;
+    }
+    if (k == 0) {
+      if (beta == 0.0f)
+        for (index_t r = 0; r < m; ++r) std::fill_n(y.row(r), n, 0.0f);
+      return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
+                static_cast<int>(k), 1.0f, x.data(), static_cast<int>(x.stride()), w.data(),
+                static_cast<int>(w.stride()), beta, y.data(), static_cast<int>(y.stride()));
+  }
+
+  /// y = (x - mean) / sqrt(var + eps) per row, then * gamma + beta when given (each (1, D) or
+  /// null). Statistics accumulate in double. y may be x.
+  static void layer_norm(const context& /*ctx*/, view<const float> x, double eps, const float* gamma,
+                         const float* beta, view<float> y) {
+    detail::require(ddm::same_shape(x, y), "dit::layer_norm", "x and y must have the same shape");
+    const index_t d = x.cols();
+    detail::parallel_for(x.rows(), 4 * d, [&](index_t r) {
+      float mean;
+      float inv;
+      moments_(x.row(r), d, eps, mean, inv);
+      const float* in = x.row(r);
+      float* out = y.row(r);
+      for (index_t j = 0; j < d; ++j) {
+        float v = (in[j] - mean) * inv;
+        if (gamma != nullptr) v *= gamma[j];
+        if (beta != nullptr) v += beta[j];
+        out[j] = v;
+      }
+    });
+  }
+
+  /// y = LN(x) * (1 + scale_b) + shift_b, where b = row / (rows / batch) is the sample of the
+  /// row; shift and scale are (B, D) (any stride). y may be x.
+  static void layer_norm_modulate(const context& /*ctx*/, view<const float> x, double eps, view<const float> shift,
+                                  view<const float> scale, view<float> y) {
+    detail::require(ddm::same_shape(x, y) && shift.cols() == x.cols() && ddm::same_shape(shift, scale) &&
+                        shift.rows() > 0 && x.rows() % shift.rows() == 0,
+                    "dit::layer_norm_modulate", "x, y (B*T, D); shift, scale (B, D)");
+    const index_t d = x.cols();
+    const index_t per_sample = x.rows() / shift.rows();
+    detail::parallel_for(x.rows(), 4 * d, [&](index_t r) {
+      float mean;
+      float inv;
+      moments_(x.row(r), d, eps, mean, inv);
+      const float* in = x.row(r);
+      const float* sh = shift.row(r / per_sample);
+      const float* sc = scale.row(r / per_sample);
+      float* out = y.row(r);
+      for (index_t j = 0; j < d; ++j) out[j] = (in[j] - mean) * inv * (1.0f + sc[j]) + sh[j];
+    });
+  }
+
+  /// x += gate_b * y (gate (B, D), any stride), or x += y when gate is empty.
+  static void gated_residual(const context& /*ctx*/, view<float> x, view<const float> gate, view<const float> y) {
+    detail::require(ddm::same_shape(x, y), "dit::gated_residual", "x and y must have the same shape");
+    const bool gated = !gate.empty();
+    detail::require(!gated || (gate.cols() == x.cols() && x.rows() % gate.rows() == 0), "dit::gated_residual",
+                    "gate must be (B, D) with B dividing the rows of x");
+    const index_t d = x.cols();
+    const index_t per_sample = gated ? x.rows() / gate.rows() : 1;
+    detail::parallel_for(x.rows(), d, [&](index_t r) {
+      float* out = x.row(r);
+      const float* in = y.row(r);
+      if (gated) {
+        const float* g = gate.row(r / per_sample);
+        for (index_t j = 0; j < d; ++j) out[j] += g[j] * in[j];
+      } else {
+        for (index_t j = 0; j < d; ++j) out[j] += in[j];
+      }
+    });
+  }
+
+  /// y(r, :) = x(r, :) + v(0, :). y may be x.
+  static void add_row_vector(const context& /*ctx*/, view<const float> x, view<const float> v, view<float> y) {
+    detail::require(ddm::same_shape(x, y) && v.rows() == 1 && v.cols() == x.cols(), "dit::add_row_vector",
+                    "x, y (M, N) and v (1, N)");
+    const float* add = v.row(0);
+    const index_t n = x.cols();
+    detail::parallel_for(x.rows(), n, [&](index_t r) {
+      const float* in = x.row(r);
+      float* out = y.row(r);
+      for (index_t j = 0; j < n; ++j) out[j] = in[j] + add[j];
+    });
+  }
+
+  /// y = x * sigmoid(x).
+  static void silu(const context& /*ctx*/, view<const float> x, view<float> y) {
+    elementwise_(x, y, [](float v) { return v / (1.0f + std::exp(-v)); });
+  }
+
+  /// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), PyTorch's GELU(approximate="tanh").
+  static void gelu_tanh(const context& /*ctx*/, view<const float> x, view<float> y) {
+    elementwise_(x, y, [](float v) {
+      constexpr float k = 0.7978845608028654f;  // sqrt(2 / pi)
+      return 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
+    });
+  }
+
+  /// Multi-head scaled dot-product attention without mask. q (B*Tq, H*hd), k and v (B*Tk, H*hd),
+  /// out (B*Tq, H*hd); any row strides (q, k, v are usually column blocks of one fused matrix).
+  /// Head h uses columns [h*hd, (h+1)*hd). Any head size.
+  static void attention(const context& /*ctx*/, view<const float> q, view<const float> k, view<const float> v,
+                        index_t batch, index_t heads, view<float> out) {
+    detail::require(batch > 0 && heads > 0 && q.rows() % batch == 0 && k.rows() % batch == 0 &&
+                        ddm::same_shape(k, v) && q.cols() == k.cols() && q.cols() % heads == 0 &&
+                        ddm::same_shape(q, out),
+                    "dit::attention", "q, out (B*Tq, D); k, v (B*Tk, D); D divisible by heads");
+    const index_t tq = q.rows() / batch;
+    const index_t tk = k.rows() / batch;
+    const index_t hd = q.cols() / heads;
+    if (tq == 0) return;
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+    // One task = one sample, one head, one block of queries. Each task transposes its head's keys
+    // into (hd, Tk) so that the score loop and the value loop both stream contiguous memory.
+    constexpr index_t query_block = 32;
+    const index_t blocks = (tq + query_block - 1) / query_block;
+    detail::parallel_for(batch * heads * blocks, query_block * tk * hd * 4, [&](index_t task) {
+      const index_t b = task / (heads * blocks);
+      const index_t h = (task / blocks) % heads;
+      const index_t q0 = (task % blocks) * query_block;
+      const index_t q1 = std::min(tq, q0 + query_block);
+      thread_local std::vector<float> kt;
+      thread_local std::vector<float> scores;
+      thread_local std::vector<float> acc;
+      kt.resize(static_cast<std::size_t>(hd * tk));
+      scores.resize(static_cast<std::size_t>(tk));
+      acc.resize(static_cast<std::size_t>(hd));
+      for (index_t j = 0; j < tk; ++j) {
+        const float* kr = k.row(b * tk + j) + h * hd;
+        for (index_t d = 0; d < hd; ++d) kt[static_cast<std::size_t>(d * tk + j)] = kr[d];
+      }
+      for (index_t i = q0; i < q1; ++i) {
+        const float* qr = q.row(b * tq + i) + h * hd;
+        float* s = scores.data();
+        std::fill_n(s, tk, 0.0f);
+        for (index_t d = 0; d < hd; ++d) {
+          const float qd = qr[d] * scale;
+          const float* kd = kt.data() + d * tk;
+          for (index_t j = 0; j < tk; ++j) s[j] += qd * kd[j];
+        }
+        float m = s[0];
+        for (index_t j = 1; j < tk; ++j) m = std::max(m, s[j]);
+        float sum = 0.0f;
+        for (index_t j = 0; j < tk; ++j) {
+          s[j] = std::exp(s[j] - m);
+          sum += s[j];
+        }
+        float* a = acc.data();
+        std::fill_n(a, hd, 0.0f);
+        for (index_t j = 0; j < tk; ++j) {
+          const float p = s[j];
+          const float* vr = v.row(b * tk + j) + h * hd;
+          for (index_t d = 0; d < hd; ++d) a[d] += p * vr[d];
+        }
+        const float inv = 1.0f / sum;
+        float* o = out.row(b * tq + i) + h * hd;
+        for (index_t d = 0; d < hd; ++d) o[d] = a[d] * inv;
+      }
+    });
+  }
+
+  /// NCHW latents x (B, C*H*W) -> tokens (B*T, C*p*p): token i*Gw + j of sample b holds the patch
+  /// at patch-row i, patch-column j, flattened as (c, py, px), the layout of a Conv2d weight.
+  static void patchify(const context& /*ctx*/, view<const float> x, const patch_geometry& g, view<float> tokens) {
+    const index_t c_in = g.channels;
+    const index_t p = g.patch;
+    detail::require(x.cols() == c_in * g.height * g.width && tokens.rows() == x.rows() * g.tokens() &&
+                        tokens.cols() == g.patch_values(c_in),
+                    "dit::patchify", "x (B, C*H*W), tokens (B*T, C*p*p)");
+    const index_t t = g.tokens();
+    detail::parallel_for(tokens.rows(), tokens.cols(), [&](index_t r) {
+      const index_t b = r / t;
+      const index_t i = (r % t) / g.grid_w();
+      const index_t j = (r % t) % g.grid_w();
+      const float* img = x.row(b);
+      float* out = tokens.row(r);
+      for (index_t c = 0; c < c_in; ++c)
+        for (index_t py = 0; py < p; ++py)
+          for (index_t px = 0; px < p; ++px)
+            *out++ = img[(c * g.height + i * p + py) * g.width + j * p + px];
+    });
+  }
+
+  /// tokens (B*T, p*p*C_out), each flattened as (py, px, c) -- channel fastest, the order of the
+  /// reference unpatchify -- into NCHW x (B, keep*H*W), keeping channels [0, keep).
+  static void unpatchify(const context& /*ctx*/, view<const float> tokens, const patch_geometry& g, index_t keep,
+                         view<float> x) {
+    const index_t p = g.patch;
+    const index_t c_out = tokens.cols() / (p * p);
+    detail::require(tokens.cols() == p * p * c_out && keep <= c_out && tokens.rows() == x.rows() * g.tokens() &&
+                        x.cols() == keep * g.height * g.width,
+                    "dit::unpatchify", "tokens (B*T, p*p*C_out), x (B, keep*H*W), keep <= C_out");
+    const index_t t = g.tokens();
+    detail::parallel_for(tokens.rows(), tokens.cols(), [&](index_t r) {
+      const index_t b = r / t;
+      const index_t i = (r % t) / g.grid_w();
+      const index_t j = (r % t) % g.grid_w();
+      const float* in = tokens.row(r);
+      float* img = x.row(b);
+      for (index_t py = 0; py < p; ++py)
+        for (index_t px = 0; px < p; ++px)
+          for (index_t c = 0; c < keep; ++c)
+            img[(c * g.height + i * p + py) * g.width + j * p + px] = in[(py * p + px) * c_out + c];
+    });
+  }
+
+  /// out(r, :) = table(rows[r], :). Indices are checked.
+  static void gather_rows(const context& /*ctx*/, view<const float> table, std::span<const std::int32_t> rows,
+                          view<float> out) {
+    detail::require(out.rows() == static_cast<index_t>(rows.size()) && out.cols() == table.cols(),
+                    "dit::gather_rows", "out (n, D) for n indices into table (R, D)");
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      if (rows[r] < 0 || rows[r] >= table.rows())
+        throw ddm::argument_error(ddm::detail::concat("dit::gather_rows: index ", rows[r], " at position ", r,
+                                                      ", expected a row of the table in [0, ", table.rows(), ")"));
+      std::memcpy(out.row(static_cast<index_t>(r)), table.row(rows[r]),
+                  static_cast<std::size_t>(table.cols()) * sizeof(float));
+    }
+  }
+
+  static void upload(const context& /*ctx*/, std::span<const float> values, view<float> dst) {
+    detail::require(static_cast<index_t>(values.size()) == dst.size(), "dit::upload", "sizes must agree");
+    for (index_t r = 0; r < dst.rows(); ++r)
+      std::memcpy(dst.row(r), values.data() + r * dst.cols(), static_cast<std::size_t>(dst.cols()) * sizeof(float));
+  }
+
+  static void download(const context& /*ctx*/, view<const float> src, std::span<float> values) {
+    detail::require(static_cast<index_t>(values.size()) == src.size(), "dit::download", "sizes must agree");
+    for (index_t r = 0; r < src.rows(); ++r)
+      std::memcpy(values.data() + r * src.cols(), src.row(r), static_cast<std::size_t>(src.cols()) * sizeof(float));
+  }
+
+ private:
+  static void moments_(const float* x, index_t d, double eps, float& mean, float& inv) {
+    double s = 0;
+    for (index_t j = 0; j < d; ++j) s += x[j];
+    const double mu = s / static_cast<double>(d);
+    double ss = 0;
+    for (index_t j = 0; j < d; ++j) {
+      const double c = x[j] - mu;
+      ss += c * c;
+    }
+    mean = static_cast<float>(mu);
+    inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+  }
+
+  template <class F>
+  static void elementwise_(view<const float> x, view<float> y, F f) {
+    detail::require(ddm::same_shape(x, y), "dit::elementwise", "x and y must have the same shape");
+    const index_t n = x.cols();
+    detail::parallel_for(x.rows(), n * 8, [&](index_t r) {
+      const float* in = x.row(r);
+      float* out = y.row(r);
+      for (index_t j = 0; j < n; ++j) out[j] = f(in[j]);
+    });
+  }
+};
+
+}  // namespace dit
