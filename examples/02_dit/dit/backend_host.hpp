@@ -56,11 +56,13 @@ inline void set_host_threads(int n) {
 namespace detail {
 
 // Runs body(i) for i in [0, n), in parallel when the total work is large enough to pay for
-// waking the thread team (about 32k scalar operations).
+// waking the thread team (about 256k scalar operations, some 0.1 ms on one core): smaller loops
+// run serially, since a parallel region costs microseconds even on an idle machine and far more
+// when its threads are descheduled.
 template <class Body>
 void parallel_for(index_t n, index_t work_per_item, Body&& body) {
 #if defined(_OPENMP)
-  if (n > 1 && n * work_per_item >= (index_t{1} << 15) && omp_get_max_threads() > 1) {
+  if (n > 1 && n * work_per_item >= (index_t{1} << 18) && omp_get_max_threads() > 1) {
 #pragma omp parallel for schedule(static)
     for (index_t i = 0; i < n; ++i) body(i);
     return;
