@@ -93,6 +93,21 @@ TEST(DitLoading, ParameterCountsMatchTheCheckpointAndThePaper) {
   EXPECT_EQ(xl8.tokens(), 16);
 }
 
+TEST(DitLoading, CheckpointLayoutListsExactlyTheTensorsOfACheckpoint) {
+  const auto layout = dit::dit_model<>::checkpoint_layout(dit_a_config());
+  const ddm::io::safetensors_file file(fixture("dit_a.safetensors"));
+  EXPECT_EQ(layout.size(), file.tensors().size());
+  std::int64_t values = 0;
+  for (const auto& [name, shape] : layout) {
+    ASSERT_TRUE(file.contains(name)) << name;
+    EXPECT_EQ(file.info(name).shape, shape) << name;
+    std::int64_t n = 1;
+    for (const auto d : shape) n *= static_cast<std::int64_t>(d);
+    values += n;
+  }
+  EXPECT_EQ(values, dit_a_config().parameter_count());
+}
+
 TEST(DitLoading, ParisAndRouterConfigurationsAreReadOffTheShapes) {
   const ddm::io::safetensors_file expert(fixture("paris_tiny/expert_0/diffusion_pytorch_model.safetensors"));
   const ddm::io::safetensors_file golden(fixture("paris_tiny/expert_0.golden.safetensors"));

@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ddm/core/algebra.hpp>
@@ -70,6 +71,44 @@ class dit_model {
                                                              const context& ctx = {}) {
     const ddm::io::safetensors_file file(path);
     return std::make_shared<const dit_model>(config, file, strict, ctx);
+  }
+
+  /// The name and shape of every tensor a checkpoint of `config` holds (pos_embed included), in
+  /// the original key names: for converting, checking or synthesizing checkpoints.
+  [[nodiscard]] static std::vector<std::pair<std::string, std::vector<std::uint64_t>>> checkpoint_layout(
+      const dit_config& config) {
+    using u = std::uint64_t;
+    const u d = static_cast<u>(config.hidden_size);
+    const u h = static_cast<u>(config.mlp_hidden());
+    const u p = static_cast<u>(config.patch_size);
+    std::vector<std::pair<std::string, std::vector<u>>> out{
+        {"x_embedder.proj.weight", {d, static_cast<u>(config.in_channels), p, p}},
+        {"x_embedder.proj.bias", {d}},
+        {"pos_embed", {1, static_cast<u>(config.tokens()), d}},
+        {"t_embedder.mlp.0.weight", {d, static_cast<u>(config.frequency_size)}},
+        {"t_embedder.mlp.0.bias", {d}},
+        {"t_embedder.mlp.2.weight", {d, d}},
+        {"t_embedder.mlp.2.bias", {d}},
+        {"y_embedder.embedding_table.weight", {static_cast<u>(config.label_rows()), d}}};
+    for (index_t i = 0; i < config.depth; ++i) {
+      const std::string b = "blocks." + std::to_string(i) + ".";
+      out.push_back({b + "adaLN_modulation.1.weight", {6 * d, d}});
+      out.push_back({b + "adaLN_modulation.1.bias", {6 * d}});
+      out.push_back({b + "attn.qkv.weight", {3 * d, d}});
+      out.push_back({b + "attn.qkv.bias", {3 * d}});
+      out.push_back({b + "attn.proj.weight", {d, d}});
+      out.push_back({b + "attn.proj.bias", {d}});
+      out.push_back({b + "mlp.fc1.weight", {h, d}});
+      out.push_back({b + "mlp.fc1.bias", {h}});
+      out.push_back({b + "mlp.fc2.weight", {d, h}});
+      out.push_back({b + "mlp.fc2.bias", {d}});
+    }
+    const u final_out = p * p * static_cast<u>(config.out_channels());
+    out.push_back({"final_layer.adaLN_modulation.1.weight", {2 * d, d}});
+    out.push_back({"final_layer.adaLN_modulation.1.bias", {2 * d}});
+    out.push_back({"final_layer.linear.weight", {final_out, d}});
+    out.push_back({"final_layer.linear.bias", {final_out}});
+    return out;
   }
 
   [[nodiscard]] const dit_config& config() const noexcept { return config_; }
