@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 
@@ -36,7 +37,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "default"))
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    ap.add_argument("--min-time", default="2")
+    ap.add_argument("--min-time", default="1")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of ddm and PyTorch per shape")
     args = ap.parse_args()
     exe = os.path.join(args.build, "bench", "ddm_bench_dit_forward")
     if not os.path.exists(exe):
@@ -55,25 +57,34 @@ def main():
     rows = []
     for model, shape in SHAPES.items():
         for b in args.batches:
-            out = subprocess.run([exe, f"--benchmark_filter=shape:{shape}/batch:{b}/", "--benchmark_format=json",
-                                  f"--benchmark_min_time={args.min_time}", "--benchmark_repetitions=3",
-                                  "--benchmark_report_aggregates_only=true"],
-                                 env=env, check=True, capture_output=True, text=True).stdout
-            bench = json.loads(out)["benchmarks"]
-            ours = next(x for x in bench if x.get("aggregate_name") == "median")
-            peer = json.loads(subprocess.run(
-                [sys.executable, os.path.join(HERE, "peers", "dit_forward.py"), "--model", model, "--batch", str(b),
-                 "--threads", str(args.threads)], check=True, capture_output=True, text=True).stdout)
-            rows.append((model, b, ours["real_time"], ours["GFLOP/s"], peer))
-            label = ours.get("label", "")
-    peer = rows[0][4]
-    print(f"ddm: {label}")
+            ours_runs, torch_runs, label, peer = [], [], "", None
+            # Alternate the two sides, so that a burst of load on a shared machine hits both.
+            for _ in range(args.rounds):
+                out = subprocess.run([exe, f"--benchmark_filter=shape:{shape}/batch:{b}/", "--benchmark_format=json",
+                                      f"--benchmark_min_time={args.min_time}", "--benchmark_repetitions=3"],
+                                     env=env, check=True, capture_output=True, text=True).stdout
+                runs = [x for x in json.loads(out)["benchmarks"] if x.get("run_type") == "iteration"]
+                ours_runs += [x["real_time"] for x in runs]
+                label = runs[0].get("label", "")
+                peer = json.loads(subprocess.run(
+                    [sys.executable, os.path.join(HERE, "peers", "dit_forward.py"), "--model", model, "--batch", str(b),
+                     "--threads", str(args.threads), "--iters", "5"], check=True, capture_output=True, text=True).stdout)
+                torch_runs += peer["ms_all"]
+            rows.append((model, b, statistics.median(ours_runs), min(ours_runs), statistics.median(torch_runs),
+                         min(torch_runs), peer))
+    peer = rows[0][6]
+    print(f"ddm: {label.split(', ', 1)[-1]}")
     print(f"PyTorch {peer['torch']} (BLAS {peer['blas']}, oneDNN {peer['mkldnn']}), threads: ddm {args.threads}, "
           f"PyTorch {peer['threads']}")
-    print(f"{'model':9} {'batch':>5} {'ddm ms':>9} {'GFLOP/s':>8} {'torch ms':>9} {'GFLOP/s':>8} {'ddm/torch':>9}")
-    for model, b, ms, gf, p in rows:
-        print(f"{model:9} {b:5d} {ms:9.1f} {gf / 1e0:8.1f} {p['ms_median']:9.1f} {p['gflops']:8.1f} "
-              f"{ms / p['ms_median']:9.2f}")
+    print(f"milliseconds per forward, median (best) of {3 * args.rounds} ddm and {5 * args.rounds} PyTorch runs; "
+          "ratios of the medians and of the bests; GFLOP/s of the bests")
+    print(f"{'model':9} {'batch':>5} {'ddm ms':>16} {'torch ms':>16} {'ddm/torch':>10} {'(best)':>7} "
+          f"{'ddm GFLOP/s':>12} {'torch GFLOP/s':>14}")
+    for model, b, ms, best, tms, tbest, p in rows:
+        gflop = p["gflop"]
+        print(f"{model:9} {b:5d} {ms:9.1f} ({best:5.0f}) {tms:9.1f} ({tbest:5.0f}) "
+              f"{ms / tms:10.2f} {best / tbest:7.2f} {gflop / best * 1e3:12.1f} {gflop / tbest * 1e3:14.1f}")
+    print(f"load average after the runs: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--model", default="DiT-S/2")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -71,6 +71,7 @@ def main():
         "model": args.model, "batch": args.batch, "threads": torch.get_num_threads(),
         "ms_median": ms, "ms_best": 1e3 * min(times),
         "gflops": 2 * macs_per_sample(c) * args.batch / (ms * 1e-3) * 1e-9,
+        "gflop": 2 * macs_per_sample(c) * args.batch * 1e-9, "ms_all": [1e3 * x for x in times],
         "torch": torch.__version__, "blas": blas_info(), "mkldnn": torch.backends.mkldnn.is_available(),
     }))
 

@@ -2,11 +2,14 @@
 // The host backend of the DiT models.
 //
 // Requires a CBLAS (CMake: find_package(BLAS), OpenBLAS on Debian) for the matrix products;
-// uses OpenMP, when the compiler has it, for everything else. More than 96% of a DiT forward is
-// dense GEMM, which the BLAS runs on its own threads; attention, normalization and the
-// element-wise work run in parallel OpenMP loops over rows (or over samples x heads x query
-// blocks for attention). The two never run at the same time. Thread counts: OMP_NUM_THREADS and
-// the BLAS's own setting (OPENBLAS_NUM_THREADS), or dit::set_host_threads(n) for both.
+// uses OpenMP, when the compiler has it, for the threads. More than 96% of a DiT forward is
+// dense GEMM. One thread pool does all the work: the OpenMP team splits each matrix product into
+// row (or column) blocks, each computed by a single-threaded BLAS call, and runs attention,
+// normalization and the element-wise work as parallel loops. With OpenBLAS the backend sets
+// OpenBLAS's own threads to 1: two pools of spinning threads (OpenBLAS's pthreads and OpenMP's)
+// fight over the cores between calls, which measured 2-5x slower than one pool on a busy
+// machine. (With another BLAS, make it single-threaded yourself, e.g. MKL_NUM_THREADS=1.)
+// Threads: OMP_NUM_THREADS, or dit::set_host_threads(n).
 
 #include <algorithm>
 #include <bit>
@@ -37,14 +40,11 @@ extern "C" char* openblas_get_corename(void);
 
 namespace dit {
 
-/// Sets the threads of the host backend: OpenMP loops and (with OpenBLAS) the BLAS.
+/// Sets the threads of the host backend (its OpenMP team; the BLAS runs one thread per call).
 inline void set_host_threads(int n) {
   if (n < 1) ddm::detail::fail_argument("dit::set_host_threads", "n", n, ">= 1");
 #if defined(_OPENMP)
   omp_set_num_threads(n);
-#endif
-#if defined(DDM_DIT_OPENBLAS)
-  openblas_set_num_threads(n);
 #endif
 }
 
@@ -79,6 +79,21 @@ inline void warn_if_blas_kernels_are_generic() {
   }();
   (void)warned;
 #endif
+}
+}  // namespace detail
+
+namespace detail {
+// Once per process: the BLAS computes each block on the calling thread (see the top of the file),
+// and a warning if OpenBLAS picked generic kernels.
+inline void prepare_blas() {
+  static const bool done = [] {
+#if defined(DDM_DIT_OPENBLAS)
+    openblas_set_num_threads(1);
+#endif
+    warn_if_blas_kernels_are_generic();
+    return true;
+  }();
+  (void)done;
 }
 }  // namespace detail
 
@@ -168,7 +183,7 @@ struct backend<ddm::host_space> {
     const index_t n = w.rows();
     const index_t k = x.cols();
     if (m == 0 || n == 0) return;
-    detail::warn_if_blas_kernels_are_generic();
+    detail::prepare_blas();
     float beta = accumulate ? 1.0f : 0.0f;
     if (bias != nullptr) {
       detail::parallel_for(m, n, [&](index_t r) {
@@ -186,9 +201,27 @@ struct backend<ddm::host_space> {
         for (index_t r = 0; r < m; ++r) std::fill_n(y.row(r), n, 0.0f);
       return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
-                static_cast<int>(k), 1.0f, x.data(), static_cast<int>(x.stride()), w.data(),
-                static_cast<int>(w.stride()), beta, y.data(), static_cast<int>(y.stride()));
+    // Split the product into blocks of output rows (or of output columns when there are few
+    // rows, as in the per-sample adaLN products), one single-threaded BLAS call per block.
+    const int threads = std::max(1, host_threads());
+    const bool split_rows = m >= n || m >= 64 * threads;
+    const index_t extent = split_rows ? m : n;
+    const index_t parts = m * n * k >= (index_t{1} << 20) ? std::min<index_t>(threads, (extent + 15) / 16) : 1;
+    const index_t step = (extent + parts - 1) / parts;
+    detail::parallel_for(parts, index_t{1} << 18, [&](index_t part) {
+      const index_t first = part * step;
+      const index_t count = std::min(step, extent - first);
+      if (count <= 0) return;
+      if (split_rows) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(count), static_cast<int>(n),
+                    static_cast<int>(k), 1.0f, x.row(first), static_cast<int>(x.stride()), w.data(),
+                    static_cast<int>(w.stride()), beta, y.row(first), static_cast<int>(y.stride()));
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(count),
+                    static_cast<int>(k), 1.0f, x.data(), static_cast<int>(x.stride()), w.row(first),
+                    static_cast<int>(w.stride()), beta, y.data() + first, static_cast<int>(y.stride()));
+      }
+    });
   }
 
   /// y = (x - mean) / sqrt(var + eps) per row, then * gamma + beta when given (each (1, D) or
