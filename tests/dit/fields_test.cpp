@@ -91,9 +91,11 @@ TEST(DitFields, PermutedSubBatchesGetTheirOwnConditioning) {
   double moved = 0;
   for (ddm::index_t c = 0; c < n; ++c) moved = std::max(moved, double(std::abs(v(0, c) - plain(2, c))));
   EXPECT_GT(moved, 1e-3);
-  // Indices outside the table are an error.
+  // Indices outside the table are an error, and so is a plain call whose batch does not line up
+  // with the table.
   const std::int32_t outside[2] = {3, 0};
   EXPECT_THROW(field(xs.cview(), t, v.view(), dit::row_indices<ddm::host_space>(outside, 2, 1)), ddm::argument_error);
+  EXPECT_THROW(field(xs.cview(), t, v.view()), ddm::shape_error);
 }
 
 TEST(DitFields, RouterAdapterIsADdmRouterAtTheScaledTime) {

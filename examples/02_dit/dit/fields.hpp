@@ -51,6 +51,10 @@ namespace detail {
 template <class Space>
 std::vector<std::int32_t> conditioning_rows(const char* where, index_t batch_rows, index_t table_rows,
                                             const row_indices<Space>* rows) {
+  if (rows == nullptr && table_rows != 1 && table_rows != batch_rows)
+    throw ddm::shape_error(ddm::detail::concat(where, ": the conditioning table has ", table_rows, " rows for a batch of ",
+                                               batch_rows, ", expected one row per sample or one row for all (a "
+                                               "sub-batch must come with its row indices)"));
   std::vector<std::int32_t> out(static_cast<std::size_t>(batch_rows));
   for (index_t i = 0; i < batch_rows; ++i) {
     std::int32_t r;
