@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <vector>
 
 #include <ddm/core/rng.hpp>
 #include <ddm/flow/parameterization.hpp>
@@ -88,6 +90,54 @@ TEST(Adapters, VariancePreservingEpsExpertBecomesTheVelocity) {
     field(x.cview(), t, got.view());
     EXPECT_LT(ddm::test::max_abs_diff(got.cview(), v.cview()), 1e-6) << t;
   }
+}
+
+// A model with per-sample conditioning: predicts row-dependent constants c[rows(i)] * (i + 1),
+// and records whether it was given row indices.
+struct conditioned_model {
+  std::vector<double> c{2.0, -1.0, 0.5};
+  bool got_rows = false;
+  void operator()(ddm::batch_view<const double> x, double, ddm::batch_view<double> out) {
+    got_rows = false;
+    for (ddm::index_t r = 0; r < x.rows(); ++r)
+      for (ddm::index_t j = 0; j < x.cols(); ++j) out(r, j) = c[static_cast<std::size_t>(r)];
+  }
+  void operator()(ddm::batch_view<const double> x, double, ddm::batch_view<double> out,
+                  ddm::batch_view<const std::int32_t> rows) {
+    got_rows = true;
+    for (ddm::index_t r = 0; r < x.rows(); ++r)
+      for (ddm::index_t j = 0; j < x.cols(); ++j) out(r, j) = c[static_cast<std::size_t>(rows(r, 0))];
+  }
+};
+
+TEST(Adapters, PassRowIndicesToConditionedModels) {
+  ddm::batch<double> x(2, 3);
+  ddm::fill_normal(ctx, x.view(), 5);
+  const std::int32_t idx[2] = {2, 0};  // this sub-batch holds rows 2 and 0 of the sampled batch
+  const ddm::batch_view<const std::int32_t> rows(idx, 2, 1);
+  const double t = 0.3;
+  ddm::batch<double> v(2, 3);
+
+  ddm::flow::eps_velocity<conditioned_model> eps{conditioned_model{}};
+  eps(x.cview(), t, v.view(), rows);
+  EXPECT_TRUE(eps.model().got_rows);
+  for (ddm::index_t r = 0; r < 2; ++r)  // v = (eps_hat - x) / (1 - t)
+    EXPECT_DOUBLE_EQ(v(r, 1), (eps.model().c[static_cast<std::size_t>(idx[r])] - x(r, 1)) / (1 - t));
+
+  ddm::flow::x0_velocity<conditioned_model> x0{conditioned_model{}};
+  x0(x.cview(), t, v.view(), rows);
+  EXPECT_TRUE(x0.model().got_rows);
+  for (ddm::index_t r = 0; r < 2; ++r)  // v = (x - x0_hat) / t
+    EXPECT_DOUBLE_EQ(v(r, 2), (x(r, 2) - x0.model().c[static_cast<std::size_t>(idx[r])]) / t);
+
+  auto vp = ddm::flow::make_vp_eps_velocity<double>(conditioned_model{}, ddm::flow::linear_beta_timesteps{});
+  ddm::batch<double> plain(2, 3);
+  vp(x.cview(), t, v.view(), rows);
+  for (ddm::index_t r = 0; r < 2; ++r)
+    EXPECT_DOUBLE_EQ(v(r, 0), (conditioned_model{}.c[static_cast<std::size_t>(idx[r])] - x(r, 0)) / (1 - t));
+  // Without indices, row i is conditioned on row i.
+  vp(x.cview(), t, plain.view());
+  EXPECT_DOUBLE_EQ(plain(1, 0), (conditioned_model{}.c[1] - x(1, 0)) / (1 - t));
 }
 
 TEST(LinearBetaTimesteps, InvertsTheCumulativeProduct) {

@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 #include <algorithm>
+#include <concepts>
+#include <cstdint>
 
 #include "ddm/core/algebra.hpp"
 #include "ddm/core/batch.hpp"
@@ -77,6 +79,18 @@ class eps_velocity {
     lincomb(ctx_, v, {inv, -inv}, v, x);
   }
 
+  /// The same for a model that takes per-sample conditioning: the original row indices of a
+  /// sub-batch (a row_index_view, as a routed field passes them) go to the model unchanged.
+  template <class T>
+    requires std::invocable<F&, batch_view<const T, Space>, double, batch_view<T, Space>,
+                            batch_view<const std::int32_t, Space>>
+  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v,
+                  batch_view<const std::int32_t, Space> rows) {
+    f_(x, t, v, rows);
+    const double inv = 1.0 / std::max(1.0 - t, guard_);
+    lincomb(ctx_, v, {inv, -inv}, v, x);
+  }
+
   [[nodiscard]] F& model() noexcept { return f_; }
 
  private:
@@ -98,6 +112,17 @@ class x0_velocity {
     requires velocity_field<F, T, Space>
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
     f_(x, t, v);  // v <- x0_hat
+    const double inv = 1.0 / std::max(t, guard_);
+    lincomb(ctx_, v, {inv, -inv}, x, v);
+  }
+
+  /// With per-sample conditioning: row indices pass through to the model.
+  template <class T>
+    requires std::invocable<F&, batch_view<const T, Space>, double, batch_view<T, Space>,
+                            batch_view<const std::int32_t, Space>>
+  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v,
+                  batch_view<const std::int32_t, Space> rows) {
+    f_(x, t, v, rows);
     const double inv = 1.0 / std::max(t, guard_);
     lincomb(ctx_, v, {inv, -inv}, x, v);
   }
@@ -128,17 +153,31 @@ class vp_eps_velocity {
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v)
     requires velocity_field<F, T, Space>
   {
+    apply_(x, t, v, [&](batch_view<const T, Space> xv, double step) { f_(xv, step, v); });
+  }
+
+  /// With per-sample conditioning: row indices pass through to the model.
+  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v,
+                  batch_view<const std::int32_t, Space> rows)
+    requires std::invocable<F&, batch_view<const T, Space>, double, batch_view<T, Space>,
+                            batch_view<const std::int32_t, Space>>
+  {
+    apply_(x, t, v, [&](batch_view<const T, Space> xv, double step) { f_(xv, step, v, rows); });
+  }
+
+ private:
+  template <class Call>
+  void apply_(batch_view<const T, Space> x, double t, batch_view<T, Space> v, Call&& call) {
     const double c = std::hypot(1.0 - t, t);
     const double alpha_bar = ((1.0 - t) / c) * ((1.0 - t) / c);
     if (scratch_.rows() != x.rows() || scratch_.cols() != x.cols())
       scratch_ = batch<T, Space>(ctx_, x.rows(), x.cols());
     lincomb(ctx_, scratch_.view(), {1.0 / c}, x);
-    f_(scratch_.cview(), static_cast<double>(timestep_of_(alpha_bar)), v);
+    call(scratch_.cview(), static_cast<double>(timestep_of_(alpha_bar)));  // v <- eps_hat
     const double inv = 1.0 / std::max(1.0 - t, guard_);
     lincomb(ctx_, v, {inv, -inv}, v, x);
   }
 
- private:
   F f_;
   TimestepOf timestep_of_;
   double guard_;

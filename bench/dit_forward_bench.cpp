@@ -1,0 +1,107 @@
+// One forward pass of a DiT expert on the host backend (OpenBLAS GEMMs, OpenMP attention and
+// element-wise work), at the shapes of DiT-S/2 and DiT-B/2 (256 px: 32x32x4 latents, 256
+// tokens), with random weights. Counters: GFLOP/s counts 2 x the multiply-accumulates of the
+// layers (the DiT paper's "Gflops" are MACs). bench/dit_forward_compare.py runs the same shapes
+// in PyTorch with the same thread count and prints the ratio.
+//
+// The "tiny" shape only keeps the CTest smoke run short.
+
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <ddm/core/rng.hpp>
+#include <ddm/io/safetensors.hpp>
+#include <ddm/io/safetensors_writer.hpp>
+
+#include "dit/backend_host.hpp"
+#include "dit/dit_model.hpp"
+
+namespace {
+
+dit::dit_config shape(int which) {
+  if (which == 0) {  // tiny: keeps the smoke run fast
+    dit::dit_config c = dit::dit_config::preset("DiT-S/2");
+    c.input_size = 8;
+    c.depth = 2;
+    c.hidden_size = 64;
+    c.num_heads = 1;
+    return c;
+  }
+  return dit::dit_config::preset(which == 1 ? "DiT-S/2" : "DiT-B/2");
+}
+
+// Multiply-accumulates of one forward of one sample (patch embed, timestep MLP, adaLN, qkv,
+// attention scores and values, projection, MLP, final layer).
+double macs_per_sample(const dit::dit_config& c) {
+  const double d = double(c.hidden_size), t = double(c.tokens()), h = double(c.mlp_hidden());
+  const double p2 = double(c.patch_size * c.patch_size);
+  const double block = 6 * d * d + t * (3 * d * d + 2 * t * d + d * d + 2 * d * h);
+  return t * d * c.in_channels * p2 + (c.frequency_size * d + d * d) + c.depth * block + 2 * d * d +
+         t * d * p2 * c.out_channels();
+}
+
+// A model with uniform(-1/sqrt(in), 1/sqrt(in)) weights (PyTorch's Linear default), built
+// through the safetensors writer and reader like a real checkpoint.
+std::shared_ptr<const dit::dit_model<>> random_model(const dit::dit_config& c) {
+  static std::map<std::string, std::shared_ptr<const dit::dit_model<>>> cache;
+  const std::string key = std::to_string(c.hidden_size) + "/" + std::to_string(c.depth) + "/" +
+                          std::to_string(c.input_size);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  ddm::io::safetensors_writer w;
+  std::mt19937 gen(42);
+  for (const auto& [name, shape] : dit::dit_model<>::checkpoint_layout(c)) {
+    std::uint64_t n = 1;
+    for (const auto s : shape) n *= s;
+    const double fan_in = shape.size() >= 2 ? double(n / shape[0]) : double(c.hidden_size);
+    std::uniform_real_distribution<float> u(-1.0f / std::sqrt(float(fan_in)), 1.0f / std::sqrt(float(fan_in)));
+    std::vector<float> v(n);
+    for (auto& x : v) x = u(gen);
+    w.add(name, shape, v);
+  }
+  const auto file = ddm::io::safetensors_file::from_bytes(w.to_bytes(), "random " + key);
+  auto model = std::make_shared<const dit::dit_model<>>(c, file);
+  cache[key] = model;
+  return model;
+}
+
+void dit_forward(benchmark::State& state) {
+  const auto c = shape(static_cast<int>(state.range(0)));
+  const auto b = static_cast<ddm::index_t>(state.range(1));
+  const auto model = random_model(c);
+  ddm::batch<float> x(b, model->input_values());
+  ddm::fill_normal(ddm::host_context{}, x.view(), 7);
+  ddm::batch<float> out(b, model->output_values());
+  const std::vector<float> t(static_cast<std::size_t>(b), 500.0f);
+  std::vector<std::int32_t> y(static_cast<std::size_t>(b));
+  for (std::size_t i = 0; i < y.size(); ++i) y[i] = static_cast<std::int32_t>(i * 37 % 1000);
+  dit::workspace<ddm::host_space> ws;
+  model->forward({}, x.cview(), t, y, out.view(), ws);  // warm-up: workspace, thread pools
+  for (auto _ : state) {
+    model->forward({}, x.cview(), t, y, out.view(), ws);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double flops = 2 * macs_per_sample(c) * double(b);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["threads"] = dit::host_threads();
+  state.SetLabel(std::string(state.range(0) == 0 ? "tiny" : state.range(0) == 1 ? "DiT-S/2" : "DiT-B/2") + ", " +
+                 dit::host_blas_name());
+}
+
+BENCHMARK(dit_forward)
+    ->ArgNames({"shape", "batch"})
+    ->Args({0, 1})
+    ->Args({1, 1})
+    ->Args({1, 4})
+    ->Args({2, 1})
+    ->Args({2, 4})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+}  // namespace

@@ -1,0 +1,41 @@
+# The reference DiT models of examples/02_dit as an INTERFACE target, shared by the example, its
+# tests (tests/dit) and the benchmark (bench/). Included from each of those; defined once.
+#
+#   ddm_dit: ddm::json (safetensors) + a CBLAS (OpenBLAS preferred) + OpenMP when available.
+# Not created (DDM_DIT_AVAILABLE is OFF) when nlohmann_json or a BLAS is missing.
+include_guard(GLOBAL)
+
+set(DDM_DIT_AVAILABLE OFF)
+if(NOT TARGET ddm::json)
+  message(STATUS "ddm: the DiT example needs nlohmann_json (ddm::json); skipped")
+  return()
+endif()
+
+# Debian's OpenBLAS first (its pthread build), any BLAS otherwise.
+set(BLA_VENDOR OpenBLAS)
+find_package(BLAS QUIET)
+set(_ddm_dit_openblas ${BLAS_FOUND})
+if(NOT BLAS_FOUND)
+  unset(BLA_VENDOR)
+  find_package(BLAS QUIET)
+endif()
+unset(BLA_VENDOR)
+find_path(DDM_CBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas openblas-pthread)
+if(NOT BLAS_FOUND OR NOT DDM_CBLAS_INCLUDE_DIR)
+  message(STATUS "ddm: the DiT example needs a CBLAS (libopenblas-dev); skipped")
+  return()
+endif()
+find_package(OpenMP QUIET COMPONENTS CXX)
+
+add_library(ddm_dit INTERFACE)
+target_include_directories(ddm_dit INTERFACE "${CMAKE_CURRENT_LIST_DIR}" "${DDM_CBLAS_INCLUDE_DIR}")
+target_link_libraries(ddm_dit INTERFACE ddm::json ${BLAS_LIBRARIES})
+if(_ddm_dit_openblas)
+  target_compile_definitions(ddm_dit INTERFACE DDM_DIT_OPENBLAS=1)
+endif()
+if(OpenMP_CXX_FOUND)
+  target_link_libraries(ddm_dit INTERFACE OpenMP::OpenMP_CXX)
+endif()
+set(DDM_DIT_AVAILABLE ON)
+set(DDM_DIT_FIXTURES "${PROJECT_SOURCE_DIR}/tests/dit/golden")
+message(STATUS "ddm: DiT example on (BLAS: ${BLAS_LIBRARIES}; OpenMP: ${OpenMP_CXX_FOUND})")

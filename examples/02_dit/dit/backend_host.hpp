@@ -1,0 +1,506 @@
+#pragma once
+// The host backend of the DiT models.
+//
+// Requires a CBLAS (CMake: find_package(BLAS), OpenBLAS on Debian) for the matrix products;
+// uses OpenMP, when the compiler has it, for the threads. More than 96% of a DiT forward is
+// dense GEMM. One thread pool does all the work: the OpenMP team splits each matrix product into
+// row (or column) blocks, each computed by a single-threaded BLAS call, and runs attention,
+// normalization and the element-wise work as parallel loops. With OpenBLAS the backend sets
+// OpenBLAS's own threads to 1: two pools of spinning threads (OpenBLAS's pthreads and OpenMP's)
+// fight over the cores between calls, which measured 2-5x slower than one pool on a busy
+// machine. (With another BLAS, make it single-threaded yourself, e.g. MKL_NUM_THREADS=1.)
+// Threads: OMP_NUM_THREADS, or dit::set_host_threads(n).
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <cblas.h>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include <ddm/core/batch.hpp>
+#include <ddm/core/error.hpp>
+#include <ddm/core/memory_space.hpp>
+
+#include "dit/backend.hpp"
+
+#if defined(DDM_DIT_OPENBLAS)
+extern "C" void openblas_set_num_threads(int num_threads);
+extern "C" char* openblas_get_corename(void);
+#endif
+
+namespace dit {
+
+/// Sets the threads of the host backend (its OpenMP team; the BLAS runs one thread per call).
+inline void set_host_threads(int n) {
+  if (n < 1) ddm::detail::fail_argument("dit::set_host_threads", "n", n, ">= 1");
+#if defined(_OPENMP)
+  omp_set_num_threads(n);
+#endif
+}
+
+/// The BLAS in use, for reports: "OpenBLAS (SkylakeX kernels)" or "CBLAS".
+[[nodiscard]] inline std::string host_blas_name() {
+#if defined(DDM_DIT_OPENBLAS)
+  return std::string("OpenBLAS (") + openblas_get_corename() + " kernels)";
+#else
+  return "CBLAS";
+#endif
+}
+
+namespace detail {
+// Debian's OpenBLAS is built with DYNAMIC_ARCH and picks its kernels from the CPU model. On CPUs
+// it does not know (new models, many virtual machines) it falls back to the SSE3 "Prescott"
+// kernels, 3-5x slower than the AVX2 / AVX-512 ones, without a word. Say so once, with the fix.
+inline void warn_if_blas_kernels_are_generic() {
+#if defined(DDM_DIT_OPENBLAS) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const bool warned = [] {
+    const std::string core = openblas_get_corename();
+    const bool old_core = core == "Prescott" || core == "prescott" || core == "Core2" || core == "core2" ||
+                          core == "Penryn" || core == "penryn" || core == "Nehalem" || core == "nehalem" ||
+                          core == "Atom" || core == "atom" || core == "Dunnington" || core == "dunnington";
+    if (old_core && __builtin_cpu_supports("avx2")) {
+      const char* suggestion = __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell";
+      std::fprintf(stderr,
+                   "dit: OpenBLAS chose its generic '%s' kernels on a CPU with %s; matrix products run several "
+                   "times slower. Set OPENBLAS_CORETYPE=%s before starting the program.\n",
+                   core.c_str(), __builtin_cpu_supports("avx512f") ? "AVX-512" : "AVX2", suggestion);
+    }
+    return true;
+  }();
+  (void)warned;
+#endif
+}
+}  // namespace detail
+
+namespace detail {
+// Once per process: the BLAS computes each block on the calling thread (see the top of the file),
+// and a warning if OpenBLAS picked generic kernels.
+inline void prepare_blas() {
+  static const bool done = [] {
+#if defined(DDM_DIT_OPENBLAS)
+    openblas_set_num_threads(1);
+#endif
+    warn_if_blas_kernels_are_generic();
+    return true;
+  }();
+  (void)done;
+}
+}  // namespace detail
+
+/// The number of threads the host backend's own loops use.
+[[nodiscard]] inline int host_threads() noexcept {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+namespace detail {
+
+// Runs body(i) for i in [0, n), in parallel when the total work is large enough to pay for
+// waking the thread team (about 256k scalar operations, some 0.1 ms on one core): smaller loops
+// run serially, since a parallel region costs microseconds even on an idle machine and far more
+// when its threads are descheduled.
+template <class Body>
+void parallel_for(index_t n, index_t work_per_item, Body&& body) {
+#if defined(_OPENMP)
+  if (n > 1 && n * work_per_item >= (index_t{1} << 18) && omp_get_max_threads() > 1) {
+#pragma omp parallel for schedule(static)
+    for (index_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#endif
+  for (index_t i = 0; i < n; ++i) body(i);
+}
+
+// exp(x) for float, branch-free so that loops over it vectorize (glibc's expf does not without
+// -ffast-math, and GELU / softmax would otherwise cost as much as the GEMMs). x = k ln2 + r with
+// |r| <= ln2 / 2; e^r by its degree-6 Taylor polynomial (relative error below 2e-7); 2^k built in
+// the exponent bits. Arguments are clamped to [-87, 88]: the result stays a normal float
+// (underflow to ~1.6e-38 instead of 0, which a softmax or a sigmoid cannot tell apart).
+inline float exp_approx(float x) noexcept {
+  x = std::min(88.0f, std::max(-87.0f, x));
+  constexpr float log2e = 1.44269504088896341f;
+  constexpr float round_shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float k = (x * log2e + round_shift) - round_shift;
+  const float r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f;  // ln2 split hi + lo
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const auto bits = static_cast<std::uint32_t>(static_cast<std::int32_t>(k) + 127) << 23;
+  return p * std::bit_cast<float>(bits);
+}
+
+// 16 floats as one value: GCC and Clang lower it to whatever vector registers the target has
+// (one AVX-512 register, two AVX ones, four SSE ones), which keeps attention's register tiles
+// portable.
+using vec16 = float __attribute__((vector_size(64)));
+// (Passed by reference: a 64-byte vector by value would change the calling convention between
+// AVX-512 and other builds.)
+inline void load16(vec16& v, const float* p) noexcept { std::memcpy(&v, p, sizeof v); }
+inline void load_partial16(vec16& v, const float* p, index_t n) noexcept {
+  float tmp[16] = {};
+  std::memcpy(tmp, p, static_cast<std::size_t>(n) * sizeof(float));
+  std::memcpy(&v, tmp, sizeof v);
+}
+inline void store16(float* p, const vec16& v) noexcept { std::memcpy(p, &v, sizeof v); }
+
+inline void require(bool ok, const char* where, const char* what) {
+  if (!ok) throw ddm::shape_error(ddm::detail::concat(where, ": ", what));
+}
+
+}  // namespace detail
+
+template <>
+struct backend<ddm::host_space> {
+  using space = ddm::host_space;
+  using context = ddm::host_context;
+  template <class T>
+  using view = batch_view<T, space>;
+
+  /// y = x w^T (+ bias) (+ y when accumulate): x (M, K), w (N, K) as PyTorch stores Linear
+  /// weights, y (M, N). Any row strides.
+  static void linear(const context& /*ctx*/, view<const float> x, view<const float> w, const float* bias,
+                     view<float> y, bool accumulate = false) {
+    detail::require(x.cols() == w.cols() && y.rows() == x.rows() && y.cols() == w.rows(), "dit::linear",
+                    "shapes must be x (M, K), w (N, K), y (M, N)");
+    const index_t m = x.rows();
+    const index_t n = w.rows();
+    const index_t k = x.cols();
+    if (m == 0 || n == 0) return;
+    detail::prepare_blas();
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (bias != nullptr) {
+      detail::parallel_for(m, n, [&](index_t r) {
+        float* row = y.row(r);
+        if (accumulate) {
+          for (index_t j = 0; j < n; ++j) row[j] += bias[j];
+        } else {
+          std::memcpy(row, bias, static_cast<std::size_t>(n) * sizeof(float));
+        }
+      });
+      beta = 1.0f;
+    }
+    if (k == 0) {
+      if (beta == 0.0f)
+        for (index_t r = 0; r < m; ++r) std::fill_n(y.row(r), n, 0.0f);
+      return;
+    }
+    // Split the product into blocks of output rows (or of output columns when there are few
+    // rows, as in the per-sample adaLN products), one single-threaded BLAS call per block.
+    const int threads = std::max(1, host_threads());
+    const bool split_rows = m >= n || m >= 64 * threads;
+    const index_t extent = split_rows ? m : n;
+    const index_t parts = m * n * k >= (index_t{1} << 20) ? std::min<index_t>(threads, (extent + 15) / 16) : 1;
+    const index_t step = (extent + parts - 1) / parts;
+    detail::parallel_for(parts, index_t{1} << 18, [&](index_t part) {
+      const index_t first = part * step;
+      const index_t count = std::min(step, extent - first);
+      if (count <= 0) return;
+      if (split_rows) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(count), static_cast<int>(n),
+                    static_cast<int>(k), 1.0f, x.row(first), static_cast<int>(x.stride()), w.data(),
+                    static_cast<int>(w.stride()), beta, y.row(first), static_cast<int>(y.stride()));
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(count),
+                    static_cast<int>(k), 1.0f, x.data(), static_cast<int>(x.stride()), w.row(first),
+                    static_cast<int>(w.stride()), beta, y.data() + first, static_cast<int>(y.stride()));
+      }
+    });
+  }
+
+  /// y = (x - mean) / sqrt(var + eps) per row, then * gamma + beta when given (each (1, D) or
+  /// null). Statistics accumulate in double. y may be x.
+  static void layer_norm(const context& /*ctx*/, view<const float> x, double eps, const float* gamma,
+                         const float* beta, view<float> y) {
+    detail::require(ddm::same_shape(x, y), "dit::layer_norm", "x and y must have the same shape");
+    const index_t d = x.cols();
+    detail::parallel_for(x.rows(), 4 * d, [&](index_t r) {
+      float mean;
+      float inv;
+      moments_(x.row(r), d, eps, mean, inv);
+      const float* in = x.row(r);
+      float* out = y.row(r);
+      for (index_t j = 0; j < d; ++j) {
+        float v = (in[j] - mean) * inv;
+        if (gamma != nullptr) v *= gamma[j];
+        if (beta != nullptr) v += beta[j];
+        out[j] = v;
+      }
+    });
+  }
+
+  /// y = LN(x) * (1 + scale_b) + shift_b, where b = row / (rows / batch) is the sample of the
+  /// row; shift and scale are (B, D) (any stride). y may be x.
+  static void layer_norm_modulate(const context& /*ctx*/, view<const float> x, double eps, view<const float> shift,
+                                  view<const float> scale, view<float> y) {
+    detail::require(ddm::same_shape(x, y) && shift.cols() == x.cols() && ddm::same_shape(shift, scale) &&
+                        shift.rows() > 0 && x.rows() % shift.rows() == 0,
+                    "dit::layer_norm_modulate", "x, y (B*T, D); shift, scale (B, D)");
+    const index_t d = x.cols();
+    const index_t per_sample = x.rows() / shift.rows();
+    detail::parallel_for(x.rows(), 4 * d, [&](index_t r) {
+      float mean;
+      float inv;
+      moments_(x.row(r), d, eps, mean, inv);
+      const float* in = x.row(r);
+      const float* sh = shift.row(r / per_sample);
+      const float* sc = scale.row(r / per_sample);
+      float* out = y.row(r);
+      for (index_t j = 0; j < d; ++j) out[j] = (in[j] - mean) * inv * (1.0f + sc[j]) + sh[j];
+    });
+  }
+
+  /// x += gate_b * y (gate (B, D), any stride), or x += y when gate is empty.
+  static void gated_residual(const context& /*ctx*/, view<float> x, view<const float> gate, view<const float> y) {
+    detail::require(ddm::same_shape(x, y), "dit::gated_residual", "x and y must have the same shape");
+    const bool gated = !gate.empty();
+    detail::require(!gated || (gate.cols() == x.cols() && x.rows() % gate.rows() == 0), "dit::gated_residual",
+                    "gate must be (B, D) with B dividing the rows of x");
+    const index_t d = x.cols();
+    const index_t per_sample = gated ? x.rows() / gate.rows() : 1;
+    detail::parallel_for(x.rows(), d, [&](index_t r) {
+      float* out = x.row(r);
+      const float* in = y.row(r);
+      if (gated) {
+        const float* g = gate.row(r / per_sample);
+        for (index_t j = 0; j < d; ++j) out[j] += g[j] * in[j];
+      } else {
+        for (index_t j = 0; j < d; ++j) out[j] += in[j];
+      }
+    });
+  }
+
+  /// y(r, :) = x(r, :) + v(0, :). y may be x.
+  static void add_row_vector(const context& /*ctx*/, view<const float> x, view<const float> v, view<float> y) {
+    detail::require(ddm::same_shape(x, y) && v.rows() == 1 && v.cols() == x.cols(), "dit::add_row_vector",
+                    "x, y (M, N) and v (1, N)");
+    const float* add = v.row(0);
+    const index_t n = x.cols();
+    detail::parallel_for(x.rows(), n, [&](index_t r) {
+      const float* in = x.row(r);
+      float* out = y.row(r);
+      for (index_t j = 0; j < n; ++j) out[j] = in[j] + add[j];
+    });
+  }
+
+  /// y = x * sigmoid(x).
+  static void silu(const context& /*ctx*/, view<const float> x, view<float> y) {
+    elementwise_(x, y, [](float v) { return v / (1.0f + detail::exp_approx(-v)); });
+  }
+
+  /// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), PyTorch's GELU(approximate="tanh").
+  static void gelu_tanh(const context& /*ctx*/, view<const float> x, view<float> y) {
+    // tanh(u) = 1 - 2 / (e^(2u) + 1): exact at both tails, absolute error ~1e-7 near 0.
+    elementwise_(x, y, [](float v) {
+      constexpr float k = 0.7978845608028654f;  // sqrt(2 / pi)
+      const float u = k * (v + 0.044715f * v * v * v);
+      const float tanh_u = 1.0f - 2.0f / (detail::exp_approx(2.0f * u) + 1.0f);
+      return 0.5f * v * (1.0f + tanh_u);
+    });
+  }
+
+  /// Multi-head scaled dot-product attention without mask. q (B*Tq, H*hd), k and v (B*Tk, H*hd),
+  /// out (B*Tq, H*hd); any row strides (q, k, v are usually column blocks of one fused matrix).
+  /// Head h uses columns [h*hd, (h+1)*hd). Any head size.
+  static void attention(const context& /*ctx*/, view<const float> q, view<const float> k, view<const float> v,
+                        index_t batch, index_t heads, view<float> out) {
+    detail::require(batch > 0 && heads > 0 && q.rows() % batch == 0 && k.rows() % batch == 0 &&
+                        ddm::same_shape(k, v) && q.cols() == k.cols() && q.cols() % heads == 0 &&
+                        ddm::same_shape(q, out),
+                    "dit::attention", "q, out (B*Tq, D); k, v (B*Tk, D); D divisible by heads");
+    const index_t tq = q.rows() / batch;
+    const index_t tk = k.rows() / batch;
+    const index_t hd = q.cols() / heads;
+    if (tq == 0) return;
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+    // One task = one sample, one head, one block of queries. Inside, register tiles of
+    // qb queries x jb keys (scores) and qb queries x jb value columns (output) keep the FMAs
+    // fed from registers: each key / value vector is loaded once per qb queries. The task's
+    // keys are transposed to (hd, Tk) (padded to a multiple of jb) so score tiles read them
+    // contiguously.
+    constexpr index_t qb = 8;
+    constexpr index_t jb = 16;
+    constexpr index_t query_block = 64;
+    const index_t tkp = (tk + jb - 1) / jb * jb;
+    const index_t blocks = (tq + query_block - 1) / query_block;
+    detail::parallel_for(batch * heads * blocks, query_block * tk * hd * 4, [&](index_t task) {
+      const index_t b = task / (heads * blocks);
+      const index_t h = (task / blocks) % heads;
+      const index_t q_begin = (task % blocks) * query_block;
+      const index_t q_end = std::min(tq, q_begin + query_block);
+      thread_local std::vector<float> kt;
+      thread_local std::vector<float> scores;
+      thread_local std::vector<float> qs;
+      kt.assign(static_cast<std::size_t>(hd * tkp), 0.0f);
+      scores.resize(static_cast<std::size_t>(qb * tkp));
+      qs.resize(static_cast<std::size_t>(qb * hd));
+      for (index_t j = 0; j < tk; ++j) {
+        const float* kr = k.row(b * tk + j) + h * hd;
+        for (index_t d = 0; d < hd; ++d) kt[static_cast<std::size_t>(d * tkp + j)] = kr[d];
+      }
+      for (index_t i0 = q_begin; i0 < q_end; i0 += qb) {
+        const index_t nq = std::min(qb, q_end - i0);
+        for (index_t qi = 0; qi < qb; ++qi) {
+          const float* qr = q.row(b * tq + i0 + std::min(qi, nq - 1)) + h * hd;  // rows past the end repeat the last
+          for (index_t d = 0; d < hd; ++d) qs[static_cast<std::size_t>(qi * hd + d)] = qr[d] * scale;
+        }
+        // scores (qb, tkp) = qs (qb, hd) kt (hd, tkp)
+        for (index_t j0 = 0; j0 < tkp; j0 += jb) {
+          detail::vec16 acc[qb] = {};
+          for (index_t d = 0; d < hd; ++d) {
+            detail::vec16 kd;
+            detail::load16(kd, kt.data() + d * tkp + j0);
+            for (index_t qi = 0; qi < qb; ++qi) acc[qi] += qs[static_cast<std::size_t>(qi * hd + d)] * kd;
+          }
+          for (index_t qi = 0; qi < qb; ++qi) detail::store16(scores.data() + qi * tkp + j0, acc[qi]);
+        }
+        float inv_sum[qb];
+        for (index_t qi = 0; qi < qb; ++qi) {
+          float* s = scores.data() + qi * tkp;
+          float m = s[0];
+          for (index_t j = 1; j < tk; ++j) m = std::max(m, s[j]);
+          for (index_t j = 0; j < tk; ++j) s[j] = detail::exp_approx(s[j] - m);
+          float sum = 0.0f;
+          for (index_t j = 0; j < tk; ++j) sum += s[j];
+          inv_sum[qi] = 1.0f / sum;
+        }
+        // out (qb, hd) = scores (qb, tk) v (tk, hd), in column tiles of jb
+        for (index_t d0 = 0; d0 < hd; d0 += jb) {
+          const index_t nd = std::min(jb, hd - d0);
+          detail::vec16 acc[qb] = {};
+          for (index_t j = 0; j < tk; ++j) {
+            const float* vr = v.row(b * tk + j) + h * hd + d0;
+            // A partial last tile (hd not a multiple of 16, e.g. 72) loads only nd values.
+            detail::vec16 vv;
+            if (nd == jb) {
+              detail::load16(vv, vr);
+            } else {
+              detail::load_partial16(vv, vr, nd);
+            }
+            for (index_t qi = 0; qi < qb; ++qi) acc[qi] += scores[static_cast<std::size_t>(qi * tkp + j)] * vv;
+          }
+          for (index_t qi = 0; qi < nq; ++qi) {
+            float tile[jb];
+            const detail::vec16 scaled = acc[qi] * inv_sum[qi];
+            detail::store16(tile, scaled);
+            std::memcpy(out.row(b * tq + i0 + qi) + h * hd + d0, tile, static_cast<std::size_t>(nd) * sizeof(float));
+          }
+        }
+      }
+    });
+  }
+
+  /// NCHW latents x (B, C*H*W) -> tokens (B*T, C*p*p): token i*Gw + j of sample b holds the patch
+  /// at patch-row i, patch-column j, flattened as (c, py, px), the layout of a Conv2d weight.
+  static void patchify(const context& /*ctx*/, view<const float> x, const patch_geometry& g, view<float> tokens) {
+    const index_t c_in = g.channels;
+    const index_t p = g.patch;
+    detail::require(x.cols() == c_in * g.height * g.width && tokens.rows() == x.rows() * g.tokens() &&
+                        tokens.cols() == g.patch_values(c_in),
+                    "dit::patchify", "x (B, C*H*W), tokens (B*T, C*p*p)");
+    const index_t t = g.tokens();
+    detail::parallel_for(tokens.rows(), tokens.cols(), [&](index_t r) {
+      const index_t b = r / t;
+      const index_t i = (r % t) / g.grid_w();
+      const index_t j = (r % t) % g.grid_w();
+      const float* img = x.row(b);
+      float* out = tokens.row(r);
+      for (index_t c = 0; c < c_in; ++c)
+        for (index_t py = 0; py < p; ++py)
+          for (index_t px = 0; px < p; ++px)
+            *out++ = img[(c * g.height + i * p + py) * g.width + j * p + px];
+    });
+  }
+
+  /// tokens (B*T, p*p*C_out), each flattened as (py, px, c) -- channel fastest, the order of the
+  /// reference unpatchify -- into NCHW x (B, keep*H*W), keeping channels [0, keep).
+  static void unpatchify(const context& /*ctx*/, view<const float> tokens, const patch_geometry& g, index_t keep,
+                         view<float> x) {
+    const index_t p = g.patch;
+    const index_t c_out = tokens.cols() / (p * p);
+    detail::require(tokens.cols() == p * p * c_out && keep <= c_out && tokens.rows() == x.rows() * g.tokens() &&
+                        x.cols() == keep * g.height * g.width,
+                    "dit::unpatchify", "tokens (B*T, p*p*C_out), x (B, keep*H*W), keep <= C_out");
+    const index_t t = g.tokens();
+    detail::parallel_for(tokens.rows(), tokens.cols(), [&](index_t r) {
+      const index_t b = r / t;
+      const index_t i = (r % t) / g.grid_w();
+      const index_t j = (r % t) % g.grid_w();
+      const float* in = tokens.row(r);
+      float* img = x.row(b);
+      for (index_t py = 0; py < p; ++py)
+        for (index_t px = 0; px < p; ++px)
+          for (index_t c = 0; c < keep; ++c)
+            img[(c * g.height + i * p + py) * g.width + j * p + px] = in[(py * p + px) * c_out + c];
+    });
+  }
+
+  /// out(r, :) = table(rows[r], :). Indices are checked.
+  static void gather_rows(const context& /*ctx*/, view<const float> table, std::span<const std::int32_t> rows,
+                          view<float> out) {
+    detail::require(out.rows() == static_cast<index_t>(rows.size()) && out.cols() == table.cols(),
+                    "dit::gather_rows", "out (n, D) for n indices into table (R, D)");
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      if (rows[r] < 0 || rows[r] >= table.rows())
+        throw ddm::argument_error(ddm::detail::concat("dit::gather_rows: index ", rows[r], " at position ", r,
+                                                      ", expected a row of the table in [0, ", table.rows(), ")"));
+      std::memcpy(out.row(static_cast<index_t>(r)), table.row(rows[r]),
+                  static_cast<std::size_t>(table.cols()) * sizeof(float));
+    }
+  }
+
+  static void upload(const context& /*ctx*/, std::span<const float> values, view<float> dst) {
+    detail::require(static_cast<index_t>(values.size()) == dst.size(), "dit::upload", "sizes must agree");
+    for (index_t r = 0; r < dst.rows(); ++r)
+      std::memcpy(dst.row(r), values.data() + r * dst.cols(), static_cast<std::size_t>(dst.cols()) * sizeof(float));
+  }
+
+  static void download(const context& /*ctx*/, view<const float> src, std::span<float> values) {
+    detail::require(static_cast<index_t>(values.size()) == src.size(), "dit::download", "sizes must agree");
+    for (index_t r = 0; r < src.rows(); ++r)
+      std::memcpy(values.data() + r * src.cols(), src.row(r), static_cast<std::size_t>(src.cols()) * sizeof(float));
+  }
+
+ private:
+  static void moments_(const float* x, index_t d, double eps, float& mean, float& inv) {
+    double s = 0;
+    for (index_t j = 0; j < d; ++j) s += x[j];
+    const double mu = s / static_cast<double>(d);
+    double ss = 0;
+    for (index_t j = 0; j < d; ++j) {
+      const double c = x[j] - mu;
+      ss += c * c;
+    }
+    mean = static_cast<float>(mu);
+    inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+  }
+
+  template <class F>
+  static void elementwise_(view<const float> x, view<float> y, F f) {
+    detail::require(ddm::same_shape(x, y), "dit::elementwise", "x and y must have the same shape");
+    const index_t n = x.cols();
+    detail::parallel_for(x.rows(), n * 8, [&](index_t r) {
+      const float* in = x.row(r);
+      float* out = y.row(r);
+      for (index_t j = 0; j < n; ++j) out[j] = f(in[j]);
+    });
+  }
+};
+
+}  // namespace dit

@@ -1,0 +1,186 @@
+#pragma once
+// Configurations of the three networks: the original DiT (Peebles & Xie), the Paris-style expert
+// (adaLN-single with cross-attention to text) and the DiT router with a CLS token.
+//
+// Structural sizes can be read off a checkpoint's tensor shapes (see *_from_checkpoint in the
+// model headers); the head count and the LayerNorm epsilon cannot, and come from here.
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <ddm/core/error.hpp>
+
+#include "dit/backend.hpp"
+
+namespace dit {
+
+namespace detail {
+inline void check_positive(const char* where, const char* name, index_t v) {
+  if (v <= 0) ddm::detail::fail_argument(where, name, v, "> 0");
+}
+inline void check_transformer(const char* where, index_t input_size, index_t patch, index_t channels, index_t hidden,
+                              index_t depth, index_t heads, double mlp_ratio, double eps) {
+  check_positive(where, "input_size", input_size);
+  check_positive(where, "patch_size", patch);
+  check_positive(where, "in_channels", channels);
+  check_positive(where, "hidden_size", hidden);
+  check_positive(where, "depth", depth);
+  check_positive(where, "num_heads", heads);
+  if (input_size % patch != 0)
+    throw ddm::argument_error(ddm::detail::concat(where, ": input_size ", input_size,
+                                                  " is not a multiple of patch_size ", patch));
+  if (hidden % heads != 0)
+    throw ddm::argument_error(ddm::detail::concat(where, ": hidden_size ", hidden, " is not divisible by num_heads ",
+                                                  heads));
+  if (!(mlp_ratio > 0)) ddm::detail::fail_argument(where, "mlp_ratio", mlp_ratio, "> 0");
+  if (!(eps > 0)) ddm::detail::fail_argument(where, "layer_norm_eps", eps, "> 0");
+}
+}  // namespace detail
+
+/// The original class-conditional DiT (facebookresearch/DiT, models.py).
+struct dit_config {
+  index_t input_size = 32;   ///< latent height = width
+  index_t patch_size = 2;
+  index_t in_channels = 4;
+  index_t hidden_size = 1152;
+  index_t depth = 28;
+  index_t num_heads = 16;
+  double mlp_ratio = 4.0;
+  index_t num_classes = 1000;
+  bool null_class = true;    ///< the label table has a row num_classes for "no class" (class_dropout_prob > 0)
+  bool learn_sigma = true;   ///< 2 * in_channels outputs: eps, then the variance interpolation
+  double layer_norm_eps = 1e-6;
+  index_t frequency_size = 256;
+
+  [[nodiscard]] index_t out_channels() const noexcept { return learn_sigma ? 2 * in_channels : in_channels; }
+  [[nodiscard]] index_t mlp_hidden() const noexcept {
+    return static_cast<index_t>(static_cast<double>(hidden_size) * mlp_ratio);
+  }
+  [[nodiscard]] patch_geometry geometry() const noexcept {
+    return {in_channels, input_size, input_size, patch_size};
+  }
+  [[nodiscard]] index_t tokens() const noexcept { return geometry().tokens(); }
+  [[nodiscard]] index_t label_rows() const noexcept { return num_classes + (null_class ? 1 : 0); }
+
+  /// Values in a checkpoint of this configuration, the fixed pos_embed included (it is stored).
+  [[nodiscard]] std::int64_t parameter_count() const noexcept {
+    const std::int64_t d = hidden_size;
+    const std::int64_t h = mlp_hidden();
+    const std::int64_t p2 = patch_size * patch_size;
+    const std::int64_t block = (6 * d * d + 6 * d) + (3 * d * d + 3 * d) + (d * d + d) + (h * d + h) + (d * h + d);
+    return (d * in_channels * p2 + d) + tokens() * d + (frequency_size * d + d + d * d + d) + label_rows() * d +
+           depth * block + (2 * d * d + 2 * d) + (p2 * out_channels() * d + p2 * out_channels());
+  }
+
+  void validate() const {
+    detail::check_transformer("dit::dit_config", input_size, patch_size, in_channels, hidden_size, depth, num_heads,
+                              mlp_ratio, layer_norm_eps);
+    detail::check_positive("dit::dit_config", "num_classes", num_classes);
+    if (frequency_size <= 0 || frequency_size % 2 != 0)
+      ddm::detail::fail_argument("dit::dit_config", "frequency_size", frequency_size, "a positive even number");
+  }
+
+  /// "DiT-S/2" ... "DiT-XL/8": the configurations of the DiT paper (S, B, L, XL; patch 2, 4, 8).
+  [[nodiscard]] static dit_config preset(std::string_view name) {
+    dit_config c;
+    struct size {
+      std::string_view tag;
+      index_t depth, hidden, heads;
+    };
+    constexpr size sizes[] = {{"XL", 28, 1152, 16}, {"L", 24, 1024, 16}, {"B", 12, 768, 12}, {"S", 12, 384, 6}};
+    if (name.substr(0, 4) == "DiT-") {
+      const auto rest = name.substr(4);
+      const auto slash = rest.find('/');
+      if (slash != std::string_view::npos) {
+        const auto tag = rest.substr(0, slash);
+        const auto patch = rest.substr(slash + 1);
+        for (const auto& s : sizes) {
+          if (s.tag == tag && (patch == "2" || patch == "4" || patch == "8")) {
+            c.depth = s.depth;
+            c.hidden_size = s.hidden;
+            c.num_heads = s.heads;
+            c.patch_size = patch[0] - '0';
+            return c;
+          }
+        }
+      }
+    }
+    throw ddm::argument_error(ddm::detail::concat("dit::dit_config::preset: argument 'name' = ", name,
+                                                  ", expected DiT-{S,B,L,XL}/{2,4,8}"));
+  }
+};
+
+/// The Paris-style expert: adaLN-single (one shared t_block, a per-block scale_shift_table),
+/// self-attention, cross-attention to projected text embeddings, MLP; predicts velocity.
+struct paris_expert_config {
+  index_t input_size = 32;
+  index_t patch_size = 2;
+  index_t in_channels = 4;
+  index_t out_channels = 4;
+  index_t hidden_size = 1152;
+  index_t depth = 28;
+  index_t num_heads = 16;
+  double mlp_ratio = 4.0;
+  index_t text_dim = 768;    ///< width of the text-encoder states (CLIP ViT-L/14)
+  index_t text_length = 77;  ///< tokens per prompt
+  /// F.layer_norm's default, which the only public port uses; PixArt-alpha itself uses 1e-6.
+  double layer_norm_eps = 1e-5;
+  index_t frequency_size = 256;
+
+  [[nodiscard]] index_t mlp_hidden() const noexcept {
+    return static_cast<index_t>(static_cast<double>(hidden_size) * mlp_ratio);
+  }
+  [[nodiscard]] patch_geometry geometry() const noexcept {
+    return {in_channels, input_size, input_size, patch_size};
+  }
+  [[nodiscard]] index_t tokens() const noexcept { return geometry().tokens(); }
+  [[nodiscard]] index_t text_values() const noexcept { return text_length * text_dim; }
+
+  void validate() const {
+    detail::check_transformer("dit::paris_expert_config", input_size, patch_size, in_channels, hidden_size, depth,
+                              num_heads, mlp_ratio, layer_norm_eps);
+    detail::check_positive("dit::paris_expert_config", "out_channels", out_channels);
+    detail::check_positive("dit::paris_expert_config", "text_dim", text_dim);
+    detail::check_positive("dit::paris_expert_config", "text_length", text_length);
+    if (frequency_size <= 0 || frequency_size % 2 != 0)
+      ddm::detail::fail_argument("dit::paris_expert_config", "frequency_size", frequency_size, "a positive even number");
+  }
+};
+
+/// The DiT router: adaLN-Zero blocks over [CLS; patch tokens], an MLP head on the CLS output
+/// giving one logit per expert. Conditioned on the noisy latent and the timestep only.
+struct router_config {
+  index_t input_size = 32;
+  index_t patch_size = 2;
+  index_t in_channels = 4;
+  index_t hidden_size = 768;
+  index_t depth = 12;
+  index_t num_heads = 12;
+  double mlp_ratio = 4.0;
+  index_t num_experts = 8;
+  double layer_norm_eps = 1e-5;       ///< the blocks' affine-free LayerNorms (F.layer_norm default)
+  double head_layer_norm_eps = 1e-5;  ///< the head's nn.LayerNorm
+  index_t frequency_size = 256;
+
+  [[nodiscard]] index_t mlp_hidden() const noexcept {
+    return static_cast<index_t>(static_cast<double>(hidden_size) * mlp_ratio);
+  }
+  [[nodiscard]] patch_geometry geometry() const noexcept {
+    return {in_channels, input_size, input_size, patch_size};
+  }
+  [[nodiscard]] index_t tokens() const noexcept { return geometry().tokens(); }
+
+  void validate() const {
+    detail::check_transformer("dit::router_config", input_size, patch_size, in_channels, hidden_size, depth,
+                              num_heads, mlp_ratio, layer_norm_eps);
+    detail::check_positive("dit::router_config", "num_experts", num_experts);
+    if (!(head_layer_norm_eps > 0))
+      ddm::detail::fail_argument("dit::router_config", "head_layer_norm_eps", head_layer_norm_eps, "> 0");
+    if (frequency_size <= 0 || frequency_size % 2 != 0)
+      ddm::detail::fail_argument("dit::router_config", "frequency_size", frequency_size, "a positive even number");
+  }
+};
+
+}  // namespace dit

@@ -1,0 +1,177 @@
+#pragma once
+// The DiT router of a DDM (McAllister et al.; Paris): a DiT-B-style network over the noisy
+// latent and the timestep, with a learned CLS token whose output an MLP head maps to one logit
+// per expert. Module names follow the public Paris port.
+//
+//   x = [cls_token; patch_embed(x) + pos_embed]                 (B*(T+1), D)   (no position for CLS)
+//   t_emb = time_embed(t)
+//   per layer (adaLN-Zero): shift/scale/gate x2 = adaLN_modulation(t_emb) = Linear(SiLU(t_emb))
+//     x += gate_msa * Attn(LN(x) (1 + scale_msa) + shift_msa)
+//     x += gate_mlp * MLP(LN(x) (1 + scale_mlp) + shift_mlp)
+//   logits = head(x[CLS]) = Linear -> GELU_tanh -> LayerNorm (affine) -> GELU_tanh -> Linear(D, K)
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <ddm/core/algebra.hpp>
+#include <ddm/core/batch.hpp>
+#include <ddm/core/error.hpp>
+#include <ddm/io/safetensors.hpp>
+
+#include "dit/backend.hpp"
+#include "dit/config.hpp"
+#include "dit/layers.hpp"
+#include "dit/weights.hpp"
+
+namespace dit {
+
+/// The structural sizes of a router read off its checkpoint's shapes; heads and epsilons from `base`.
+[[nodiscard]] inline router_config router_config_from(const ddm::io::safetensors_file& file, router_config base = {}) {
+  const auto& pe = file.info("patch_embed.weight").shape;
+  const auto& pos = file.info("pos_embed").shape;
+  const auto& fc1 = file.info("layers.0.mlp.0.weight").shape;
+  const auto& head = file.info("head.4.weight").shape;
+  if (pe.size() != 4 || pos.size() != 3 || fc1.size() != 2 || head.size() != 2 || pe[2] != pe[3])
+    throw ddm::io_error(ddm::detail::concat("ddm::io::safetensors: '", file.label(),
+                                            "': the tensor shapes are not those of a DiT router"));
+  base.hidden_size = static_cast<index_t>(pe[0]);
+  base.in_channels = static_cast<index_t>(pe[1]);
+  base.patch_size = static_cast<index_t>(pe[2]);
+  const auto grid = static_cast<index_t>(std::llround(std::sqrt(static_cast<double>(pos[1]))));
+  base.input_size = grid * base.patch_size;
+  base.mlp_ratio = static_cast<double>(fc1[0]) / static_cast<double>(base.hidden_size);
+  base.num_experts = static_cast<index_t>(head[0]);
+  base.depth = count_blocks(file, "layers.", ".adaLN_modulation.1.weight");
+  return base;
+}
+
+template <class Space = ddm::host_space>
+class dit_router_model {
+ public:
+  using context = ddm::execution_context<Space>;
+
+  dit_router_model(const router_config& config, const ddm::io::safetensors_file& file, bool strict = true,
+                   const context& ctx = {})
+      : config_(config) {
+    config_.validate();
+    weight_reader<Space> r(file, ctx);
+    const index_t d = config_.hidden_size;
+    const auto u = weight_reader<Space>::u;
+    patch_embed_ = patch_embedder<Space>::load(r, "patch_embed.weight", "patch_embed.bias", config_.geometry(), d);
+    pos_embed_ = load_pos_embed(r, "pos_embed", config_.tokens(), d, config_.input_size / config_.patch_size, false);
+    time_embed_ = timestep_embedder<Space>::load(r, "time_embed.mlp", d, config_.frequency_size);
+    cls_token_ = r.tensor("cls_token", {1, 1, u(d)}, 1, d);
+    layers_.reserve(static_cast<std::size_t>(config_.depth));
+    for (index_t i = 0; i < config_.depth; ++i) {
+      const std::string p = "layers." + std::to_string(i) + ".";
+      layer l;
+      l.adaln = r.linear(p + "adaLN_modulation.1", 6 * d, d);
+      l.layers.qkv = r.linear_named(p + "attn.in_proj_weight", p + "attn.in_proj_bias", 3 * d, d);
+      l.layers.proj = r.linear(p + "attn.out_proj", d, d);
+      l.layers.fc1 = r.linear(p + "mlp.0", config_.mlp_hidden(), d);
+      l.layers.fc2 = r.linear(p + "mlp.2", d, config_.mlp_hidden());
+      layers_.push_back(std::move(l));
+    }
+    head0_ = r.linear("head.0", d, d);
+    head_norm_weight_ = r.tensor("head.2.weight", {u(d)}, 1, d);
+    head_norm_bias_ = r.tensor("head.2.bias", {u(d)}, 1, d);
+    head4_ = r.linear("head.4", config_.num_experts, d);
+    if (strict) r.require_all_used("DiT router");
+  }
+
+  [[nodiscard]] static std::shared_ptr<const dit_router_model> load(const std::filesystem::path& path,
+                                                                    const router_config& config, bool strict = true,
+                                                                    const context& ctx = {}) {
+    const ddm::io::safetensors_file file(path);
+    return std::make_shared<const dit_router_model>(config, file, strict, ctx);
+  }
+
+  [[nodiscard]] const router_config& config() const noexcept { return config_; }
+  [[nodiscard]] index_t input_values() const noexcept {
+    return config_.in_channels * config_.input_size * config_.input_size;
+  }
+
+  /// x (B, C*H*W); t: B model timesteps (sigma * 1000 in Paris); logits (B, K).
+  void forward(const context& ctx, batch_view<const float, Space> x, std::span<const float> t,
+               batch_view<float, Space> logits, workspace<Space>& ws, const stage_hook<Space>* hook = nullptr) const {
+    using ops = backend<Space>;
+    const char* where = "dit::dit_router_model::forward";
+    const index_t b = x.rows();
+    const index_t d = config_.hidden_size;
+    const index_t tokens = config_.tokens();
+    const index_t seq = tokens + 1;
+    ddm::detail::require_shape(where, "x", x, b, input_values());
+    ddm::detail::require_shape(where, "logits", logits, b, config_.num_experts);
+    if (static_cast<index_t>(t.size()) != b)
+      throw ddm::shape_error(ddm::detail::concat(where, ": ", t.size(), " timesteps for a batch of ", b,
+                                                 ", expected one per sample"));
+    if (b == 0) return;
+    auto record = [&](std::string_view name, batch_view<float, Space> v) {
+      if (hook != nullptr && *hook) (*hook)(name, v.as_const());
+    };
+
+    auto patches = ws.get(slot::model + 5, b * tokens, d);
+    patch_embed_.forward(ctx, x, ws, patches);
+    add_pos_embed(ctx, patches, b, pos_embed_);
+    record("x_embed", patches);
+    // Sequence of each sample: row 0 the CLS token, rows 1..T the patches.
+    auto xs = ws.get(slot::model, b * seq, d);
+    for (index_t s = 0; s < b; ++s) {
+      ddm::copy(ctx, xs.subrows(s * seq, 1), cls_token_.cview());
+      ddm::copy(ctx, xs.subrows(s * seq + 1, tokens), patches.subrows(s * tokens, tokens));
+    }
+
+    auto temb = ws.get(slot::model + 1, b, d);
+    time_embed_.forward(ctx, t, ws, temb);
+    record("t_emb", temb);
+    auto st = ws.get(slot::model + 2, b, d);
+    ops::silu(ctx, temb, st);
+
+    auto mod = ws.get(slot::model + 3, b, 6 * d);
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      const auto& l = layers_[i];
+      ops::linear(ctx, st, l.adaln.weight.cview(), l.adaln.bias_data(), mod);
+      const auto m = mod.as_const();
+      attention_residual(ctx, xs, b, config_.num_heads, config_.layer_norm_eps, chunk(m, 0, d), chunk(m, 1, d),
+                         chunk(m, 2, d), l.layers.qkv, l.layers.proj, ws);
+      mlp_residual(ctx, xs, config_.layer_norm_eps, chunk(m, 3, d), chunk(m, 4, d), chunk(m, 5, d), l.layers.fc1,
+                   l.layers.fc2, ws);
+      record("block." + std::to_string(i), xs);
+    }
+
+    // The CLS rows: every seq-th row of xs.
+    const batch_view<const float, Space> cls(xs.data(), b, d, seq * d);
+    record("cls", batch_view<float, Space>(xs.data(), b, d, seq * d));
+    auto h = ws.get(slot::normed, b, d);
+    ops::linear(ctx, cls, head0_.weight.cview(), head0_.bias_data(), h);
+    ops::gelu_tanh(ctx, h, h);
+    ops::layer_norm(ctx, h, config_.head_layer_norm_eps, head_norm_weight_.data(), head_norm_bias_.data(), h);
+    ops::gelu_tanh(ctx, h, h);
+    ops::linear(ctx, h, head4_.weight.cview(), head4_.bias_data(), logits);
+    record("logits", logits);
+  }
+
+ private:
+  struct layer {
+    linear_weights<Space> adaln;
+    attention_mlp_weights<Space> layers;
+  };
+
+  router_config config_;
+  patch_embedder<Space> patch_embed_;
+  batch<float, Space> pos_embed_;
+  timestep_embedder<Space> time_embed_;
+  batch<float, Space> cls_token_;
+  std::vector<layer> layers_;
+  linear_weights<Space> head0_;
+  batch<float, Space> head_norm_weight_;
+  batch<float, Space> head_norm_bias_;
+  linear_weights<Space> head4_;
+};
+
+}  // namespace dit

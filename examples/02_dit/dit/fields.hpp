@@ -1,0 +1,230 @@
+#pragma once
+// The DiT networks as ddm components: experts as velocity fields, the router as a ddm router.
+//
+// Each wrapper declares the two conventions that connect a network to ddm's rectified-flow time
+// t in [0, 1] (t = 1 noise):
+//   - the timestep scale: the network is called with model_t = time_scale * t (Paris: sigma *
+//     1000, so time_scale = 1000; under a VP adapter the adapter already passes DDPM timesteps,
+//     so time_scale = 1);
+//   - the output: what the network predicts (velocity for Paris; eps for the original DDPM DiT).
+//     Anything but velocity is turned into a velocity by the adapters of
+//     ddm/flow/parameterization.hpp (dit::as_velocity below), never inside an integrator.
+//
+// Per-sample conditioning (class labels, text states) is a table with one row per sample of the
+// batch being sampled. Called as a plain velocity field, row i of x uses row i of the table (or
+// row 0 when the table has a single row). Called with row indices -- as ddm's routed field calls
+// the experts it gives a sub-batch -- row i uses row rows(i, 0) of the table.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ddm/core/batch.hpp>
+#include <ddm/core/error.hpp>
+#include <ddm/core/memory_space.hpp>
+#include <ddm/flow/parameterization.hpp>
+
+#include "dit/backend.hpp"
+#include "dit/dit_model.hpp"
+#include "dit/dit_router.hpp"
+#include "dit/paris_expert.hpp"
+
+namespace dit {
+
+/// The original row index of each row of a sub-batch (ddm::row_index_view).
+template <class Space>
+using row_indices = batch_view<const std::int32_t, Space>;
+
+/// What a network's output means.
+enum class output_kind {
+  velocity,  ///< v = eps - x0 (flow matching; Paris)
+  eps,       ///< the noise, in rectified-flow variables
+  x0,        ///< the data
+};
+
+namespace detail {
+
+// Which conditioning row each row of x uses: identity, broadcast of row 0, or the given indices.
+template <class Space>
+std::vector<std::int32_t> conditioning_rows(const char* where, index_t batch_rows, index_t table_rows,
+                                            const row_indices<Space>* rows) {
+  if (rows == nullptr && table_rows != 1 && table_rows != batch_rows)
+    throw ddm::shape_error(ddm::detail::concat(where, ": the conditioning table has ", table_rows, " rows for a batch of ",
+                                               batch_rows, ", expected one row per sample or one row for all (a "
+                                               "sub-batch must come with its row indices)"));
+  std::vector<std::int32_t> out(static_cast<std::size_t>(batch_rows));
+  for (index_t i = 0; i < batch_rows; ++i) {
+    std::int32_t r;
+    if (rows != nullptr) {
+      static_assert(Space::host_accessible, "dit: row indices in device memory need a device gather");
+      r = (*rows)(i, 0);
+    } else {
+      r = static_cast<std::int32_t>(i);
+    }
+    if (table_rows == 1) r = 0;
+    if (r < 0 || r >= table_rows)
+      throw ddm::argument_error(ddm::detail::concat(where, ": row ", i, " needs conditioning row ", r,
+                                                    " but the conditioning table has ", table_rows,
+                                                    " rows (one per sample of the sampled batch, or 1 for all)"));
+    out[static_cast<std::size_t>(i)] = r;
+  }
+  return out;
+}
+
+template <class Space>
+void check_rows(const char* where, index_t batch_rows, const row_indices<Space>& rows) {
+  if (rows.rows() != batch_rows || rows.cols() != 1)
+    throw ddm::shape_error(ddm::detail::concat(where, ": argument 'rows' has shape (", rows.rows(), ", ", rows.cols(),
+                                               "), expected (", batch_rows, ", 1)"));
+}
+
+}  // namespace detail
+
+/// The original class-conditional DiT as a field: calls the network at time_scale * t with each
+/// row's class label and returns the first in_channels output channels (eps for the DDPM
+/// checkpoints; the learned-sigma channels are dropped). Output convention: eps in VP variables,
+/// so wrap it with dit::ddpm_velocity (time_scale 1: the adapter passes DDPM timesteps).
+template <class Space = ddm::host_space>
+class dit_expert_field {
+ public:
+  dit_expert_field(std::shared_ptr<const dit_model<Space>> model, std::vector<std::int32_t> labels,
+                   double time_scale = 1.0)
+      : model_(std::move(model)), labels_(std::move(labels)), time_scale_(time_scale) {
+    if (!model_) throw ddm::argument_error("dit::dit_expert_field: argument 'model' is null");
+    if (labels_.empty())
+      throw ddm::argument_error("dit::dit_expert_field: argument 'labels' is empty, expected one label per sample "
+                                "(or one for all; -1 is the null class)");
+  }
+
+  void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v) { run_(x, t, v, nullptr); }
+  void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v, row_indices<Space> rows) {
+    detail::check_rows("dit::dit_expert_field", x.rows(), rows);
+    run_(x, t, v, &rows);
+  }
+
+  [[nodiscard]] static constexpr output_kind output() noexcept { return output_kind::eps; }
+  [[nodiscard]] double time_scale() const noexcept { return time_scale_; }
+  [[nodiscard]] const dit_model<Space>& model() const noexcept { return *model_; }
+  void set_labels(std::vector<std::int32_t> labels) { labels_ = std::move(labels); }
+
+ private:
+  void run_(batch_view<const float, Space> x, double t, batch_view<float, Space> v, const row_indices<Space>* rows) {
+    const auto which = detail::conditioning_rows("dit::dit_expert_field", x.rows(),
+                                                 static_cast<index_t>(labels_.size()), rows);
+    std::vector<std::int32_t> y(which.size());
+    for (std::size_t i = 0; i < which.size(); ++i) y[i] = labels_[static_cast<std::size_t>(which[i])];
+    const std::vector<float> ts(static_cast<std::size_t>(x.rows()), static_cast<float>(time_scale_ * t));
+    model_->forward(ctx_, x, ts, y, v, ws_, model_->config().in_channels);
+  }
+
+  std::shared_ptr<const dit_model<Space>> model_;
+  std::vector<std::int32_t> labels_;
+  double time_scale_;
+  [[no_unique_address]] ddm::execution_context<Space> ctx_;
+  workspace<Space> ws_;
+};
+
+/// The Paris-style expert as a field: velocity output, time_scale 1000 by default (the network
+/// takes sigma * 1000), text states per sample from a shared (N, L * text_dim) table.
+template <class Space = ddm::host_space>
+class paris_expert_field {
+ public:
+  paris_expert_field(std::shared_ptr<const paris_expert<Space>> model, std::shared_ptr<const batch<float, Space>> text,
+                     double time_scale = 1000.0)
+      : model_(std::move(model)), text_(std::move(text)), time_scale_(time_scale) {
+    if (!model_) throw ddm::argument_error("dit::paris_expert_field: argument 'model' is null");
+    if (!text_ || text_->rows() == 0)
+      throw ddm::argument_error("dit::paris_expert_field: argument 'text' is empty, expected text-encoder states, "
+                                "one row per sample (or one row for all)");
+    if (text_->cols() != model_->config().text_values())
+      throw ddm::shape_error(ddm::detail::concat("dit::paris_expert_field: argument 'text' has ", text_->cols(),
+                                                 " values per row, expected text_length x text_dim = ",
+                                                 model_->config().text_values()));
+  }
+
+  void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v) { run_(x, t, v, nullptr); }
+  void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v, row_indices<Space> rows) {
+    detail::check_rows("dit::paris_expert_field", x.rows(), rows);
+    run_(x, t, v, &rows);
+  }
+
+  [[nodiscard]] static constexpr output_kind output() noexcept { return output_kind::velocity; }
+  [[nodiscard]] double time_scale() const noexcept { return time_scale_; }
+  [[nodiscard]] const paris_expert<Space>& model() const noexcept { return *model_; }
+
+ private:
+  void run_(batch_view<const float, Space> x, double t, batch_view<float, Space> v, const row_indices<Space>* rows) {
+    const auto which = detail::conditioning_rows("dit::paris_expert_field", x.rows(), text_->rows(), rows);
+    // Gather each row's text states unless the table already lines up with x.
+    batch_view<const float, Space> text = text_->cview();
+    bool identity = text_->rows() == x.rows();
+    for (std::size_t i = 0; identity && i < which.size(); ++i) identity = which[i] == static_cast<std::int32_t>(i);
+    if (!identity) {
+      auto gathered = ws_.get(slot::model + 16, x.rows(), text_->cols());
+      backend<Space>::gather_rows(ctx_, text_->cview(), which, gathered);
+      text = gathered.as_const();
+    }
+    const std::vector<float> ts(static_cast<std::size_t>(x.rows()), static_cast<float>(time_scale_ * t));
+    model_->forward(ctx_, x, ts, text, v, ws_);
+  }
+
+  std::shared_ptr<const paris_expert<Space>> model_;
+  std::shared_ptr<const batch<float, Space>> text_;
+  double time_scale_;
+  [[no_unique_address]] ddm::execution_context<Space> ctx_;
+  workspace<Space> ws_;
+};
+
+/// The DiT router as a ddm router: num_experts(), name(), r(x, t, logits) at time_scale * t.
+template <class Space = ddm::host_space>
+class dit_router {
+ public:
+  explicit dit_router(std::shared_ptr<const dit_router_model<Space>> model, double time_scale = 1000.0,
+                      std::string name = "dit_router")
+      : model_(std::move(model)), time_scale_(time_scale), name_(std::move(name)) {
+    if (!model_) throw ddm::argument_error("dit::dit_router: argument 'model' is null");
+  }
+
+  [[nodiscard]] std::size_t num_experts() const noexcept {
+    return static_cast<std::size_t>(model_->config().num_experts);
+  }
+  [[nodiscard]] const char* name() const noexcept { return name_.c_str(); }
+  [[nodiscard]] double time_scale() const noexcept { return time_scale_; }
+
+  void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> logits) {
+    const std::vector<float> ts(static_cast<std::size_t>(x.rows()), static_cast<float>(time_scale_ * t));
+    model_->forward(ctx_, x, ts, logits, ws_);
+  }
+
+ private:
+  std::shared_ptr<const dit_router_model<Space>> model_;
+  double time_scale_;
+  std::string name_;
+  [[no_unique_address]] ddm::execution_context<Space> ctx_;
+  workspace<Space> ws_;
+};
+
+/// A field with output convention `Kind` as a velocity field: itself for velocity, the eps or x0
+/// adapter of ddm::flow otherwise (row indices pass through the adapters).
+template <output_kind Kind, class Field, class Space = ddm::host_space>
+[[nodiscard]] auto as_velocity(Field field, double guard = 1e-4) {
+  if constexpr (Kind == output_kind::velocity) {
+    return field;
+  } else if constexpr (Kind == output_kind::eps) {
+    return ddm::flow::eps_velocity<Field, Space>(std::move(field), guard);
+  } else {
+    return ddm::flow::x0_velocity<Field, Space>(std::move(field), guard);
+  }
+}
+
+/// An original (DDPM, 1000 linear-beta steps, eps-prediction) DiT as a rectified-flow velocity
+/// field: the VP adapter rescales x, maps t to the DDPM timestep and converts eps to velocity.
+template <class Space = ddm::host_space>
+[[nodiscard]] auto ddpm_velocity(dit_expert_field<Space> field, double guard = 1e-4) {
+  return ddm::flow::make_vp_eps_velocity<float, Space>(std::move(field), ddm::flow::linear_beta_timesteps{}, guard);
+}
+
+}  // namespace dit

@@ -1,0 +1,184 @@
+#pragma once
+// The layer sequences the three networks share, written once over dit::backend<Space>:
+// patch embedding, timestep embedder, the adaLN-modulated attention and MLP residual branches,
+// and cross-attention to a text sequence.
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <ddm/core/algebra.hpp>
+#include <ddm/core/batch.hpp>
+
+#include "dit/backend.hpp"
+#include "dit/embeddings.hpp"
+#include "dit/weights.hpp"
+
+namespace dit {
+
+// Workspace slots used by the layers below; models keep their own state in slots >= model_slot.
+namespace slot {
+inline constexpr std::size_t normed = 0;    // (B*T, D)
+inline constexpr std::size_t qkv = 1;       // (B*T, 3D) or (B*T, D) for a cross-attention query
+inline constexpr std::size_t attended = 2;  // (B*T, D)
+inline constexpr std::size_t branch = 3;    // (B*T, D)
+inline constexpr std::size_t hidden = 4;    // (B*T, mlp) or (B*L, 2D) for cross-attention keys and values
+inline constexpr std::size_t host_in = 5;   // small host-computed inputs (timestep frequencies)
+inline constexpr std::size_t model = 8;
+}  // namespace slot
+
+/// A Conv2d(C, D, kernel = stride = p) patch embedding as a GEMM over patchified tokens.
+template <class Space>
+struct patch_embedder {
+  linear_weights<Space> proj;  // (D, C*p*p): the conv weight (D, C, p, p) flattened
+  patch_geometry geometry;
+
+  static patch_embedder load(weight_reader<Space>& r, const std::string& weight, const std::string& bias,
+                             const patch_geometry& g, index_t hidden) {
+    const auto u = weight_reader<Space>::u;
+    patch_embedder e;
+    e.geometry = g;
+    e.proj.weight = r.tensor(weight, {u(hidden), u(g.channels), u(g.patch), u(g.patch)}, hidden,
+                             g.patch_values(g.channels));
+    e.proj.bias = r.tensor(bias, {u(hidden)}, 1, hidden);
+    return e;
+  }
+
+  /// x (B, C*H*W) -> tokens (B*T, D).
+  void forward(const ddm::execution_context<Space>& ctx, batch_view<const float, Space> x, workspace<Space>& ws,
+               batch_view<float, Space> tokens) const {
+    using ops = backend<Space>;
+    auto patches = ws.get(slot::hidden, x.rows() * geometry.tokens(), geometry.patch_values(geometry.channels));
+    ops::patchify(ctx, x, geometry, patches);
+    ops::linear(ctx, patches, proj.weight.cview(), proj.bias_data(), tokens);
+  }
+};
+
+/// DiT's TimestepEmbedder: sinusoidal frequencies (cosine first) -> Linear -> SiLU -> Linear.
+template <class Space>
+struct timestep_embedder {
+  linear_weights<Space> fc1;  // (D, 256)
+  linear_weights<Space> fc2;  // (D, D)
+  index_t frequency_size = 256;
+
+  static timestep_embedder load(weight_reader<Space>& r, const std::string& prefix, index_t hidden,
+                                index_t frequency_size) {
+    timestep_embedder e;
+    e.fc1 = r.linear(prefix + ".0", hidden, frequency_size);
+    e.fc2 = r.linear(prefix + ".2", hidden, hidden);
+    e.frequency_size = frequency_size;
+    return e;
+  }
+
+  /// t (B model timesteps) -> out (B, D).
+  void forward(const ddm::execution_context<Space>& ctx, std::span<const float> t, workspace<Space>& ws,
+               batch_view<float, Space> out) const {
+    using ops = backend<Space>;
+    const auto b = static_cast<index_t>(t.size());
+    std::vector<float> freq(t.size() * static_cast<std::size_t>(frequency_size));
+    timestep_embedding(t, frequency_size, freq);
+    auto f = ws.get(slot::host_in, b, frequency_size);
+    ops::upload(ctx, freq, f);
+    auto h = ws.get(slot::branch, b, fc1.out());
+    ops::linear(ctx, f, fc1.weight.cview(), fc1.bias_data(), h);
+    ops::silu(ctx, h, h);
+    ops::linear(ctx, h, fc2.weight.cview(), fc2.bias_data(), out);
+  }
+};
+
+/// The weights of one self-attention + MLP transformer block (fused qkv, PyTorch layouts).
+template <class Space>
+struct attention_mlp_weights {
+  linear_weights<Space> qkv;   // (3D, D): rows [0, D) q, [D, 2D) k, [2D, 3D) v; head h at [h*hd, (h+1)*hd)
+  linear_weights<Space> proj;  // (D, D)
+  linear_weights<Space> fc1;   // (mlp, D)
+  linear_weights<Space> fc2;   // (D, mlp)
+};
+
+/// x += gate * Proj(Attention(LN(x) * (1 + scale) + shift)), with fused qkv.
+/// shift, scale, gate are (B, D) (any stride); gate empty means no gate.
+template <class Space>
+void attention_residual(const ddm::execution_context<Space>& ctx, batch_view<float, Space> x, index_t batch_size,
+                        index_t heads, double eps, batch_view<const float, Space> shift,
+                        batch_view<const float, Space> scale, batch_view<const float, Space> gate,
+                        const linear_weights<Space>& qkv_w, const linear_weights<Space>& proj_w, workspace<Space>& ws) {
+  using ops = backend<Space>;
+  const index_t rows = x.rows();
+  const index_t d = x.cols();
+  auto h = ws.get(slot::normed, rows, d);
+  ops::layer_norm_modulate(ctx, x, eps, shift, scale, h);
+  auto qkv = ws.get(slot::qkv, rows, 3 * d);
+  ops::linear(ctx, h, qkv_w.weight.cview(), qkv_w.bias_data(), qkv);
+  auto a = ws.get(slot::attended, rows, d);
+  ops::attention(ctx, columns(qkv.as_const(), 0, d), columns(qkv.as_const(), d, d), columns(qkv.as_const(), 2 * d, d),
+                 batch_size, heads, a);
+  auto o = ws.get(slot::branch, rows, d);
+  ops::linear(ctx, a, proj_w.weight.cview(), proj_w.bias_data(), o);
+  ops::gated_residual(ctx, x, gate, o);
+}
+
+/// x += gate * FC2(GELU_tanh(FC1(LN(x) * (1 + scale) + shift))).
+template <class Space>
+void mlp_residual(const ddm::execution_context<Space>& ctx, batch_view<float, Space> x, double eps,
+                  batch_view<const float, Space> shift, batch_view<const float, Space> scale,
+                  batch_view<const float, Space> gate, const linear_weights<Space>& fc1,
+                  const linear_weights<Space>& fc2, workspace<Space>& ws) {
+  using ops = backend<Space>;
+  const index_t rows = x.rows();
+  auto h = ws.get(slot::normed, rows, x.cols());
+  ops::layer_norm_modulate(ctx, x, eps, shift, scale, h);
+  auto f = ws.get(slot::hidden, rows, fc1.out());
+  ops::linear(ctx, h, fc1.weight.cview(), fc1.bias_data(), f);
+  ops::gelu_tanh(ctx, f, f);
+  auto o = ws.get(slot::branch, rows, x.cols());
+  ops::linear(ctx, f, fc2.weight.cview(), fc2.bias_data(), o);
+  ops::gated_residual(ctx, x, gate, o);
+}
+
+/// x += OutProj(Attention(q = x W_q, k = text W_k, v = text W_v)), nn.MultiheadAttention with
+/// in_proj (3D, D) split by rows into W_q, W_k, W_v. No normalization and no gate (Paris).
+/// text is (B*L, D), already projected to the model width.
+template <class Space>
+void cross_attention_residual(const ddm::execution_context<Space>& ctx, batch_view<float, Space> x,
+                              batch_view<const float, Space> text, index_t batch_size, index_t heads,
+                              const linear_weights<Space>& in_proj, const linear_weights<Space>& out_proj,
+                              workspace<Space>& ws) {
+  using ops = backend<Space>;
+  const index_t rows = x.rows();
+  const index_t d = x.cols();
+  const auto w = in_proj.weight.cview();
+  const float* bias = in_proj.bias_data();
+  auto q = ws.get(slot::qkv, rows, d);
+  ops::linear(ctx, x.as_const(), w.subrows(0, d), bias, q);
+  auto kv = ws.get(slot::hidden, text.rows(), 2 * d);
+  ops::linear(ctx, text, w.subrows(d, 2 * d), bias == nullptr ? nullptr : bias + d, kv);
+  auto a = ws.get(slot::attended, rows, d);
+  ops::attention(ctx, q.as_const(), columns(kv.as_const(), 0, d), columns(kv.as_const(), d, d), batch_size, heads, a);
+  auto o = ws.get(slot::branch, rows, d);
+  ops::linear(ctx, a, out_proj.weight.cview(), out_proj.bias_data(), o);
+  ops::gated_residual(ctx, x, batch_view<const float, Space>{}, o);
+}
+
+/// Position embedding of a checkpoint (1, T, D) when it has one, the fixed 2D sin-cos table
+/// otherwise; returned as (1, T*D) for add_row_vector over (B, T*D).
+template <class Space>
+batch<float, Space> load_pos_embed(weight_reader<Space>& r, const std::string& name, index_t tokens, index_t hidden,
+                                   index_t grid, bool required) {
+  const auto u = weight_reader<Space>::u;
+  if (required || r.has(name)) return r.tensor(name, {1, u(tokens), u(hidden)}, 1, tokens * hidden);
+  const auto table = sincos_pos_embed_2d(hidden, grid);
+  batch<float, Space> out(r.context(), 1, tokens * hidden);
+  backend<Space>::upload(r.context(), table, out.view());
+  return out;
+}
+
+/// Adds the (1, T*D) position table to every sample of tokens (B*T, D).
+template <class Space>
+void add_pos_embed(const ddm::execution_context<Space>& ctx, batch_view<float, Space> tokens, index_t batch_size,
+                   const batch<float, Space>& pos) {
+  batch_view<float, Space> flat(tokens.data(), batch_size, pos.cols());
+  backend<Space>::add_row_vector(ctx, flat.as_const(), pos.cview(), flat);
+}
+
+}  // namespace dit

@@ -1,0 +1,111 @@
+#pragma once
+// Loading model weights from a safetensors checkpoint into a memory space.
+//
+// Requires nlohmann_json (ddm::json) through ddm/io/safetensors.hpp.
+//
+// Every tensor is read with the shape the configuration implies; a missing tensor or a wrong
+// shape is a ddm::io_error naming the file and the tensor. After loading, tensors the model did
+// not use are an error too (strict mode, the default): a checkpoint with more blocks, or of
+// another architecture, is a configuration mistake that should not load silently.
+
+#include <cstdint>
+#include <initializer_list>
+#include <set>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ddm/core/batch.hpp>
+#include <ddm/core/error.hpp>
+#include <ddm/io/safetensors.hpp>
+
+#include "dit/backend.hpp"
+
+namespace dit {
+
+/// A PyTorch Linear: weight (out, in), bias (1, out) (empty when the layer has none).
+template <class Space>
+struct linear_weights {
+  batch<float, Space> weight;
+  batch<float, Space> bias;
+
+  [[nodiscard]] const float* bias_data() const noexcept { return bias.empty() ? nullptr : bias.data(); }
+  [[nodiscard]] index_t in() const noexcept { return weight.cols(); }
+  [[nodiscard]] index_t out() const noexcept { return weight.rows(); }
+};
+
+template <class Space>
+class weight_reader {
+ public:
+  weight_reader(const ddm::io::safetensors_file& file, const ddm::execution_context<Space>& ctx)
+      : file_(file), ctx_(ctx) {}
+
+  [[nodiscard]] bool has(const std::string& name) const { return file_.contains(name); }
+
+  /// Tensor `name`, which must have shape `shape`, as a (rows, cols) batch (rows * cols values).
+  [[nodiscard]] batch<float, Space> tensor(const std::string& name, std::initializer_list<std::uint64_t> shape,
+                                           index_t rows, index_t cols) {
+    file_.require_shape(name, shape);
+    used_.insert(name);
+    batch<float, Space> out(ctx_, rows, cols);
+    if constexpr (Space::host_accessible) {
+      file_.read_into(name, std::span<float>(out.data(), static_cast<std::size_t>(out.size())));
+    } else {
+      const auto host = file_.read<float>(name);
+      backend<Space>::upload(ctx_, host, out.view());
+    }
+    return out;
+  }
+
+  /// `prefix`.weight (out, in) and, when `bias`, `prefix`.bias (out).
+  [[nodiscard]] linear_weights<Space> linear(const std::string& prefix, index_t out, index_t in, bool bias = true) {
+    linear_weights<Space> l;
+    l.weight = tensor(prefix + ".weight", {u(out), u(in)}, out, in);
+    if (bias) l.bias = tensor(prefix + ".bias", {u(out)}, 1, out);
+    return l;
+  }
+
+  /// A Linear stored the nn.MultiheadAttention way: `weight_name` (out, in), `bias_name` (out).
+  [[nodiscard]] linear_weights<Space> linear_named(const std::string& weight_name, const std::string& bias_name,
+                                                   index_t out, index_t in) {
+    linear_weights<Space> l;
+    l.weight = tensor(weight_name, {u(out), u(in)}, out, in);
+    l.bias = tensor(bias_name, {u(out)}, 1, out);
+    return l;
+  }
+
+  /// Throws ddm::io_error naming the tensors of the file that no layer used.
+  void require_all_used(const std::string& model) const {
+    std::vector<std::string> unused;
+    for (const auto& t : file_.tensors())
+      if (used_.find(t.name) == used_.end()) unused.push_back(t.name);
+    if (unused.empty()) return;
+    std::string list;
+    for (std::size_t i = 0; i < unused.size() && i < 5; ++i) list += (i ? ", '" : "'") + unused[i] + "'";
+    if (unused.size() > 5) list += ddm::detail::concat(" and ", unused.size() - 5, " more");
+    throw ddm::io_error(ddm::detail::concat("ddm::io::safetensors: '", file_.label(), "': ", unused.size(),
+                                            " tensor(s) not used by the ", model, " configuration: ", list,
+                                            " (wrong depth or architecture? load with strict = false to ignore)"));
+  }
+
+  [[nodiscard]] const ddm::io::safetensors_file& file() const noexcept { return file_; }
+  [[nodiscard]] const ddm::execution_context<Space>& context() const noexcept { return ctx_; }
+
+  [[nodiscard]] static std::uint64_t u(index_t v) noexcept { return static_cast<std::uint64_t>(v); }
+
+ private:
+  const ddm::io::safetensors_file& file_;
+  ddm::execution_context<Space> ctx_;
+  std::set<std::string> used_;
+};
+
+/// The number of blocks "<prefix>N.<suffix>" in a checkpoint: the largest N + 1 present.
+[[nodiscard]] inline index_t count_blocks(const ddm::io::safetensors_file& file, const std::string& prefix,
+                                          const std::string& suffix) {
+  index_t n = 0;
+  while (file.contains(prefix + std::to_string(n) + suffix)) ++n;
+  return n;
+}
+
+}  // namespace dit

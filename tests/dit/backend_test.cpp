@@ -1,0 +1,154 @@
+// The host backend's operations against direct double-precision implementations: the exp
+// approximation, GELU and SiLU, attention with any head size, modulated LayerNorm, and the two
+// patch orders (conv weight order in, channel-fastest out).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <ddm/core/rng.hpp>
+
+#include "dit/backend_host.hpp"
+
+namespace {
+
+using ops = dit::backend<ddm::host_space>;
+const ddm::host_context ctx{};
+
+TEST(DitBackend, ExpApproximationIsWithinTwoUlpsOverTheFloatRange) {
+  double worst = 0;
+  for (double x = -87.0; x <= 88.0; x += 1e-3) {
+    const auto xf = static_cast<float>(x);
+    const double want = std::exp(static_cast<double>(xf));
+    worst = std::max(worst, std::abs(dit::detail::exp_approx(xf) - want) / want);
+  }
+  std::printf("[ measured ] exp_approx max relative error on [-87, 88]: %.2e\n", worst);
+  EXPECT_LE(worst, 2.5e-7);
+  EXPECT_GT(dit::detail::exp_approx(-1e30f), 0.0f);  // clamped, no NaN
+  EXPECT_TRUE(std::isfinite(dit::detail::exp_approx(1e30f)));
+}
+
+TEST(DitBackend, GeluTanhAndSiluMatchTheirFormulas) {
+  ddm::batch<float> x(1, 4001), g(1, 4001), s(1, 4001);
+  for (ddm::index_t i = 0; i < x.cols(); ++i) x(0, i) = -20.0f + 0.01f * static_cast<float>(i);
+  ops::gelu_tanh(ctx, x.cview(), g.view());
+  ops::silu(ctx, x.cview(), s.view());
+  double wg = 0, ws = 0;
+  for (ddm::index_t i = 0; i < x.cols(); ++i) {
+    const double v = x(0, i);
+    const double gelu = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    const double silu = v / (1 + std::exp(-v));
+    wg = std::max(wg, std::abs(g(0, i) - gelu) / std::max(1.0, std::abs(v)));
+    ws = std::max(ws, std::abs(s(0, i) - silu) / std::max(1.0, std::abs(v)));
+  }
+  std::printf("[ measured ] gelu_tanh error %.2e, silu error %.2e (relative to max(1, |x|))\n", wg, ws);
+  EXPECT_LE(wg, 1e-6);
+  EXPECT_LE(ws, 1e-6);
+}
+
+// softmax(q k^T / sqrt(hd)) v in double, per sample and head.
+void naive_attention(const ddm::batch<float>& q, const ddm::batch<float>& k, const ddm::batch<float>& v,
+                     ddm::index_t b, ddm::index_t heads, std::vector<double>& out) {
+  const auto tq = q.rows() / b, tk = k.rows() / b, d = q.cols(), hd = d / heads;
+  out.assign(static_cast<std::size_t>(q.rows() * d), 0.0);
+  for (ddm::index_t s = 0; s < b; ++s)
+    for (ddm::index_t h = 0; h < heads; ++h)
+      for (ddm::index_t i = 0; i < tq; ++i) {
+        std::vector<double> p(static_cast<std::size_t>(tk));
+        double m = -1e300, z = 0;
+        for (ddm::index_t j = 0; j < tk; ++j) {
+          double dot = 0;
+          for (ddm::index_t e = 0; e < hd; ++e) dot += double(q(s * tq + i, h * hd + e)) * k(s * tk + j, h * hd + e);
+          p[static_cast<std::size_t>(j)] = dot / std::sqrt(double(hd));
+          m = std::max(m, p[static_cast<std::size_t>(j)]);
+        }
+        for (auto& x : p) z += x = std::exp(x - m);
+        for (ddm::index_t e = 0; e < hd; ++e) {
+          double acc = 0;
+          for (ddm::index_t j = 0; j < tk; ++j) acc += p[static_cast<std::size_t>(j)] * v(s * tk + j, h * hd + e);
+          out[static_cast<std::size_t>((s * tq + i) * d + h * hd + e)] = acc / z;
+        }
+      }
+}
+
+TEST(DitBackend, AttentionMatchesADirectImplementationForHeadSizes72And64) {
+  for (const auto [heads, hd, tq, tk] : {std::array<ddm::index_t, 4>{3, 72, 40, 40}, {2, 64, 33, 7}, {1, 5, 70, 3}}) {
+    const ddm::index_t b = 2, d = heads * hd;
+    ddm::batch<float> q(b * tq, d), k(b * tk, d), v(b * tk, d), out(b * tq, d);
+    ddm::fill_normal(ctx, q.view(), 1);
+    ddm::fill_normal(ctx, k.view(), 2);
+    ddm::fill_normal(ctx, v.view(), 3);
+    ops::attention(ctx, q.cview(), k.cview(), v.cview(), b, heads, out.view());
+    std::vector<double> want;
+    naive_attention(q, k, v, b, heads, want);
+    double worst = 0;
+    for (ddm::index_t i = 0; i < out.size(); ++i) worst = std::max(worst, std::abs(out.data()[i] - want[static_cast<std::size_t>(i)]));
+    std::printf("[ measured ] attention heads=%td hd=%td Tq=%td Tk=%td: max abs error %.2e\n", heads, hd, tq, tk, worst);
+    EXPECT_LE(worst, 1e-5);
+  }
+}
+
+TEST(DitBackend, LayerNormModulateUsesEachSamplesShiftAndScale) {
+  const ddm::index_t b = 3, t = 4, d = 10;
+  ddm::batch<float> x(b * t, d), mod(b, 2 * d), y(b * t, d);
+  ddm::fill_normal(ctx, x.view(), 4);
+  ddm::fill_normal(ctx, mod.view(), 5);
+  const auto shift = dit::chunk(mod.cview(), 0, d);
+  const auto scale = dit::chunk(mod.cview(), 1, d);
+  ops::layer_norm_modulate(ctx, x.cview(), 1e-6, shift, scale, y.view());
+  double worst = 0;
+  for (ddm::index_t r = 0; r < b * t; ++r) {
+    double mean = 0, var = 0;
+    for (ddm::index_t j = 0; j < d; ++j) mean += x(r, j) / double(d);
+    for (ddm::index_t j = 0; j < d; ++j) var += (x(r, j) - mean) * (x(r, j) - mean) / double(d);
+    for (ddm::index_t j = 0; j < d; ++j) {
+      const double want = (x(r, j) - mean) / std::sqrt(var + 1e-6) * (1 + scale(r / t, j)) + shift(r / t, j);
+      worst = std::max(worst, std::abs(y(r, j) - want));
+    }
+  }
+  EXPECT_LE(worst, 1e-5);
+}
+
+TEST(DitBackend, PatchifyUsesConvOrderAndUnpatchifyChannelFastestOrder) {
+  const dit::patch_geometry g{3, 4, 6, 2};  // C = 3, H = 4, W = 6, p = 2: a 2 x 3 grid
+  ddm::batch<float> x(2, 3 * 4 * 6);
+  for (ddm::index_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(i);
+  ddm::batch<float> tokens(2 * g.tokens(), 12);
+  ops::patchify(ctx, x.cview(), g, tokens.view());
+  // Sample 1, token (row 1, column 2) = 5; entry (c = 2, py = 1, px = 0) is pixel (3, 4) of channel 2.
+  EXPECT_EQ(tokens(g.tokens() + 5, 2 * 4 + 1 * 2 + 0), x(1, (2 * 4 + 3) * 6 + 4));
+  // Unpatchify reads (py, px, c): build tokens in that order by hand and expect the image back.
+  ddm::batch<float> back(2 * g.tokens(), 12);
+  for (ddm::index_t r = 0; r < back.rows(); ++r)
+    for (ddm::index_t c = 0; c < 3; ++c)
+      for (ddm::index_t q = 0; q < 4; ++q) back(r, q * 3 + c) = tokens(r, c * 4 + q);
+  ddm::batch<float> img(2, 3 * 4 * 6);
+  ops::unpatchify(ctx, back.cview(), g, 3, img.view());
+  for (ddm::index_t i = 0; i < img.size(); ++i) ASSERT_EQ(img.data()[i], x.data()[i]) << i;
+  // Keeping 2 of 3 channels drops the last one.
+  ddm::batch<float> two(2, 2 * 4 * 6);
+  ops::unpatchify(ctx, back.cview(), g, 2, two.view());
+  EXPECT_EQ(two(1, 2 * 24 - 1), x(1, 2 * 24 - 1));
+}
+
+TEST(DitBackend, LinearAddsBiasAndAccumulates) {
+  ddm::batch<float> x(2, 3), w(4, 3), y(2, 4);
+  for (ddm::index_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(i + 1);
+  for (ddm::index_t i = 0; i < w.size(); ++i) w.data()[i] = static_cast<float>(i % 5) - 2.0f;
+  const float bias[4] = {0.5f, -1.0f, 2.0f, 0.0f};
+  ops::linear(ctx, x.cview(), w.cview(), bias, y.view());
+  for (ddm::index_t r = 0; r < 2; ++r)
+    for (ddm::index_t o = 0; o < 4; ++o) {
+      float want = bias[o];
+      for (ddm::index_t i = 0; i < 3; ++i) want += x(r, i) * w(o, i);
+      EXPECT_FLOAT_EQ(y(r, o), want);
+    }
+  const float before = y(1, 2);
+  ops::linear(ctx, x.cview(), w.cview(), nullptr, y.view(), /*accumulate=*/true);
+  EXPECT_FLOAT_EQ(y(1, 2), 2 * before - bias[2]);
+  ddm::batch<float> wrong(4, 2);
+  EXPECT_THROW(ops::linear(ctx, x.cview(), wrong.cview(), nullptr, y.view()), ddm::shape_error);
+}
+
+}  // namespace

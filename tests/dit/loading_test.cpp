@@ -1,0 +1,189 @@
+// Loading checkpoints: configurations read off tensor shapes, every kind of mismatch reported
+// with the file and the tensor, presets and parameter counts, and per-sample independence of
+// the batched forward pass.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ddm/io/safetensors.hpp>
+
+#include "dit/backend_host.hpp"
+#include "dit/dit_model.hpp"
+#include "dit/dit_router.hpp"
+#include "dit/paris_expert.hpp"
+#include "golden_support.hpp"
+
+namespace {
+
+using dit_test::fixture;
+
+std::string load_error(const dit::dit_config& config, const std::string& file = "dit_a.safetensors") {
+  try {
+    (void)dit::dit_model<>::load(fixture(file), config);
+  } catch (const ddm::error& e) {
+    return e.message();
+  }
+  return "no error";
+}
+
+dit::dit_config dit_a_config() {
+  const ddm::io::safetensors_file golden(fixture("dit_a.golden.safetensors"));
+  return dit_test::dit_config_of(dit_test::config_of(golden));
+}
+
+TEST(DitLoading, MissingTensorNamesTheFileAndTheTensor) {
+  auto c = dit_a_config();
+  c.depth = 3;
+  const auto msg = load_error(c);
+  EXPECT_NE(msg.find("dit_a.safetensors"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("tensor 'blocks.2.adaLN_modulation.1.weight': not found"), std::string::npos) << msg;
+}
+
+TEST(DitLoading, UnusedTensorsAreAnErrorInStrictMode) {
+  auto c = dit_a_config();
+  c.depth = 1;
+  const auto msg = load_error(c);
+  EXPECT_NE(msg.find("not used by the DiT configuration"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'blocks.1."), std::string::npos) << msg;
+  const ddm::io::safetensors_file file(fixture("dit_a.safetensors"));
+  EXPECT_NO_THROW(dit::dit_model<>(c, file, /*strict=*/false));
+}
+
+TEST(DitLoading, WrongShapeNamesTheTensorAndBothShapes) {
+  auto c = dit_a_config();
+  c.hidden_size = 64;
+  c.num_heads = 1;
+  const auto msg = load_error(c);
+  EXPECT_NE(msg.find("tensor 'x_embedder.proj.weight': has shape [72, 4, 2, 2], expected [64, 4, 2, 2]"),
+            std::string::npos)
+      << msg;
+  c = dit_a_config();
+  c.num_classes = 11;
+  EXPECT_NE(load_error(c).find("y_embedder.embedding_table.weight"), std::string::npos);
+}
+
+TEST(DitLoading, InvalidConfigurationIsAnArgumentError) {
+  auto c = dit_a_config();
+  c.num_heads = 5;  // 72 is not divisible by 5
+  EXPECT_THROW((void)dit::dit_model<>::load(fixture("dit_a.safetensors"), c), ddm::argument_error);
+  EXPECT_THROW((void)dit::dit_config::preset("DiT-M/2"), ddm::argument_error);
+  EXPECT_THROW((void)dit::dit_config::preset("DiT-XL/3"), ddm::argument_error);
+}
+
+TEST(DitLoading, ParameterCountsMatchTheCheckpointAndThePaper) {
+  const auto c = dit_a_config();
+  const ddm::io::safetensors_file file(fixture("dit_a.safetensors"));
+  std::int64_t stored = 0;
+  for (const auto& t : file.tensors()) stored += static_cast<std::int64_t>(t.numel());
+  EXPECT_EQ(c.parameter_count(), stored);
+  // DiT paper / README sizes at 256 px (32x32x4 latents), pos_embed included.
+  const struct {
+    const char* name;
+    double millions;
+  } paper[] = {{"DiT-S/2", 32.96}, {"DiT-B/2", 130.51}, {"DiT-L/2", 458.10}, {"DiT-XL/2", 675.13}};
+  for (const auto& p : paper) {
+    const double m = static_cast<double>(dit::dit_config::preset(p.name).parameter_count()) / 1e6;
+    std::printf("[ measured ] %-9s %.2fM parameters\n", p.name, m);
+    EXPECT_NEAR(m, p.millions, 0.005) << p.name;
+  }
+  const auto xl8 = dit::dit_config::preset("DiT-XL/8");
+  EXPECT_EQ(xl8.patch_size, 8);
+  EXPECT_EQ(xl8.tokens(), 16);
+}
+
+TEST(DitLoading, CheckpointLayoutListsExactlyTheTensorsOfACheckpoint) {
+  const auto layout = dit::dit_model<>::checkpoint_layout(dit_a_config());
+  const ddm::io::safetensors_file file(fixture("dit_a.safetensors"));
+  EXPECT_EQ(layout.size(), file.tensors().size());
+  std::int64_t values = 0;
+  for (const auto& [name, shape] : layout) {
+    ASSERT_TRUE(file.contains(name)) << name;
+    EXPECT_EQ(file.info(name).shape, shape) << name;
+    std::int64_t n = 1;
+    for (const auto d : shape) n *= static_cast<std::int64_t>(d);
+    values += n;
+  }
+  EXPECT_EQ(values, dit_a_config().parameter_count());
+}
+
+TEST(DitLoading, ParisAndRouterConfigurationsAreReadOffTheShapes) {
+  const ddm::io::safetensors_file expert(fixture("paris_tiny/expert_0/diffusion_pytorch_model.safetensors"));
+  const ddm::io::safetensors_file golden(fixture("paris_tiny/expert_0.golden.safetensors"));
+  const auto want = dit_test::paris_config_of(dit_test::config_of(golden));
+  dit::paris_expert_config base;
+  base.num_heads = want.num_heads;
+  base.text_length = want.text_length;
+  const auto got = dit::paris_expert_config_from(expert, base);
+  EXPECT_EQ(got.hidden_size, want.hidden_size);
+  EXPECT_EQ(got.depth, want.depth);
+  EXPECT_EQ(got.patch_size, want.patch_size);
+  EXPECT_EQ(got.input_size, want.input_size);
+  EXPECT_EQ(got.in_channels, want.in_channels);
+  EXPECT_EQ(got.out_channels, want.out_channels);
+  EXPECT_EQ(got.text_dim, want.text_dim);
+  EXPECT_EQ(got.mlp_ratio, want.mlp_ratio);
+  EXPECT_NO_THROW(dit::paris_expert<>(got, expert));
+
+  const ddm::io::safetensors_file router(fixture("paris_tiny/router/pytorch_model.safetensors"));
+  const ddm::io::safetensors_file rgolden(fixture("paris_tiny/router.golden.safetensors"));
+  const auto rwant = dit_test::router_config_of(dit_test::config_of(rgolden));
+  dit::router_config rbase;
+  rbase.num_heads = rwant.num_heads;
+  const auto rgot = dit::router_config_from(router, rbase);
+  EXPECT_EQ(rgot.hidden_size, rwant.hidden_size);
+  EXPECT_EQ(rgot.depth, rwant.depth);
+  EXPECT_EQ(rgot.num_experts, rwant.num_experts);
+  EXPECT_EQ(rgot.input_size, rwant.input_size);
+  EXPECT_NO_THROW(dit::dit_router_model<>(rgot, router));
+  // A router checkpoint is not an expert.
+  EXPECT_THROW((void)dit::paris_expert_config_from(router), ddm::io_error);
+}
+
+TEST(DitForward, EachSampleIsIndependentOfTheRestOfTheBatch) {
+  const ddm::io::safetensors_file golden(fixture("paris_tiny/expert_1.golden.safetensors"));
+  const auto config = dit_test::paris_config_of(dit_test::config_of(golden));
+  const auto model =
+      dit::paris_expert<>::load(fixture("paris_tiny/expert_1/diffusion_pytorch_model.safetensors"), config);
+  const auto x = golden.read<float>("input.x");
+  const auto t = golden.read<float>("input.t");
+  const auto text = golden.read<float>("input.text");
+  const auto b = static_cast<ddm::index_t>(t.size());
+  const auto n = model->input_values();
+  const auto l = config.text_values();
+  dit::workspace<ddm::host_space> ws;
+  ddm::batch<float> all(b, model->output_values());
+  model->forward({}, ddm::batch_view<const float>(x.data(), b, n), t, ddm::batch_view<const float>(text.data(), b, l),
+                 all.view(), ws);
+  double worst = 0;
+  for (ddm::index_t r = b - 1; r >= 0; --r) {  // reversed, so the workspace shrinks and grows
+    ddm::batch<float> one(1, model->output_values());
+    model->forward({}, ddm::batch_view<const float>(x.data() + r * n, 1, n), std::span<const float>(&t[r], 1),
+                   ddm::batch_view<const float>(text.data() + r * l, 1, l), one.view(), ws);
+    for (ddm::index_t c = 0; c < one.cols(); ++c) worst = std::max(worst, double(std::abs(one(0, c) - all(r, c))));
+  }
+  std::printf("[ measured ] max |batched - one at a time| = %.2e\n", worst);
+  EXPECT_LE(worst, 1e-5);
+}
+
+TEST(DitForward, RejectsBadInputs) {
+  const auto c = dit_a_config();
+  const auto model = dit::dit_model<>::load(fixture("dit_a.safetensors"), c);
+  dit::workspace<ddm::host_space> ws;
+  ddm::batch<float> x(2, model->input_values());
+  ddm::batch<float> out(2, model->output_values());
+  const std::vector<float> t{1.0f, 2.0f};
+  const std::vector<std::int32_t> good{0, -1};
+  EXPECT_NO_THROW(model->forward({}, x.cview(), t, good, out.view(), ws));
+  const std::vector<std::int32_t> bad{0, 11};
+  EXPECT_THROW(model->forward({}, x.cview(), t, bad, out.view(), ws), ddm::argument_error);
+  const std::vector<float> short_t{1.0f};
+  EXPECT_THROW(model->forward({}, x.cview(), short_t, good, out.view(), ws), ddm::shape_error);
+  ddm::batch<float> wrong(2, 5);
+  EXPECT_THROW(model->forward({}, wrong.cview(), t, good, out.view(), ws), ddm::shape_error);
+  ddm::batch<float> half(2, model->output_values() / 2);
+  EXPECT_NO_THROW(model->forward({}, x.cview(), t, good, half.view(), ws, /*keep=*/4));  // eps channels only
+}
+
+}  // namespace
