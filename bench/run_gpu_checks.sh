@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build and run ddm's CUDA tests and benchmarks on a GPU machine, in one go (a few minutes on an
-# H100 with 16 cores: about 2 minutes of build, about 1 minute of tests, 2 to 3 minutes of
-# benchmarks).
+# Build and run ddm's CUDA tests and benchmarks and the paradox study on a GPU machine, in one go
+# (a few minutes on an H100 with 16 cores: about 2 minutes of build, about 1 minute of tests, 2 to
+# 3 minutes of benchmarks, under a minute for the study on the GPU and on the host).
 #
 #     OUT=/path/for/results bench/run_gpu_checks.sh
 #     SKIP_BUILD=1 BUILD=build/default OUT=... bench/run_gpu_checks.sh   # binaries built elsewhere
@@ -9,14 +9,17 @@
 # Environment:
 #   OUT         where the results go (default ./gpu-results)
 #   BUILD       build directory (default build/gpu under the repository); with SKIP_BUILD=1 the
-#               binaries are expected at $BUILD/tests/ddm_test_cuda{,_routing} and
-#               $BUILD/bench/ddm_bench_cuda_{algebra,routing} (they link the CUDA runtime and
-#               cuBLAS of the toolkit they were built with, which the GPU machine must have)
+#               binaries are expected at $BUILD/tests/ddm_test_cuda{,_routing},
+#               $BUILD/bench/ddm_bench_cuda_{algebra,routing} and
+#               $BUILD/examples/01_paradox/ddm-paradox (they link the CUDA runtime and cuBLAS of
+#               the toolkit they were built with, which the GPU machine must have)
 #   CUDA_ARCH   CMAKE_CUDA_ARCHITECTURES (default 90: H100, H200)
 #   SKIP_BUILD  1: use the binaries already in $BUILD (built elsewhere and carried over)
 #   BENCH_REPS  repetitions of each benchmark (default 3)
+#   PARADOX_DOUBLE  1: also time the default study in double on both (default 0)
 #
-# Needs CMake >= 3.24, nvcc, GoogleTest and Google Benchmark (as for the CPU build).
+# Needs CMake >= 3.24, nvcc, GoogleTest and Google Benchmark (as for the CPU build), Eigen and
+# nlohmann_json for ddm-paradox, and Python 3 for its comparison.
 #
 # Results in $OUT:
 #   gpu.txt                    nvidia-smi -L, the card's clocks and memory, nvcc's version
@@ -28,6 +31,12 @@
 #   cuda_algebra_bench.txt     the algebra benchmarks (fused lincomb, strided, integrator steps)
 #   cuda_routing_bench.txt     the routed combine and the routed field's cost at K = 8
 #   *_bench.json               the same, as Google Benchmark JSON (repetitions, aggregates)
+#   paradox_compare.txt        ddm-paradox --device cuda against --device cpu on a small
+#                              configuration in float (examples/01_paradox/compare_devices.py: sample
+#                              by sample, every number within its tolerance, the same verdicts)
+#   paradox_cuda.txt/.json     the default study on the GPU (float), with --out paradox_cuda/
+#   paradox_host.txt/.json     the same configuration on the host (--precision float)
+#   paradox_timing.txt         wall times of both, per policy and in all, and the speed-up
 #   summary.txt                what ran, its status and its time
 #
 # The exit status is 0 only when every step succeeded.
@@ -70,12 +79,12 @@ configure() {
   cmake -S "$repo" -B "$BUILD" -G "$generator" \
     -DCMAKE_BUILD_TYPE=Release \
     -DDDM_ENABLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
-    -DDDM_BUILD_TESTS=ON -DDDM_BUILD_BENCHMARKS=ON -DDDM_BUILD_EXAMPLES=OFF
+    -DDDM_BUILD_TESTS=ON -DDDM_BUILD_BENCHMARKS=ON -DDDM_BUILD_EXAMPLES=ON
 }
 
 build() {
   cmake --build "$BUILD" --target ddm_test_cuda ddm_test_cuda_routing ddm_bench_cuda_algebra \
-    ddm_bench_cuda_routing -j "$(nproc)"
+    ddm_bench_cuda_routing ddm-paradox -j "$(nproc)"
 }
 
 # run_suite <binary name> <result name>: one process for the whole suite, so that its
@@ -126,6 +135,80 @@ for bench in ddm_bench_cuda_algebra:cuda_algebra_bench ddm_bench_cuda_routing:cu
     status=1
   fi
 done
+
+# The paradox study: the device against the host on a small configuration, then the default
+# study on both, timed (same configuration, float on both).
+paradox="$BUILD/examples/01_paradox/ddm-paradox"
+
+paradox_compare() {
+  python3 "$repo/examples/01_paradox/compare_devices.py" --program "$paradox" --work "$OUT/paradox-compare"
+  local rc=$?
+  # On a GPU machine the comparison may not skip (77): the device was not usable.
+  [ "$rc" -eq 77 ] && echo "the comparison skipped: the GPU was not usable"
+  return "$rc"
+}
+
+# paradox_run <name> <flags...>: the default study with <flags>, its wall time in <name>.wall
+paradox_run() {
+  local name="$1"
+  shift
+  local t0 t1
+  t0=$(date +%s.%N)
+  timeout 300 "$paradox" "$@" --json "$OUT/$name.json" --out "$OUT/$name" > "$OUT/$name.txt"
+  local rc=$?
+  t1=$(date +%s.%N)
+  echo "$t0 $t1" | awk '{printf "%.2f\n", $2 - $1}' > "$OUT/$name.wall"
+  return "$rc"
+}
+
+paradox_timing() {
+  python3 - "$OUT" "$@" <<'PY'
+import json, os, sys
+out, pairs = sys.argv[1], sys.argv[2:]
+for pair in pairs:
+    cuda, host = pair.split(":")
+    docs = {}
+    for name in (cuda, host):
+        with open(os.path.join(out, name + ".json")) as f:
+            docs[name] = json.load(f)
+        with open(os.path.join(out, name + ".wall")) as f:
+            docs[name]["process_wall"] = float(f.read())
+    c, h = docs[cuda], docs[host]
+    print("%s vs %s: %d samples, %d steps, %s, K = %d, D = %d, %s" % (cuda, host, c["config"]["samples"],
+          c["config"]["steps"], c["config"]["integrator"], c["config"]["clusters"], c["config"]["dim"],
+          c["config"]["precision"]))
+    print("%-16s %12s %12s %9s   %12s %12s %9s" % ("policy", "sample host", "sample cuda", "speed-up",
+                                                  "study host", "study cuda", "speed-up"))
+    for key in h["policies"]:
+        hp, cp = h["policies"][key]["cost"], c["policies"][key]["cost"]
+        print("%-16s %11.3fs %11.3fs %8.1fx   %11.2fs %11.2fs %8.1fx" % (key, hp["sampling_seconds"],
+              cp["sampling_seconds"], hp["sampling_seconds"] / cp["sampling_seconds"], hp["study_seconds"],
+              cp["study_seconds"], hp["study_seconds"] / cp["study_seconds"]))
+    print("whole program: host %.1f s, cuda %.1f s (speed-up %.1fx); in-program wall time host %.1f s, cuda %.1f s"
+          % (h["process_wall"], c["process_wall"], h["process_wall"] / c["process_wall"], h["wall_seconds"],
+             c["wall_seconds"]))
+    same = all(h["verdicts"][k] == c["verdicts"][k] for k in h["verdicts"] if k != "details")
+    print("verdicts identical: %s\n" % ("yes" if same else "no (see paradox_compare.txt for the tolerances)"))
+PY
+}
+
+if [ -x "$paradox" ]; then
+  step paradox_cmp paradox_compare > "$OUT/paradox_compare.txt" 2>&1
+  tail -n 3 "$OUT/paradox_compare.txt"
+  step paradox_cuda paradox_run paradox_cuda --device cuda
+  step paradox_host paradox_run paradox_host --device cpu --precision float
+  pairs="paradox_cuda:paradox_host"
+  if [ "${PARADOX_DOUBLE:-0}" = "1" ]; then
+    step paradox_cuda64 paradox_run paradox_cuda_double --device cuda --precision double
+    step paradox_host64 paradox_run paradox_host_double --device cpu --precision double
+    pairs="$pairs paradox_cuda_double:paradox_host_double"
+  fi
+  # shellcheck disable=SC2086
+  paradox_timing $pairs 2>&1 | tee "$OUT/paradox_timing.txt"
+else
+  echo "no ddm-paradox binary at $paradox" | tee -a "$summary"
+  status=1
+fi
 
 echo "---- summary (results in $OUT)"
 cat "$summary"

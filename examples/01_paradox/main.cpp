@@ -23,6 +23,9 @@
 #ifndef DDM_PARADOX_CUDA
 #define DDM_PARADOX_CUDA 0
 #endif
+#if DDM_PARADOX_CUDA
+#include "device.hpp"
+#endif
 
 namespace {
 
@@ -56,7 +59,9 @@ study
 output
   --json FILE           write every number as JSON (schema: docs/paradox.md)
   --out DIR             write CSV files and SVG plots into DIR
-  --device cpu|cuda     where to run (default cpu)
+  --device cpu|cuda     where to run (default cpu): cuda runs the sampler, the routed field (experts and
+                        router), the observers, Delta_refine and the amplification on the GPU
+  --precision P         float | double: the states' value type (default: double on cpu, float on cuda)
   --quiet               no progress on stderr
   --help                this message
 )";
@@ -102,6 +107,7 @@ std::vector<std::string> split(const std::string& s) {
 
 config parse(int argc, char** argv) {
   config c;
+  bool precision_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
     std::string value;
@@ -180,6 +186,16 @@ config parse(int argc, char** argv) {
       } else {
         bad_usage("unknown device '" + d + "' (expected cpu or cuda)");
       }
+    } else if (flag == "--precision") {
+      const auto p = next();
+      if (p == "float") {
+        c.prec = paradox::precision::float32;
+      } else if (p == "double") {
+        c.prec = paradox::precision::float64;
+      } else {
+        bad_usage("unknown precision '" + p + "' (expected float or double)");
+      }
+      precision_given = true;
     } else if (flag == "--quiet") {
       if (has_value) bad_usage("option --quiet takes no value");
       c.quiet = true;
@@ -187,43 +203,44 @@ config parse(int argc, char** argv) {
       bad_usage("unknown option '" + flag + "'");
     }
   }
+  // GPUs are built for float; the host's float run is the one a device run compares with.
+  if (!precision_given) c.prec = c.dev == paradox::device::cuda ? paradox::precision::float32 : paradox::precision::float64;
   return c;
 }
 
-using any_integrator = std::variant<ddm::euler, ddm::heun, ddm::dpmpp_2m, ddm::dpmpp_3m>;
-
-any_integrator make_integrator(const std::string& name) {
-  if (name == "euler") return ddm::euler{};
-  if (name == "dpm++2m") return ddm::dpmpp_2m{};
-  if (name == "dpm++3m") return ddm::dpmpp_3m{};
-  return ddm::heun{};
-}
-
-// One temperature's study in the chosen memory space.
+// One temperature's study, on the host or on the device.
 paradox::tau_result run_at(const config& c, const ddm::synthetic::analytic_ddm& model, double tau,
                            const paradox::progress& prog) {
-  const auto integ = make_integrator(c.integrator);
-  return std::visit(
-      [&](const auto& i) -> paradox::tau_result {
-        if (c.dev == paradox::device::cuda) {
+  if (c.dev == paradox::device::cuda) {
 #if DDM_PARADOX_CUDA
-          return paradox::run_study<ddm::cuda_space>(c, model, tau, i, prog);
+    return paradox::run_study(c, model, tau, prog, [&](const std::string& key) {
+      return paradox::cuda::measure_policy(c, model, key, tau, prog);
+    });
 #else
-          throw std::runtime_error("unreachable: --device cuda was refused at start-up");
+    throw std::runtime_error("unreachable: --device cuda was refused at start-up");
 #endif
-        }
-        return paradox::run_study<ddm::host_space>(c, model, tau, i, prog);
-      },
-      integ);
+  }
+  const paradox::host_source source{&model};
+  const auto integ = paradox::make_integrator(c.integrator);
+  return paradox::run_study(c, model, tau, prog, [&](const std::string& key) {
+    return std::visit(
+        [&](const auto& i) {
+          if (c.prec == paradox::precision::float32)
+            return paradox::measure_policy<float, ddm::host_space>(c, model, source, key, tau, i, prog);
+          return paradox::measure_policy<double, ddm::host_space>(c, model, source, key, tau, i, prog);
+        },
+        integ);
+  });
 }
 
-void print_header(const config& c, const ddm::synthetic::analytic_ddm& model) {
+void print_header(const config& c, const ddm::synthetic::analytic_ddm& model, const std::string& device_name) {
   std::printf("ddm-paradox: the stability-quality paradox on the analytic DDM\n");
   std::printf("model    K = %zu clusters (experts), D = %td, %d components per cluster, model seed %llu\n",
               model.num_clusters(), model.dim(), c.model.components_per_cluster,
               static_cast<unsigned long long>(c.model.seed));
-  std::printf("sampler  %s, %ld uniform steps, %td samples per policy, seed %llu, device %s\n", c.integrator.c_str(), c.steps,
-              c.samples, static_cast<unsigned long long>(c.seed), c.dev == paradox::device::cpu ? "cpu" : "cuda");
+  std::printf("sampler  %s, %ld uniform steps, %td samples per policy, seed %llu, %s, device %s%s\n", c.integrator.c_str(),
+              c.steps, c.samples, static_cast<unsigned long long>(c.seed), paradox::to_string(c.prec),
+              paradox::to_string(c.dev), device_name.empty() ? "" : (" (" + device_name + ")").c_str());
   std::printf("router   exact posterior p(k | x_t)^(1/tau), tau = %g (%s); scheduled policies switch at t = %g\n", c.tau,
               c.tau == 1 ? "perfect router: the full ensemble is the exact field" : "under-confident, like a trained router",
               c.t_switch);
@@ -239,16 +256,31 @@ void print_header(const config& c, const ddm::synthetic::analytic_ddm& model) {
 
 int main(int argc, char** argv) {
   const config c = parse(argc, argv);
-  if (c.dev == paradox::device::cuda && !DDM_PARADOX_CUDA) {
+  std::string device_name;
+  if (c.dev == paradox::device::cuda) {
+#if DDM_PARADOX_CUDA
+    std::string why;
+    bool usable = false;
+    try {
+      usable = paradox::cuda::start(&why, &device_name);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    if (!usable) {
+      std::fprintf(stderr, "ddm-paradox: --device cuda: no usable CUDA device (%s); use --device cpu\n", why.c_str());
+      return 2;
+    }
+#else
     std::fprintf(stderr,
                  "ddm-paradox: --device cuda: this build of ddm-paradox has no CUDA support (it was compiled "
                  "without DDM_PARADOX_CUDA, so the study runs on the host only); use --device cpu\n");
     return 2;
+#endif
   }
   try {
     const ddm::synthetic::analytic_ddm model(c.model);
     const paradox::progress prog(c.quiet);
-    print_header(c, model);
+    print_header(c, model, device_name);
 
     const auto main_run = run_at(c, model, c.tau, prog);
     const auto reference = paradox::reference_quality(c, model);
@@ -308,7 +340,8 @@ int main(int argc, char** argv) {
                      {"epsilon", c.epsilon},
                      {"permutations", c.permutations},
                      {"bootstrap", c.bootstrap},
-                     {"device", c.dev == paradox::device::cpu ? "cpu" : "cuda"},
+                     {"device", paradox::to_string(c.dev)},
+                     {"precision", paradox::to_string(c.prec)},
                      {"cluster_priors", std::vector<double>(model.cluster_priors().begin(), model.cluster_priors().end())}};
       const auto main_json = paradox::to_json(main_run, model.num_clusters());
       j["tau"] = main_json["tau"];

@@ -207,6 +207,63 @@ TEST(DeviceDiagnosticsRouted, LeffOfTheRoutedFieldRunsOnTheDeviceLikeOnTheHost) 
   EXPECT_LT(worst, 1e-6);
 }
 
+// The routing observer on device views (routing_instruments<cuda_space>) follows a scheduled
+// policy's run as the host's observer does: the same decisions (selected experts per row at every
+// step), the same alignment ranks, and disagreement and angles within double rounding: the Gram
+// route's relative error, D eps (|v_a| + |v_b|)^2 / d_ab^2, stays below 1e-10 unless two experts
+// agree to 1% of their norms, and the trajectories themselves agree to ~1e-14.
+TEST(DeviceDiagnosticsRouted, RoutingObserverOnTheDeviceAgreesWithTheHost) {
+  DDM_TEST_REQUIRE_GPU();
+  const ddm::cuda_context ctx;
+  const ddm::synthetic::analytic_ddm model;
+  const ddm::cuda::device_analytic_ddm dev(ctx, model);
+  const ddm::scheduled policy{0.5, ddm::full_ensemble{}, ddm::top_2()};
+  auto h_field = ddm::make_routed_field<double>(model.experts(), model.router(2.0), policy);
+  auto d_field = ddm::cuda::make_analytic_routed_field<double>(dev, 2.0, policy);
+  const auto schedule = ddm::schedules::uniform(8);
+  const auto d_centroids = ddm::cuda::to_device(ctx, model.centroids());
+  auto h_obs = dd::make_routing_observer<double>(h_field, schedule, model.centroids(), {.alignment_every_step = true});
+  auto d_obs = dd::make_routing_observer<double, cuda_space>(d_field, schedule, d_centroids.cview(),
+                                                             {.alignment_every_step = true}, {}, ctx);
+  batch<double> x(96, model.dim());
+  ddm::fill_normal(host, x.view(), 5);
+  batch<double, cuda_space> dx(ctx, 96, model.dim());
+  ddm::fill_normal(ctx, dx.view(), 5);
+  ddm::sample(h_field, x.view(), schedule, ddm::heun{}, h_obs);
+  ddm::sample(ctx, {}, d_field, dx.view(), schedule, ddm::heun{}, d_obs);
+
+  ASSERT_EQ(d_obs.steps().size(), h_obs.steps().size());
+  double worst_step = 0;
+  for (std::size_t j = 0; j < h_obs.steps().size(); ++j) {
+    const auto& h = h_obs.steps()[j];
+    const auto& d = d_obs.steps()[j];
+    EXPECT_EQ(d.mean_selected, h.mean_selected) << "step " << j;
+    EXPECT_EQ(d.mean_rank.has_value(), h.mean_rank.has_value()) << "step " << j;
+    if (h.mean_rank && d.mean_rank) EXPECT_EQ(*d.mean_rank, *h.mean_rank) << "step " << j;
+    EXPECT_EQ(d.angular_gap.has_value(), h.angular_gap.has_value()) << "step " << j;
+    worst_step = std::max(worst_step, std::abs(d.disagreement_mean - h.disagreement_mean) / h.disagreement_mean);
+  }
+  double worst_row = 0;
+  ASSERT_EQ(d_obs.integrated_disagreement().size(), h_obs.integrated_disagreement().size());
+  for (std::size_t r = 0; r < h_obs.integrated_disagreement().size(); ++r) {
+    const double h = h_obs.integrated_disagreement()[r];
+    worst_row = std::max(worst_row, std::abs(d_obs.integrated_disagreement()[r] - h) / h);
+  }
+  ASSERT_TRUE(h_obs.angular().selected_mean() && d_obs.angular().selected_mean());
+  ASSERT_TRUE(h_obs.angular().unselected_mean() && d_obs.angular().unselected_mean());
+  const double angle_diff = std::max(std::abs(*d_obs.angular().selected_mean() - *h_obs.angular().selected_mean()),
+                                     std::abs(*d_obs.angular().unselected_mean() - *h_obs.angular().unselected_mean()));
+  std::printf("[ measured ] routing observer (double), device vs host: disagreement per step %.2e, integrated per row "
+              "%.2e relative; pooled angles %.2e rad; mean rank %.6f vs %.6f\n",
+              worst_step, worst_row, angle_diff, d_obs.alignment_mean_rank().value_or(-1),
+              h_obs.alignment_mean_rank().value_or(-1));
+  EXPECT_LT(worst_step, 1e-8);
+  EXPECT_LT(worst_row, 1e-8);
+  EXPECT_LT(angle_diff, 1e-9);
+  EXPECT_EQ(d_obs.alignment_mean_rank(), h_obs.alignment_mean_rank());
+  EXPECT_EQ(d_obs.expert_evaluations(), h_obs.expert_evaluations());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Routing instruments
 

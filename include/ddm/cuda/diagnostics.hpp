@@ -21,6 +21,8 @@
 //   the grouping by selection is the host's code, on the host.
 // - selected_ranks / alignment_ranks(ctx, ...): one thread per row running the host's
 //   selected_rank_sum; the histogram and pooled values are summed on the host in row order.
+// - routing_instruments<cuda_space>: the above for the routing observer
+//   (ddm/diagnostics/routing_observer.hpp), which then runs on device views unchanged.
 //
 // Determinism: the GEMM is cuBLAS's (reproducible run to run on one architecture and toolkit);
 // every other sum is formed in a fixed order (per thread, or a warp's fixed shuffle tree), so the
@@ -61,6 +63,7 @@
 #include "ddm/diagnostics/disagreement.hpp"
 #include "ddm/diagnostics/expert_views.hpp"
 #include "ddm/diagnostics/probes.hpp"
+#include "ddm/diagnostics/routing_observer.hpp"
 #include "ddm/diagnostics/row_ops.hpp"
 #include "ddm/flow/parameterization.hpp"
 
@@ -524,6 +527,30 @@ template <class T, class Embedding = identity_embedding>
   phi(ctx, x0.cview(), embedded.view());
   return selected_ranks(ctx, embedded.cview(), selected, centroids, t);
 }
+
+/// The routing observer's instruments on device views: the Gram-matrix disagreement, the angles,
+/// and the selected pairs counted on the host from one copy of the (B, K) selection. Each waits
+/// for the stream.
+template <>
+struct routing_instruments<cuda_space> {
+  template <class T>
+  [[nodiscard]] static std::vector<double> disagreement(const cuda_context& ctx,
+                                                        std::span<const batch_view<const T, cuda_space>> experts) {
+    return expert_disagreement(ctx, experts);
+  }
+  template <class T>
+  [[nodiscard]] static angular_deviation_result angles(const cuda_context& ctx,
+                                                       std::span<const batch_view<const T, cuda_space>> experts,
+                                                       batch_view<const T, cuda_space> blended,
+                                                       batch_view<const std::uint8_t, cuda_space> selected) {
+    return angular_deviation(ctx, experts, blended, selected);
+  }
+  [[nodiscard]] static std::size_t selected_pairs(const cuda_context& ctx,
+                                                  batch_view<const std::uint8_t, cuda_space> selected) {
+    const auto h = cuda::to_host(ctx, selected);
+    return routing_instruments<host_space>::selected_pairs(host_context{}, h.cview());
+  }
+};
 
 }  // namespace diagnostics
 }  // namespace ddm

@@ -33,6 +33,11 @@
 // expert row evaluations, counted in expert_evaluations()), one copy of the state, O(K^2 D) per
 // row for the disagreement, O(K D) for the angles, and at an alignment step one embedding of the
 // batch and O(K E) per row. Unmeasured steps cost nothing.
+//
+// On device views (Space = cuda_space, with ddm/cuda/diagnostics.hpp included) the observer runs
+// unchanged: routing_instruments<cuda_space> computes the disagreement through Gram matrices
+// (cuBLAS), the angles and ranks in kernels, and brings back per step only the per-row results
+// and one copy of the (B, K) selection (to count the selected experts), each a wait.
 
 #include <algorithm>
 #include <cmath>
@@ -87,6 +92,36 @@ struct routing_step {
   std::optional<double> angular_gap;        ///< (unselected - selected) / unselected; empty when undefined
   std::optional<double> mean_rank;          ///< pooled mean rank of the selected experts, when ranked here
   double mean_selected = 0.0;               ///< selected experts per row, averaged over the rows
+};
+
+/// The observer's per-step instruments in one memory space: the disagreement d_r, the angular
+/// deviation, and the number of selected (row, expert) pairs. The host's are the functions of
+/// disagreement.hpp and angular_deviation.hpp; the CUDA backend specializes this class for
+/// cuda_space (ddm/cuda/diagnostics.hpp). A class and not overloads, because the observer's
+/// calls are resolved where it is defined, before a backend has declared its functions.
+template <class Space>
+struct routing_instruments;
+
+template <>
+struct routing_instruments<host_space> {
+  template <class T>
+  [[nodiscard]] static std::vector<double> disagreement(const host_context& /*ctx*/,
+                                                        std::span<const batch_view<const T>> experts) {
+    return expert_disagreement(experts);
+  }
+  template <class T>
+  [[nodiscard]] static angular_deviation_result angles(const host_context& /*ctx*/,
+                                                       std::span<const batch_view<const T>> experts,
+                                                       batch_view<const T> blended,
+                                                       batch_view<const std::uint8_t> selected) {
+    return angular_deviation(experts, blended, selected);
+  }
+  [[nodiscard]] static std::size_t selected_pairs(const host_context& /*ctx*/, batch_view<const std::uint8_t> selected) {
+    std::size_t n = 0;
+    for (index_t r = 0; r < selected.rows(); ++r)
+      for (index_t k = 0; k < selected.cols(); ++k) n += selected(r, k) != 0 ? 1 : 0;
+    return n;
+  }
 };
 
 template <class T, class Field, class Embedding = identity_embedding, class Space = host_space>
@@ -240,14 +275,14 @@ class routing_observer {
     rec.step = e.index;
     rec.t = t;
     if (e.index % options_.every == 0) {
-      const auto d = expert_disagreement(experts);
+      const auto d = routing_instruments<Space>::disagreement(ctx_, experts);
       const std::size_t next = std::min(e.index + options_.every, schedule_.steps());
       integrated_.add(t, schedule_[next], d);
       double s = 0.0;
       for (double v : d) s += v;
       rec.disagreement_mean = s / static_cast<double>(d.size());
 
-      const auto a = angular_deviation(experts, e.v, selected_.cview());
+      const auto a = routing_instruments<Space>::angles(ctx_, experts, e.v, selected_.cview());
       angles_.add(a);
       angular_deviation_summary one;
       one.add(a);
@@ -257,11 +292,7 @@ class routing_observer {
     } else {
       rec.disagreement_mean = std::numeric_limits<double>::quiet_NaN();
     }
-    std::size_t sel = 0;
-    if constexpr (Space::host_accessible) {
-      for (index_t r = 0; r < b; ++r)
-        for (std::size_t k = 0; k < k_count; ++k) sel += selected_(r, static_cast<index_t>(k));
-    }
+    const std::size_t sel = routing_instruments<Space>::selected_pairs(ctx_, selected_.cview());
     rec.mean_selected = static_cast<double>(sel) / static_cast<double>(b);
 
     const bool at_alignment = is_alignment_step_(e.index);
