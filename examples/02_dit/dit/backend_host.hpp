@@ -120,6 +120,8 @@ void parallel_for(index_t n, index_t work_per_item, Body&& body) {
     for (index_t i = 0; i < n; ++i) body(i);
     return;
   }
+#else
+  (void)work_per_item;
 #endif
   for (index_t i = 0; i < n; ++i) body(i);
 }
