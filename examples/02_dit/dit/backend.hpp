@@ -12,7 +12,10 @@
 //   gated_residual(ctx, x, gate, y)            x += gate_b * y         (gate empty: x += y)
 //   add_row_vector(ctx, x, v, y)               y(r, :) = x(r, :) + v(0, :)
 //   silu(ctx, x, y), gelu_tanh(ctx, x, y)      element-wise, in place allowed
-//   attention(ctx, q, k, v, batch, heads, out) softmax(q k^T / sqrt(hd)) v, per sample and head
+//   attention(ctx, q, k, v, batch, heads, out, operands)
+//                                              softmax(q k^T / sqrt(hd)) v, per sample and head;
+//                                              operands: the layer's weight storage (a device
+//                                              backend rounds q, k, v to it for its products)
 //   patchify(ctx, x, geometry, tokens)         NCHW latents -> (B*T, C*p*p) rows in (c, py, px) order
 //   unpatchify(ctx, tokens, geometry, keep, x) (B*T, p*p*C_out) rows in (py, px, c) order -> NCHW
 //   timestep_embedding(ctx, t, freqs, out)     out(r, :) = [cos(t_r freqs) | sin(t_r freqs)], t on the host

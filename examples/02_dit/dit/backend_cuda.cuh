@@ -13,9 +13,11 @@
 //                       16-bit type by one kernel, then a tensor-core product with float
 //                       accumulation and float output. A shape cuBLASLt has no algorithm for
 //                       (unusual alignments) goes through cublasGemmEx and a bias kernel.
-//   attention           our kernel: one block per (sample, head, 64 queries), keys and values in
-//                       shared-memory tiles of 64, scores and the online softmax in float; any
-//                       head size up to 256 (64 and 72 included).
+//   attention           our kernels: one block per (sample, head, 64 queries), keys and values in
+//                       shared-memory tiles of 64, an online softmax in float; any head size up to
+//                       256 (64 and 72 included). Float weights: float products on CUDA cores.
+//                       bf16 / f16 weights: q, k, v and the softmax weights rounded to that type,
+//                       products on tensor cores (WMMA) with float accumulation.
 //   the rest            our kernels: LayerNorm (one warp per row, two passes over the row, float
 //                       sums), modulation, gated residuals, SiLU, tanh-GELU, patchify /
 //                       unpatchify, gathers and the timestep embedding. Timesteps and indices are
@@ -34,6 +36,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
+#include <mma.h>
 
 #include <algorithm>
 #include <array>
@@ -463,6 +466,155 @@ __global__ void __launch_bounds__(256)
 }
 
 // ---------------------------------------------------------------------------------------------
+// Attention on tensor cores, for layers whose weights are stored in 16 bits (bf16 / f16: H):
+// q, k, v rounded to H as the matrix products' operands are, scores and the value sums as 16x16x16
+// WMMA products with float accumulation. One block of 4 warps per (sample, head, 64 queries);
+// warp w owns queries 16 w .. 16 w + 15 and everything computed for them (scores, weights,
+// accumulator, m, l), so the warps synchronize only around the shared key / value tiles:
+//   1. k, v of the tile into shared memory as H (rows past the end and columns past hd zero);
+//   2. S_w (16 x 64) = Q_w K^T, stored as float;
+//   3. online softmax in float on the scaled scores (masked past the last key): m', the weights
+//      p = exp(s - m') rounded to H, l = l exp(m - m') + sum p (of the unrounded p), and the
+//      warp's rows of the float accumulator O_w (in shared memory) scaled by exp(m - m');
+//   4. O_w += P_w V.
+// Finally O / l. The rounding of p to H moves the output by at most 2^-8 max |v| (bf16; 2^-11
+// for f16) from float attention on the same rounded q, k, v.
+template <class H>
+__device__ inline H to_16bit(float v);
+template <>
+__device__ inline __nv_bfloat16 to_16bit<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ inline __half to_16bit<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+inline constexpr int mma_attention_threads = 128;
+
+// Shared memory of the 16-bit kernel for a head size padded to hp (a multiple of 16): q, k, v
+// (64 x (hp + 8)) as 16-bit values, scores (64 x 68) float, weights (64 x 72) 16-bit, the
+// accumulator (64 x (hp + 4)) float, m and l. Every array starts on a 32-byte boundary and every
+// row pitch keeps 16-row fragments 32-byte aligned, as WMMA loads and stores require.
+[[nodiscard]] constexpr std::size_t mma_attention_smem_bytes(index_t hp) noexcept {
+  const auto h = static_cast<std::size_t>(hp);
+  return 2 * 3 * 64 * (h + 8) + 4 * 64 * 68 + 2 * 64 * 72 + 4 * 64 * (h + 4) + 4 * 2 * 64;
+}
+
+template <class H>
+__global__ void __launch_bounds__(mma_attention_threads)
+    attention_mma_kernel(const float* q, index_t sq, const float* k, index_t sk, const float* v, index_t sv,
+                         float* out, index_t so, int tq, int tk, int hd, int hp, float scale) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  namespace wmma = nvcuda::wmma;
+  extern __shared__ __align__(128) unsigned char smem_bytes[];
+  const int ldh = hp + 8;      // 16-bit rows of q, k, v
+  constexpr int lds = 64 + 4;  // float scores
+  constexpr int ldp = 64 + 8;  // 16-bit weights
+  const int ldo = hp + 4;      // float accumulator
+  H* qs = reinterpret_cast<H*>(smem_bytes);
+  H* ks = qs + 64 * ldh;
+  H* vs = ks + 64 * ldh;
+  float* ss = reinterpret_cast<float*>(vs + 64 * ldh);
+  H* ps = reinterpret_cast<H*>(ss + 64 * lds);
+  float* os = reinterpret_cast<float*>(ps + 64 * ldp);
+  float* row_m = os + 64 * ldo;
+  float* row_l = row_m + 64;
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
+  const index_t b = blockIdx.z;
+  const index_t h = blockIdx.y;
+  const int q0 = static_cast<int>(blockIdx.x) * 64;
+  const float* qb = q + b * tq * sq + h * hd;
+  const float* kb = k + b * tk * sk + h * hd;
+  const float* vb = v + b * tk * sv + h * hd;
+
+  for (int e = tid; e < 64 * hp; e += mma_attention_threads) {
+    const int r = e / hp;
+    const int c = e - r * hp;
+    qs[r * ldh + c] = to_16bit<H>(c < hd && q0 + r < tq ? qb[static_cast<index_t>(q0 + r) * sq + c] : 0.0f);
+  }
+  for (int e = tid; e < 64 * ldo; e += mma_attention_threads) os[e] = 0.0f;
+  if (tid < 64) {
+    row_m[tid] = -INFINITY;
+    row_l[tid] = 0.0f;
+  }
+  const int row0 = warp * 16;
+  for (int k0 = 0; k0 < tk; k0 += 64) {
+    __syncthreads();  // every warp is done with the previous tile (and, at first, q, O, m, l are set)
+    for (int e = tid; e < 64 * hp; e += mma_attention_threads) {
+      const int r = e / hp;
+      const int c = e - r * hp;
+      const bool in = c < hd && k0 + r < tk;
+      ks[r * ldh + c] = to_16bit<H>(in ? kb[static_cast<index_t>(k0 + r) * sk + c] : 0.0f);
+      vs[r * ldh + c] = to_16bit<H>(in ? vb[static_cast<index_t>(k0 + r) * sv + c] : 0.0f);
+    }
+    __syncthreads();
+
+    for (int j = 0; j < 4; ++j) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int kk = 0; kk < hp / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, H, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, H, wmma::col_major> kt;  // K^T: its column j is key j
+        wmma::load_matrix_sync(a, qs + row0 * ldh + kk * 16, ldh);
+        wmma::load_matrix_sync(kt, ks + (j * 16) * ldh + kk * 16, ldh);
+        wmma::mma_sync(acc, a, kt, acc);
+      }
+      wmma::store_matrix_sync(ss + row0 * lds + j * 16, acc, lds, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    for (int rr = 0; rr < 16; ++rr) {
+      const int r = row0 + rr;
+      const float* srow = ss + r * lds;
+      const float x0 = k0 + lane < tk ? srow[lane] * scale : -INFINITY;
+      const float x1 = k0 + lane + 32 < tk ? srow[lane + 32] * scale : -INFINITY;
+      const float m_old = row_m[r];
+      const float m_new = fmaxf(m_old, warp_max(fmaxf(x0, x1)));  // finite: the tile holds a key
+      const float p0 = expf(x0 - m_new);
+      const float p1 = expf(x1 - m_new);
+      ps[r * ldp + lane] = to_16bit<H>(p0);
+      ps[r * ldp + lane + 32] = to_16bit<H>(p1);
+      const float sum = warp_sum(p0 + p1);  // also orders every lane's read of row_m before the write
+      const float correction = expf(m_old - m_new);
+      for (int c = lane; c < hp; c += 32) os[r * ldo + c] *= correction;
+      if (lane == 0) {
+        row_l[r] = row_l[r] * correction + sum;
+        row_m[r] = m_new;
+      }
+    }
+    __syncwarp();
+
+    for (int j = 0; j < hp / 16; ++j) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, os + row0 * ldo + j * 16, ldo, wmma::mem_row_major);
+      for (int kk = 0; kk < 4; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, H, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, H, wmma::row_major> vt;
+        wmma::load_matrix_sync(a, ps + row0 * ldp + kk * 16, ldp);
+        wmma::load_matrix_sync(vt, vs + (kk * 16) * ldh + j * 16, ldh);
+        wmma::mma_sync(acc, a, vt, acc);
+      }
+      wmma::store_matrix_sync(os + row0 * ldo + j * 16, acc, ldo, wmma::mem_row_major);
+    }
+  }
+  __syncwarp();
+  for (int rr = 0; rr < 16; ++rr) {
+    const int r = row0 + rr;
+    if (q0 + r >= tq) break;
+    const float inv = 1.0f / row_l[r];
+    float* o = out + (b * tq + q0 + r) * so + h * hd;
+    for (int c = lane; c < hd; c += 32) o[c] = os[r * ldo + c] * inv;
+  }
+#elif defined(__CUDA_ARCH__)
+  __trap();  // never launched: below compute capability 8.0 the host picks the float kernel
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
 // Per-thread, per-device, per-stream scratch; cuBLASLt handles and plans.
 
 struct stream_scratch {
@@ -666,22 +818,36 @@ inline void gemm(const ddm::cuda_context& ctx, index_t m, index_t n, index_t k, 
   if (bias != nullptr) launch_bias(ctx, y, ldc, bias, true, n, m);
 }
 
+// Above 48 KiB, dynamic shared memory must be opted into (once per kernel, device and size).
+template <class Kernel>
+void opt_into_smem(Kernel kernel, std::size_t smem, std::array<std::atomic<std::size_t>, 64>& opted) {
+  if (smem <= 48 * 1024) return;
+  auto& o = opted[static_cast<std::size_t>(current_device()) % opted.size()];
+  if (o.load() < smem) {
+    DDM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    o.store(smem);
+  }
+}
+
 template <int NJ>
 void launch_attention(const ddm::cuda_context& ctx, dim3 grid, std::size_t smem, const float* q, index_t sq,
                       const float* k, index_t sk, const float* v, index_t sv, float* out, index_t so, int tq, int tk,
                       int hd, float scale) {
-  if (smem > 48 * 1024) {
-    // Above 48 KiB, dynamic shared memory must be opted into (once per kernel and device).
-    static std::array<std::atomic<std::size_t>, 64> opted{};
-    auto& o = opted[static_cast<std::size_t>(current_device()) % opted.size()];
-    if (o.load() < smem) {
-      DDM_CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<NJ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
-      o.store(smem);
-    }
-  }
+  static std::array<std::atomic<std::size_t>, 64> opted{};
+  opt_into_smem(attention_kernel<NJ>, smem, opted);
   attention_kernel<NJ><<<grid, 256, smem, ctx.stream()>>>(q, sq, k, sk, v, sv, out, so, tq, tk, hd, scale);
   ddm::cuda::check_launch("dit::attention (attention_kernel)");
+}
+
+template <class H>
+void launch_mma_attention(const ddm::cuda_context& ctx, dim3 grid, std::size_t smem, const float* q, index_t sq,
+                          const float* k, index_t sk, const float* v, index_t sv, float* out, index_t so, int tq,
+                          int tk, int hd, int hp, float scale) {
+  static std::array<std::atomic<std::size_t>, 64> opted{};
+  opt_into_smem(attention_mma_kernel<H>, smem, opted);
+  attention_mma_kernel<H><<<grid, mma_attention_threads, smem, ctx.stream()>>>(q, sq, k, sk, v, sv, out, so, tq, tk,
+                                                                                hd, hp, scale);
+  ddm::cuda::check_launch("dit::attention (attention_mma_kernel)");
 }
 
 }  // namespace cuda_detail
@@ -784,9 +950,13 @@ struct backend<ddm::cuda_space> {
   }
 
   /// Multi-head attention without mask, as on the host: q, out (B*Tq, H*hd); k, v (B*Tk, H*hd);
-  /// any row strides; head h in columns [h hd, (h + 1) hd). Head sizes up to 256.
+  /// any row strides; head h in columns [h hd, (h + 1) hd). Head sizes up to 256. `operands` is
+  /// the storage of the layer's weights: f32 runs the float kernel; bf16 / f16 round q, k, v and
+  /// the softmax weights to that type for tensor-core products with float accumulation (compute
+  /// capability 8.0 and later; the float kernel otherwise).
   static void attention(const context& ctx, view<const float> q, view<const float> k, view<const float> v,
-                        index_t batch, index_t heads, view<float> out) {
+                        index_t batch, index_t heads, view<float> out,
+                        weight_storage operands = weight_storage::f32) {
     namespace cd = cuda_detail;
     cd::require(batch > 0 && heads > 0 && q.rows() % batch == 0 && k.rows() % batch == 0 && ddm::same_shape(k, v) &&
                     q.cols() == k.cols() && q.cols() % heads == 0 && ddm::same_shape(q, out),
@@ -802,9 +972,14 @@ struct backend<ddm::cuda_space> {
     if (heads > cd::max_grid_y || tq > INT_MAX / 2 || tk > INT_MAX / 2)
       throw ddm::argument_error(ddm::detail::concat("dit::attention: ", heads, " heads, ", tq, " queries, ", tk,
                                                     " keys; expected at most 65535 heads and 2^30 tokens"));
-    const std::size_t smem = cd::attention_smem_bytes(hd);
+    const int device = cd::current_device();
     int optin = 0;
-    DDM_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cd::current_device()));
+    int major = 0;
+    DDM_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    DDM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    const index_t hp = (hd + 15) / 16 * 16;
+    const bool mma = operands != weight_storage::f32 && major >= 8;
+    const std::size_t smem = mma ? cd::mma_attention_smem_bytes(hp) : cd::attention_smem_bytes(hd);
     if (smem > static_cast<std::size_t>(optin))
       throw ddm::argument_error(ddm::detail::concat("dit::attention: head size ", hd, " needs ", smem,
                                                     " bytes of shared memory per block; this device allows ", optin));
@@ -817,6 +992,13 @@ struct backend<ddm::cuda_space> {
       const float* kp = k.data() + b0 * tk * k.stride();
       const float* vp = v.data() + b0 * tk * v.stride();
       float* op = out.data() + b0 * tq * out.stride();
+      if (mma) {
+        const auto launch_mma = operands == weight_storage::bf16 ? &cd::launch_mma_attention<__nv_bfloat16>
+                                                                 : &cd::launch_mma_attention<__half>;
+        launch_mma(ctx, grid, smem, qp, q.stride(), kp, k.stride(), vp, v.stride(), op, out.stride(),
+                   static_cast<int>(tq), static_cast<int>(tk), static_cast<int>(hd), static_cast<int>(hp), scale);
+        continue;
+      }
       using launcher = void (*)(const context&, dim3, std::size_t, const float*, index_t, const float*, index_t,
                                 const float*, index_t, float*, index_t, int, int, int, float);
       const launcher launch = hd <= 16   ? &cd::launch_attention<1>

@@ -325,9 +325,11 @@ struct backend<ddm::host_space> {
 
   /// Multi-head scaled dot-product attention without mask. q (B*Tq, H*hd), k and v (B*Tk, H*hd),
   /// out (B*Tq, H*hd); any row strides (q, k, v are usually column blocks of one fused matrix).
-  /// Head h uses columns [h*hd, (h+1)*hd). Any head size.
+  /// Head h uses columns [h*hd, (h+1)*hd). Any head size. The host computes in float whatever
+  /// the layer's weight storage (`operands`, which device backends follow).
   static void attention(const context& /*ctx*/, view<const float> q, view<const float> k, view<const float> v,
-                        index_t batch, index_t heads, view<float> out) {
+                        index_t batch, index_t heads, view<float> out,
+                        weight_storage /*operands*/ = weight_storage::f32) {
     detail::require(batch > 0 && heads > 0 && q.rows() % batch == 0 && k.rows() % batch == 0 &&
                         ddm::same_shape(k, v) && q.cols() == k.cols() && q.cols() % heads == 0 &&
                         ddm::same_shape(q, out),

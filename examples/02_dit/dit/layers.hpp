@@ -113,7 +113,7 @@ void attention_residual(const ddm::execution_context<Space>& ctx, batch_view<flo
   ops::linear(ctx, h, qkv_w.view(), qkv_w.bias_data(), qkv);
   auto a = ws.get(slot::attended, rows, d);
   ops::attention(ctx, columns(qkv.as_const(), 0, d), columns(qkv.as_const(), d, d), columns(qkv.as_const(), 2 * d, d),
-                 batch_size, heads, a);
+                 batch_size, heads, a, qkv_w.storage);
   auto o = ws.get(slot::branch, rows, d);
   ops::linear(ctx, a, proj_w.view(), proj_w.bias_data(), o);
   ops::gated_residual(ctx, x, gate, o);
@@ -155,7 +155,8 @@ void cross_attention_residual(const ddm::execution_context<Space>& ctx, batch_vi
   auto kv = ws.get(slot::hidden, text.rows(), 2 * d);
   ops::linear(ctx, text, w.subrows(d, 2 * d), bias == nullptr ? nullptr : bias + d, kv);
   auto a = ws.get(slot::attended, rows, d);
-  ops::attention(ctx, q.as_const(), columns(kv.as_const(), 0, d), columns(kv.as_const(), d, d), batch_size, heads, a);
+  ops::attention(ctx, q.as_const(), columns(kv.as_const(), 0, d), columns(kv.as_const(), d, d), batch_size, heads, a,
+                 in_proj.storage);
   auto o = ws.get(slot::branch, rows, d);
   ops::linear(ctx, a, out_proj.view(), out_proj.bias_data(), o);
   ops::gated_residual(ctx, x, batch_view<const float, Space>{}, o);
