@@ -283,6 +283,60 @@ TEST(DitCudaOps, LinearIsWithinTheRoundingBoundOfTheProductForEveryStorage) {
   }
 }
 
+TEST(DitCudaOps, FusedProducersEqualTheirCompositionsBitForBit) {
+  // modulated_linear, gelu_linear and attention_linear write a 16-bit product operand straight
+  // from the producing kernel; the same float value is rounded once either way, so the products
+  // see the same operands and give the same bits as layer_norm_modulate / gelu_tanh / attention
+  // followed by linear (which rounds its float input with the same rounding).
+  DDM_TEST_REQUIRE_GPU();
+  const ddm::cuda_context ctx{};
+  const index_t b = 2, t = 70, heads = 2, hd = 72, d = heads * hd, n_out = 96;
+  const auto x = host_noise(b * t, d, 81, 2.0);
+  const auto mod = host_noise(b, 2 * d, 82, 0.5);
+  const auto qkv = host_noise(b * t, 3 * d, 83);
+  const auto w = host_noise(n_out, d, 84, 1.0 / std::sqrt(double(d)));
+  const auto bias = host_noise(1, n_out, 85);
+  const auto dx = to_device(ctx, x);
+  const auto dmod = to_device(ctx, mod);
+  const auto dqkv = to_device(ctx, qkv);
+  const auto dbias = to_device(ctx, bias);
+  const auto shift = dit::chunk(dmod.view.as_const(), 0, d);
+  const auto scale = dit::chunk(dmod.view.as_const(), 1, d);
+  const auto column = [&](index_t i) { return dit::columns(dqkv.view.as_const(), i * d, d); };
+  for (const auto storage : {dit::weight_storage::f32, dit::weight_storage::bf16, dit::weight_storage::f16}) {
+    const device_weights dw(ctx, w.cview(), storage);
+    batch<float, cuda_space> h(ctx, b * t, d), y1(ctx, b * t, n_out), y2(ctx, b * t, n_out);
+    auto same = [&](const char* what) {
+      const auto a = to_vector(ctx, y1.cview());
+      const auto c = to_vector(ctx, y2.cview());
+      std::size_t differ = 0;
+      for (std::size_t i = 0; i < a.size(); ++i) differ += a[i] != c[i] ? 1 : 0;
+      std::printf("[ measured ] %-16s %-4s fused vs composed: %zu of %zu outputs differ\n", what,
+                  dit::to_string(storage), differ, a.size());
+      EXPECT_EQ(differ, 0u) << what << " " << dit::to_string(storage);
+    };
+    device_ops::modulated_linear(ctx, dx.view.as_const(), 1e-6, shift, scale, dw.view(), dbias.view.data(), y1.view(),
+                                 h.view());
+    device_ops::layer_norm_modulate(ctx, dx.view.as_const(), 1e-6, shift, scale, h.view());
+    device_ops::linear(ctx, h.cview(), dw.view(), dbias.view.data(), y2.view());
+    same("modulated_linear");
+
+    auto f1 = to_device(ctx, x);
+    auto f2 = to_device(ctx, x);
+    device_ops::gelu_linear(ctx, f1.view, dw.view(), dbias.view.data(), y1.view());
+    device_ops::gelu_tanh(ctx, f2.view.as_const(), f2.view);
+    device_ops::linear(ctx, f2.view.as_const(), dw.view(), dbias.view.data(), y2.view());
+    same("gelu_linear");
+
+    batch<float, cuda_space> a(ctx, b * t, d);
+    device_ops::attention_linear(ctx, column(0), column(1), column(2), b, heads, storage, dw.view(), dbias.view.data(),
+                                 y1.view(), a.view());
+    device_ops::attention(ctx, column(0), column(1), column(2), b, heads, a.view(), storage);
+    device_ops::linear(ctx, a.cview(), dw.view(), dbias.view.data(), y2.view());
+    same("attention_linear");
+  }
+}
+
 TEST(DitCudaOps, Tf32IsOffByDefaultAndWithinItsBoundWhenOn) {
   DDM_TEST_REQUIRE_GPU();
   const ddm::cuda_context ctx{};

@@ -16,6 +16,11 @@
 //                                              softmax(q k^T / sqrt(hd)) v, per sample and head;
 //                                              operands: the layer's weight storage (a device
 //                                              backend rounds q, k, v to it for its products)
+//   modulated_linear(ctx, x, eps, shift, scale, w, bias, y, h)   y = linear(layer_norm_modulate(x)) via h
+//   gelu_linear(ctx, f, w, bias, y)            y = linear(gelu_tanh(f)) (f may be overwritten)
+//   attention_linear(ctx, q, k, v, batch, heads, operands, w, bias, y, a)   y = linear(attention(...)) via a
+//                                              (the three compositions above, fused by a device
+//                                              backend into the 16-bit operand of the product)
 //   patchify(ctx, x, geometry, tokens)         NCHW latents -> (B*T, C*p*p) rows in (c, py, px) order
 //   unpatchify(ctx, tokens, geometry, keep, x) (B*T, p*p*C_out) rows in (py, px, c) order -> NCHW
 //   timestep_embedding(ctx, t, freqs, out)     out(r, :) = [cos(t_r freqs) | sin(t_r freqs)], t on the host

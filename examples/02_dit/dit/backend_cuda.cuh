@@ -48,6 +48,7 @@
 #include <cstdint>
 #include <map>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -109,6 +110,12 @@ __device__ inline float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+// Stores a float result as the element type of an output: float, or a 16-bit operand of the
+// next matrix product (rounded to nearest even).
+__device__ inline void put(float* p, float v) { *p = v; }
+__device__ inline void put(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ inline void put(__half* p, float v) { *p = __float2half_rn(v); }
+
 __device__ inline float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -119,6 +126,9 @@ __device__ inline float warp_max(float v) {
 // Element-wise kernels. In-place calls (y == x) are allowed: every value is read and then
 // written by the same thread, so plain (coherent) loads are used throughout.
 
+struct identity_op {
+  __device__ float operator()(float v) const { return v; }
+};
 struct silu_op {
   __device__ float operator()(float v) const { return v / (1.0f + expf(-v)); }
 };
@@ -130,13 +140,14 @@ struct gelu_tanh_op {
   }
 };
 
-template <class Op>
+// y = op(x), y float (in place allowed) or the 16-bit operand of a matrix product.
+template <class Op, class Out>
 __global__ void __launch_bounds__(block_threads)
-    map_kernel(const float* x, index_t sx, float* y, index_t sy, index_t rows, index_t cols, Op op) {
+    map_kernel(const float* x, index_t sx, Out* y, index_t sy, index_t rows, index_t cols, Op op) {
   DDM_DIT_ROWS_LOOP(r, rows) {
     const float* in = x + r * sx;
-    float* out = y + r * sy;
-    DDM_DIT_COLS_LOOP(c, cols) out[c] = op(in[c]);
+    Out* out = y + r * sy;
+    DDM_DIT_COLS_LOOP(c, cols) put(out + c, op(in[c]));
   }
 }
 
@@ -175,31 +186,15 @@ __global__ void __launch_bounds__(block_threads)
   }
 }
 
-// A float view rounded to 16-bit words (bf16 or f16), written contiguous (rows, cols).
-template <bool Bf16>
-__global__ void __launch_bounds__(block_threads)
-    to_16bit_kernel(const float* x, index_t sx, std::uint16_t* out, index_t rows, index_t cols) {
-  DDM_DIT_ROWS_LOOP(r, rows) {
-    const float* in = x + r * sx;
-    std::uint16_t* o = out + r * cols;
-    DDM_DIT_COLS_LOOP(c, cols) {
-      if constexpr (Bf16) {
-        o[c] = __bfloat16_as_ushort(__float2bfloat16_rn(in[c]));
-      } else {
-        o[c] = __half_as_ushort(__float2half_rn(in[c]));
-      }
-    }
-  }
-}
-
 // LayerNorm per row, one warp per row: the mean, then the mean square of the centred values
 // (two passes over the row, float partial sums per lane and a fixed shuffle tree), then
 //   y = (x - mean) / sqrt(var + eps)                     * gamma + beta     (affine when given)
 //   y = (x - mean) / sqrt(var + eps) * (1 + scale_b) + shift_b              (Modulate)
-// where b = row / per_sample. y may be x: a lane writes only values it alone has read.
-template <bool Modulate>
+// where b = row / per_sample. y may be x: a lane writes only values it alone has read. Out: float,
+// or the 16-bit operand of the matrix product that follows.
+template <bool Modulate, class Out>
 __global__ void __launch_bounds__(block_threads)
-    layer_norm_kernel(const float* x, index_t sx, float* y, index_t sy, index_t rows, index_t d, float eps,
+    layer_norm_kernel(const float* x, index_t sx, Out* y, index_t sy, index_t rows, index_t d, float eps,
                       const float* gamma, const float* beta, const float* shift, index_t s_shift, const float* scale,
                       index_t s_scale, index_t per_sample) {
   const int lane = static_cast<int>(threadIdx.x & 31U);
@@ -215,17 +210,17 @@ __global__ void __launch_bounds__(block_threads)
       ss += c * c;
     }
     const float inv = 1.0f / sqrtf(warp_sum(ss) / static_cast<float>(d) + eps);
-    float* out = y + r * sy;
+    Out* out = y + r * sy;
     if constexpr (Modulate) {
       const float* sh = shift + (r / per_sample) * s_shift;
       const float* sc = scale + (r / per_sample) * s_scale;
-      for (index_t j = lane; j < d; j += 32) out[j] = (in[j] - mean) * inv * (1.0f + sc[j]) + sh[j];
+      for (index_t j = lane; j < d; j += 32) put(out + j, (in[j] - mean) * inv * (1.0f + sc[j]) + sh[j]);
     } else {
       for (index_t j = lane; j < d; j += 32) {
         float v = (in[j] - mean) * inv;
         if (gamma != nullptr) v *= gamma[j];
         if (beta != nullptr) v += beta[j];
-        out[j] = v;
+        put(out + j, v);
       }
     }
   }
@@ -501,10 +496,11 @@ inline constexpr int mma_attention_threads = 128;
   return 2 * 3 * 64 * (h + 8) + 4 * 64 * 68 + 2 * 64 * 72 + 4 * 64 * (h + 4) + 4 * 2 * 64;
 }
 
-template <class H>
+// Out: float, or H (the 16-bit operand of the output projection that follows).
+template <class H, class Out>
 __global__ void __launch_bounds__(mma_attention_threads)
     attention_mma_kernel(const float* q, index_t sq, const float* k, index_t sk, const float* v, index_t sv,
-                         float* out, index_t so, int tq, int tk, int hd, int hp, float scale) {
+                         Out* out, index_t so, int tq, int tk, int hd, int hp, float scale) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   extern __shared__ __align__(128) unsigned char smem_bytes[];
@@ -606,8 +602,8 @@ __global__ void __launch_bounds__(mma_attention_threads)
     const int r = row0 + rr;
     if (q0 + r >= tq) break;
     const float inv = 1.0f / row_l[r];
-    float* o = out + (b * tq + q0 + r) * so + h * hd;
-    for (int c = lane; c < hd; c += 32) o[c] = os[r * ldo + c] * inv;
+    Out* o = out + (b * tq + q0 + r) * so + h * hd;
+    for (int c = lane; c < hd; c += 32) put(o + c, os[r * ldo + c] * inv);
   }
 #elif defined(__CUDA_ARCH__)
   __trap();  // never launched: below compute capability 8.0 the host picks the float kernel
@@ -839,15 +835,25 @@ void launch_attention(const ddm::cuda_context& ctx, dim3 grid, std::size_t smem,
   ddm::cuda::check_launch("dit::attention (attention_kernel)");
 }
 
-template <class H>
+template <class H, class Out>
 void launch_mma_attention(const ddm::cuda_context& ctx, dim3 grid, std::size_t smem, const float* q, index_t sq,
-                          const float* k, index_t sk, const float* v, index_t sv, float* out, index_t so, int tq,
+                          const float* k, index_t sk, const float* v, index_t sv, Out* out, index_t so, int tq,
                           int tk, int hd, int hp, float scale) {
   static std::array<std::atomic<std::size_t>, 64> opted{};
-  opt_into_smem(attention_mma_kernel<H>, smem, opted);
-  attention_mma_kernel<H><<<grid, mma_attention_threads, smem, ctx.stream()>>>(q, sq, k, sk, v, sv, out, so, tq, tk,
-                                                                                hd, hp, scale);
+  opt_into_smem(attention_mma_kernel<H, Out>, smem, opted);
+  attention_mma_kernel<H, Out><<<grid, mma_attention_threads, smem, ctx.stream()>>>(q, sq, k, sk, v, sv, out, so, tq,
+                                                                                     tk, hd, hp, scale);
   ddm::cuda::check_launch("dit::attention (attention_mma_kernel)");
+}
+
+// f(H{}) with H the 16-bit type of a storage (bf16 or f16).
+template <class F>
+void with_16bit(weight_storage storage, F&& f) {
+  if (storage == weight_storage::bf16) {
+    f(__nv_bfloat16{});
+  } else {
+    f(__half{});
+  }
 }
 
 }  // namespace cuda_detail
@@ -873,28 +879,93 @@ struct backend<ddm::cuda_space> {
       cd::launch_bias(ctx, y.data(), y.stride(), bias, accumulate, n, m);
       return;
     }
-    const void* operand = x.data();
-    index_t ldb = x.stride();
-    cudaDataType_t type = CUDA_R_32F;
-    cublasComputeType_t compute = cuda_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    if (w.storage != weight_storage::f32) {
-      const bool bf16 = w.storage == weight_storage::bf16;
-      std::uint16_t* words = cd::operand_buffer(ctx, static_cast<std::size_t>(n * k));
-      if (bf16) {
-        cd::to_16bit_kernel<true><<<cd::rows_grid(n, k), cd::block_threads, 0, ctx.stream()>>>(x.data(), x.stride(),
-                                                                                               words, n, k);
-      } else {
-        cd::to_16bit_kernel<false><<<cd::rows_grid(n, k), cd::block_threads, 0, ctx.stream()>>>(x.data(), x.stride(),
-                                                                                                words, n, k);
-      }
-      ddm::cuda::check_launch("dit::linear (to_16bit_kernel)");
-      operand = words;
-      ldb = k;
-      type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
-      compute = CUBLAS_COMPUTE_32F;
+    if (w.storage == weight_storage::f32) {
+      cd::gemm(ctx, m, n, k, w.data, w.stride, x.data(), x.stride(), y.data(), y.stride(), CUDA_R_32F,
+               cuda_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, bias, accumulate ? 1.0f : 0.0f);
+      return;
     }
-    cd::gemm(ctx, m, n, k, w.data, w.stride, operand, ldb, y.data(), y.stride(), type, compute, bias,
-             accumulate ? 1.0f : 0.0f);
+    // 16-bit weights: x rounded to the same type by one kernel, then the tensor-core product.
+    std::uint16_t* words = cd::operand_buffer(ctx, static_cast<std::size_t>(n * k));
+    cd::with_16bit(w.storage, [&](auto h) {
+      using H = decltype(h);
+      cd::map_kernel<<<cd::rows_grid(n, k), cd::block_threads, 0, ctx.stream()>>>(
+          x.data(), x.stride(), reinterpret_cast<H*>(words), k, n, k, cd::identity_op{});
+    });
+    ddm::cuda::check_launch("dit::linear (map_kernel to 16 bits)");
+    product_16_(ctx, words, n, w, bias, y, accumulate);
+  }
+
+  /// y = linear(LN(x) * (1 + scale_b) + shift_b): layer_norm_modulate then linear, with the
+  /// normalized rows written straight into the 16-bit operand of the product when the weights
+  /// are 16-bit (h unused then; otherwise h (B*T, D) receives them).
+  static void modulated_linear(const context& ctx, view<const float> x, double eps, view<const float> shift,
+                               view<const float> scale, weight_view<space> w, const float* bias, view<float> y,
+                               view<float> h) {
+    namespace cd = cuda_detail;
+    if (w.storage == weight_storage::f32 || x.empty() || w.rows == 0) {
+      layer_norm_modulate(ctx, x, eps, shift, scale, h);
+      linear(ctx, h.as_const(), w, bias, y);
+      return;
+    }
+    cd::require(shift.cols() == x.cols() && ddm::same_shape(shift, scale) && shift.rows() > 0 &&
+                    x.rows() % shift.rows() == 0 && x.cols() == w.cols && y.rows() == x.rows() && y.cols() == w.rows,
+                "dit::modulated_linear", "x (B*T, D); shift, scale (B, D); w (N, D); y (B*T, N)");
+    const index_t n = x.rows();
+    const index_t k = x.cols();
+    std::uint16_t* words = cd::operand_buffer(ctx, static_cast<std::size_t>(n * k));
+    cd::with_16bit(w.storage, [&](auto half) {
+      using H = decltype(half);
+      launch_norm_<true>(ctx, x, eps, nullptr, nullptr, shift, scale, reinterpret_cast<H*>(words), k);
+    });
+    product_16_(ctx, words, n, w, bias, y, false);
+  }
+
+  /// y = linear(gelu_tanh(f)); f may be overwritten with gelu_tanh(f). With 16-bit weights the
+  /// activations are written straight into the product's 16-bit operand (f left unchanged).
+  static void gelu_linear(const context& ctx, view<float> f, weight_view<space> w, const float* bias, view<float> y) {
+    namespace cd = cuda_detail;
+    if (w.storage == weight_storage::f32 || f.empty() || w.rows == 0) {
+      gelu_tanh(ctx, f.as_const(), f);
+      linear(ctx, f.as_const(), w, bias, y);
+      return;
+    }
+    cd::require(f.cols() == w.cols && y.rows() == f.rows() && y.cols() == w.rows, "dit::gelu_linear",
+                "f (M, K), w (N, K), y (M, N)");
+    const index_t n = f.rows();
+    const index_t k = f.cols();
+    std::uint16_t* words = cd::operand_buffer(ctx, static_cast<std::size_t>(n * k));
+    cd::with_16bit(w.storage, [&](auto half) {
+      using H = decltype(half);
+      cd::map_kernel<<<cd::rows_grid(n, k), cd::block_threads, 0, ctx.stream()>>>(
+          f.data(), f.stride(), reinterpret_cast<H*>(words), k, n, k, cd::gelu_tanh_op{});
+    });
+    ddm::cuda::check_launch("dit::gelu_linear (map_kernel)");
+    product_16_(ctx, words, n, w, bias, y, false);
+  }
+
+  /// y = linear(attention(q, k, v)) (the output projection): with 16-bit weights, of the same
+  /// type as `operands`, on a device with tensor cores, the attention kernel writes the product's
+  /// 16-bit operand directly (a unused); otherwise a (B*Tq, D) receives the attention output.
+  static void attention_linear(const context& ctx, view<const float> q, view<const float> k, view<const float> v,
+                               index_t batch, index_t heads, weight_storage operands, weight_view<space> w,
+                               const float* bias, view<float> y, view<float> a) {
+    namespace cd = cuda_detail;
+    if (w.storage == weight_storage::f32 || operands != w.storage || q.empty() || w.rows == 0 ||
+        !tensor_cores_()) {
+      attention(ctx, q, k, v, batch, heads, a, operands);
+      linear(ctx, a.as_const(), w, bias, y);
+      return;
+    }
+    cd::require(q.cols() == w.cols && y.rows() == q.rows() && y.cols() == w.rows, "dit::attention_linear",
+                "q (B*Tq, D), w (N, D), y (B*Tq, N)");
+    const index_t n = q.rows();
+    const index_t d = q.cols();
+    std::uint16_t* words = cd::operand_buffer(ctx, static_cast<std::size_t>(n * d));
+    cd::with_16bit(w.storage, [&](auto half) {
+      using H = decltype(half);
+      attention_(ctx, q, k, v, batch, heads, reinterpret_cast<H*>(words), d, operands, "dit::attention_linear");
+    });
+    product_16_(ctx, words, n, w, bias, y, false);
   }
 
   /// y = (x - mean) / sqrt(var + eps) per row, then * gamma + beta when given (device pointers to
@@ -902,7 +973,7 @@ struct backend<ddm::cuda_space> {
   static void layer_norm(const context& ctx, view<const float> x, double eps, const float* gamma, const float* beta,
                          view<float> y) {
     cuda_detail::require(ddm::same_shape(x, y), "dit::layer_norm", "x and y must have the same shape");
-    launch_norm_<false>(ctx, x, eps, gamma, beta, {}, {}, y);
+    launch_norm_<false>(ctx, x, eps, gamma, beta, {}, {}, y.data(), y.stride());
   }
 
   /// y = LN(x) * (1 + scale_b) + shift_b, b = row / (rows / batch); shift, scale (B, D), any stride.
@@ -911,7 +982,7 @@ struct backend<ddm::cuda_space> {
     cuda_detail::require(ddm::same_shape(x, y) && shift.cols() == x.cols() && ddm::same_shape(shift, scale) &&
                              shift.rows() > 0 && x.rows() % shift.rows() == 0,
                          "dit::layer_norm_modulate", "x, y (B*T, D); shift, scale (B, D)");
-    launch_norm_<true>(ctx, x, eps, nullptr, nullptr, shift, scale, y);
+    launch_norm_<true>(ctx, x, eps, nullptr, nullptr, shift, scale, y.data(), y.stride());
   }
 
   /// x += gate_b * y (gate (B, D), any stride), or x += y when gate is empty.
@@ -957,59 +1028,8 @@ struct backend<ddm::cuda_space> {
   static void attention(const context& ctx, view<const float> q, view<const float> k, view<const float> v,
                         index_t batch, index_t heads, view<float> out,
                         weight_storage operands = weight_storage::f32) {
-    namespace cd = cuda_detail;
-    cd::require(batch > 0 && heads > 0 && q.rows() % batch == 0 && k.rows() % batch == 0 && ddm::same_shape(k, v) &&
-                    q.cols() == k.cols() && q.cols() % heads == 0 && ddm::same_shape(q, out),
-                "dit::attention", "q, out (B*Tq, D); k, v (B*Tk, D); D divisible by heads");
-    const index_t tq = q.rows() / batch;
-    const index_t tk = k.rows() / batch;
-    const index_t hd = q.cols() / heads;
-    if (tq == 0) return;
-    if (tk == 0)
-      throw ddm::argument_error("dit::attention: no keys (k and v have 0 rows per sample), expected at least one");
-    if (hd > 256)
-      ddm::detail::fail_argument("dit::attention", "head size", hd, "<= 256 on the CUDA backend");
-    if (heads > cd::max_grid_y || tq > INT_MAX / 2 || tk > INT_MAX / 2)
-      throw ddm::argument_error(ddm::detail::concat("dit::attention: ", heads, " heads, ", tq, " queries, ", tk,
-                                                    " keys; expected at most 65535 heads and 2^30 tokens"));
-    const int device = cd::current_device();
-    int optin = 0;
-    int major = 0;
-    DDM_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    DDM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    const index_t hp = (hd + 15) / 16 * 16;
-    const bool mma = operands != weight_storage::f32 && major >= 8;
-    const std::size_t smem = mma ? cd::mma_attention_smem_bytes(hp) : cd::attention_smem_bytes(hd);
-    if (smem > static_cast<std::size_t>(optin))
-      throw ddm::argument_error(ddm::detail::concat("dit::attention: head size ", hd, " needs ", smem,
-                                                    " bytes of shared memory per block; this device allows ", optin));
-    const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-    const auto blocks = static_cast<unsigned>((tq + cd::attention_rows - 1) / cd::attention_rows);
-    for (index_t b0 = 0; b0 < batch; b0 += cd::max_grid_y) {
-      const index_t nb = std::min(cd::max_grid_y, batch - b0);
-      const dim3 grid(blocks, static_cast<unsigned>(heads), static_cast<unsigned>(nb));
-      const float* qp = q.data() + b0 * tq * q.stride();
-      const float* kp = k.data() + b0 * tk * k.stride();
-      const float* vp = v.data() + b0 * tk * v.stride();
-      float* op = out.data() + b0 * tq * out.stride();
-      if (mma) {
-        const auto launch_mma = operands == weight_storage::bf16 ? &cd::launch_mma_attention<__nv_bfloat16>
-                                                                 : &cd::launch_mma_attention<__half>;
-        launch_mma(ctx, grid, smem, qp, q.stride(), kp, k.stride(), vp, v.stride(), op, out.stride(),
-                   static_cast<int>(tq), static_cast<int>(tk), static_cast<int>(hd), static_cast<int>(hp), scale);
-        continue;
-      }
-      using launcher = void (*)(const context&, dim3, std::size_t, const float*, index_t, const float*, index_t,
-                                const float*, index_t, float*, index_t, int, int, int, float);
-      const launcher launch = hd <= 16   ? &cd::launch_attention<1>
-                              : hd <= 32 ? &cd::launch_attention<2>
-                              : hd <= 64 ? &cd::launch_attention<4>
-                              : hd <= 80 ? &cd::launch_attention<5>
-                              : hd <= 128 ? &cd::launch_attention<8>
-                                          : &cd::launch_attention<16>;
-      launch(ctx, grid, smem, qp, q.stride(), kp, k.stride(), vp, v.stride(), op, out.stride(), static_cast<int>(tq),
-             static_cast<int>(tk), static_cast<int>(hd), scale);
-    }
+    cuda_detail::require(ddm::same_shape(q, out), "dit::attention", "q and out must have the same shape");
+    attention_(ctx, q, k, v, batch, heads, out.data(), out.stride(), operands, "dit::attention");
   }
 
   /// NCHW latents x (B, C*H*W) -> tokens (B*T, C*p*p), each flattened as (c, py, px).
@@ -1104,6 +1124,82 @@ struct backend<ddm::cuda_space> {
   }
 
  private:
+  // attention into out (B*Tq rows of stride so): float, or the 16-bit operand H of the product
+  // that follows (then only through the tensor-core kernel, which the caller has checked).
+  template <class Out>
+  static void attention_(const context& ctx, view<const float> q, view<const float> k, view<const float> v,
+                         index_t batch, index_t heads, Out* out, index_t so, weight_storage operands,
+                         const char* where) {
+    namespace cd = cuda_detail;
+    cd::require(batch > 0 && heads > 0 && q.rows() % batch == 0 && k.rows() % batch == 0 && ddm::same_shape(k, v) &&
+                    q.cols() == k.cols() && q.cols() % heads == 0,
+                where, "q, out (B*Tq, D); k, v (B*Tk, D); D divisible by heads");
+    const index_t tq = q.rows() / batch;
+    const index_t tk = k.rows() / batch;
+    const index_t hd = q.cols() / heads;
+    if (tq == 0) return;
+    if (tk == 0)
+      throw ddm::argument_error(
+          ddm::detail::concat(where, ": no keys (k and v have 0 rows per sample), expected at least one"));
+    if (hd > 256) ddm::detail::fail_argument(where, "head size", hd, "<= 256 on the CUDA backend");
+    if (heads > cd::max_grid_y || tq > INT_MAX / 2 || tk > INT_MAX / 2)
+      throw ddm::argument_error(ddm::detail::concat(where, ": ", heads, " heads, ", tq, " queries, ", tk,
+                                                    " keys; expected at most 65535 heads and 2^30 tokens"));
+    const int device = cd::current_device();
+    int optin = 0;
+    DDM_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const index_t hp = (hd + 15) / 16 * 16;
+    const bool mma = operands != weight_storage::f32 && tensor_cores_();
+    const std::size_t smem = mma ? cd::mma_attention_smem_bytes(hp) : cd::attention_smem_bytes(hd);
+    if (smem > static_cast<std::size_t>(optin))
+      throw ddm::argument_error(ddm::detail::concat(where, ": head size ", hd, " needs ", smem,
+                                                    " bytes of shared memory per block; this device allows ", optin));
+    const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+    const auto blocks = static_cast<unsigned>((tq + cd::attention_rows - 1) / cd::attention_rows);
+    for (index_t b0 = 0; b0 < batch; b0 += cd::max_grid_y) {
+      const index_t nb = std::min(cd::max_grid_y, batch - b0);
+      const dim3 grid(blocks, static_cast<unsigned>(heads), static_cast<unsigned>(nb));
+      const float* qp = q.data() + b0 * tq * q.stride();
+      const float* kp = k.data() + b0 * tk * k.stride();
+      const float* vp = v.data() + b0 * tk * v.stride();
+      Out* op = out + b0 * tq * so;
+      if (mma) {
+        const auto launch_mma = operands == weight_storage::bf16 ? &cd::launch_mma_attention<__nv_bfloat16, Out>
+                                                                 : &cd::launch_mma_attention<__half, Out>;
+        launch_mma(ctx, grid, smem, qp, q.stride(), kp, k.stride(), vp, v.stride(), op, so, static_cast<int>(tq),
+                   static_cast<int>(tk), static_cast<int>(hd), static_cast<int>(hp), scale);
+        continue;
+      }
+      if constexpr (std::is_same_v<Out, float>) {
+        using launcher = void (*)(const context&, dim3, std::size_t, const float*, index_t, const float*, index_t,
+                                  const float*, index_t, float*, index_t, int, int, int, float);
+        const launcher launch = hd <= 16   ? &cd::launch_attention<1>
+                                : hd <= 32 ? &cd::launch_attention<2>
+                                : hd <= 64 ? &cd::launch_attention<4>
+                                : hd <= 80 ? &cd::launch_attention<5>
+                                : hd <= 128 ? &cd::launch_attention<8>
+                                            : &cd::launch_attention<16>;
+        launch(ctx, grid, smem, qp, q.stride(), kp, k.stride(), vp, v.stride(), op, so, static_cast<int>(tq),
+               static_cast<int>(tk), static_cast<int>(hd), scale);
+      }
+    }
+  }
+
+  // Tensor cores with bf16 / f16 WMMA: compute capability 8.0 and later.
+  static bool tensor_cores_() {
+    int major = 0;
+    DDM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cuda_detail::current_device()));
+    return major >= 8;
+  }
+
+  // y = words (n, w.cols, contiguous 16-bit operand of w's type) w^T + bias (+ y).
+  static void product_16_(const context& ctx, const std::uint16_t* words, index_t n, weight_view<space> w,
+                          const float* bias, view<float> y, bool accumulate) {
+    cuda_detail::gemm(ctx, w.rows, n, w.cols, w.data, w.stride, words, w.cols, y.data(), y.stride(),
+                      w.storage == weight_storage::bf16 ? CUDA_R_16BF : CUDA_R_16F, CUBLAS_COMPUTE_32F, bias,
+                      accumulate ? 1.0f : 0.0f);
+  }
+
   template <class U>
   static void upload_(const context& ctx, std::span<const U> values, view<U> dst) {
     cuda_detail::require(static_cast<index_t>(values.size()) == dst.size(), "dit::upload", "sizes must agree");
@@ -1121,15 +1217,15 @@ struct backend<ddm::cuda_space> {
     ddm::cuda::check_launch(where);
   }
 
-  template <bool Modulate>
+  template <bool Modulate, class Out>
   static void launch_norm_(const context& ctx, view<const float> x, double eps, const float* gamma, const float* beta,
-                           view<const float> shift, view<const float> scale, view<float> y) {
+                           view<const float> shift, view<const float> scale, Out* y, index_t sy) {
     namespace cd = cuda_detail;
     if (x.empty()) return;
     constexpr index_t rows_per_block = cd::block_threads / 32;
     const index_t blocks = std::min<index_t>((x.rows() + rows_per_block - 1) / rows_per_block, cd::max_grid_x);
-    cd::layer_norm_kernel<Modulate><<<static_cast<unsigned>(blocks), cd::block_threads, 0, ctx.stream()>>>(
-        x.data(), x.stride(), y.data(), y.stride(), x.rows(), x.cols(), static_cast<float>(eps), gamma, beta,
+    cd::layer_norm_kernel<Modulate, Out><<<static_cast<unsigned>(blocks), cd::block_threads, 0, ctx.stream()>>>(
+        x.data(), x.stride(), y, sy, x.rows(), x.cols(), static_cast<float>(eps), gamma, beta,
         Modulate ? shift.data() : nullptr, Modulate ? shift.stride() : 0, Modulate ? scale.data() : nullptr,
         Modulate ? scale.stride() : 0, Modulate ? x.rows() / shift.rows() : 1);
     ddm::cuda::check_launch(Modulate ? "dit::layer_norm_modulate" : "dit::layer_norm");

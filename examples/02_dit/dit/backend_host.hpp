@@ -416,6 +416,29 @@ struct backend<ddm::host_space> {
     });
   }
 
+  /// y = linear(layer_norm_modulate(x)), the normalized rows in h (B*T, D). (A device backend
+  /// may write them straight into the product's 16-bit operand instead.)
+  static void modulated_linear(const context& ctx, view<const float> x, double eps, view<const float> shift,
+                               view<const float> scale, weight_view<space> w, const float* bias, view<float> y,
+                               view<float> h) {
+    layer_norm_modulate(ctx, x, eps, shift, scale, h);
+    linear(ctx, h.as_const(), w, bias, y);
+  }
+
+  /// y = linear(gelu_tanh(f)); f is overwritten with gelu_tanh(f).
+  static void gelu_linear(const context& ctx, view<float> f, weight_view<space> w, const float* bias, view<float> y) {
+    gelu_tanh(ctx, f.as_const(), f);
+    linear(ctx, f.as_const(), w, bias, y);
+  }
+
+  /// y = linear(attention(q, k, v)), the attention output in a (B*Tq, D).
+  static void attention_linear(const context& ctx, view<const float> q, view<const float> k, view<const float> v,
+                               index_t batch, index_t heads, weight_storage operands, weight_view<space> w,
+                               const float* bias, view<float> y, view<float> a) {
+    attention(ctx, q, k, v, batch, heads, a, operands);
+    linear(ctx, a.as_const(), w, bias, y);
+  }
+
   /// NCHW latents x (B, C*H*W) -> tokens (B*T, C*p*p): token i*Gw + j of sample b holds the patch
   /// at patch-row i, patch-column j, flattened as (c, py, px), the layout of a Conv2d weight.
   static void patchify(const context& /*ctx*/, view<const float> x, const patch_geometry& g, view<float> tokens) {

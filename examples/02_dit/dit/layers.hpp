@@ -108,14 +108,13 @@ void attention_residual(const ddm::execution_context<Space>& ctx, batch_view<flo
   const index_t rows = x.rows();
   const index_t d = x.cols();
   auto h = ws.get(slot::normed, rows, d);
-  ops::layer_norm_modulate(ctx, x, eps, shift, scale, h);
   auto qkv = ws.get(slot::qkv, rows, 3 * d);
-  ops::linear(ctx, h, qkv_w.view(), qkv_w.bias_data(), qkv);
+  ops::modulated_linear(ctx, x.as_const(), eps, shift, scale, qkv_w.view(), qkv_w.bias_data(), qkv, h);
   auto a = ws.get(slot::attended, rows, d);
-  ops::attention(ctx, columns(qkv.as_const(), 0, d), columns(qkv.as_const(), d, d), columns(qkv.as_const(), 2 * d, d),
-                 batch_size, heads, a, qkv_w.storage);
   auto o = ws.get(slot::branch, rows, d);
-  ops::linear(ctx, a, proj_w.view(), proj_w.bias_data(), o);
+  ops::attention_linear(ctx, columns(qkv.as_const(), 0, d), columns(qkv.as_const(), d, d),
+                        columns(qkv.as_const(), 2 * d, d), batch_size, heads, qkv_w.storage, proj_w.view(),
+                        proj_w.bias_data(), o, a);
   ops::gated_residual(ctx, x, gate, o);
 }
 
@@ -128,12 +127,10 @@ void mlp_residual(const ddm::execution_context<Space>& ctx, batch_view<float, Sp
   using ops = backend<Space>;
   const index_t rows = x.rows();
   auto h = ws.get(slot::normed, rows, x.cols());
-  ops::layer_norm_modulate(ctx, x, eps, shift, scale, h);
   auto f = ws.get(slot::hidden, rows, fc1.out());
-  ops::linear(ctx, h, fc1.view(), fc1.bias_data(), f);
-  ops::gelu_tanh(ctx, f, f);
+  ops::modulated_linear(ctx, x.as_const(), eps, shift, scale, fc1.view(), fc1.bias_data(), f, h);
   auto o = ws.get(slot::branch, rows, x.cols());
-  ops::linear(ctx, f, fc2.view(), fc2.bias_data(), o);
+  ops::gelu_linear(ctx, f, fc2.view(), fc2.bias_data(), o);
   ops::gated_residual(ctx, x, gate, o);
 }
 
@@ -155,10 +152,9 @@ void cross_attention_residual(const ddm::execution_context<Space>& ctx, batch_vi
   auto kv = ws.get(slot::hidden, text.rows(), 2 * d);
   ops::linear(ctx, text, w.subrows(d, 2 * d), bias == nullptr ? nullptr : bias + d, kv);
   auto a = ws.get(slot::attended, rows, d);
-  ops::attention(ctx, q.as_const(), columns(kv.as_const(), 0, d), columns(kv.as_const(), d, d), batch_size, heads, a,
-                 in_proj.storage);
   auto o = ws.get(slot::branch, rows, d);
-  ops::linear(ctx, a, out_proj.view(), out_proj.bias_data(), o);
+  ops::attention_linear(ctx, q.as_const(), columns(kv.as_const(), 0, d), columns(kv.as_const(), d, d), batch_size,
+                        heads, in_proj.storage, out_proj.view(), out_proj.bias_data(), o, a);
   ops::gated_residual(ctx, x, batch_view<const float, Space>{}, o);
 }
 
