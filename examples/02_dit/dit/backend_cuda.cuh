@@ -902,7 +902,7 @@ struct backend<ddm::cuda_space> {
                                view<const float> scale, weight_view<space> w, const float* bias, view<float> y,
                                view<float> h) {
     namespace cd = cuda_detail;
-    if (w.storage == weight_storage::f32 || x.empty() || w.rows == 0) {
+    if (w.storage == weight_storage::f32 || x.empty() || w.rows == 0 || x.cols() == 0) {
       layer_norm_modulate(ctx, x, eps, shift, scale, h);
       linear(ctx, h.as_const(), w, bias, y);
       return;
@@ -924,7 +924,7 @@ struct backend<ddm::cuda_space> {
   /// activations are written straight into the product's 16-bit operand (f left unchanged).
   static void gelu_linear(const context& ctx, view<float> f, weight_view<space> w, const float* bias, view<float> y) {
     namespace cd = cuda_detail;
-    if (w.storage == weight_storage::f32 || f.empty() || w.rows == 0) {
+    if (w.storage == weight_storage::f32 || f.empty() || w.rows == 0 || f.cols() == 0) {
       gelu_tanh(ctx, f.as_const(), f);
       linear(ctx, f.as_const(), w, bias, y);
       return;
