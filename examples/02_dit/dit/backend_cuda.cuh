@@ -745,14 +745,14 @@ inline const gemm_plan& plan_for(const gemm_key& key, const float* bias) {
   for (const auto& [attr, value] : aligns)
     if (status == CUBLAS_STATUS_SUCCESS) status = cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof(value));
   if (status != CUBLAS_STATUS_SUCCESS) {
-    (void)cublasLtMatmulPreferenceDestroy(pref);
+    (void)cublasLtMatmulPreferenceDestroy(pref);  // the first failure is the one reported
     check_blas(status, "cublasLtMatmulPreferenceSetAttribute");
   }
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   status = cublasLtMatmulAlgoGetHeuristic(lt_handle(), plan.desc, plan.a, plan.b, plan.c, plan.c, pref, 1, &result,
                                           &found);
-  (void)cublasLtMatmulPreferenceDestroy(pref);
+  check_blas(cublasLtMatmulPreferenceDestroy(pref), "cublasLtMatmulPreferenceDestroy");
   // No algorithm (CUBLAS_STATUS_NOT_SUPPORTED or none found) is not an error: cublasGemmEx takes it.
   plan.usable = status == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
   if (plan.usable) plan.algo = result.algo;
