@@ -115,18 +115,6 @@ for suite in ddm_test_cuda:tests ddm_test_cuda_routing:tests_routing; do
     status=1
   fi
 done
-for bench in ddm_bench_cuda_algebra:cuda_algebra_bench ddm_bench_cuda_routing:cuda_routing_bench; do
-  binary="${bench%%:*}"
-  name="${bench##*:}"
-  if [ -x "$BUILD/bench/$binary" ]; then
-    step "$name" run_bench "$binary" "$name" 2>&1 | tee "$OUT/$name.txt"
-    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-  else
-    echo "no benchmark binary at $BUILD/bench/$binary" | tee -a "$summary"
-    status=1
-  fi
-done
-
 # ==== [begin dit-cuda] DiT experts on the GPU (examples/02_dit, dit/backend_cuda.cuh) ============
 # Kept in one section (another branch edits the sections above). About 2 minutes on an H100/H200:
 # ~30 s of tests, ~40 s of Google Benchmark (random weights generated on the host first), ~60 s of
@@ -140,12 +128,16 @@ done
 #   dit_vs_pytorch.txt         bench/peers/dit_forward.py --compare: ddm and PyTorch on the same
 #                              weights and inputs, same card: ms, TFLOP/s, ratio, errors vs float32
 #   ddm_dit_cuda.txt           ddm-dit --device cuda on the tiny Paris fixture (when the example
-#                              binary is in $BUILD: SKIP_BUILD=1 with a build of the examples)
+#                              binary is in $BUILD: a configuration with the examples)
 # Environment: DIT_COMPARE ("model:dtype:batch ..." cases for the comparison), PYTHON (python3).
 # Test binaries built elsewhere find the golden fixtures of this checkout.
 export DDM_DIT_FIXTURES="$repo/tests/dit/golden"
 dit_build() {
-  cmake --build "$BUILD" --target ddm_test_dit_cuda ddm_bench_dit_cuda -j "$(nproc)"
+  cmake --build "$BUILD" --target ddm_test_dit_cuda ddm_bench_dit_cuda -j "$(nproc)" || return 1
+  # ddm-dit exists when the configuration builds the examples.
+  if cmake --build "$BUILD" --target help | grep -q "ddm-dit"; then
+    cmake --build "$BUILD" --target ddm-dit -j "$(nproc)"
+  fi
 }
 dit_bench() {
   timeout 300 "$BUILD/bench/ddm_bench_dit_cuda" --benchmark_filter='shape:[12]/' \
@@ -199,6 +191,17 @@ if [ -x "$BUILD/examples/02_dit/ddm-dit" ]; then
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 # ==== [end dit-cuda] =============================================================================
+for bench in ddm_bench_cuda_algebra:cuda_algebra_bench ddm_bench_cuda_routing:cuda_routing_bench; do
+  binary="${bench%%:*}"
+  name="${bench##*:}"
+  if [ -x "$BUILD/bench/$binary" ]; then
+    step "$name" run_bench "$binary" "$name" 2>&1 | tee "$OUT/$name.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  else
+    echo "no benchmark binary at $BUILD/bench/$binary" | tee -a "$summary"
+    status=1
+  fi
+done
 
 echo "---- summary (results in $OUT)"
 cat "$summary"
