@@ -118,7 +118,7 @@ done
 # ==== [begin dit-cuda] DiT experts on the GPU (examples/02_dit, dit/backend_cuda.cuh) ============
 # Kept in one section (another branch edits the sections above). About 2 minutes on an H100/H200:
 # ~30 s of tests, ~40 s of Google Benchmark (random weights generated on the host first), ~60 s of
-# comparisons with PyTorch (each writes the weights to $OUT/dit_work and loads them in both).
+# comparisons with PyTorch (each writes the weights to a temporary directory and loads them in both).
 # Results in $OUT:
 #   tests_dit_cuda.txt/.json   ddm_test_dit_cuda: every backend operation vs the host, the golden
 #                              models vs PyTorch and vs the host (f32), bf16 / f16 storage vs f32,
@@ -145,15 +145,14 @@ dit_bench() {
     --benchmark_out="$OUT/dit_cuda_bench.json" --benchmark_out_format=json
 }
 dit_compare() {
-  local rc=0 case model dtype batch
-  mkdir -p "$OUT/dit_work"
+  local rc=0 case model dtype batch work
+  work="$(mktemp -d)"  # up to 2.7 GB of weights: outside $OUT, removed at the end
   for case in ${DIT_COMPARE:-DiT-XL/2:bf16:8 DiT-XL/2:f32:8 DiT-XL/2:bf16:1 DiT-B/2:bf16:8 DiT-B/2:f32:8}; do
     IFS=: read -r model dtype batch <<< "$case"
     timeout 240 "${PYTHON:-python3}" "$repo/bench/peers/dit_forward.py" --device cuda --dtype "$dtype" \
-      --model "$model" --batch "$batch" --compare "$BUILD/bench/ddm_bench_dit_cuda" \
-      --workdir "$OUT/dit_work" || rc=1
+      --model "$model" --batch "$batch" --compare "$BUILD/bench/ddm_bench_dit_cuda" --workdir "$work" || rc=1
   done
-  rm -rf "$OUT/dit_work"
+  rm -rf "$work"
   return "$rc"
 }
 dit_example() {
