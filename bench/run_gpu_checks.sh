@@ -124,6 +124,81 @@ for suite in ddm_test_cuda:tests ddm_test_cuda_routing:tests_routing; do
     status=1
   fi
 done
+# ==== [begin dit-cuda] DiT experts on the GPU (examples/02_dit, dit/backend_cuda.cuh) ============
+# Kept in one section (another branch edits the sections above). About 2 minutes on an H100/H200:
+# ~30 s of tests, ~40 s of Google Benchmark (random weights generated on the host first), ~60 s of
+# comparisons with PyTorch (each writes the weights to a temporary directory and loads them in both).
+# Results in $OUT:
+#   tests_dit_cuda.txt/.json   ddm_test_dit_cuda: every backend operation vs the host, the golden
+#                              models vs PyTorch and vs the host (f32), bf16 / f16 storage vs f32,
+#                              routed and DDPM sampling on the device vs the host
+#   dit_cuda_bench.txt/.json   ddm_bench_dit_cuda: one forward of DiT-B/2 and DiT-XL/2 (256 px),
+#                              float and bf16 weights, batch 1 and 8: ms and TFLOP/s
+#   dit_vs_pytorch.txt         bench/peers/dit_forward.py --compare: ddm and PyTorch on the same
+#                              weights and inputs, same card: ms, TFLOP/s, ratio, errors vs float32
+#   ddm_dit_cuda.txt           ddm-dit --device cuda on the tiny Paris fixture (when the example
+#                              binary is in $BUILD: a configuration with the examples)
+# Environment: DIT_COMPARE ("model:dtype:batch ..." cases for the comparison), PYTHON (python3).
+# Test binaries built elsewhere find the golden fixtures of this checkout.
+export DDM_DIT_FIXTURES="$repo/tests/dit/golden"
+dit_build() {
+  cmake --build "$BUILD" --target ddm_test_dit_cuda ddm_bench_dit_cuda -j "$(nproc)" || return 1
+  # ddm-dit exists when the configuration builds the examples.
+  if cmake --build "$BUILD" --target help | grep -q "ddm-dit"; then
+    cmake --build "$BUILD" --target ddm-dit -j "$(nproc)"
+  fi
+}
+dit_bench() {
+  timeout 300 "$BUILD/bench/ddm_bench_dit_cuda" --benchmark_filter='shape:[12]/' \
+    --benchmark_repetitions="${BENCH_REPS:-3}" --benchmark_report_aggregates_only=true \
+    --benchmark_out="$OUT/dit_cuda_bench.json" --benchmark_out_format=json
+}
+dit_compare() {
+  local rc=0 case model dtype batch work
+  work="$(mktemp -d)"  # up to 2.7 GB of weights: outside $OUT, removed at the end
+  for case in ${DIT_COMPARE:-DiT-XL/2:bf16:8 DiT-XL/2:f32:8 DiT-XL/2:bf16:1 DiT-B/2:bf16:8 DiT-B/2:f32:8}; do
+    IFS=: read -r model dtype batch <<< "$case"
+    timeout 240 "${PYTHON:-python3}" "$repo/bench/peers/dit_forward.py" --device cuda --dtype "$dtype" \
+      --model "$model" --batch "$batch" --compare "$BUILD/bench/ddm_bench_dit_cuda" --workdir "$work" || rc=1
+  done
+  rm -rf "$work"
+  return "$rc"
+}
+dit_example() {
+  local fixture="$repo/tests/dit/golden/paris_tiny"
+  timeout 120 "$BUILD/examples/02_dit/ddm-dit" --checkpoint "$fixture" --device cuda --steps 6 --batch 4 && \
+    timeout 120 "$BUILD/examples/02_dit/ddm-dit" --checkpoint "$fixture" --device cuda --storage bf16 --steps 6 \
+      --batch 4 --policy full
+}
+if [ "${SKIP_BUILD:-0}" != "1" ]; then
+  step dit_build dit_build >> "$OUT/build.log" 2>&1 || { tail -n 50 "$OUT/build.log"; status=1; }
+fi
+if [ -x "$BUILD/tests/ddm_test_dit_cuda" ]; then
+  step tests_dit_cuda timeout 240 "$BUILD/tests/ddm_test_dit_cuda" --gtest_output="json:$OUT/tests_dit_cuda.json" \
+    2>&1 | tee "$OUT/tests_dit_cuda.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  if grep -q "^\[  SKIPPED \]" "$OUT/tests_dit_cuda.txt"; then
+    echo "ddm_test_dit_cuda: tests were skipped: the GPU was not usable (see tests_dit_cuda.txt)" | tee -a "$summary"
+    status=1
+  fi
+else
+  echo "no test binary at $BUILD/tests/ddm_test_dit_cuda" | tee -a "$summary"
+  status=1
+fi
+if [ -x "$BUILD/bench/ddm_bench_dit_cuda" ]; then
+  step dit_bench dit_bench 2>&1 | tee "$OUT/dit_cuda_bench.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  step dit_compare dit_compare 2>&1 | tee "$OUT/dit_vs_pytorch.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+else
+  echo "no benchmark binary at $BUILD/bench/ddm_bench_dit_cuda" | tee -a "$summary"
+  status=1
+fi
+if [ -x "$BUILD/examples/02_dit/ddm-dit" ]; then
+  step ddm_dit_cuda dit_example 2>&1 | tee "$OUT/ddm_dit_cuda.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+# ==== [end dit-cuda] =============================================================================
 for bench in ddm_bench_cuda_algebra:cuda_algebra_bench ddm_bench_cuda_routing:cuda_routing_bench; do
   binary="${bench%%:*}"
   name="${bench##*:}"
@@ -212,5 +287,6 @@ fi
 
 echo "---- summary (results in $OUT)"
 cat "$summary"
-grep -H "\[  FAILED  \]\|\[  PASSED  \]\|\[  SKIPPED \] [0-9]" "$OUT/tests.txt" "$OUT/tests_routing.txt" 2>/dev/null
+grep -H "\[  FAILED  \]\|\[  PASSED  \]\|\[  SKIPPED \] [0-9]" "$OUT/tests.txt" "$OUT/tests_routing.txt" \
+  "$OUT/tests_dit_cuda.txt" 2>/dev/null
 exit "$status"

@@ -39,3 +39,22 @@ endif()
 set(DDM_DIT_AVAILABLE ON)
 set(DDM_DIT_FIXTURES "${PROJECT_SOURCE_DIR}/tests/dit/golden")
 message(STATUS "ddm: DiT example on (BLAS: ${BLAS_LIBRARIES}; OpenMP: ${OpenMP_CXX_FOUND})")
+
+#   ddm_dit_cuda: the models + ddm::json + ddm::cuda + cuBLASLt, for CUDA translation units that
+#                 include dit/backend_cuda.cuh (the models on device memory); no BLAS (link
+#                 ddm_dit as well for the host backend). Only with the CUDA layer.
+set(DDM_DIT_CUDA_AVAILABLE OFF)
+if(DDM_CUDA AND TARGET CUDA::cublasLt)
+  add_library(ddm_dit_cuda INTERFACE)
+  target_include_directories(ddm_dit_cuda INTERFACE "${CMAKE_CURRENT_LIST_DIR}")
+  target_link_libraries(ddm_dit_cuda INTERFACE ddm::json ddm::cuda CUDA::cublasLt)
+  # The host backend's threads in CUDA translation units that also use it (OpenMP::OpenMP_CXX
+  # covers C++ only).
+  if(OpenMP_CXX_FOUND)
+    target_compile_options(ddm_dit_cuda INTERFACE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-fopenmp>)
+  endif()
+  set(DDM_DIT_CUDA_AVAILABLE ON)
+  message(STATUS "ddm: DiT CUDA backend on")
+elseif(DDM_CUDA)
+  message(STATUS "ddm: the DiT CUDA backend needs cuBLASLt (CUDA::cublasLt); skipped")
+endif()

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -22,8 +23,11 @@
 
 namespace dit_test {
 
+/// A file under tests/dit/golden: the directory compiled in, or $DDM_DIT_FIXTURES when set (test
+/// binaries built on one machine and run on another, as bench/run_gpu_checks.sh does).
 inline std::filesystem::path fixture(const std::string& relative) {
-  return std::filesystem::path(DDM_DIT_FIXTURES) / relative;
+  const char* dir = std::getenv("DDM_DIT_FIXTURES");
+  return std::filesystem::path(dir != nullptr && *dir != '\0' ? dir : DDM_DIT_FIXTURES) / relative;
 }
 
 inline nlohmann::json config_of(const ddm::io::safetensors_file& golden) {

@@ -72,6 +72,32 @@ TEST(DitLoading, InvalidConfigurationIsAnArgumentError) {
   EXPECT_THROW((void)dit::dit_config::preset("DiT-XL/3"), ddm::argument_error);
 }
 
+TEST(DitLoading, SixteenBitStorageIsRefusedOnTheHostByName) {
+  try {
+    (void)dit::dit_model<>::load(fixture("dit_a.safetensors"), dit_a_config(), true, {}, dit::weight_storage::bf16);
+    ADD_FAILURE() << "bf16 storage loaded on the host";
+  } catch (const ddm::argument_error& e) {
+    const std::string msg = e.message();
+    EXPECT_NE(msg.find("'storage' is bf16"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("dit_a.safetensors"), std::string::npos) << msg;
+  }
+}
+
+TEST(DitLoading, WeightViewsOfSixteenBitRowsStepInTwoByteWords) {
+  // A weight_view's subrows of 16-bit storage advance by rows x stride x 2 bytes (cross-
+  // attention splits a fused in_proj matrix this way), and only f32 converts to a float view.
+  const std::uint16_t words[12] = {};
+  const dit::weight_view<ddm::host_space> w(words, 4, 3, 3, dit::weight_storage::bf16);
+  const auto lower = w.subrows(1, 2);
+  EXPECT_EQ(static_cast<const std::uint16_t*>(lower.data), words + 3);
+  EXPECT_EQ(lower.rows, 2);
+  EXPECT_THROW((void)w.subrows(3, 2), ddm::shape_error);
+  EXPECT_THROW((void)w.as_f32("test"), ddm::argument_error);
+  const float values[6] = {};
+  const dit::weight_view<ddm::host_space> f(ddm::batch_view<const float>(values, 3, 2));
+  EXPECT_EQ(f.subrows(2, 1).as_f32("test").data(), values + 4);
+}
+
 TEST(DitLoading, ParameterCountsMatchTheCheckpointAndThePaper) {
   const auto c = dit_a_config();
   const ddm::io::safetensors_file file(fixture("dit_a.safetensors"));

@@ -120,6 +120,8 @@ void parallel_for(index_t n, index_t work_per_item, Body&& body) {
     for (index_t i = 0; i < n; ++i) body(i);
     return;
   }
+#else
+  (void)work_per_item;
 #endif
   for (index_t i = 0; i < n; ++i) body(i);
 }
@@ -224,6 +226,12 @@ struct backend<ddm::host_space> {
     });
   }
 
+  /// The same with a weight_view, which must hold float weights on the host.
+  static void linear(const context& ctx, view<const float> x, weight_view<space> w, const float* bias, view<float> y,
+                     bool accumulate = false) {
+    linear(ctx, x, w.as_f32("dit::linear"), bias, y, accumulate);
+  }
+
   /// y = (x - mean) / sqrt(var + eps) per row, then * gamma + beta when given (each (1, D) or
   /// null). Statistics accumulate in double. y may be x.
   static void layer_norm(const context& /*ctx*/, view<const float> x, double eps, const float* gamma,
@@ -317,9 +325,11 @@ struct backend<ddm::host_space> {
 
   /// Multi-head scaled dot-product attention without mask. q (B*Tq, H*hd), k and v (B*Tk, H*hd),
   /// out (B*Tq, H*hd); any row strides (q, k, v are usually column blocks of one fused matrix).
-  /// Head h uses columns [h*hd, (h+1)*hd). Any head size.
+  /// Head h uses columns [h*hd, (h+1)*hd). Any head size. The host computes in float whatever
+  /// the layer's weight storage (`operands`, which device backends follow).
   static void attention(const context& /*ctx*/, view<const float> q, view<const float> k, view<const float> v,
-                        index_t batch, index_t heads, view<float> out) {
+                        index_t batch, index_t heads, view<float> out,
+                        weight_storage /*operands*/ = weight_storage::f32) {
     detail::require(batch > 0 && heads > 0 && q.rows() % batch == 0 && k.rows() % batch == 0 &&
                         ddm::same_shape(k, v) && q.cols() == k.cols() && q.cols() % heads == 0 &&
                         ddm::same_shape(q, out),
@@ -406,6 +416,29 @@ struct backend<ddm::host_space> {
     });
   }
 
+  /// y = linear(layer_norm_modulate(x)), the normalized rows in h (B*T, D). (A device backend
+  /// may write them straight into the product's 16-bit operand instead.)
+  static void modulated_linear(const context& ctx, view<const float> x, double eps, view<const float> shift,
+                               view<const float> scale, weight_view<space> w, const float* bias, view<float> y,
+                               view<float> h) {
+    layer_norm_modulate(ctx, x, eps, shift, scale, h);
+    linear(ctx, h.as_const(), w, bias, y);
+  }
+
+  /// y = linear(gelu_tanh(f)); f is overwritten with gelu_tanh(f).
+  static void gelu_linear(const context& ctx, view<float> f, weight_view<space> w, const float* bias, view<float> y) {
+    gelu_tanh(ctx, f.as_const(), f);
+    linear(ctx, f.as_const(), w, bias, y);
+  }
+
+  /// y = linear(attention(q, k, v)), the attention output in a (B*Tq, D).
+  static void attention_linear(const context& ctx, view<const float> q, view<const float> k, view<const float> v,
+                               index_t batch, index_t heads, weight_storage operands, weight_view<space> w,
+                               const float* bias, view<float> y, view<float> a) {
+    attention(ctx, q, k, v, batch, heads, a, operands);
+    linear(ctx, a.as_const(), w, bias, y);
+  }
+
   /// NCHW latents x (B, C*H*W) -> tokens (B*T, C*p*p): token i*Gw + j of sample b holds the patch
   /// at patch-row i, patch-column j, flattened as (c, py, px), the layout of a Conv2d weight.
   static void patchify(const context& /*ctx*/, view<const float> x, const patch_geometry& g, view<float> tokens) {
@@ -451,6 +484,23 @@ struct backend<ddm::host_space> {
     });
   }
 
+  /// out (B, 2 half) = [cos(t_r freqs) | sin(t_r freqs)] for freqs (1, half) (timestep_frequencies):
+  /// the product in float, cosine and sine in double, rounded to float (embeddings.hpp).
+  static void timestep_embedding(const context& /*ctx*/, std::span<const float> t, view<const float> freqs,
+                                 view<float> out) {
+    const index_t half = freqs.cols();
+    detail::require(freqs.rows() == 1 && out.rows() == static_cast<index_t>(t.size()) && out.cols() == 2 * half,
+                    "dit::timestep_embedding", "freqs (1, half), out (B, 2 half) for B timesteps");
+    for (index_t r = 0; r < out.rows(); ++r) {
+      float* row = out.row(r);
+      for (index_t k = 0; k < half; ++k) {
+        const float arg = t[static_cast<std::size_t>(r)] * freqs.row(0)[k];
+        row[k] = static_cast<float>(std::cos(static_cast<double>(arg)));
+        row[half + k] = static_cast<float>(std::sin(static_cast<double>(arg)));
+      }
+    }
+  }
+
   /// out(r, :) = table(rows[r], :). Indices are checked.
   static void gather_rows(const context& /*ctx*/, view<const float> table, std::span<const std::int32_t> rows,
                           view<float> out) {
@@ -465,10 +515,9 @@ struct backend<ddm::host_space> {
     }
   }
 
-  static void upload(const context& /*ctx*/, std::span<const float> values, view<float> dst) {
-    detail::require(static_cast<index_t>(values.size()) == dst.size(), "dit::upload", "sizes must agree");
-    for (index_t r = 0; r < dst.rows(); ++r)
-      std::memcpy(dst.row(r), values.data() + r * dst.cols(), static_cast<std::size_t>(dst.cols()) * sizeof(float));
+  static void upload(const context& /*ctx*/, std::span<const float> values, view<float> dst) { upload_(values, dst); }
+  static void upload(const context& /*ctx*/, std::span<const std::uint16_t> values, view<std::uint16_t> dst) {
+    upload_(values, dst);
   }
 
   static void download(const context& /*ctx*/, view<const float> src, std::span<float> values) {
@@ -477,7 +526,21 @@ struct backend<ddm::host_space> {
       std::memcpy(values.data() + r * src.cols(), src.row(r), static_cast<std::size_t>(src.cols()) * sizeof(float));
   }
 
+  /// The (n, 1) row indices into a host vector.
+  static std::vector<std::int32_t> download_indices(const context& /*ctx*/, view<const std::int32_t> rows) {
+    std::vector<std::int32_t> out(static_cast<std::size_t>(rows.rows()));
+    for (index_t i = 0; i < rows.rows(); ++i) out[static_cast<std::size_t>(i)] = rows.row(i)[0];
+    return out;
+  }
+
  private:
+  template <class U>
+  static void upload_(std::span<const U> values, view<U> dst) {
+    detail::require(static_cast<index_t>(values.size()) == dst.size(), "dit::upload", "sizes must agree");
+    for (index_t r = 0; r < dst.rows(); ++r)
+      std::memcpy(dst.row(r), values.data() + r * dst.cols(), static_cast<std::size_t>(dst.cols()) * sizeof(U));
+  }
+
   static void moments_(const float* x, index_t d, double eps, float& mean, float& inv) {
     double s = 0;
     for (index_t j = 0; j < d; ++j) s += x[j];

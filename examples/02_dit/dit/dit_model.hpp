@@ -38,11 +38,12 @@ class dit_model {
 
   /// Loads every tensor the configuration needs from `file`. pos_embed is taken from the file
   /// when present and computed otherwise. With `strict`, unused tensors are an error.
+  /// Matrices of Linear layers are kept in `storage` (bf16 / f16: device backends only).
   dit_model(const dit_config& config, const ddm::io::safetensors_file& file, bool strict = true,
-            const context& ctx = {})
+            const context& ctx = {}, weight_storage storage = weight_storage::f32)
       : config_(config) {
     config_.validate();
-    weight_reader<Space> r(file, ctx);
+    weight_reader<Space> r(file, ctx, storage);
     const index_t d = config_.hidden_size;
     const auto u = weight_reader<Space>::u;
     x_embedder_ = patch_embedder<Space>::load(r, "x_embedder.proj.weight", "x_embedder.proj.bias", config_.geometry(), d);
@@ -68,9 +69,10 @@ class dit_model {
   /// Opens `path` and loads it (see the constructor).
   [[nodiscard]] static std::shared_ptr<const dit_model> load(const std::filesystem::path& path,
                                                              const dit_config& config, bool strict = true,
-                                                             const context& ctx = {}) {
+                                                             const context& ctx = {},
+                                                             weight_storage storage = weight_storage::f32) {
     const ddm::io::safetensors_file file(path);
-    return std::make_shared<const dit_model>(config, file, strict, ctx);
+    return std::make_shared<const dit_model>(config, file, strict, ctx, storage);
   }
 
   /// The name and shape of every tensor a checkpoint of `config` holds (pos_embed included), in
@@ -160,7 +162,7 @@ class dit_model {
     auto mod = ws.get(slot::model + 4, b, 6 * d);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
       const auto& blk = blocks_[i];
-      ops::linear(ctx, sc, blk.adaln.weight.cview(), blk.adaln.bias_data(), mod);
+      ops::linear(ctx, sc, blk.adaln.view(), blk.adaln.bias_data(), mod);
       const auto m = mod.as_const();
       attention_residual(ctx, xs, b, config_.num_heads, config_.layer_norm_eps, chunk(m, 0, d), chunk(m, 1, d),
                          chunk(m, 2, d), blk.layers.qkv, blk.layers.proj, ws);
@@ -170,12 +172,12 @@ class dit_model {
     }
 
     auto fmod = ws.get(slot::model + 4, b, 2 * d);
-    ops::linear(ctx, sc, final_adaln_.weight.cview(), final_adaln_.bias_data(), fmod);
+    ops::linear(ctx, sc, final_adaln_.view(), final_adaln_.bias_data(), fmod);
     auto h = ws.get(slot::normed, b * tokens, d);
     ops::layer_norm_modulate(ctx, xs, config_.layer_norm_eps, chunk(fmod.as_const(), 0, d),
                              chunk(fmod.as_const(), 1, d), h);
     auto patches = ws.get(slot::hidden, b * tokens, final_linear_.out());
-    ops::linear(ctx, h, final_linear_.weight.cview(), final_linear_.bias_data(), patches);
+    ops::linear(ctx, h, final_linear_.view(), final_linear_.bias_data(), patches);
     record("final", patches);
     ops::unpatchify(ctx, patches, config_.geometry(), keep, out);
     record("output", out);

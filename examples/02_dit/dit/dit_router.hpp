@@ -56,10 +56,10 @@ class dit_router_model {
   using context = ddm::execution_context<Space>;
 
   dit_router_model(const router_config& config, const ddm::io::safetensors_file& file, bool strict = true,
-                   const context& ctx = {})
+                   const context& ctx = {}, weight_storage storage = weight_storage::f32)
       : config_(config) {
     config_.validate();
-    weight_reader<Space> r(file, ctx);
+    weight_reader<Space> r(file, ctx, storage);
     const index_t d = config_.hidden_size;
     const auto u = weight_reader<Space>::u;
     patch_embed_ = patch_embedder<Space>::load(r, "patch_embed.weight", "patch_embed.bias", config_.geometry(), d);
@@ -86,9 +86,10 @@ class dit_router_model {
 
   [[nodiscard]] static std::shared_ptr<const dit_router_model> load(const std::filesystem::path& path,
                                                                     const router_config& config, bool strict = true,
-                                                                    const context& ctx = {}) {
+                                                                    const context& ctx = {},
+                                                                    weight_storage storage = weight_storage::f32) {
     const ddm::io::safetensors_file file(path);
-    return std::make_shared<const dit_router_model>(config, file, strict, ctx);
+    return std::make_shared<const dit_router_model>(config, file, strict, ctx, storage);
   }
 
   [[nodiscard]] const router_config& config() const noexcept { return config_; }
@@ -135,7 +136,7 @@ class dit_router_model {
     auto mod = ws.get(slot::model + 3, b, 6 * d);
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       const auto& l = layers_[i];
-      ops::linear(ctx, st, l.adaln.weight.cview(), l.adaln.bias_data(), mod);
+      ops::linear(ctx, st, l.adaln.view(), l.adaln.bias_data(), mod);
       const auto m = mod.as_const();
       attention_residual(ctx, xs, b, config_.num_heads, config_.layer_norm_eps, chunk(m, 0, d), chunk(m, 1, d),
                          chunk(m, 2, d), l.layers.qkv, l.layers.proj, ws);
@@ -148,11 +149,11 @@ class dit_router_model {
     const batch_view<const float, Space> cls(xs.data(), b, d, seq * d);
     record("cls", batch_view<float, Space>(xs.data(), b, d, seq * d));
     auto h = ws.get(slot::normed, b, d);
-    ops::linear(ctx, cls, head0_.weight.cview(), head0_.bias_data(), h);
+    ops::linear(ctx, cls, head0_.view(), head0_.bias_data(), h);
     ops::gelu_tanh(ctx, h, h);
     ops::layer_norm(ctx, h, config_.head_layer_norm_eps, head_norm_weight_.data(), head_norm_bias_.data(), h);
     ops::gelu_tanh(ctx, h, h);
-    ops::linear(ctx, h, head4_.weight.cview(), head4_.bias_data(), logits);
+    ops::linear(ctx, h, head4_.view(), head4_.bias_data(), logits);
     record("logits", logits);
   }
 

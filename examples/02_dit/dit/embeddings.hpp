@@ -12,6 +12,19 @@
 
 namespace dit {
 
+/// The frequencies of the timestep embedding: freq_k = exp(-ln(max_period) * k / half), k = 0..half-1,
+/// half = dim / 2, in float as PyTorch computes them for float32 tensors.
+[[nodiscard]] inline std::vector<float> timestep_frequencies(index_t dim, double max_period = 10000.0) {
+  if (dim <= 0 || dim % 2 != 0)
+    ddm::detail::fail_argument("dit::timestep_frequencies", "dim", dim, "a positive even number");
+  const index_t half = dim / 2;
+  const auto neg_log = static_cast<float>(-std::log(max_period));
+  std::vector<float> freqs(static_cast<std::size_t>(half));
+  for (index_t k = 0; k < half; ++k)
+    freqs[static_cast<std::size_t>(k)] = std::exp(neg_log * static_cast<float>(k) / static_cast<float>(half));
+  return freqs;
+}
+
 /// Timestep embedding (DiT's TimestepEmbedder.timestep_embedding): for half = dim / 2,
 /// freq_k = exp(-ln(max_period) * k / half), k = 0..half-1, and row r is
 /// [cos(t_r * freq) | sin(t_r * freq)] -- cosine first. Arithmetic is float, as PyTorch does it
@@ -23,10 +36,7 @@ inline void timestep_embedding(std::span<const float> t, index_t dim, std::span<
     throw ddm::shape_error(ddm::detail::concat("dit::timestep_embedding: out has ", out.size(), " values, expected ",
                                                t.size(), " x ", dim));
   const index_t half = dim / 2;
-  const auto neg_log = static_cast<float>(-std::log(max_period));
-  std::vector<float> freqs(static_cast<std::size_t>(half));
-  for (index_t k = 0; k < half; ++k)
-    freqs[static_cast<std::size_t>(k)] = std::exp(neg_log * static_cast<float>(k) / static_cast<float>(half));
+  const auto freqs = timestep_frequencies(dim, max_period);
   for (std::size_t r = 0; r < t.size(); ++r) {
     float* row = out.data() + r * static_cast<std::size_t>(dim);
     for (index_t k = 0; k < half; ++k) {

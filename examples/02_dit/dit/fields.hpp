@@ -14,6 +14,12 @@
 // batch being sampled. Called as a plain velocity field, row i of x uses row i of the table (or
 // row 0 when the table has a single row). Called with row indices -- as ddm's routed field calls
 // the experts it gives a sub-batch -- row i uses row rows(i, 0) of the table.
+//
+// Memory spaces: every wrapper runs its network on the execution context it was built with (for
+// ddm::cuda_space, the stream of the routed field and the sampler: build them with the same
+// context). On a device, row indices live in device memory; a wrapper with a per-sample table
+// copies them to the host once per call (one wait for the device) to pick the labels or the
+// text rows; a one-row table needs no indices and waits for nothing.
 
 #include <cstdint>
 #include <memory>
@@ -48,28 +54,28 @@ enum class output_kind {
 namespace detail {
 
 // Which conditioning row each row of x uses: identity, broadcast of row 0, or the given indices.
+// Indices in device memory are copied to the host first (one wait for the device; none when the
+// table has a single row, which every row uses).
 template <class Space>
-std::vector<std::int32_t> conditioning_rows(const char* where, index_t batch_rows, index_t table_rows,
-                                            const row_indices<Space>* rows) {
+std::vector<std::int32_t> conditioning_rows(const char* where, const ddm::execution_context<Space>& ctx,
+                                            index_t batch_rows, index_t table_rows, const row_indices<Space>* rows) {
   if (rows == nullptr && table_rows != 1 && table_rows != batch_rows)
     throw ddm::shape_error(ddm::detail::concat(where, ": the conditioning table has ", table_rows, " rows for a batch of ",
                                                batch_rows, ", expected one row per sample or one row for all (a "
                                                "sub-batch must come with its row indices)"));
-  std::vector<std::int32_t> out(static_cast<std::size_t>(batch_rows));
+  std::vector<std::int32_t> out(static_cast<std::size_t>(batch_rows), 0);
+  if (table_rows == 1) return out;
+  if (rows == nullptr) {
+    for (index_t i = 0; i < batch_rows; ++i) out[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
+    return out;
+  }
+  out = backend<Space>::download_indices(ctx, *rows);
   for (index_t i = 0; i < batch_rows; ++i) {
-    std::int32_t r;
-    if (rows != nullptr) {
-      static_assert(Space::host_accessible, "dit: row indices in device memory need a device gather");
-      r = (*rows)(i, 0);
-    } else {
-      r = static_cast<std::int32_t>(i);
-    }
-    if (table_rows == 1) r = 0;
+    const std::int32_t r = out[static_cast<std::size_t>(i)];
     if (r < 0 || r >= table_rows)
       throw ddm::argument_error(ddm::detail::concat(where, ": row ", i, " needs conditioning row ", r,
                                                     " but the conditioning table has ", table_rows,
                                                     " rows (one per sample of the sampled batch, or 1 for all)"));
-    out[static_cast<std::size_t>(i)] = r;
   }
   return out;
 }
@@ -91,8 +97,8 @@ template <class Space = ddm::host_space>
 class dit_expert_field {
  public:
   dit_expert_field(std::shared_ptr<const dit_model<Space>> model, std::vector<std::int32_t> labels,
-                   double time_scale = 1.0)
-      : model_(std::move(model)), labels_(std::move(labels)), time_scale_(time_scale) {
+                   double time_scale = 1.0, const ddm::execution_context<Space>& ctx = {})
+      : model_(std::move(model)), labels_(std::move(labels)), time_scale_(time_scale), ctx_(ctx), ws_(ctx) {
     if (!model_) throw ddm::argument_error("dit::dit_expert_field: argument 'model' is null");
     if (labels_.empty())
       throw ddm::argument_error("dit::dit_expert_field: argument 'labels' is empty, expected one label per sample "
@@ -112,7 +118,7 @@ class dit_expert_field {
 
  private:
   void run_(batch_view<const float, Space> x, double t, batch_view<float, Space> v, const row_indices<Space>* rows) {
-    const auto which = detail::conditioning_rows("dit::dit_expert_field", x.rows(),
+    const auto which = detail::conditioning_rows("dit::dit_expert_field", ctx_, x.rows(),
                                                  static_cast<index_t>(labels_.size()), rows);
     std::vector<std::int32_t> y(which.size());
     for (std::size_t i = 0; i < which.size(); ++i) y[i] = labels_[static_cast<std::size_t>(which[i])];
@@ -133,8 +139,8 @@ template <class Space = ddm::host_space>
 class paris_expert_field {
  public:
   paris_expert_field(std::shared_ptr<const paris_expert<Space>> model, std::shared_ptr<const batch<float, Space>> text,
-                     double time_scale = 1000.0)
-      : model_(std::move(model)), text_(std::move(text)), time_scale_(time_scale) {
+                     double time_scale = 1000.0, const ddm::execution_context<Space>& ctx = {})
+      : model_(std::move(model)), text_(std::move(text)), time_scale_(time_scale), ctx_(ctx), ws_(ctx) {
     if (!model_) throw ddm::argument_error("dit::paris_expert_field: argument 'model' is null");
     if (!text_ || text_->rows() == 0)
       throw ddm::argument_error("dit::paris_expert_field: argument 'text' is empty, expected text-encoder states, "
@@ -157,7 +163,7 @@ class paris_expert_field {
 
  private:
   void run_(batch_view<const float, Space> x, double t, batch_view<float, Space> v, const row_indices<Space>* rows) {
-    const auto which = detail::conditioning_rows("dit::paris_expert_field", x.rows(), text_->rows(), rows);
+    const auto which = detail::conditioning_rows("dit::paris_expert_field", ctx_, x.rows(), text_->rows(), rows);
     // Gather each row's text states unless the table already lines up with x.
     batch_view<const float, Space> text = text_->cview();
     bool identity = text_->rows() == x.rows();
@@ -183,8 +189,8 @@ template <class Space = ddm::host_space>
 class dit_router {
  public:
   explicit dit_router(std::shared_ptr<const dit_router_model<Space>> model, double time_scale = 1000.0,
-                      std::string name = "dit_router")
-      : model_(std::move(model)), time_scale_(time_scale), name_(std::move(name)) {
+                      std::string name = "dit_router", const ddm::execution_context<Space>& ctx = {})
+      : model_(std::move(model)), time_scale_(time_scale), name_(std::move(name)), ctx_(ctx), ws_(ctx) {
     if (!model_) throw ddm::argument_error("dit::dit_router: argument 'model' is null");
   }
 
@@ -210,21 +216,23 @@ class dit_router {
 /// A field with output convention `Kind` as a velocity field: itself for velocity, the eps or x0
 /// adapter of ddm::flow otherwise (row indices pass through the adapters).
 template <output_kind Kind, class Field, class Space = ddm::host_space>
-[[nodiscard]] auto as_velocity(Field field, double guard = 1e-4) {
+[[nodiscard]] auto as_velocity(Field field, double guard = 1e-4, const ddm::execution_context<Space>& ctx = {}) {
   if constexpr (Kind == output_kind::velocity) {
     return field;
   } else if constexpr (Kind == output_kind::eps) {
-    return ddm::flow::eps_velocity<Field, Space>(std::move(field), guard);
+    return ddm::flow::eps_velocity<Field, Space>(std::move(field), guard, ctx);
   } else {
-    return ddm::flow::x0_velocity<Field, Space>(std::move(field), guard);
+    return ddm::flow::x0_velocity<Field, Space>(std::move(field), guard, ctx);
   }
 }
 
 /// An original (DDPM, 1000 linear-beta steps, eps-prediction) DiT as a rectified-flow velocity
 /// field: the VP adapter rescales x, maps t to the DDPM timestep and converts eps to velocity.
 template <class Space = ddm::host_space>
-[[nodiscard]] auto ddpm_velocity(dit_expert_field<Space> field, double guard = 1e-4) {
-  return ddm::flow::make_vp_eps_velocity<float, Space>(std::move(field), ddm::flow::linear_beta_timesteps{}, guard);
+[[nodiscard]] auto ddpm_velocity(dit_expert_field<Space> field, double guard = 1e-4,
+                                 const ddm::execution_context<Space>& ctx = {}) {
+  return ddm::flow::make_vp_eps_velocity<float, Space>(std::move(field), ddm::flow::linear_beta_timesteps{}, guard,
+                                                       ctx);
 }
 
 }  // namespace dit

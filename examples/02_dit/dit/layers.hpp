@@ -24,7 +24,7 @@ inline constexpr std::size_t qkv = 1;       // (B*T, 3D) or (B*T, D) for a cross
 inline constexpr std::size_t attended = 2;  // (B*T, D)
 inline constexpr std::size_t branch = 3;    // (B*T, D)
 inline constexpr std::size_t hidden = 4;    // (B*T, mlp) or (B*L, 2D) for cross-attention keys and values
-inline constexpr std::size_t host_in = 5;   // small host-computed inputs (timestep frequencies)
+inline constexpr std::size_t host_in = 5;   // (B, 256) timestep frequencies
 inline constexpr std::size_t model = 8;
 }  // namespace slot
 
@@ -39,8 +39,7 @@ struct patch_embedder {
     const auto u = weight_reader<Space>::u;
     patch_embedder e;
     e.geometry = g;
-    e.proj.weight = r.tensor(weight, {u(hidden), u(g.channels), u(g.patch), u(g.patch)}, hidden,
-                             g.patch_values(g.channels));
+    e.proj = r.matrix(weight, {u(hidden), u(g.channels), u(g.patch), u(g.patch)}, hidden, g.patch_values(g.channels));
     e.proj.bias = r.tensor(bias, {u(hidden)}, 1, hidden);
     return e;
   }
@@ -51,7 +50,7 @@ struct patch_embedder {
     using ops = backend<Space>;
     auto patches = ws.get(slot::hidden, x.rows() * geometry.tokens(), geometry.patch_values(geometry.channels));
     ops::patchify(ctx, x, geometry, patches);
-    ops::linear(ctx, patches, proj.weight.cview(), proj.bias_data(), tokens);
+    ops::linear(ctx, patches, proj.view(), proj.bias_data(), tokens);
   }
 };
 
@@ -60,6 +59,7 @@ template <class Space>
 struct timestep_embedder {
   linear_weights<Space> fc1;  // (D, 256)
   linear_weights<Space> fc2;  // (D, D)
+  batch<float, Space> freqs;  // (1, 128): exp(-ln(10000) k / 128), computed once on the host
   index_t frequency_size = 256;
 
   static timestep_embedder load(weight_reader<Space>& r, const std::string& prefix, index_t hidden,
@@ -68,6 +68,9 @@ struct timestep_embedder {
     e.fc1 = r.linear(prefix + ".0", hidden, frequency_size);
     e.fc2 = r.linear(prefix + ".2", hidden, hidden);
     e.frequency_size = frequency_size;
+    const auto table = timestep_frequencies(frequency_size);
+    e.freqs = batch<float, Space>(r.context(), 1, frequency_size / 2);
+    backend<Space>::upload(r.context(), table, e.freqs.view());
     return e;
   }
 
@@ -76,14 +79,12 @@ struct timestep_embedder {
                batch_view<float, Space> out) const {
     using ops = backend<Space>;
     const auto b = static_cast<index_t>(t.size());
-    std::vector<float> freq(t.size() * static_cast<std::size_t>(frequency_size));
-    timestep_embedding(t, frequency_size, freq);
     auto f = ws.get(slot::host_in, b, frequency_size);
-    ops::upload(ctx, freq, f);
+    ops::timestep_embedding(ctx, t, freqs.cview(), f);
     auto h = ws.get(slot::branch, b, fc1.out());
-    ops::linear(ctx, f, fc1.weight.cview(), fc1.bias_data(), h);
+    ops::linear(ctx, f.as_const(), fc1.view(), fc1.bias_data(), h);
     ops::silu(ctx, h, h);
-    ops::linear(ctx, h, fc2.weight.cview(), fc2.bias_data(), out);
+    ops::linear(ctx, h.as_const(), fc2.view(), fc2.bias_data(), out);
   }
 };
 
@@ -107,14 +108,13 @@ void attention_residual(const ddm::execution_context<Space>& ctx, batch_view<flo
   const index_t rows = x.rows();
   const index_t d = x.cols();
   auto h = ws.get(slot::normed, rows, d);
-  ops::layer_norm_modulate(ctx, x, eps, shift, scale, h);
   auto qkv = ws.get(slot::qkv, rows, 3 * d);
-  ops::linear(ctx, h, qkv_w.weight.cview(), qkv_w.bias_data(), qkv);
+  ops::modulated_linear(ctx, x.as_const(), eps, shift, scale, qkv_w.view(), qkv_w.bias_data(), qkv, h);
   auto a = ws.get(slot::attended, rows, d);
-  ops::attention(ctx, columns(qkv.as_const(), 0, d), columns(qkv.as_const(), d, d), columns(qkv.as_const(), 2 * d, d),
-                 batch_size, heads, a);
   auto o = ws.get(slot::branch, rows, d);
-  ops::linear(ctx, a, proj_w.weight.cview(), proj_w.bias_data(), o);
+  ops::attention_linear(ctx, columns(qkv.as_const(), 0, d), columns(qkv.as_const(), d, d),
+                        columns(qkv.as_const(), 2 * d, d), batch_size, heads, qkv_w.storage, proj_w.view(),
+                        proj_w.bias_data(), o, a);
   ops::gated_residual(ctx, x, gate, o);
 }
 
@@ -127,12 +127,10 @@ void mlp_residual(const ddm::execution_context<Space>& ctx, batch_view<float, Sp
   using ops = backend<Space>;
   const index_t rows = x.rows();
   auto h = ws.get(slot::normed, rows, x.cols());
-  ops::layer_norm_modulate(ctx, x, eps, shift, scale, h);
   auto f = ws.get(slot::hidden, rows, fc1.out());
-  ops::linear(ctx, h, fc1.weight.cview(), fc1.bias_data(), f);
-  ops::gelu_tanh(ctx, f, f);
+  ops::modulated_linear(ctx, x.as_const(), eps, shift, scale, fc1.view(), fc1.bias_data(), f, h);
   auto o = ws.get(slot::branch, rows, x.cols());
-  ops::linear(ctx, f, fc2.weight.cview(), fc2.bias_data(), o);
+  ops::gelu_linear(ctx, f, fc2.view(), fc2.bias_data(), o);
   ops::gated_residual(ctx, x, gate, o);
 }
 
@@ -147,16 +145,16 @@ void cross_attention_residual(const ddm::execution_context<Space>& ctx, batch_vi
   using ops = backend<Space>;
   const index_t rows = x.rows();
   const index_t d = x.cols();
-  const auto w = in_proj.weight.cview();
+  const auto w = in_proj.view();
   const float* bias = in_proj.bias_data();
   auto q = ws.get(slot::qkv, rows, d);
   ops::linear(ctx, x.as_const(), w.subrows(0, d), bias, q);
   auto kv = ws.get(slot::hidden, text.rows(), 2 * d);
   ops::linear(ctx, text, w.subrows(d, 2 * d), bias == nullptr ? nullptr : bias + d, kv);
   auto a = ws.get(slot::attended, rows, d);
-  ops::attention(ctx, q.as_const(), columns(kv.as_const(), 0, d), columns(kv.as_const(), d, d), batch_size, heads, a);
   auto o = ws.get(slot::branch, rows, d);
-  ops::linear(ctx, a, out_proj.weight.cview(), out_proj.bias_data(), o);
+  ops::attention_linear(ctx, q.as_const(), columns(kv.as_const(), 0, d), columns(kv.as_const(), d, d), batch_size,
+                        heads, in_proj.storage, out_proj.view(), out_proj.bias_data(), o, a);
   ops::gated_residual(ctx, x, batch_view<const float, Space>{}, o);
 }
 

@@ -62,10 +62,10 @@ class paris_expert {
   using context = ddm::execution_context<Space>;
 
   paris_expert(const paris_expert_config& config, const ddm::io::safetensors_file& file, bool strict = true,
-               const context& ctx = {})
+               const context& ctx = {}, weight_storage storage = weight_storage::f32)
       : config_(config) {
     config_.validate();
-    weight_reader<Space> r(file, ctx);
+    weight_reader<Space> r(file, ctx, storage);
     const index_t d = config_.hidden_size;
     const auto u = weight_reader<Space>::u;
     patch_embed_ = patch_embedder<Space>::load(r, "patch_embed.weight", "patch_embed.bias", config_.geometry(), d);
@@ -94,9 +94,10 @@ class paris_expert {
 
   [[nodiscard]] static std::shared_ptr<const paris_expert> load(const std::filesystem::path& path,
                                                                 const paris_expert_config& config,
-                                                                bool strict = true, const context& ctx = {}) {
+                                                                bool strict = true, const context& ctx = {},
+                                                                weight_storage storage = weight_storage::f32) {
     const ddm::io::safetensors_file file(path);
-    return std::make_shared<const paris_expert>(config, file, strict, ctx);
+    return std::make_shared<const paris_expert>(config, file, strict, ctx, storage);
   }
 
   [[nodiscard]] const paris_expert_config& config() const noexcept { return config_; }
@@ -139,7 +140,7 @@ class paris_expert {
     auto st = ws.get(slot::model + 2, b, d);
     ops::silu(ctx, temb, st);
     auto t0 = ws.get(slot::model + 3, b, 6 * d);
-    ops::linear(ctx, st, t_block_.weight.cview(), t_block_.bias_data(), t0);
+    ops::linear(ctx, st, t_block_.view(), t_block_.bias_data(), t0);
     record("t0", t0);
 
     // (B, L*text_dim) viewed as (B*L, text_dim): each prompt's tokens are consecutive rows.
@@ -147,7 +148,7 @@ class paris_expert {
       throw ddm::argument_error(ddm::detail::concat(where, ": argument 'text' must be contiguous"));
     const batch_view<const float, Space> text_tokens(text.data(), b * config_.text_length, config_.text_dim);
     auto txt = ws.get(slot::model + 4, b * config_.text_length, d);
-    ops::linear(ctx, text_tokens, text_proj_.weight.cview(), text_proj_.bias_data(), txt);
+    ops::linear(ctx, text_tokens, text_proj_.view(), text_proj_.bias_data(), txt);
     record("text_proj", txt);
 
     auto mod = ws.get(slot::model + 5, b, 6 * d);
@@ -171,7 +172,7 @@ class paris_expert {
     ops::layer_norm_modulate(ctx, xs, config_.layer_norm_eps, chunk(fmod.as_const(), 0, d),
                              chunk(fmod.as_const(), 1, d), h);
     auto patches = ws.get(slot::hidden, b * tokens, final_linear_.out());
-    ops::linear(ctx, h, final_linear_.weight.cview(), final_linear_.bias_data(), patches);
+    ops::linear(ctx, h, final_linear_.view(), final_linear_.bias_data(), patches);
     record("final", patches);
     ops::unpatchify(ctx, patches, config_.geometry(), config_.out_channels, out);
     record("output", out);

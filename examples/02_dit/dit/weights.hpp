@@ -9,6 +9,7 @@
 // another architecture, is a configuration mistake that should not load silently.
 
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <set>
 #include <span>
@@ -18,28 +19,46 @@
 
 #include <ddm/core/batch.hpp>
 #include <ddm/core/error.hpp>
+#include <ddm/io/float16.hpp>
 #include <ddm/io/safetensors.hpp>
 
 #include "dit/backend.hpp"
 
 namespace dit {
 
-/// A PyTorch Linear: weight (out, in), bias (1, out) (empty when the layer has none).
+/// A PyTorch Linear: weight (out, in) in the reader's weight_storage (float in `weight`, or the
+/// 16-bit words of bf16 / f16 values in `weight16`), bias (1, out) float (empty when the layer
+/// has none).
 template <class Space>
 struct linear_weights {
   batch<float, Space> weight;
+  batch<std::uint16_t, Space> weight16;
   batch<float, Space> bias;
+  weight_storage storage = weight_storage::f32;
 
   [[nodiscard]] const float* bias_data() const noexcept { return bias.empty() ? nullptr : bias.data(); }
-  [[nodiscard]] index_t in() const noexcept { return weight.cols(); }
-  [[nodiscard]] index_t out() const noexcept { return weight.rows(); }
+  [[nodiscard]] index_t in() const noexcept { return storage == weight_storage::f32 ? weight.cols() : weight16.cols(); }
+  [[nodiscard]] index_t out() const noexcept { return storage == weight_storage::f32 ? weight.rows() : weight16.rows(); }
+  /// The weight matrix, for backend<Space>::linear.
+  [[nodiscard]] weight_view<Space> view() const noexcept {
+    if (storage == weight_storage::f32) return weight.cview();
+    return {weight16.data(), weight16.rows(), weight16.cols(), weight16.cols(), storage};
+  }
 };
 
 template <class Space>
 class weight_reader {
  public:
-  weight_reader(const ddm::io::safetensors_file& file, const ddm::execution_context<Space>& ctx)
-      : file_(file), ctx_(ctx) {}
+  /// Reads from `file` into memory of `ctx`; matrices of Linear layers in `storage` (float only
+  /// on the host).
+  weight_reader(const ddm::io::safetensors_file& file, const ddm::execution_context<Space>& ctx,
+                weight_storage storage = weight_storage::f32)
+      : file_(file), ctx_(ctx), storage_(storage) {
+    if (Space::host_accessible && storage != weight_storage::f32)
+      throw ddm::argument_error(ddm::detail::concat("dit::weight_reader: argument 'storage' is ", to_string(storage),
+                                                    " for '", file.label(), "', expected f32: the host backend keeps "
+                                                    "float weights (bf16 / f16 storage is for the CUDA backend)"));
+  }
 
   [[nodiscard]] bool has(const std::string& name) const { return file_.contains(name); }
 
@@ -58,10 +77,38 @@ class weight_reader {
     return out;
   }
 
+  /// The weight matrix `name` of shape `shape`, as (rows, cols), in the reader's storage. A 16-bit
+  /// tensor already in the storage format is copied bit for bit; anything else goes through
+  /// float and is rounded to nearest (ties to even), as torch's .to(dtype) does.
+  [[nodiscard]] linear_weights<Space> matrix(const std::string& name, std::initializer_list<std::uint64_t> shape,
+                                             index_t rows, index_t cols) {
+    linear_weights<Space> l;
+    l.storage = storage_;
+    if (storage_ == weight_storage::f32) {
+      l.weight = tensor(name, shape, rows, cols);
+      return l;
+    }
+    file_.require_shape(name, shape);
+    used_.insert(name);
+    const auto& info = file_.info(name);
+    std::vector<std::uint16_t> words(static_cast<std::size_t>(rows * cols));
+    const auto stored = storage_ == weight_storage::bf16 ? ddm::io::dtype::bf16 : ddm::io::dtype::f16;
+    if (info.dtype == stored) {
+      const auto raw = file_.raw(name);
+      std::memcpy(words.data(), raw.data(), raw.size());  // little-endian words, any alignment
+    } else {
+      const auto values = file_.read<float>(name);
+      for (std::size_t i = 0; i < words.size(); ++i)
+        words[i] = storage_ == weight_storage::bf16 ? ddm::io::float_to_bf16(values[i]) : ddm::io::float_to_f16(values[i]);
+    }
+    l.weight16 = batch<std::uint16_t, Space>(ctx_, rows, cols);
+    backend<Space>::upload(ctx_, std::span<const std::uint16_t>(words), l.weight16.view());
+    return l;
+  }
+
   /// `prefix`.weight (out, in) and, when `bias`, `prefix`.bias (out).
   [[nodiscard]] linear_weights<Space> linear(const std::string& prefix, index_t out, index_t in, bool bias = true) {
-    linear_weights<Space> l;
-    l.weight = tensor(prefix + ".weight", {u(out), u(in)}, out, in);
+    linear_weights<Space> l = matrix(prefix + ".weight", {u(out), u(in)}, out, in);
     if (bias) l.bias = tensor(prefix + ".bias", {u(out)}, 1, out);
     return l;
   }
@@ -69,8 +116,7 @@ class weight_reader {
   /// A Linear stored the nn.MultiheadAttention way: `weight_name` (out, in), `bias_name` (out).
   [[nodiscard]] linear_weights<Space> linear_named(const std::string& weight_name, const std::string& bias_name,
                                                    index_t out, index_t in) {
-    linear_weights<Space> l;
-    l.weight = tensor(weight_name, {u(out), u(in)}, out, in);
+    linear_weights<Space> l = matrix(weight_name, {u(out), u(in)}, out, in);
     l.bias = tensor(bias_name, {u(out)}, 1, out);
     return l;
   }
@@ -91,12 +137,14 @@ class weight_reader {
 
   [[nodiscard]] const ddm::io::safetensors_file& file() const noexcept { return file_; }
   [[nodiscard]] const ddm::execution_context<Space>& context() const noexcept { return ctx_; }
+  [[nodiscard]] weight_storage storage() const noexcept { return storage_; }
 
   [[nodiscard]] static std::uint64_t u(index_t v) noexcept { return static_cast<std::uint64_t>(v); }
 
  private:
   const ddm::io::safetensors_file& file_;
   ddm::execution_context<Space> ctx_;
+  weight_storage storage_;
   std::set<std::string> used_;
 };
 

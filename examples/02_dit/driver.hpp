@@ -1,0 +1,312 @@
+#pragma once
+// The sampling run of ddm-dit, written once for both memory spaces: main.cpp instantiates it for
+// the host, run_cuda.cu for a CUDA device. Values cross between the spaces only through
+// ddm::copy (the noise, the text states, the per-step summaries printed, the final latents).
+//
+// A run: load the folder, build the routed field (experts with guidance inside, the DiT router,
+// the policy), sample from noise with a progress printer and -- unless --diagnostics 0 -- ddm's
+// routing_observer (expert disagreement and its trajectory integral, angular deviation of the
+// selected and non-selected experts), then print the routing counts and the diagnostics. On a
+// device the observer needs its device instruments (ddm::diagnostics::routing_instruments
+// <cuda_space>, ddm/cuda/diagnostics.hpp, in ddm versions that have them); without them a device
+// run reports the routing counts alone and says why.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ddm/ddm.hpp>
+#include <ddm/diagnostics/routing_observer.hpp>
+#include <ddm/io/safetensors.hpp>
+#include <ddm/io/safetensors_writer.hpp>
+#include <ddm/routing/policy.hpp>
+
+#include "dit/paris_routed.hpp"
+
+#ifndef DDM_DIT_FIXTURES
+#define DDM_DIT_FIXTURES "tests/dit/golden"
+#endif
+
+// Declared as ddm/diagnostics/routing_observer.hpp declares it where it exists: the class whose
+// specialization for a memory space gives the routing observer its instruments there.
+namespace ddm::diagnostics {
+template <class Space>
+struct routing_instruments;
+}  // namespace ddm::diagnostics
+
+namespace ddm_dit {
+
+/// Whether ddm's routing observer runs on views of Space: always on the host; on a device when
+/// the instruments for it are defined (complete) in this translation unit.
+template <class Space>
+inline constexpr bool observer_runs_in =
+    Space::host_accessible || requires { sizeof(ddm::diagnostics::routing_instruments<Space>); };
+
+struct options {
+  std::string checkpoint = std::string(DDM_DIT_FIXTURES) + "/paris_tiny";
+  std::string policy = "top2";
+  std::string solver = "euler";
+  std::string device = "cpu";
+  std::string storage = "f32";
+  std::string text_file;
+  std::string out;
+  long steps = 20;
+  long batch = 4;
+  long diagnostics = 5;  // routing_observer every N steps; 0: off
+  double cfg = 4.0;
+  unsigned long long seed = 2026;
+  int threads = 0;
+};
+
+inline const char* usage_text =
+    "usage: ddm-dit [--checkpoint DIR] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy top1|top2|full]\n"
+    "               [--steps N] [--solver euler|heun|dpm2m] [--batch B] [--cfg S] [--seed N] [--text FILE]\n"
+    "               [--diagnostics N] [--threads N] [--out FILE]\n";
+
+[[noreturn]] inline void usage(const char* why) {
+  std::fprintf(stderr, "ddm-dit: %s\n%s", why, usage_text);
+  std::exit(2);
+}
+
+[[nodiscard]] inline dit::weight_storage storage_of(const std::string& s) {
+  if (s == "f32") return dit::weight_storage::f32;
+  if (s == "bf16") return dit::weight_storage::bf16;
+  if (s == "f16") return dit::weight_storage::f16;
+  usage("--storage must be f32, bf16 or f16");
+}
+
+/// The run on a CUDA device (run_cuda.cu; a build without CUDA says so and returns 1).
+int run_cuda(const options& o);
+
+namespace detail {
+
+// Text states on the host: from --text, or (for the random fixture) deterministic stand-ins: a
+// different "prompt" per sample and one "empty prompt" row.
+inline void text_tables(const options& o, const dit::paris_expert_config& c, ddm::batch<float>& text,
+                        ddm::batch<float>& uncond) {
+  const ddm::index_t width = c.text_values();
+  if (!o.text_file.empty()) {
+    const ddm::io::safetensors_file f(o.text_file);
+    const auto& shape = f.info("text").shape;
+    if (shape.size() != 3 || static_cast<ddm::index_t>(shape[1] * shape[2]) != width)
+      throw ddm::io_error(ddm::detail::concat("ddm-dit: '", o.text_file, "': tensor 'text' must be (N, ",
+                                              c.text_length, ", ", c.text_dim, ")"));
+    text = ddm::batch<float>(static_cast<ddm::index_t>(shape[0]), width);
+    f.read_into("text", std::span<float>(text.data(), static_cast<std::size_t>(text.size())));
+    uncond = ddm::batch<float>(1, width);
+    if (f.contains("uncond")) {
+      f.read_into("uncond", std::span<float>(uncond.data(), static_cast<std::size_t>(width)));
+    } else {
+      std::fprintf(stderr, "ddm-dit: no 'uncond' in %s; the unconditional branch uses zeros\n", o.text_file.c_str());
+    }
+    return;
+  }
+  text = ddm::batch<float>(o.batch, width);
+  ddm::fill_normal(ddm::host_context{}, text.view(), o.seed, /*stream=*/1);
+  uncond = ddm::batch<float>(1, width);
+  ddm::fill_normal(ddm::host_context{}, uncond.view(), o.seed, /*stream=*/2);
+}
+
+template <class Space>
+[[nodiscard]] std::shared_ptr<const ddm::batch<float, Space>> in_space(const ddm::execution_context<Space>& ctx,
+                                                                       const ddm::batch<float>& host) {
+  auto out = std::make_shared<ddm::batch<float, Space>>(ctx, host.rows(), host.cols());
+  ddm::copy(ctx, out->view(), host.cview());
+  return out;
+}
+
+template <class Space>
+[[nodiscard]] ddm::batch<float> on_host(const ddm::execution_context<Space>& ctx,
+                                        ddm::batch_view<const float, Space> v) {
+  ddm::batch<float> out(v.rows(), v.cols());
+  ddm::copy(ctx, out.view(), v);
+  return out;
+}
+
+inline void print_optional(const char* format, const std::optional<double>& v) {
+  if (v) {
+    std::printf(format, *v);
+  } else {
+    std::printf("%10s", "-");
+  }
+}
+
+
+// The routing observer's record: per measured step, the trajectory integral, the pooled angles.
+template <class Observer>
+void print_diagnostics(const options& o, const Observer& diagnostics) {
+  std::printf("\ndiagnostics (ddm::diagnostics::routing_observer every %ld steps, %zu extra expert row "
+              "evaluations)\n",
+              o.diagnostics, diagnostics.expert_evaluations());
+  std::printf("%5s %8s %14s %10s %10s %10s\n", "step", "t", "disagreement", "sel. angle", "other", "gap");
+  for (const auto& s : diagnostics.steps()) {
+    std::printf("%5zu %8.4f %14.5f ", s.step, s.t, s.disagreement_mean);
+    print_optional("%10.4f", s.selected_angle);
+    std::printf(" ");
+    print_optional("%10.4f", s.unselected_angle);
+    std::printf(" ");
+    print_optional("%10.3f", s.angular_gap);
+    std::printf("\n");
+  }
+  const auto& integral = diagnostics.integrated_disagreement();
+  if (!integral.empty()) {
+    double sum = 0;
+    for (const double v : integral) sum += v;
+    std::printf("integrated disagreement per sample: mean %.5f  min %.5f  max %.5f\n", sum / double(integral.size()),
+                *std::min_element(integral.begin(), integral.end()),
+                *std::max_element(integral.begin(), integral.end()));
+  }
+  const auto& a = diagnostics.angular();
+  std::printf("angular deviation from the blended velocity (rad, pooled): selected ");
+  print_optional("%.4f", a.selected_mean());
+  std::printf(", not selected ");
+  print_optional("%.4f", a.unselected_mean());
+  std::printf(", relative gap ");
+  print_optional("%.3f", a.relative_gap());
+  std::printf("\n");
+}
+
+template <class Space, class Field, class Integrator>
+int sample_and_report(const options& o, const ddm::execution_context<Space>& ctx, Field& field,
+                      const Integrator& integrator, ddm::index_t values, ddm::index_t samples) {
+  namespace dd = ddm::diagnostics;
+  const std::size_t k = field.num_experts();
+  ddm::batch<float> noise(samples, values);
+  ddm::fill_normal(ddm::host_context{}, noise.view(), o.seed);  // the same noise on every device
+  ddm::batch<float, Space> x(ctx, samples, values);
+  ddm::copy(ctx, x.view(), noise.cview());
+
+  // Routing counts per call and the router's confidence (its mean top probability).
+  std::vector<std::vector<std::size_t>> per_call;
+  std::vector<double> mean_top_probability;
+  field.add_observer([&](const ddm::routing_event<float, Space>& e) {
+    per_call.emplace_back(e.rows_per_expert.begin(), e.rows_per_expert.end());
+    const auto p = on_host(ctx, e.probabilities);
+    double top = 0;
+    for (ddm::index_t r = 0; r < p.rows(); ++r) {
+      double best = 0;
+      for (ddm::index_t j = 0; j < p.cols(); ++j) best = std::max(best, double(p(r, j)));
+      top += best;
+    }
+    mean_top_probability.push_back(top / double(p.rows()));
+  });
+  std::printf("%5s %8s %8s %10s  rows per expert (this call)\n", "step", "t", "t_next", "|v| rms");
+  auto progress = [&](const ddm::step_event<float, Space>& e) {
+    const auto v = on_host(ctx, e.v);
+    double s = 0;
+    for (ddm::index_t i = 0; i < v.size(); ++i) s += double(v.data()[i]) * v.data()[i];
+    std::printf("%5zu %8.4f %8.4f %10.4f ", e.index, e.t, e.t_next, std::sqrt(s / double(v.size())));
+    if (!per_call.empty())
+      for (const auto n : per_call.back()) std::printf(" %3zu", n);
+    std::printf("   (router's mean top probability %.3f)\n",
+                mean_top_probability.empty() ? 0.0 : mean_top_probability.back());
+  };
+
+  const auto schedule = ddm::schedules::uniform(o.steps);
+  auto report_routing = [&](const ddm::sample_result& result, double seconds) {
+    std::printf("\n%zu steps, %zu routed-field calls in %.2f s (%.1f ms per call%s)\n", result.steps,
+                result.field_evaluations, seconds, 1e3 * seconds / double(result.field_evaluations),
+                observer_runs_in<Space> && o.diagnostics > 0 ? ", diagnostics included" : "");
+    std::printf("expert evaluations per routed row: %.2f of %zu (relative cost %.3f of the full ensemble)\n",
+                field.relative_cost() * double(k), k, field.relative_cost());
+    const auto rows = field.expert_rows();
+    const auto calls = field.expert_calls();
+    for (std::size_t j = 0; j < k; ++j)
+      std::printf("  expert %zu: %6zu rows in %4zu calls (%5.1f%% of routed rows)\n", j, rows[j], calls[j],
+                  100.0 * double(rows[j]) / double(field.rows_routed()));
+  };
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  if constexpr (observer_runs_in<Space>) {
+    if (o.diagnostics > 0) {
+      auto diagnostics = dd::make_routing_observer<float, Space>(
+          field, schedule, ddm::batch_view<const float, Space>{},
+          {.every = static_cast<std::size_t>(o.diagnostics), .alignment_times = {}}, {}, ctx);
+      const auto result = ddm::sample(field, x, schedule, integrator, progress, diagnostics);
+      report_routing(result, seconds());
+      print_diagnostics(o, diagnostics);
+    } else {
+      const auto result = ddm::sample(field, x, schedule, integrator, progress);
+      report_routing(result, seconds());
+    }
+  } else {
+    const auto result = ddm::sample(field, x, schedule, integrator, progress);
+    report_routing(result, seconds());
+    if (o.diagnostics > 0)
+      std::printf("\ndiagnostics: this ddm's routing_observer has no device instruments "
+                  "(ddm::diagnostics::routing_instruments<cuda_space>); run with --device cpu for the disagreement and "
+                  "angle report\n");
+  }
+
+  const auto final_x = on_host(ctx, x.cview());
+  double lo = 1e300, hi = -1e300, mean = 0;
+  for (ddm::index_t i = 0; i < final_x.size(); ++i) {
+    lo = std::min(lo, double(final_x.data()[i]));
+    hi = std::max(hi, double(final_x.data()[i]));
+    mean += final_x.data()[i];
+  }
+  std::printf("final latents: min %.3f  max %.3f  mean %.4f\n", lo, hi, mean / double(final_x.size()));
+  if (!o.out.empty()) {
+    ddm::io::safetensors_writer w;
+    w.set_metadata("policy", o.policy);
+    w.set_metadata("steps", std::to_string(o.steps));
+    w.set_metadata("device", o.device);
+    w.add("latents", {static_cast<std::uint64_t>(samples), static_cast<std::uint64_t>(values)},
+          std::span<const float>(final_x.data(), static_cast<std::size_t>(final_x.size())));
+    w.write(o.out);
+    std::printf("latents written to %s\n", o.out.c_str());
+  }
+  return 0;
+}
+
+template <class Space, class Policy>
+int with_policy(const options& o, const ddm::execution_context<Space>& ctx, const dit::paris_checkpoint<Space>& ckpt,
+                Policy policy, const char* backend) {
+  ddm::batch<float> text_host;
+  ddm::batch<float> uncond_host;
+  text_tables(o, ckpt.expert_config, text_host, uncond_host);
+  const auto text = in_space(ctx, text_host);
+  const auto uncond = in_space(ctx, uncond_host);
+  const ddm::index_t samples = text->rows();
+  const ddm::index_t values = ckpt.experts.front()->input_values();
+  std::printf("%zu experts (width %td, depth %td, %td heads), router (width %td, depth %td), policy %s, "
+              "guidance %.2f, %td samples, %ld %s steps, %s, %s weights\n",
+              ckpt.experts.size(), ckpt.expert_config.hidden_size, ckpt.expert_config.depth,
+              ckpt.expert_config.num_heads, ckpt.router_config.hidden_size, ckpt.router_config.depth,
+              policy.name().c_str(), o.cfg, samples, o.steps, o.solver.c_str(), backend, o.storage.c_str());
+  auto dispatch = [&](auto& field) {
+    if (o.solver == "euler") return sample_and_report<Space>(o, ctx, field, ddm::euler{}, values, samples);
+    if (o.solver == "heun") return sample_and_report<Space>(o, ctx, field, ddm::heun{}, values, samples);
+    if (o.solver == "dpm2m") return sample_and_report<Space>(o, ctx, field, ddm::dpmpp_2m{}, values, samples);
+    usage("--solver must be euler, heun or dpm2m");
+  };
+  if (o.cfg == 1.0) {
+    auto field = dit::make_paris_field(ckpt, text, policy, 1000.0, ctx);
+    return dispatch(field);
+  }
+  auto field = dit::make_paris_guided_field(ckpt, text, uncond, o.cfg, policy, 1000.0, ctx);
+  return dispatch(field);
+}
+
+}  // namespace detail
+
+/// Loads the folder into `ctx`'s memory and samples it (see the header comment).
+template <class Space>
+int run_folder(const options& o, const ddm::execution_context<Space>& ctx, const char* backend) {
+  std::printf("loading %s\n", o.checkpoint.c_str());
+  dit::paris_options load;
+  load.storage = storage_of(o.storage);
+  const auto ckpt = dit::load_paris<Space>(o.checkpoint, load, ctx);
+  if (o.policy == "top1") return detail::with_policy(o, ctx, ckpt, ddm::top_1(), backend);
+  if (o.policy == "top2") return detail::with_policy(o, ctx, ckpt, ddm::top_2(), backend);
+  if (o.policy == "full") return detail::with_policy(o, ctx, ckpt, ddm::full_ensemble{}, backend);
+  usage("--policy must be top1, top2 or full");
+}
+
+}  // namespace ddm_dit
