@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <utility>
@@ -80,7 +81,13 @@ struct analytic_ddm_data {
   std::vector<double> priors;            // (K)
   std::vector<double> centroids;         // (K, D) cluster means
   std::vector<double> mean;              // (D)
-  std::vector<double> covariance;        // (D, D)
+
+  // (D, D), built on first use: it costs O(J D^2) time and D^2 memory (32 GiB at D = 65536),
+  // which sampling never needs, so a high-dimensional model stays cheap to construct.
+  [[nodiscard]] const std::vector<double>& covariance() const {
+    std::call_once(covariance_once_, [this] { build_covariance_(); });
+    return covariance_;
+  }
 
   [[nodiscard]] mixture_view whole() const noexcept {
     return {means.data(), scales.data(), log_weights.data(), components, dim};
@@ -90,6 +97,24 @@ struct analytic_ddm_data {
     return {means.data() + b * static_cast<std::size_t>(dim), scales.data() + b, log_cluster_weights.data() + b,
             cluster_begin[static_cast<std::size_t>(k) + 1] - cluster_begin[static_cast<std::size_t>(k)], dim};
   }
+
+ private:
+  // C = sum_j w_j (s_j^2 I + (mu_j - m)(mu_j - m)^T), centred for accuracy.
+  void build_covariance_() const {
+    const auto d = static_cast<std::size_t>(dim);
+    covariance_.assign(d * d, 0.0);
+    for (std::size_t j = 0; j < static_cast<std::size_t>(components); ++j) {
+      const double w = weights[j];
+      for (std::size_t a = 0; a < d; ++a) {
+        const double da = means[j * d + a] - mean[a];
+        covariance_[a * d + a] += w * scales[j] * scales[j];
+        for (std::size_t b = 0; b < d; ++b) covariance_[a * d + b] += w * da * (means[j * d + b] - mean[b]);
+      }
+    }
+  }
+
+  mutable std::once_flag covariance_once_;
+  mutable std::vector<double> covariance_;
 };
 
 inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture_spec& spec) {
@@ -156,16 +181,6 @@ inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture
     for (std::size_t c = 0; c < d; ++c) {
       data->centroids[k * d + c] += pi * data->means[j * d + c];
       data->mean[c] += data->weights[j] * data->means[j * d + c];
-    }
-  }
-  // C = sum_j w_j (s_j^2 I + (mu_j - m)(mu_j - m)^T), centred for accuracy.
-  data->covariance.assign(d * d, 0.0);
-  for (std::size_t j = 0; j < j_count; ++j) {
-    const double w = data->weights[j];
-    for (std::size_t a = 0; a < d; ++a) {
-      const double da = data->means[j * d + a] - data->mean[a];
-      data->covariance[a * d + a] += w * data->scales[j] * data->scales[j];
-      for (std::size_t b = 0; b < d; ++b) data->covariance[a * d + b] += w * da * (data->means[j * d + b] - data->mean[b]);
     }
   }
   return data;
@@ -338,9 +353,10 @@ class analytic_ddm {
   }
   /// (D) mean of the data.
   [[nodiscard]] std::span<const double> mean() const noexcept { return data_->mean; }
-  /// (D, D) covariance of the data, sum_j w_j (s_j^2 I + (mu_j - m)(mu_j - m)^T).
-  [[nodiscard]] batch_view<const double> covariance() const noexcept {
-    return {data_->covariance.data(), data_->dim, data_->dim};
+  /// (D, D) covariance of the data, sum_j w_j (s_j^2 I + (mu_j - m)(mu_j - m)^T). Built on the
+  /// first call (O(J D^2) time, D^2 doubles), thread-safely; construction does not pay for it.
+  [[nodiscard]] batch_view<const double> covariance() const {
+    return {data_->covariance().data(), data_->dim, data_->dim};
   }
 
   /// The whole mixture's parameters and cluster k's (in-cluster weights), by pointer: for device
