@@ -66,12 +66,18 @@ struct mixture_spec {
 
 namespace detail {
 
+// Blocking of the host kernels (see squared_distances_block below).
+inline constexpr int block_rows = 4;        // rows per block
+inline constexpr index_t block_cols = 512;  // columns per block of the mean term
+inline constexpr int chunk = 8;             // components per chunk: one 64-byte vector of doubles
+
 // The immutable parameters, shared by the analytic DDM and every field or router made from it.
 struct analytic_ddm_data {
   int clusters = 0;
   int dim = 0;
   int components = 0;
   std::vector<double> means;             // (J, D), components grouped by cluster
+  std::vector<double> means_t;           // (D, J) the same, transposed for the host kernels
   std::vector<double> scales;            // (J)
   std::vector<double> weights;           // (J) overall, sum 1
   std::vector<double> log_weights;       // (J) overall
@@ -171,6 +177,10 @@ inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture
                                                k_count - 1, " to own at least one each"));
     data->cluster_begin[k + 1] += data->cluster_begin[k];
   }
+  // (D, J) and chunk - 1 zeros: squared_distances_block reads whole chunks of components.
+  data->means_t.assign(j_count * d + chunk - 1, 0.0);
+  for (std::size_t j = 0; j < j_count; ++j)
+    for (std::size_t c = 0; c < d; ++c) data->means_t[c * j_count + j] = data->means[j * d + c];
   data->log_cluster_weights.resize(j_count);
   data->centroids.assign(static_cast<std::size_t>(k_count) * d, 0.0);
   data->mean.assign(d, 0.0);
@@ -233,6 +243,116 @@ inline void check_time(const char* where, double t) {
   if (!(t >= 0.0 && t <= 1.0)) ddm::detail::fail_argument(where, "t", t, "a time in [0, 1]");
 }
 
+// Host kernels: the per-row math of gaussian_mixture.hpp for blocks of rows at once. Per row the
+// work is O(J D); the row functions run it as J dependent sums of D terms each, which leaves the
+// core waiting on one addition at a time. Here the sums over c run for a block of rows and all
+// their components together, the innermost loop over components (or over c for the mean term),
+// so that it vectorizes and each mean is loaded once per block. Every sum still adds its terms in
+// the same order as the row functions, so the results are the same values (tested).
+
+// Components rounded up to whole chunks: the row stride of the kernels' distance arrays.
+[[nodiscard]] constexpr int padded_components(int n) noexcept { return (n + chunk - 1) / chunk * chunk; }
+
+// d2[i * padded_components(n) + j] = |x_i - (1 - t) mu_{j0 + j}|^2 for R rows and n components (the
+// padding lanes receive distances to whatever follows; callers ignore them), from the transposed
+// means (D, ld). The columns go in tiles whose means stay in L1 while every chunk of 8 components
+// passes over them; a chunk's accumulators (R x 8) live in registers within a tile.
+template <int R, class T>
+void squared_distances_rows(const T* const* x, const double* means_t, int ld, int j0, int n, int dim, double t,
+                            double* d2) {
+  constexpr int tile = 64;
+  const double shrink = 1.0 - t;
+  const int stride = padded_components(n);
+  for (int i = 0; i < R * stride; ++i) d2[i] = 0.0;
+  for (int c0 = 0; c0 < dim; c0 += tile) {
+    const int c1 = std::min(dim, c0 + tile);
+    for (int jb = 0; jb < n; jb += chunk) {
+      double acc[R][chunk];
+      for (int i = 0; i < R; ++i)
+        for (int jj = 0; jj < chunk; ++jj) acc[i][jj] = d2[i * stride + jb + jj];
+      const double* mu = means_t + static_cast<std::ptrdiff_t>(c0) * ld + j0 + jb;
+      for (int c = c0; c < c1; ++c, mu += ld)
+        for (int i = 0; i < R; ++i) {
+          const double xc = static_cast<double>(x[i][c]);
+          for (int jj = 0; jj < chunk; ++jj) {
+            const double d = xc - shrink * mu[jj];
+            acc[i][jj] += d * d;
+          }
+        }
+      for (int i = 0; i < R; ++i)
+        for (int jj = 0; jj < chunk; ++jj) d2[i * stride + jb + jj] = acc[i][jj];
+    }
+  }
+}
+
+// squared_distances_rows for a block of 1 <= rows <= block_rows rows.
+template <class T>
+void squared_distances_block(const T* const* x, int rows, const double* means_t, int ld, int j0, int n, int dim,
+                             double t, double* d2) {
+  static_assert(block_rows == 4, "squared_distances_block dispatches 1 to 4 rows");
+  switch (rows) {
+    case 1: squared_distances_rows<1>(x, means_t, ld, j0, n, dim, t, d2); break;
+    case 2: squared_distances_rows<2>(x, means_t, ld, j0, n, dim, t, d2); break;
+    case 3: squared_distances_rows<3>(x, means_t, ld, j0, n, dim, t, d2); break;
+    default: squared_distances_rows<4>(x, means_t, ld, j0, n, dim, t, d2); break;
+  }
+}
+
+// What the log terms of component_log_term need per component at time t, computed once per call
+// instead of once per row: var_j and (D / 2) log var_j (the same expressions, so the same values).
+struct component_time_terms {
+  std::vector<double> var;
+  std::vector<double> half_d_log_var;
+
+  void compute(const mixture_view& m, double t) {
+    var.resize(static_cast<std::size_t>(m.components));
+    half_d_log_var.resize(var.size());
+    for (int j = 0; j < m.components; ++j) {
+      const double s = m.scales[j];
+      const double v = (1.0 - t) * (1.0 - t) * s * s + t * t;
+      var[static_cast<std::size_t>(j)] = v;
+      half_d_log_var[static_cast<std::size_t>(j)] = 0.5 * m.dim * std::log(v);
+    }
+  }
+};
+
+// The log terms of component_log_term from squared distances, in place (one row's components).
+inline void log_terms_from_distances(const mixture_view& m, const component_time_terms& tt, double* d2) {
+  for (int j = 0; j < m.components; ++j) {
+    const auto u = static_cast<std::size_t>(j);
+    d2[j] = m.log_weights[j] - 0.5 * d2[j] / tt.var[u] - tt.half_d_log_var[u];
+  }
+}
+
+// v_i = abar_i x_i - sum_j coef[i * stride + j] mu_j for the block's rows (the sum over j in
+// order), with `acc` scratch of rows * block_cols doubles.
+template <class T>
+void mean_term_block(const mixture_view& m, const T* const* x, T* const* v, int rows, const double* abar,
+                     const double* coef, int stride, double* acc) {
+  const int n = m.components;
+  for (index_t c0 = 0; c0 < m.dim; c0 += block_cols) {
+    const index_t width = std::min<index_t>(block_cols, m.dim - c0);
+    for (int i = 0; i < rows; ++i) {
+      double* a = acc + i * block_cols;
+      const T* xi = x[i] + c0;
+      for (index_t c = 0; c < width; ++c) a[c] = abar[i] * static_cast<double>(xi[c]);
+    }
+    for (int j = 0; j < n; ++j) {
+      const double* mu = m.means + static_cast<std::ptrdiff_t>(j) * m.dim + c0;
+      for (int i = 0; i < rows; ++i) {
+        const double w = coef[i * stride + j];
+        double* a = acc + i * block_cols;
+        for (index_t c = 0; c < width; ++c) a[c] -= w * mu[c];
+      }
+    }
+    for (int i = 0; i < rows; ++i) {
+      const double* a = acc + i * block_cols;
+      T* vi = v[i] + c0;
+      for (index_t c = 0; c < width; ++c) vi[c] = static_cast<T>(a[c]);
+    }
+  }
+}
+
 }  // namespace detail
 
 /// The exact rectified-flow velocity of a mixture of isotropic Gaussians (one cluster of the
@@ -241,13 +361,48 @@ inline void check_time(const char* where, double t) {
 class gaussian_mixture_field {
  public:
   gaussian_mixture_field(std::shared_ptr<const detail::analytic_ddm_data> data, mixture_view view)
-      : data_(std::move(data)), view_(view), scratch_(2 * static_cast<std::size_t>(view.components)) {}
+      : data_(std::move(data)), view_(view), scratch_(2 * static_cast<std::size_t>(view.components)) {
+    // The blocked kernels read the transposed means of data_; a view into other memory takes the
+    // row-by-row path.
+    const double* first = data_->means.data();
+    if (view_.dim == data_->dim && view_.means >= first &&
+        view_.means + static_cast<std::ptrdiff_t>(view_.components) * view_.dim <= first + data_->means.size())
+      j0_ = static_cast<int>((view_.means - first) / view_.dim);
+  }
 
   template <class T>
   void operator()(batch_view<const T> x, double t, batch_view<T> v) {
     check_(x, t, "ddm::synthetic::gaussian_mixture_field");
     ddm::detail::require_same_shape("ddm::synthetic::gaussian_mixture_field", "v", v, x);
-    for (index_t r = 0; r < x.rows(); ++r) mixture_velocity_row(view_, x.row(r), t, v.row(r), scratch_.data());
+    if (j0_ < 0) {
+      for (index_t r = 0; r < x.rows(); ++r) mixture_velocity_row(view_, x.row(r), t, v.row(r), scratch_.data());
+      return;
+    }
+    constexpr int block = detail::block_rows;
+    const int n = view_.components;
+    const int stride = detail::padded_components(n);
+    work_.resize(static_cast<std::size_t>(block * (stride + 1) + block * detail::block_cols));
+    double* coef = work_.data();                 // (block, stride): d2, then log terms, then r_j b_j
+    double* abar = coef + block * stride;        // (block)
+    double* acc = abar + block;                  // (block, block_cols)
+    time_terms_.compute(view_, t);
+    for (index_t r0 = 0; r0 < x.rows(); r0 += block) {
+      const int rows = static_cast<int>(std::min<index_t>(block, x.rows() - r0));
+      const T* xs[block];
+      T* vs[block];
+      for (int i = 0; i < rows; ++i) {
+        xs[i] = x.row(r0 + i);
+        vs[i] = v.row(r0 + i);
+      }
+      detail::squared_distances_block(xs, rows, data_->means_t.data(), data_->components, j0_, n, view_.dim, t, coef);
+      for (int i = 0; i < rows; ++i) {
+        double* r = coef + i * stride;
+        detail::log_terms_from_distances(view_, time_terms_, r);
+        normalize_log_terms(r, n);
+        abar[i] = velocity_coefficients(view_, t, r);
+      }
+      detail::mean_term_block(view_, xs, vs, rows, abar, coef, stride, acc);
+    }
   }
 
   /// out = J(x, t) u row by row, exactly.
@@ -272,7 +427,10 @@ class gaussian_mixture_field {
 
   std::shared_ptr<const detail::analytic_ddm_data> data_;
   mixture_view view_;
+  int j0_ = -1;                 // first component of view_ in data_, or -1 (row-by-row path)
   std::vector<double> scratch_;
+  std::vector<double> work_;    // the blocked kernels' workspace
+  detail::component_time_terms time_terms_;
 };
 
 /// The exact posterior router of the analytic DDM: logits_k = log p(k | x_t) / tau (up to a
@@ -297,15 +455,30 @@ class posterior_router {
       throw shape_error(ddm::detail::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", data_->dim));
     ddm::detail::require_shape(where, "logits", logits, x.rows(), data_->clusters);
     const mixture_view m = data_->whole();
-    for (index_t r = 0; r < x.rows(); ++r)
-      cluster_logits_row(m, data_->cluster_begin.data(), data_->clusters, x.row(r), t, 1.0 / tau_, logits.row(r),
-                         scratch_.data());
+    constexpr int block = detail::block_rows;
+    const int n = data_->components;
+    const int stride = detail::padded_components(n);
+    scratch_.resize(static_cast<std::size_t>(block * stride));
+    time_terms_.compute(m, t);
+    for (index_t r0 = 0; r0 < x.rows(); r0 += block) {
+      const int rows = static_cast<int>(std::min<index_t>(block, x.rows() - r0));
+      const T* xs[block];
+      for (int i = 0; i < rows; ++i) xs[i] = x.row(r0 + i);
+      detail::squared_distances_block(xs, rows, data_->means_t.data(), n, 0, n, m.dim, t, scratch_.data());
+      for (int i = 0; i < rows; ++i) {
+        double* terms = scratch_.data() + i * stride;
+        detail::log_terms_from_distances(m, time_terms_, terms);
+        cluster_logits_from_terms(terms, n, data_->cluster_begin.data(), data_->clusters, 1.0 / tau_,
+                                  logits.row(r0 + i));
+      }
+    }
   }
 
  private:
   std::shared_ptr<const detail::analytic_ddm_data> data_;
   double tau_;
   std::vector<double> scratch_;
+  detail::component_time_terms time_terms_;
 };
 
 /// True data with the component and cluster each row was drawn from.
