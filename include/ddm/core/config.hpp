@@ -33,6 +33,15 @@
 #define DDM_PRAGMA_IVDEP
 #endif
 
+// A function that only runs when something went wrong (it builds an error message and throws):
+// kept out of line and out of the hot code, so that the checks calling it stay small enough to
+// inline into every per-call path.
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDA_ARCH__)
+#define DDM_COLD __attribute__((cold, noinline))
+#else
+#define DDM_COLD
+#endif
+
 namespace ddm {
 
 /// Signed index type used for rows, columns and strides.
