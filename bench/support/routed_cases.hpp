@@ -46,7 +46,8 @@ inline constexpr policy_id all_policies[] = {policy_id::top1, policy_id::top2, p
 }
 
 /// The policy behind a label. scheduled: the full ensemble while t > 0.5, top-2 below.
-[[nodiscard]] inline any_routing_policy<value_t> make_policy(policy_id p) {
+template <class T = value_t>
+[[nodiscard]] any_routing_policy<T> make_policy(policy_id p) {
   switch (p) {
     case policy_id::top1: return top_1();
     case policy_id::top2: return top_2();
@@ -147,7 +148,7 @@ decltype(auto) with_solver(solver_id s, Fn&& fn) {
 }
 
 // euler: x += dt v reads x, v and writes x.
-[[nodiscard]] inline double update_passes(const euler&, std::size_t n, const sample_result&) { return 3.0 * n; }
+[[nodiscard]] inline double update_passes(const euler&, std::size_t n, const sample_result&) { return 3.0 * static_cast<double>(n); }
 // heun: predictor (x, v0 -> xp) 3, corrector (x, v0, v1 -> x) 4; the step into t = 0 is Euler's 3.
 [[nodiscard]] inline double update_passes(const heun&, std::size_t n, const sample_result&) {
   return 7.0 * static_cast<double>(n - 1) + 3.0;

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The whole comparison in one command: builds ddm's benchmarks in Release, runs every suite with
+# JSON output, runs the PyTorch peer (same-samples check, then timing at 1 thread and at torch's
+# default), and rewrites the generated part of docs/performance.md.
+#
+#   bench/compare.sh            full grid (about 10 to 20 minutes on 2 cores)
+#   bench/compare.sh --quick    shorter timings, one repetition (a few minutes; noisier)
+#
+# Environment: DDM_BENCH_BUILD (build directory, default build/bench-release), DDM_BENCH_RESULTS
+# (JSON output, default $DDM_BENCH_BUILD/results), PYTHON (default python3; needs torch and numpy).
+# Run it on an otherwise idle machine: the load average before and after is recorded in the doc.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${DDM_BENCH_BUILD:-$root/build/bench-release}
+results=${DDM_BENCH_RESULTS:-$build/results}
+python=${PYTHON:-python3}
+min_time=0.2
+reps=3
+torch_min_time=0.5
+if [[ "${1:-}" == "--quick" ]]; then
+  min_time=0.05
+  reps=1
+  torch_min_time=0.1
+fi
+
+load() { cut -d' ' -f1-3 /proc/loadavg | sed 's/ /, /g'; }
+load_before=$(load)
+
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDDM_BUILD_BENCHMARKS=ON \
+  -DDDM_BUILD_TESTS=OFF -DDDM_BUILD_EXAMPLES=OFF -DDDM_ENABLE_CUDA=OFF > /dev/null
+cmake --build "$build" --target ddm_bench_integrators ddm_bench_routing ddm_bench_overhead \
+  ddm_bench_diagnostics ddm_bench_odeint ddm_export_peer_data
+mkdir -p "$results"
+
+for suite in integrators overhead routing diagnostics odeint; do
+  echo "== ddm_bench_$suite"
+  "$build/bench/ddm_bench_$suite" --benchmark_min_time="$min_time" --benchmark_repetitions="$reps" \
+    --benchmark_out="$results/$suite.json" --benchmark_out_format=json --benchmark_format=console \
+    > "$results/$suite.txt"
+  tail -n 3 "$results/$suite.txt"
+done
+
+echo "== PyTorch peer"
+"$build/bench/ddm_export_peer_data" "$results" > /dev/null
+"$python" "$root/bench/peers/torch_ddm.py" info > "$results/torch_info.json"
+"$python" "$root/bench/peers/torch_ddm.py" check --data "$results" > "$results/torch_check.jsonl" || {
+  echo "the PyTorch peer does not reproduce ddm's samples:"; cat "$results/torch_check.jsonl"; exit 1; }
+configs=$("$python" "$root/bench/report.py" configs --results "$results")
+"$python" "$root/bench/peers/torch_ddm.py" time --data "$results" --threads 1 --min_time "$torch_min_time" \
+  --configs "$configs" > "$results/torch_t1.jsonl"
+"$python" "$root/bench/peers/torch_ddm.py" time --data "$results" --threads 0 --min_time "$torch_min_time" \
+  --configs "$configs" > "$results/torch_tdefault.jsonl"
+
+load_after=$(load)
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
+cores=$(nproc)
+caches=$(lscpu | sed -n 's/^\(L[23]\) cache: *\(.*\)/\1 \2/p' | paste -sd ',' | sed 's/,/, /g')
+memory=$(free -g | awk '/^Mem:/ {print $2 " GiB memory"}')
+compiler=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt")
+compiler="$("$compiler" --version | head -n 1)"
+benchmark=$(dpkg-query -W -f='${Version}' libbenchmark-dev 2> /dev/null || echo unknown)
+commit=$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet || echo "+changes")
+# Busy: something else ran before we started (1-minute load > 0.5), or beside us (our own run adds
+# about 1 to the load after).
+busy=$("$python" -c "import sys; b, a = map(float, sys.argv[1:]); print('true' if b > 0.5 or a > 1.5 else 'false')" \
+  "${load_before%%,*}" "${load_after%%,*}")
+cat > "$results/machine.json" << EOF
+{"cpu": "$cpu", "cores": $cores, "caches": "$caches", "memory": "$memory", "compiler": "$compiler",
+ "benchmark": "$benchmark", "load_before": "$load_before", "load_after": "$load_after", "busy": $busy,
+ "date": "$(date -u +%Y-%m-%dT%H:%MZ)", "commit": "$commit"}
+EOF
+
+"$python" "$root/bench/report.py" write --results "$results" --doc "$root/docs/performance.md" \
+  --command "bench/compare.sh${1:+ $1}"
