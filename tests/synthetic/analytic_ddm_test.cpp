@@ -293,17 +293,18 @@ TEST(AnalyticDdm, FloatFieldsAgreeWithDouble) {
 // functions the device shares, so both give the same values: here for a row count that is not a
 // multiple of the block, D beyond one column block (512), float and double, and every time.
 template <class T>
-void check_blocked_against_rows(ddm::index_t rows, int dim) {
+void check_blocked_against_rows(ddm::index_t rows, int dim, int clusters = 5, int per_cluster = 4) {
   ddm::synthetic::analytic_ddm_options o;
   o.dim = dim;
-  o.clusters = 5;
+  o.clusters = clusters;
+  o.components_per_cluster = per_cluster;
   const analytic_ddm m(o);
   const auto xd = states(m, rows, 0.4, 11);
-  ddm::batch<T> x(xd.rows(), xd.cols()), v(xd.rows(), xd.cols()), logits(xd.rows(), 5);
+  ddm::batch<T> x(xd.rows(), xd.cols()), v(xd.rows(), xd.cols()), logits(xd.rows(), clusters);
   for (ddm::index_t r = 0; r < xd.rows(); ++r)
     for (ddm::index_t c = 0; c < xd.cols(); ++c) x(r, c) = static_cast<T>(xd(r, c));
   std::vector<double> scratch(m.num_components());
-  std::vector<T> row_v(static_cast<std::size_t>(dim)), row_l(5);
+  std::vector<T> row_v(static_cast<std::size_t>(dim)), row_l(static_cast<std::size_t>(clusters));
   double worst_v = 0, worst_l = 0;
   for (double t : times) {
     for (std::size_t k = 0; k <= m.num_clusters(); ++k) {
@@ -320,15 +321,16 @@ void check_blocked_against_rows(ddm::index_t rows, int dim) {
     auto router = m.router(1.5);
     router(x.cview(), t, logits.view());
     for (ddm::index_t r = 0; r < x.rows(); ++r) {
-      ddm::synthetic::cluster_logits_row(m.view(), m.cluster_begin().data(), 5, x.cview().row(r), t, 1.0 / 1.5, row_l.data(),
-                                         scratch.data());
-      for (int k = 0; k < 5; ++k)
+      ddm::synthetic::cluster_logits_row(m.view(), m.cluster_begin().data(), clusters, x.cview().row(r), t, 1.0 / 1.5,
+                                         row_l.data(), scratch.data());
+      for (int k = 0; k < clusters; ++k)
         worst_l = std::max(worst_l, std::abs(static_cast<double>(logits(r, k)) - static_cast<double>(row_l[k])) /
                                         (1 + std::abs(static_cast<double>(row_l[k]))));
     }
   }
-  std::printf("[ measured ] B = %td, D = %d, %s: largest relative difference %.3g (velocity), %.3g (logits)\n",
-              x.rows(), dim, sizeof(T) == 4 ? "float" : "double", worst_v, worst_l);
+  std::printf("[ measured ] B = %td, D = %d, J = %d x %d, %s: largest relative difference %.3g (velocity), %.3g "
+              "(logits)\n",
+              x.rows(), dim, clusters, per_cluster, sizeof(T) == 4 ? "float" : "double", worst_v, worst_l);
   // The same sums in the same order; allow a few ulps for a compiler that contracts a multiply-add
   // differently in the vectorized loop.
   const double ulp = std::numeric_limits<T>::epsilon();
@@ -336,10 +338,14 @@ void check_blocked_against_rows(ddm::index_t rows, int dim) {
   EXPECT_LE(worst_l, 8 * ulp);
 }
 
+// The kernels group 1, 2 or 4 chunks of 8 components: J = 20 (4 chunks, one group), 15 (2) and
+// 36 (two groups of 4, the second partly padding); experts of 3 to 5 components (1 chunk).
 TEST(AnalyticDdm, BlockedHostKernelsMatchTheRowFunctions) {
   check_blocked_against_rows<double>(7, 8);
   check_blocked_against_rows<double>(5, 1100);
   check_blocked_against_rows<float>(7, 1100);
+  check_blocked_against_rows<double>(6, 70, 3, 5);
+  check_blocked_against_rows<float>(9, 130, 12, 3);
 }
 
 // Experts and policy chosen at run time route exactly like the typed ones.

@@ -42,6 +42,14 @@
 #define DDM_COLD
 #endif
 
+// A function the compiler must keep out of line. Used where inlining measurably worsens the code
+// of a hot kernel (the register allocation of its inner loop), not as a general hint.
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDA_ARCH__)
+#define DDM_NOINLINE __attribute__((noinline))
+#else
+#define DDM_NOINLINE
+#endif
+
 namespace ddm {
 
 /// Signed index type used for rows, columns and strides.
