@@ -5,10 +5,12 @@
 // out as plain loops with the coefficients ddm uses. Its buffers are allocated once, outside the
 // timed runs, and it checks nothing: the cheapest a hand-written sampler can be.
 //
-// Both produce the same samples (max_abs_diff is reported; it is 0 when the arithmetic is the
-// same bit for bit). Each iteration times one ddm run and one hand-written run from the same
-// noise, alternately, so that load on the machine hits both alike; overhead_pct compares the
-// medians of the two: 100 (median ddm / median hand - 1).
+// ddm is timed twice: ddm::sample(), which makes the integrator's stepper (and allocates and
+// zeroes its buffers) on every call, and ddm::sampler, which keeps it between runs. All produce
+// the same samples (max_abs_diff against the hand-written loop is reported; it is 0 when the
+// arithmetic is the same bit for bit; sampler_vs_sample_diff is 0). Each iteration times one run
+// of each from the same noise, in turn, so that load on the machine hits all alike;
+// overhead_pct and sampler_overhead_pct compare medians: 100 (median ddm / median hand - 1).
 //
 // Grid (full): analytic DDM and linear routed field (bench/support/routed_cases.hpp), top-2 of
 // K = 8, Euler and 2M over uniform(8), (B, D) in (1, 64), (64, 64), (64, 1024), (1024, 1024) and,
@@ -169,6 +171,13 @@ template <class Field>
   else (void)sample(field, x, schedule, dpmpp_2m{});
 }
 
+template <class Field, class Kept>
+[[gnu::noinline]] void ddm_kept_run(Field& field, Kept& kept, batch<value_t>& x, const batch<value_t>& noise,
+                                     const time_schedule& schedule) {
+  copy(host_context{}, x.view(), noise);
+  (void)kept(field, x, schedule);
+}
+
 template <class Hand>
 [[gnu::noinline]] void hand_sampler_run(Hand& hand, batch<value_t>& x, const batch<value_t>& noise,
                                          const time_schedule& schedule, solver_id solver) {
@@ -177,51 +186,73 @@ template <class Hand>
   else hand.dpmpp_2m_run(x.data(), schedule);
 }
 
-template <class Experts, class Router>
-void compare(benchmark::State& state, const Experts& experts, const Router& router, const overhead_case& c) {
+[[nodiscard]] double max_abs_diff(const batch<value_t>& a, const batch<value_t>& b) {
+  double diff = 0;
+  for (index_t i = 0; i < a.size(); ++i) diff = std::max(diff, static_cast<double>(std::abs(a.data()[i] - b.data()[i])));
+  return diff;
+}
+
+template <class Experts, class Router, class Integrator>
+void compare(benchmark::State& state, const Experts& experts, const Router& router, const overhead_case& c,
+             const Integrator& integ) {
   const host_context ctx{};
-  batch<value_t> noise(c.b, c.d), x_ddm(c.b, c.d), x_hand(c.b, c.d);
+  batch<value_t> noise(c.b, c.d), x_ddm(c.b, c.d), x_kept(c.b, c.d), x_hand(c.b, c.d);
   fill_normal(ctx, noise.view(), 2026);
   const time_schedule schedule = schedules::uniform(static_cast<long>(steps));
   auto field = make_routed_field<value_t>(experts, router, top_k{top});
+  sampler<Integrator, value_t> kept(integ, c.b, c.d);
   hand_sampler<Experts, Router> hand(experts, router, c.b, c.d);
   auto ddm_run = [&] { ddm_sampler_run(field, x_ddm, noise, schedule, c.solver); };
+  auto kept_run = [&] { ddm_kept_run(field, kept, x_kept, noise, schedule); };
   auto hand_run = [&] { hand_sampler_run(hand, x_hand, noise, schedule, c.solver); };
   ddm_run();  // sizes the routed field's workspace
+  kept_run();
   hand_run();
-  double diff = 0;
-  for (index_t i = 0; i < c.b * c.d; ++i)
-    diff = std::max(diff, static_cast<double>(std::abs(x_ddm.data()[i] - x_hand.data()[i])));
-  std::vector<double> t_ddm, t_hand;
+  const double diff = max_abs_diff(x_ddm, x_hand);
+  const double diff_kept = max_abs_diff(x_ddm, x_kept);
+  std::vector<double> t_ddm, t_kept, t_hand;
   for (auto _ : state) {
     const loop_timer a;
     ddm_run();
     const double s_ddm = a.seconds();
-    const loop_timer b;
+    const loop_timer k;
+    kept_run();
+    const double s_kept = k.seconds();
+    const loop_timer h;
     hand_run();
-    const double s_hand = b.seconds();
+    const double s_hand = h.seconds();
     benchmark::DoNotOptimize(x_ddm.data());
+    benchmark::DoNotOptimize(x_kept.data());
     benchmark::DoNotOptimize(x_hand.data());
     t_ddm.push_back(s_ddm);
+    t_kept.push_back(s_kept);
     t_hand.push_back(s_hand);
-    state.SetIterationTime(s_ddm + s_hand);
+    state.SetIterationTime(s_ddm + s_kept + s_hand);
   }
   const double m_ddm = median(t_ddm);
+  const double m_kept = median(t_kept);
   const double m_hand = median(t_hand);
   state.counters["ddm_s"] = m_ddm;
+  state.counters["sampler_s"] = m_kept;
   state.counters["hand_s"] = m_hand;
   state.counters["overhead_pct"] = 100.0 * (m_ddm / m_hand - 1.0);
+  state.counters["sampler_overhead_pct"] = 100.0 * (m_kept / m_hand - 1.0);
   state.counters["max_abs_diff"] = diff;
+  state.counters["sampler_vs_sample_diff"] = diff_kept;
 }
 
 void run(benchmark::State& state, overhead_case c) {
   const int k = 8;
-  if (c.analytic) {
-    const synthetic::analytic_ddm model = analytic_model(k, c.d);
-    compare(state, model.experts(), model.router(1.0), c);
-  } else {
-    compare(state, linear_experts(k), linear_router(k), c);
-  }
+  auto with = [&](const auto& integ) {
+    if (c.analytic) {
+      const synthetic::analytic_ddm model = analytic_model(k, c.d);
+      compare(state, model.experts(), model.router(1.0), c, integ);
+    } else {
+      compare(state, linear_experts(k), linear_router(k), c, integ);
+    }
+  };
+  if (c.solver == solver_id::euler) with(euler{});
+  else with(dpmpp_2m{});
 }
 
 }  // namespace
