@@ -3,8 +3,8 @@
 # JSON output, runs the PyTorch peer (same-samples check, then timing at 1 thread and at torch's
 # default), and rewrites the generated part of docs/performance.md.
 #
-#   bench/compare.sh            full grid (about 10 to 20 minutes on 2 cores)
-#   bench/compare.sh --quick    shorter timings, one repetition (a few minutes; noisier)
+#   bench/compare.sh            full grid (about 25 minutes on 2 cores)
+#   bench/compare.sh --quick    shorter timings, one repetition (about 10 minutes; noisier)
 #
 # Environment: DDM_BENCH_BUILD (build directory, default build/bench-release), DDM_BENCH_RESULTS
 # (JSON output, default $DDM_BENCH_BUILD/results), PYTHON (default python3; needs torch and numpy).
