@@ -1,95 +1,133 @@
-// Integrator step throughput on a memory-bound field, beside a triad loop (a = b + s c) measured
-// in the same binary: the ratio of the two bandwidths shows how close a step is to the machine's
-// memory limit.
+// The state algebra and one integrator step on a memory-bound field, beside a triad loop
+// (a = b + s c) measured in the same binary (bench/support): the ratio of the two bandwidths shows
+// how close the update is to the machine's memory limit.
 //
-// Bytes per step count the compulsory traffic of the update alone: the field here is
-// v = -x (one read of x, one write of v), and each integrator's update reads its operands and
-// writes x once.
+//   triad                 the reference loop itself (its ratio is ~1 by construction)
+//   lincomb<N>            out = sum of N operands: N reads and one write per element
+//   euler_update          x = x + dt v in place, the update of an Euler step (2 reads, 1 write):
+//                         the fused update the >= 85%-of-triad goal is about
+//   step/<integrator>     one stepper step on v = -x; bytes count 2 passes per field evaluation
+//                         (read x, write v) plus the passes of the update's lincombs
+//
+// Shapes (full): (B, D) = (64, 1024) (L2-resident), (1024, 1024) (4 MiB arrays), (1024, 16384)
+// (64 MiB) and (1024, 65536) (256 MiB per array: DRAM on any machine we run on). Smoke: (16, 64).
 
-#include <benchmark/benchmark.h>
+#include <string>
+
+#include "support/bench_support.hpp"
 
 #include <ddm/ddm.hpp>
 
+namespace ddm::bench {
 namespace {
 
+using value_t = float;
+
 // A field as cheap as a field can be: v = -x. Its cost is pure memory traffic.
-struct linear_field {
-  template <class T>
-  void operator()(ddm::batch_view<const T> x, double /*t*/, ddm::batch_view<T> v) const {
-    ddm::lincomb(ddm::host_context{}, v, {-1.0}, x);
+struct negated_field {
+  void operator()(batch_view<const value_t> x, double /*t*/, batch_view<value_t> v) const {
+    lincomb(host_context{}, v, {-1.0}, x);
   }
 };
 
-void triad(benchmark::State& state) {
-  const auto n = state.range(0) * state.range(1);
-  ddm::batch<float> a(1, n), b(1, n), c(1, n);
-  ddm::fill(ddm::host_context{}, b.view(), 1.0F);
-  ddm::fill(ddm::host_context{}, c.view(), 2.0F);
+void triad(benchmark::State& state, index_t b, index_t d) {
+  const index_t n = b * d;
+  batch<value_t> a(1, n), x(1, n), y(1, n);
+  fill(host_context{}, x.view(), 1.0F);
+  fill(host_context{}, y.view(), 2.0F);
+  const loop_timer timer;
   for (auto _ : state) {
-    float* pa = a.data();
-    const float* pb = b.data();
-    const float* pc = c.data();
-    for (ddm::index_t i = 0; i < n; ++i) pa[i] = pb[i] + 0.5F * pc[i];
-    benchmark::DoNotOptimize(pa);
+    triad_kernel(a.data(), x.data(), y.data(), 0.5F, n);
+    benchmark::DoNotOptimize(a.data());
     benchmark::ClobberMemory();
   }
-  state.SetBytesProcessed(state.iterations() * 3 * n * static_cast<std::int64_t>(sizeof(float)));
+  report_bandwidth(state, 3.0 * static_cast<double>(n) * sizeof(value_t), timer.seconds(), n);
 }
 
-// One lincomb with N operands: N reads and one write per element.
 template <int N>
-void fused_lincomb(benchmark::State& state) {
-  const auto rows = state.range(0);
-  const auto cols = state.range(1);
-  ddm::batch<float> out(rows, cols), a(rows, cols), b(rows, cols), c(rows, cols), d(rows, cols);
-  const ddm::host_context ctx{};
+void fused_lincomb(benchmark::State& state, index_t b, index_t d) {
+  batch<value_t> out(b, d), p(b, d), q(b, d), r(b, d), s(b, d);
+  const host_context ctx{};
+  fill(ctx, p.view(), 1.0F);
+  fill(ctx, q.view(), 2.0F);
+  fill(ctx, r.view(), 3.0F);
+  fill(ctx, s.view(), 4.0F);
+  const loop_timer timer;
   for (auto _ : state) {
-    if constexpr (N == 2) ddm::lincomb(ctx, out.view(), {1.0, 0.5}, a, b);
-    if constexpr (N == 4) ddm::lincomb(ctx, out.view(), {1.0, 0.5, 0.25, 0.125}, a, b, c, d);
+    if constexpr (N == 2) lincomb(ctx, out.view(), {1.0, 0.5}, p, q);
+    if constexpr (N == 3) lincomb(ctx, out.view(), {1.0, 0.5, 0.25}, p, q, r);
+    if constexpr (N == 4) lincomb(ctx, out.view(), {1.0, 0.5, 0.25, 0.125}, p, q, r, s);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  state.SetBytesProcessed(state.iterations() * (N + 1) * rows * cols * static_cast<std::int64_t>(sizeof(float)));
+  report_bandwidth(state, (N + 1.0) * static_cast<double>(b * d) * sizeof(value_t), timer.seconds(), b * d);
 }
 
-// Bytes of one step: per field evaluation 2 passes (read x, write v); plus the update's passes.
+void euler_update(benchmark::State& state, index_t b, index_t d) {
+  batch<value_t> x(b, d), v(b, d);
+  const host_context ctx{};
+  fill_normal(ctx, x.view(), 1);
+  fill_normal(ctx, v.view(), 2);
+  double dt = 1e-3;
+  const loop_timer timer;
+  for (auto _ : state) {
+    lincomb(ctx, x.view(), {1.0, dt}, x, v);
+    dt = -dt;  // keeps x bounded over any number of iterations
+    benchmark::DoNotOptimize(x.data());
+    benchmark::ClobberMemory();
+  }
+  report_bandwidth(state, 3.0 * static_cast<double>(b * d) * sizeof(value_t), timer.seconds(), b * d);
+}
+
+// passes: 2 per field evaluation plus the update's (see bench/support/routed_cases.hpp for the
+// per-step derivations; here every step is a middle step, t in (0, 1)).
 template <class Integrator>
-void integrator_step(benchmark::State& state, Integrator integ, int field_passes, int update_passes) {
-  const auto rows = state.range(0);
-  const auto cols = state.range(1);
-  ddm::batch<float> x(rows, cols);
-  ddm::fill_normal(ddm::host_context{}, x.view(), 1);
-  auto st = integ.template make_stepper<float>(ddm::host_context{}, rows, cols);
-  linear_field f;
+void integrator_step(benchmark::State& state, index_t b, index_t d, double passes) {
+  batch<value_t> x(b, d);
+  fill_normal(host_context{}, x.view(), 1);
+  auto st = Integrator{}.template make_stepper<value_t>(host_context{}, b, d);
+  negated_field f;
   double t = 0.9;
+  const loop_timer timer;
   for (auto _ : state) {
     st.step(f, x.view(), t, t - 1e-4);
     t -= 1e-4;
     if (t < 0.1) t = 0.9;
     benchmark::DoNotOptimize(x.data());
   }
-  state.SetBytesProcessed(state.iterations() * (field_passes + update_passes) * rows * cols *
-                          static_cast<std::int64_t>(sizeof(float)));
-  state.SetItemsProcessed(state.iterations() * rows);
+  state.SetItemsProcessed(state.iterations() * b);
+  report_bandwidth(state, passes * static_cast<double>(b * d) * sizeof(value_t), timer.seconds(), b * d);
 }
 
-void shapes(benchmark::internal::Benchmark* b) {
-  for (auto [rows, cols] : {std::pair{64, 1024}, std::pair{1024, 1024}, std::pair{1024, 16384}}) b->Args({rows, cols});
-  b->ArgNames({"B", "D"});
+template <class Fn>
+void add(const std::string& name, index_t b, index_t d, Fn fn) {
+  benchmark::RegisterBenchmark((name + "/B:" + std::to_string(b) + "/D:" + std::to_string(d)).c_str(),
+                               [=](benchmark::State& s) { fn(s, b, d); })
+      ->UseRealTime();
 }
 
 }  // namespace
 
-BENCHMARK(triad)->Apply(shapes);
-BENCHMARK(fused_lincomb<2>)->Apply(shapes);
-BENCHMARK(fused_lincomb<4>)->Apply(shapes);
-// euler: field 2 passes, update reads x, v and writes x: 3
-BENCHMARK_CAPTURE(integrator_step, euler, ddm::euler{}, 2, 3)->Apply(shapes);
-// heun: 2 evaluations (4), predictor 3, corrector reads x, v0, v1, writes x: 4
-BENCHMARK_CAPTURE(integrator_step, heun, ddm::heun{}, 4, 7)->Apply(shapes);
-// 2m: field 2, D = x - t v: 3, update reads x, D_i, D_{i-1}, writes x: 4
-BENCHMARK_CAPTURE(integrator_step, dpmpp_2m, ddm::dpmpp_2m{}, 2, 7)->Apply(shapes);
-// 3m: field 2, D: 3, update reads x and 3 D's, writes x: 5
-BENCHMARK_CAPTURE(integrator_step, dpmpp_3m, ddm::dpmpp_3m{}, 2, 8)->Apply(shapes);
-// 2s: 2 evaluations (4), D: 3, u: 3, update reads x, u, vm, writes x: 4
-BENCHMARK_CAPTURE(integrator_step, dpmpp_2s, ddm::dpmpp_2s{}, 4, 10)->Apply(shapes);
+void register_benchmarks(const options& opt) {
+  std::vector<std::pair<index_t, index_t>> shapes{{16, 64}};
+  if (opt.shapes == grid::full) shapes = {{64, 1024}, {1024, 1024}, {1024, 16384}, {1024, 65536}};
+  for (auto [b, d] : shapes) {
+    add("triad", b, d, triad);
+    add("lincomb<2>", b, d, fused_lincomb<2>);
+    add("lincomb<3>", b, d, fused_lincomb<3>);
+    add("lincomb<4>", b, d, fused_lincomb<4>);
+    add("euler_update", b, d, euler_update);
+    // euler: field 2, update 3
+    add("step/euler", b, d, [](benchmark::State& s, index_t bb, index_t dd) { integrator_step<euler>(s, bb, dd, 5); });
+    // heun: two evaluations (4), predictor 3, corrector 4
+    add("step/heun", b, d, [](benchmark::State& s, index_t bb, index_t dd) { integrator_step<heun>(s, bb, dd, 11); });
+    // 2M: field 2, D 3, update 4
+    add("step/dpm++2m", b, d, [](benchmark::State& s, index_t bb, index_t dd) { integrator_step<dpmpp_2m>(s, bb, dd, 9); });
+    // 3M: field 2, D 3, update 5
+    add("step/dpm++3m", b, d, [](benchmark::State& s, index_t bb, index_t dd) { integrator_step<dpmpp_3m>(s, bb, dd, 10); });
+    // 2S: two evaluations (4), D 3, u 3, update 4
+    add("step/dpm++2s", b, d, [](benchmark::State& s, index_t bb, index_t dd) { integrator_step<dpmpp_2s>(s, bb, dd, 14); });
+  }
+}
+
+}  // namespace ddm::bench

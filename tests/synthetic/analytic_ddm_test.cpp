@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
 #include <vector>
@@ -285,6 +286,66 @@ TEST(AnalyticDdm, FloatFieldsAgreeWithDouble) {
     for (ddm::index_t c = 0; c < xd.cols(); ++c)
       worst = std::max(worst, std::abs(vf(r, c) - vd(r, c)) / (1 + std::abs(vd(r, c))));
   EXPECT_LT(worst, 1e-5);
+}
+
+// The field and the router run blocked host kernels (rows in blocks of 4, the sums over columns
+// vectorized across components); every sum adds the same terms in the same order as the per-row
+// functions the device shares, so both give the same values: here for a row count that is not a
+// multiple of the block, D beyond one column block (512), float and double, and every time.
+template <class T>
+void check_blocked_against_rows(ddm::index_t rows, int dim, int clusters = 5, int per_cluster = 4) {
+  ddm::synthetic::analytic_ddm_options o;
+  o.dim = dim;
+  o.clusters = clusters;
+  o.components_per_cluster = per_cluster;
+  const analytic_ddm m(o);
+  const auto xd = states(m, rows, 0.4, 11);
+  ddm::batch<T> x(xd.rows(), xd.cols()), v(xd.rows(), xd.cols()), logits(xd.rows(), clusters);
+  for (ddm::index_t r = 0; r < xd.rows(); ++r)
+    for (ddm::index_t c = 0; c < xd.cols(); ++c) x(r, c) = static_cast<T>(xd(r, c));
+  std::vector<double> scratch(m.num_components());
+  std::vector<T> row_v(static_cast<std::size_t>(dim)), row_l(static_cast<std::size_t>(clusters));
+  double worst_v = 0, worst_l = 0;
+  for (double t : times) {
+    for (std::size_t k = 0; k <= m.num_clusters(); ++k) {
+      // k < K: expert k; k == K: the whole mixture
+      auto field = k < m.num_clusters() ? m.expert(k) : m.mixture_field();
+      field(x.cview(), t, v.view());
+      for (ddm::index_t r = 0; r < x.rows(); ++r) {
+        ddm::synthetic::mixture_velocity_row(field.view(), x.cview().row(r), t, row_v.data(), scratch.data());
+        for (int c = 0; c < dim; ++c)
+          worst_v = std::max(worst_v, std::abs(static_cast<double>(v(r, c)) - static_cast<double>(row_v[c])) /
+                                          (1 + std::abs(static_cast<double>(row_v[c]))));
+      }
+    }
+    auto router = m.router(1.5);
+    router(x.cview(), t, logits.view());
+    for (ddm::index_t r = 0; r < x.rows(); ++r) {
+      ddm::synthetic::cluster_logits_row(m.view(), m.cluster_begin().data(), clusters, x.cview().row(r), t, 1.0 / 1.5,
+                                         row_l.data(), scratch.data());
+      for (int k = 0; k < clusters; ++k)
+        worst_l = std::max(worst_l, std::abs(static_cast<double>(logits(r, k)) - static_cast<double>(row_l[k])) /
+                                        (1 + std::abs(static_cast<double>(row_l[k]))));
+    }
+  }
+  std::printf("[ measured ] B = %td, D = %d, J = %d x %d, %s: largest relative difference %.3g (velocity), %.3g "
+              "(logits)\n",
+              x.rows(), dim, clusters, per_cluster, sizeof(T) == 4 ? "float" : "double", worst_v, worst_l);
+  // The same sums in the same order; allow a few ulps for a compiler that contracts a multiply-add
+  // differently in the vectorized loop.
+  const double ulp = std::numeric_limits<T>::epsilon();
+  EXPECT_LE(worst_v, 8 * ulp);
+  EXPECT_LE(worst_l, 8 * ulp);
+}
+
+// The kernels group 1, 2 or 4 chunks of 8 components: J = 20 (4 chunks, one group), 15 (2) and
+// 36 (two groups of 4, the second partly padding); experts of 3 to 5 components (1 chunk).
+TEST(AnalyticDdm, BlockedHostKernelsMatchTheRowFunctions) {
+  check_blocked_against_rows<double>(7, 8);
+  check_blocked_against_rows<double>(5, 1100);
+  check_blocked_against_rows<float>(7, 1100);
+  check_blocked_against_rows<double>(6, 70, 3, 5);
+  check_blocked_against_rows<float>(9, 130, 12, 3);
 }
 
 // Experts and policy chosen at run time route exactly like the typed ones.

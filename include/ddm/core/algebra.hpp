@@ -145,13 +145,13 @@ void lincomb(const execution_context<Space>& ctx, batch_view<T, Space> out, cons
   const std::array<batch_view<const T, Space>, N> views{cview(xs)...};
   for (std::size_t i = 0; i < N; ++i) {
     if (!same_shape(views[i], out))
-      throw shape_error(detail::concat("ddm::lincomb: operand ", i, " has shape (", views[i].rows(), ", ",
+      detail::throw_error<shape_error>("ddm::lincomb: operand ", i, " has shape (", views[i].rows(), ", ",
                                        views[i].cols(), "), expected the output's shape (", out.rows(), ", ",
-                                       out.cols(), ")"));
+                                       out.cols(), ")");
     if (!detail::alias_ok(views[i], out))
-      throw argument_error(detail::concat("ddm::lincomb: operand ", i,
+      detail::throw_error<argument_error>("ddm::lincomb: operand ", i,
                                           " partially overlaps the output, expected the same memory or "
-                                          "disjoint memory"));
+                                          "disjoint memory");
   }
   std::array<T, N> c{};
   for (std::size_t i = 0; i < N; ++i) c[i] = static_cast<T>(coeffs[i]);

@@ -31,13 +31,10 @@ class batch_view {
   /// A view of `rows` rows of `cols` values, row r starting at data + r * stride.
   constexpr batch_view(T* data, index_t rows, index_t cols, index_t stride)
       : data_(data), rows_(rows), cols_(cols), stride_(stride) {
-    if (rows < 0) detail::fail_argument<shape_error>("ddm::batch_view", "rows", rows, ">= 0");
-    if (cols < 0) detail::fail_argument<shape_error>("ddm::batch_view", "cols", cols, ">= 0");
-    if (stride < cols)
-      detail::fail_argument<shape_error>("ddm::batch_view", "stride", stride, ">= cols");
-    if (data == nullptr && rows * cols != 0)
-      detail::fail_argument<argument_error>("ddm::batch_view", "data", "nullptr",
-                                            "a valid pointer for a non-empty view");
+    // One branch on the hot path (views are made on every call of every component); the cold
+    // function works out which check failed.
+    if (rows < 0 || cols < 0 || stride < cols || (data == nullptr && rows * cols != 0))
+      fail_(rows, cols, stride);
   }
   /// A contiguous view (stride == cols).
   constexpr batch_view(T* data, index_t rows, index_t cols) : batch_view(data, rows, cols, cols) {}
@@ -76,14 +73,21 @@ class batch_view {
   /// Rows [first, first + count) as a view of the same memory.
   [[nodiscard]] constexpr batch_view subrows(index_t first, index_t count) const {
     if (first < 0 || count < 0 || first + count > rows_)
-      throw shape_error(detail::concat("ddm::batch_view::subrows: rows [", first, ", ", first + count,
-                                       ") requested, expected a range inside [0, ", rows_, ")"));
+      detail::throw_error<shape_error>("ddm::batch_view::subrows: rows [", first, ", ", first + count,
+                                       ") requested, expected a range inside [0, ", rows_, ")");
     return batch_view(data_ + first * stride_, count, cols_, stride_);
   }
 
   [[nodiscard]] constexpr batch_view<const T, Space> as_const() const noexcept { return *this; }
 
  private:
+  [[noreturn]] static DDM_COLD void fail_(index_t rows, index_t cols, index_t stride) {
+    if (rows < 0) detail::fail_argument<shape_error>("ddm::batch_view", "rows", rows, ">= 0");
+    if (cols < 0) detail::fail_argument<shape_error>("ddm::batch_view", "cols", cols, ">= 0");
+    if (stride < cols) detail::fail_argument<shape_error>("ddm::batch_view", "stride", stride, ">= cols");
+    detail::fail_argument<argument_error>("ddm::batch_view", "data", "nullptr", "a valid pointer for a non-empty view");
+  }
+
   T* data_ = nullptr;
   index_t rows_ = 0;
   index_t cols_ = 0;
@@ -220,21 +224,21 @@ template <class A, class B, class S>
 void require_same_shape(const char* where, const char* name, const batch_view<A, S>& got,
                         const batch_view<B, S>& expected_like) {
   if (!same_shape(got, expected_like))
-    throw shape_error(concat(where, ": argument '", name, "' has shape (", got.rows(), ", ", got.cols(),
-                             "), expected (", expected_like.rows(), ", ", expected_like.cols(), ")"));
+    throw_error<shape_error>(where, ": argument '", name, "' has shape (", got.rows(), ", ", got.cols(),
+                             "), expected (", expected_like.rows(), ", ", expected_like.cols(), ")");
 }
 template <class A, class S>
 void require_shape(const char* where, const char* name, const batch_view<A, S>& got, index_t rows,
                    index_t cols) {
   if (got.rows() != rows || got.cols() != cols)
-    throw shape_error(concat(where, ": argument '", name, "' has shape (", got.rows(), ", ", got.cols(),
-                             "), expected (", rows, ", ", cols, ")"));
+    throw_error<shape_error>(where, ": argument '", name, "' has shape (", got.rows(), ", ", got.cols(),
+                             "), expected (", rows, ", ", cols, ")");
 }
 template <class A, class S>
 void require_non_empty(const char* where, const char* name, const batch_view<A, S>& v) {
   if (v.empty())
-    throw empty_batch_error(concat(where, ": argument '", name, "' is an empty batch of shape (", v.rows(),
-                                   ", ", v.cols(), "), expected at least one row and one column"));
+    throw_error<empty_batch_error>(where, ": argument '", name, "' is an empty batch of shape (", v.rows(),
+                                   ", ", v.cols(), "), expected at least one row and one column");
 }
 }  // namespace detail
 

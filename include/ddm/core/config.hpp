@@ -33,6 +33,23 @@
 #define DDM_PRAGMA_IVDEP
 #endif
 
+// A function that only runs when something went wrong (it builds an error message and throws):
+// kept out of line and out of the hot code, so that the checks calling it stay small enough to
+// inline into every per-call path.
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDA_ARCH__)
+#define DDM_COLD __attribute__((cold, noinline))
+#else
+#define DDM_COLD
+#endif
+
+// A function the compiler must keep out of line. Used where inlining measurably worsens the code
+// of a hot kernel (the register allocation of its inner loop), not as a general hint.
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDA_ARCH__)
+#define DDM_NOINLINE __attribute__((noinline))
+#else
+#define DDM_NOINLINE
+#endif
+
 namespace ddm {
 
 /// Signed index type used for rows, columns and strides.

@@ -9,6 +9,8 @@
 #include <string>
 #include <utility>
 
+#include "ddm/core/config.hpp"
+
 namespace ddm {
 
 /// Common base of every exception ddm throws; catch `const ddm::error&` to handle them all.
@@ -77,10 +79,17 @@ std::string concat(const Parts&... parts) {
   return os.str();
 }
 
+/// Throws Error with the parts of its message concatenated. Out of line and cold: a check is
+/// `if (bad) throw_error<shape_error>(...)`, whose hot path is the comparison alone.
+template <class Error, class... Parts>
+[[noreturn]] DDM_COLD void throw_error(const Parts&... parts) {
+  throw Error(concat(parts...));
+}
+
 /// "where: argument 'name' = value, expected what"
 template <class Error = argument_error, class Value>
-[[noreturn]] void fail_argument(const char* where, const char* name, const Value& value,
-                                const char* expected) {
+[[noreturn]] DDM_COLD void fail_argument(const char* where, const char* name, const Value& value,
+                                         const char* expected) {
   throw Error(concat(where, ": argument '", name, "' = ", value, ", expected ", expected));
 }
 

@@ -164,6 +164,12 @@ struct adaptive_rk {
     [[nodiscard]] batch_view<const T, Space> velocity() const noexcept { return v_.cview(); }
     [[nodiscard]] const adaptive_stats& stats() const noexcept { return stats_; }
 
+    /// Start afresh: forget the step size (the next step estimates it again) and the counts.
+    void reset() noexcept {
+      h_ = 0.0;
+      stats_ = {};
+    }
+
    private:
     template <std::size_t... I>
     static std::array<batch<T, Space>, S> make_(const execution_context<Space>& ctx, index_t rows, index_t cols,

@@ -206,6 +206,9 @@ struct dpmpp_2s {
 
     [[nodiscard]] batch_view<const T, Space> velocity() const noexcept { return v_.cview(); }
 
+    /// Nothing carries over from one step to the next; here for ddm::sampler.
+    void reset() noexcept {}
+
    private:
     execution_context<Space> ctx_;
     batch<T, Space> v_, vm_, d_, u_;

@@ -26,6 +26,9 @@ struct euler {
 
     [[nodiscard]] batch_view<const T, Space> velocity() const noexcept { return v_.cview(); }
 
+    /// Nothing carries over from one step to the next; here for ddm::sampler.
+    void reset() noexcept {}
+
    private:
     execution_context<Space> ctx_;
     batch<T, Space> v_;
@@ -63,6 +66,9 @@ struct ddim {
     }
 
     [[nodiscard]] batch_view<const T, Space> velocity() const noexcept { return v_.cview(); }
+
+    /// Nothing carries over from one step to the next; here for ddm::sampler.
+    void reset() noexcept {}
 
    private:
     execution_context<Space> ctx_;

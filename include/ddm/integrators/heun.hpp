@@ -40,6 +40,9 @@ struct heun {
 
     [[nodiscard]] batch_view<const T, Space> velocity() const noexcept { return v0_.cview(); }
 
+    /// Nothing carries over from one step to the next; here for ddm::sampler.
+    void reset() noexcept {}
+
    private:
     execution_context<Space> ctx_;
     batch<T, Space> v0_, v1_, xp_;

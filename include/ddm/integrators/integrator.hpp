@@ -48,8 +48,8 @@ void check_stepper_shape(const char* where, const batch_view<T, Space>& x, index
 
 inline void check_step_times(const char* where, double t, double t_next) {
   if (!(t <= 1.0 && t_next >= 0.0 && t_next < t))
-    throw schedule_error(concat(where, ": step from t = ", t, " to t_next = ", t_next,
-                                ", expected 1 >= t > t_next >= 0"));
+    throw_error<schedule_error>(where, ": step from t = ", t, " to t_next = ", t_next,
+                                ", expected 1 >= t > t_next >= 0");
 }
 
 }  // namespace detail

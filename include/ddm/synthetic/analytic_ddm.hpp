@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <utility>
@@ -65,12 +66,20 @@ struct mixture_spec {
 
 namespace detail {
 
+// Blocking of the host kernels (see squared_distances below).
+inline constexpr int block_rows = 4;        // rows per block
+inline constexpr index_t block_cols = 512;  // columns per block of the mean term
+inline constexpr int chunk = 8;             // components per chunk: one 64-byte vector of doubles
+
 // The immutable parameters, shared by the analytic DDM and every field or router made from it.
 struct analytic_ddm_data {
   int clusters = 0;
   int dim = 0;
   int components = 0;
   std::vector<double> means;             // (J, D), components grouped by cluster
+  std::vector<double> means_t;           // (D, J) the same, transposed for the host kernels
+  std::vector<double> cluster_means_t;   // cluster k's (D, J_k) block at D * cluster_begin[k]: an
+                                         // expert's means, contiguous (the router reads means_t)
   std::vector<double> scales;            // (J)
   std::vector<double> weights;           // (J) overall, sum 1
   std::vector<double> log_weights;       // (J) overall
@@ -80,7 +89,13 @@ struct analytic_ddm_data {
   std::vector<double> priors;            // (K)
   std::vector<double> centroids;         // (K, D) cluster means
   std::vector<double> mean;              // (D)
-  std::vector<double> covariance;        // (D, D)
+
+  // (D, D), built on first use: it costs O(J D^2) time and D^2 memory (32 GiB at D = 65536),
+  // which sampling never needs, so a high-dimensional model stays cheap to construct.
+  [[nodiscard]] const std::vector<double>& covariance() const {
+    std::call_once(covariance_once_, [this] { build_covariance_(); });
+    return covariance_;
+  }
 
   [[nodiscard]] mixture_view whole() const noexcept {
     return {means.data(), scales.data(), log_weights.data(), components, dim};
@@ -90,6 +105,24 @@ struct analytic_ddm_data {
     return {means.data() + b * static_cast<std::size_t>(dim), scales.data() + b, log_cluster_weights.data() + b,
             cluster_begin[static_cast<std::size_t>(k) + 1] - cluster_begin[static_cast<std::size_t>(k)], dim};
   }
+
+ private:
+  // C = sum_j w_j (s_j^2 I + (mu_j - m)(mu_j - m)^T), centred for accuracy.
+  void build_covariance_() const {
+    const auto d = static_cast<std::size_t>(dim);
+    covariance_.assign(d * d, 0.0);
+    for (std::size_t j = 0; j < static_cast<std::size_t>(components); ++j) {
+      const double w = weights[j];
+      for (std::size_t a = 0; a < d; ++a) {
+        const double da = means[j * d + a] - mean[a];
+        covariance_[a * d + a] += w * scales[j] * scales[j];
+        for (std::size_t b = 0; b < d; ++b) covariance_[a * d + b] += w * da * (means[j * d + b] - mean[b]);
+      }
+    }
+  }
+
+  mutable std::once_flag covariance_once_;
+  mutable std::vector<double> covariance_;
 };
 
 inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture_spec& spec) {
@@ -146,6 +179,18 @@ inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture
                                                k_count - 1, " to own at least one each"));
     data->cluster_begin[k + 1] += data->cluster_begin[k];
   }
+  // (D, J) and 4 chunks less one of zeros: squared_distances reads whole groups of chunks.
+  data->means_t.assign(j_count * d + 4 * chunk - 1, 0.0);
+  data->cluster_means_t.assign(j_count * d + 4 * chunk - 1, 0.0);
+  for (std::size_t j = 0; j < j_count; ++j)
+    for (std::size_t c = 0; c < d; ++c) data->means_t[c * j_count + j] = data->means[j * d + c];
+  for (std::size_t k = 0; k < static_cast<std::size_t>(k_count); ++k) {
+    const auto begin = static_cast<std::size_t>(data->cluster_begin[k]);
+    const auto width = static_cast<std::size_t>(data->cluster_begin[k + 1]) - begin;
+    double* block = data->cluster_means_t.data() + d * begin;
+    for (std::size_t j = 0; j < width; ++j)
+      for (std::size_t c = 0; c < d; ++c) block[c * width + j] = data->means[(begin + j) * d + c];
+  }
   data->log_cluster_weights.resize(j_count);
   data->centroids.assign(static_cast<std::size_t>(k_count) * d, 0.0);
   data->mean.assign(d, 0.0);
@@ -156,16 +201,6 @@ inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture
     for (std::size_t c = 0; c < d; ++c) {
       data->centroids[k * d + c] += pi * data->means[j * d + c];
       data->mean[c] += data->weights[j] * data->means[j * d + c];
-    }
-  }
-  // C = sum_j w_j (s_j^2 I + (mu_j - m)(mu_j - m)^T), centred for accuracy.
-  data->covariance.assign(d * d, 0.0);
-  for (std::size_t j = 0; j < j_count; ++j) {
-    const double w = data->weights[j];
-    for (std::size_t a = 0; a < d; ++a) {
-      const double da = data->means[j * d + a] - data->mean[a];
-      data->covariance[a * d + a] += w * data->scales[j] * data->scales[j];
-      for (std::size_t b = 0; b < d; ++b) data->covariance[a * d + b] += w * da * (data->means[j * d + b] - data->mean[b]);
     }
   }
   return data;
@@ -218,6 +253,158 @@ inline void check_time(const char* where, double t) {
   if (!(t >= 0.0 && t <= 1.0)) ddm::detail::fail_argument(where, "t", t, "a time in [0, 1]");
 }
 
+// Host kernels: the per-row math of gaussian_mixture.hpp for a whole batch at once. Per row the
+// work is O(J D); the row functions run it as J dependent sums of D terms each, which leaves the
+// core waiting on one addition at a time and re-reads every mean for every row. Here the columns
+// go in tiles whose means stay in cache while every block of rows passes over them, and within a
+// tile the sums of a block of rows and a group of components advance together, the innermost loop
+// over 8 components (one vector) with the accumulators in registers. Every sum still adds its
+// terms in the same order as the row functions, so the results are the same values (tested).
+
+// The row stride of the kernels' distance arrays: components rounded up to whole chunk groups
+// (the padding lanes receive distances to whatever follows in the transposed means; ignored).
+[[nodiscard]] constexpr int chunk_group(int n) noexcept { return n <= chunk ? 1 : (n <= 2 * chunk ? 2 : 4); }
+[[nodiscard]] constexpr int padded_components(int n) noexcept {
+  const int w = chunk * chunk_group(n);
+  return (n + w - 1) / w * w;
+}
+
+// d2 rows i < R (stride `stride`) += |x_i[c] - (1 - t) mu_{j0 + j}[c]|^2 summed over c in [c0, c1),
+// in order, for the n components, G chunks of 8 at a time: R x G vectors of accumulators. Out of
+// line: inlined into squared_distances, gcc 12 reloads the means for every row in the inner loop
+// and the expert kernel ran 2x slower (measured at B = D = 1024).
+template <int R, int G, class T>
+DDM_NOINLINE void squared_distances_tile(const T* const* x, int c0, int c1, const double* means_t, int ld, int j0, int n,
+                            double shrink, double* d2, int stride) {
+  constexpr int width = G * chunk;
+  for (int jb = 0; jb < n; jb += width) {
+    double acc[R][width];
+    for (int i = 0; i < R; ++i)
+      for (int jj = 0; jj < width; ++jj) acc[i][jj] = d2[i * stride + jb + jj];
+    const double* mu = means_t + static_cast<std::ptrdiff_t>(c0) * ld + j0 + jb;
+    for (int c = c0; c < c1; ++c, mu += ld)
+      for (int i = 0; i < R; ++i) {
+        const double xc = static_cast<double>(x[i][c]);
+        for (int jj = 0; jj < width; ++jj) {
+          const double d = xc - shrink * mu[jj];
+          acc[i][jj] += d * d;
+        }
+      }
+    for (int i = 0; i < R; ++i)
+      for (int jj = 0; jj < width; ++jj) d2[i * stride + jb + jj] = acc[i][jj];
+  }
+}
+
+template <int G, class T>
+void squared_distances_tile_rows(int rows, const T* const* x, int c0, int c1, const double* means_t, int ld, int j0,
+                                 int n, double shrink, double* d2, int stride) {
+  static_assert(block_rows == 4, "squared_distances dispatches blocks of 1 to 4 rows");
+  switch (rows) {
+    case 1: squared_distances_tile<1, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+    case 2: squared_distances_tile<2, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+    case 3: squared_distances_tile<3, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+    default: squared_distances_tile<4, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+  }
+}
+
+// d2(r, j) = |x_r - (1 - t) mu_{j0 + j}|^2 at d2[r * padded_components(n) + j], for every row of x
+// and n components of the transposed means (D, ld).
+template <class T>
+void squared_distances(batch_view<const T> x, const double* means_t, int ld, int j0, int n, double t, double* d2) {
+  constexpr int tile = 64;  // 64 columns of 32 components: 16 KiB of means
+  const int stride = padded_components(n);
+  const int group = chunk_group(n);
+  const double shrink = 1.0 - t;
+  const auto dim = static_cast<int>(x.cols());
+  for (index_t i = 0; i < x.rows() * stride; ++i) d2[i] = 0.0;
+  auto block = [&](index_t r0, int c0, int c1) {
+    const int rows = static_cast<int>(std::min<index_t>(block_rows, x.rows() - r0));
+    const T* xs[block_rows];
+    for (int i = 0; i < rows; ++i) xs[i] = x.row(r0 + i);
+    double* out = d2 + r0 * stride;
+    if (group == 1) squared_distances_tile_rows<1>(rows, xs, c0, c1, means_t, ld, j0, n, shrink, out, stride);
+    else if (group == 2) squared_distances_tile_rows<2>(rows, xs, c0, c1, means_t, ld, j0, n, shrink, out, stride);
+    else squared_distances_tile_rows<4>(rows, xs, c0, c1, means_t, ld, j0, n, shrink, out, stride);
+  };
+  if (group == 1) {
+    // Few components (an expert of the analytic DDM): little arithmetic per value of x, so x is
+    // streamed row block by row block, and the few means each block needs come from cache.
+    for (index_t r0 = 0; r0 < x.rows(); r0 += block_rows)
+      for (int c0 = 0; c0 < dim; c0 += tile) block(r0, c0, std::min(dim, c0 + tile));
+  } else {
+    // Many components (the router): the means are the larger operand; each tile of them is read
+    // from memory once and used by every row.
+    for (int c0 = 0; c0 < dim; c0 += tile)
+      for (index_t r0 = 0; r0 < x.rows(); r0 += block_rows) block(r0, c0, std::min(dim, c0 + tile));
+  }
+}
+
+// What the log terms of component_log_term need per component at time t, computed once per call
+// instead of once per row: var_j and (D / 2) log var_j (the same expressions, so the same values).
+struct component_time_terms {
+  std::vector<double> var;
+  std::vector<double> half_d_log_var;
+
+  void compute(const mixture_view& m, double t) {
+    var.resize(static_cast<std::size_t>(m.components));
+    half_d_log_var.resize(var.size());
+    for (int j = 0; j < m.components; ++j) {
+      const double s = m.scales[j];
+      const double v = (1.0 - t) * (1.0 - t) * s * s + t * t;
+      var[static_cast<std::size_t>(j)] = v;
+      half_d_log_var[static_cast<std::size_t>(j)] = 0.5 * m.dim * std::log(v);
+    }
+  }
+};
+
+// The log terms of component_log_term from squared distances, in place (one row's components).
+inline void log_terms_from_distances(const mixture_view& m, const component_time_terms& tt, double* d2) {
+  for (int j = 0; j < m.components; ++j) {
+    const auto u = static_cast<std::size_t>(j);
+    d2[j] = m.log_weights[j] - 0.5 * d2[j] / tt.var[u] - tt.half_d_log_var[u];
+  }
+}
+
+// v_r = abar_r x_r - sum_j coef[r * stride + j] mu_j for every row (the sum over j in order), in
+// column blocks of block_cols; `acc` holds block_rows * block_cols doubles.
+template <class T>
+void mean_term(const mixture_view& m, batch_view<const T> x, batch_view<T> v, const double* abar,
+               const double* coef, int stride, double* acc) {
+  const int n = m.components;
+  auto block = [&](index_t r0, index_t c0) {
+    const index_t width = std::min<index_t>(block_cols, m.dim - c0);
+    const int rows = static_cast<int>(std::min<index_t>(block_rows, x.rows() - r0));
+    for (int i = 0; i < rows; ++i) {
+      double* a = acc + i * block_cols;
+      const T* xi = x.row(r0 + i) + c0;
+      const double ab = abar[r0 + i];  // a local: abar might alias acc for all the compiler knows
+      for (index_t c = 0; c < width; ++c) a[c] = ab * static_cast<double>(xi[c]);
+    }
+    for (int j = 0; j < n; ++j) {
+      const double* mu = m.means + static_cast<std::ptrdiff_t>(j) * m.dim + c0;
+      for (int i = 0; i < rows; ++i) {
+        const double w = coef[(r0 + i) * stride + j];
+        double* a = acc + i * block_cols;
+        for (index_t c = 0; c < width; ++c) a[c] -= w * mu[c];
+      }
+    }
+    for (int i = 0; i < rows; ++i) {
+      const double* a = acc + i * block_cols;
+      T* vi = v.row(r0 + i) + c0;
+      for (index_t c = 0; c < width; ++c) vi[c] = static_cast<T>(a[c]);
+    }
+  };
+  if (n <= chunk) {
+    // Few components: their means stay in cache anyway; stream x and v row block by row block.
+    for (index_t r0 = 0; r0 < x.rows(); r0 += block_rows)
+      for (index_t c0 = 0; c0 < m.dim; c0 += block_cols) block(r0, c0);
+  } else {
+    // Many components (the mixture field): read each column block of the means once for all rows.
+    for (index_t c0 = 0; c0 < m.dim; c0 += block_cols)
+      for (index_t r0 = 0; r0 < x.rows(); r0 += block_rows) block(r0, c0);
+  }
+}
+
 }  // namespace detail
 
 /// The exact rectified-flow velocity of a mixture of isotropic Gaussians (one cluster of the
@@ -226,13 +413,52 @@ inline void check_time(const char* where, double t) {
 class gaussian_mixture_field {
  public:
   gaussian_mixture_field(std::shared_ptr<const detail::analytic_ddm_data> data, mixture_view view)
-      : data_(std::move(data)), view_(view), scratch_(2 * static_cast<std::size_t>(view.components)) {}
+      : data_(std::move(data)), view_(view), scratch_(2 * static_cast<std::size_t>(view.components)) {
+    // The blocked kernels read the transposed means of data_; a view into other memory takes the
+    // row-by-row path.
+    const double* first = data_->means.data();
+    if (view_.dim == data_->dim && view_.means >= first &&
+        view_.means + static_cast<std::ptrdiff_t>(view_.components) * view_.dim <= first + data_->means.size()) {
+      const auto j0 = static_cast<int>((view_.means - first) / view_.dim);
+      // One cluster (an expert): its own contiguous block of transposed means; otherwise (the
+      // whole mixture) the shared (D, J) array.
+      means_t_ = data_->means_t.data();
+      ld_ = data_->components;
+      j0_ = j0;
+      for (int k = 0; k < data_->clusters; ++k)
+        if (data_->cluster_begin[static_cast<std::size_t>(k)] == j0 &&
+            data_->cluster_begin[static_cast<std::size_t>(k) + 1] - j0 == view_.components) {
+          means_t_ = data_->cluster_means_t.data() + static_cast<std::ptrdiff_t>(j0) * view_.dim;
+          ld_ = view_.components;
+          j0_ = 0;
+        }
+    }
+  }
 
   template <class T>
   void operator()(batch_view<const T> x, double t, batch_view<T> v) {
     check_(x, t, "ddm::synthetic::gaussian_mixture_field");
     ddm::detail::require_same_shape("ddm::synthetic::gaussian_mixture_field", "v", v, x);
-    for (index_t r = 0; r < x.rows(); ++r) mixture_velocity_row(view_, x.row(r), t, v.row(r), scratch_.data());
+    if (means_t_ == nullptr) {
+      for (index_t r = 0; r < x.rows(); ++r) mixture_velocity_row(view_, x.row(r), t, v.row(r), scratch_.data());
+      return;
+    }
+    const int n = view_.components;
+    const int stride = detail::padded_components(n);
+    const index_t b = x.rows();
+    work_.resize(static_cast<std::size_t>(b * (stride + 1) + detail::block_rows * detail::block_cols));
+    double* coef = work_.data();                 // (B, stride): d2, then log terms, then r_j b_j
+    double* abar = coef + b * stride;            // (B)
+    double* acc = abar + b;                      // (block_rows, block_cols)
+    time_terms_.compute(view_, t);
+    detail::squared_distances(x, means_t_, ld_, j0_, n, t, coef);
+    for (index_t r = 0; r < b; ++r) {
+      double* resp = coef + r * stride;
+      detail::log_terms_from_distances(view_, time_terms_, resp);
+      normalize_log_terms(resp, n);
+      abar[r] = velocity_coefficients(view_, t, resp);
+    }
+    detail::mean_term(view_, x, v, abar, coef, stride, acc);
   }
 
   /// out = J(x, t) u row by row, exactly.
@@ -257,7 +483,12 @@ class gaussian_mixture_field {
 
   std::shared_ptr<const detail::analytic_ddm_data> data_;
   mixture_view view_;
+  const double* means_t_ = nullptr;  // the transposed means the blocked kernels read, or null
+  int ld_ = 0;                       // (row-by-row path): their row length
+  int j0_ = 0;                       // and view_'s first component in them
   std::vector<double> scratch_;
+  std::vector<double> work_;    // the blocked kernels' workspace
+  detail::component_time_terms time_terms_;
 };
 
 /// The exact posterior router of the analytic DDM: logits_k = log p(k | x_t) / tau (up to a
@@ -282,15 +513,23 @@ class posterior_router {
       throw shape_error(ddm::detail::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", data_->dim));
     ddm::detail::require_shape(where, "logits", logits, x.rows(), data_->clusters);
     const mixture_view m = data_->whole();
-    for (index_t r = 0; r < x.rows(); ++r)
-      cluster_logits_row(m, data_->cluster_begin.data(), data_->clusters, x.row(r), t, 1.0 / tau_, logits.row(r),
-                         scratch_.data());
+    const int n = data_->components;
+    const int stride = detail::padded_components(n);
+    scratch_.resize(static_cast<std::size_t>(x.rows() * stride));
+    time_terms_.compute(m, t);
+    detail::squared_distances(x, data_->means_t.data(), n, 0, n, t, scratch_.data());
+    for (index_t r = 0; r < x.rows(); ++r) {
+      double* terms = scratch_.data() + r * stride;
+      detail::log_terms_from_distances(m, time_terms_, terms);
+      cluster_logits_from_terms(terms, n, data_->cluster_begin.data(), data_->clusters, 1.0 / tau_, logits.row(r));
+    }
   }
 
  private:
   std::shared_ptr<const detail::analytic_ddm_data> data_;
   double tau_;
   std::vector<double> scratch_;
+  detail::component_time_terms time_terms_;
 };
 
 /// True data with the component and cluster each row was drawn from.
@@ -338,9 +577,10 @@ class analytic_ddm {
   }
   /// (D) mean of the data.
   [[nodiscard]] std::span<const double> mean() const noexcept { return data_->mean; }
-  /// (D, D) covariance of the data, sum_j w_j (s_j^2 I + (mu_j - m)(mu_j - m)^T).
-  [[nodiscard]] batch_view<const double> covariance() const noexcept {
-    return {data_->covariance.data(), data_->dim, data_->dim};
+  /// (D, D) covariance of the data, sum_j w_j (s_j^2 I + (mu_j - m)(mu_j - m)^T). Built on the
+  /// first call (O(J D^2) time, D^2 doubles), thread-safely; construction does not pay for it.
+  [[nodiscard]] batch_view<const double> covariance() const {
+    return {data_->covariance().data(), data_->dim, data_->dim};
   }
 
   /// The whole mixture's parameters and cluster k's (in-cluster weights), by pointer: for device

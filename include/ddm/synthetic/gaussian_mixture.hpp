@@ -45,24 +45,42 @@ DDM_HOST_DEVICE inline double component_log_term(const mixture_view& m, int j, c
   return m.log_weights[j] - 0.5 * d2 / var - 0.5 * m.dim * std::log(var);
 }
 
+/// Softmax in place of n log terms (the row's responsibilities from its component log terms);
+/// returns log sum_j exp(term_j). The largest term is subtracted first, so nothing overflows.
+DDM_HOST_DEVICE inline double normalize_log_terms(double* r, int n) noexcept {
+  double top = -std::numeric_limits<double>::infinity();
+  for (int j = 0; j < n; ++j)
+    if (r[j] > top) top = r[j];
+  double sum = 0.0;
+  for (int j = 0; j < n; ++j) {
+    r[j] = std::exp(r[j] - top);
+    sum += r[j];
+  }
+  const double inv = 1.0 / sum;
+  for (int j = 0; j < n; ++j) r[j] *= inv;
+  return top + std::log(sum);
+}
+
 /// Responsibilities r_j(x) at time t into r (J values); returns log sum_j exp(term_j), the
 /// log-density of x_t up to -(D / 2) log(2 pi).
 template <class T>
 DDM_HOST_DEVICE inline double mixture_responsibilities_row(const mixture_view& m, const T* x, double t,
                                                            double* r) noexcept {
-  double top = -std::numeric_limits<double>::infinity();
+  for (int j = 0; j < m.components; ++j) r[j] = component_log_term(m, j, x, t);
+  return normalize_log_terms(r, m.components);
+}
+
+/// From the responsibilities r (J values): returns abar = sum_j r_j a_j and turns r into r_j b_j,
+/// so that v = abar x - sum_j (r_j b_j) mu_j.
+DDM_HOST_DEVICE inline double velocity_coefficients(const mixture_view& m, double t, double* r) noexcept {
+  double abar = 0.0;
   for (int j = 0; j < m.components; ++j) {
-    r[j] = component_log_term(m, j, x, t);
-    if (r[j] > top) top = r[j];
+    const double s = m.scales[j];
+    const double var = (1.0 - t) * (1.0 - t) * s * s + t * t;
+    abar += r[j] * (t - (1.0 - t) * s * s) / var;
+    r[j] *= t / var;  // r_j b_j
   }
-  double sum = 0.0;
-  for (int j = 0; j < m.components; ++j) {
-    r[j] = std::exp(r[j] - top);
-    sum += r[j];
-  }
-  const double inv = 1.0 / sum;
-  for (int j = 0; j < m.components; ++j) r[j] *= inv;
-  return top + std::log(sum);
+  return abar;
 }
 
 /// v(x, t) of the mixture for one row. `scratch` holds J doubles.
@@ -70,13 +88,7 @@ template <class T>
 DDM_HOST_DEVICE inline void mixture_velocity_row(const mixture_view& m, const T* x, double t, T* v,
                                                  double* scratch) noexcept {
   mixture_responsibilities_row(m, x, t, scratch);
-  double abar = 0.0;
-  for (int j = 0; j < m.components; ++j) {
-    const double s = m.scales[j];
-    const double var = (1.0 - t) * (1.0 - t) * s * s + t * t;
-    abar += scratch[j] * (t - (1.0 - t) * s * s) / var;
-    scratch[j] *= t / var;  // r_j b_j
-  }
+  const double abar = velocity_coefficients(m, t, scratch);
   for (int c = 0; c < m.dim; ++c) {
     double acc = abar * static_cast<double>(x[c]);
     for (int j = 0; j < m.components; ++j) acc -= scratch[j] * m.means[static_cast<std::ptrdiff_t>(j) * m.dim + c];
@@ -128,6 +140,26 @@ DDM_HOST_DEVICE inline double mixture_log_density_row(const mixture_view& m, con
   return mixture_responsibilities_row(m, x, 0.0, scratch) - 0.5 * m.dim * log_two_pi;
 }
 
+/// Cluster logits from the J component log terms of one row (any common shift): logits_k =
+/// (logsumexp over cluster k's terms - the row's largest term) / tau, where cluster k owns
+/// components [cluster_begin[k], cluster_begin[k + 1]).
+template <class T>
+DDM_HOST_DEVICE inline void cluster_logits_from_terms(const double* terms, int components, const int* cluster_begin,
+                                                      int clusters, double inv_tau, T* logits) noexcept {
+  // Shift by the row's largest term so that the softmax over clusters sees moderate numbers.
+  double top = -std::numeric_limits<double>::infinity();
+  for (int j = 0; j < components; ++j)
+    if (terms[j] > top) top = terms[j];
+  for (int k = 0; k < clusters; ++k) {
+    double peak = -std::numeric_limits<double>::infinity();
+    for (int j = cluster_begin[k]; j < cluster_begin[k + 1]; ++j)
+      if (terms[j] > peak) peak = terms[j];
+    double sum = 0.0;
+    for (int j = cluster_begin[k]; j < cluster_begin[k + 1]; ++j) sum += std::exp(terms[j] - peak);
+    logits[k] = static_cast<T>((peak + std::log(sum) - top) * inv_tau);
+  }
+}
+
 /// Cluster logits of the exact router for one row: logits_k = log P(k | x_t) / tau + const, where
 /// cluster k owns components [cluster_begin[k], cluster_begin[k + 1]) of the whole mixture `m`
 /// (whose weights are the overall w_j = P_k pi_kj). `scratch` holds J doubles.
@@ -136,18 +168,7 @@ DDM_HOST_DEVICE inline void cluster_logits_row(const mixture_view& m, const int*
                                                const T* x, double t, double inv_tau, T* logits,
                                                double* scratch) noexcept {
   for (int j = 0; j < m.components; ++j) scratch[j] = component_log_term(m, j, x, t);
-  // Shift by the row's largest term so that the softmax over clusters sees moderate numbers.
-  double top = -std::numeric_limits<double>::infinity();
-  for (int j = 0; j < m.components; ++j)
-    if (scratch[j] > top) top = scratch[j];
-  for (int k = 0; k < clusters; ++k) {
-    double peak = -std::numeric_limits<double>::infinity();
-    for (int j = cluster_begin[k]; j < cluster_begin[k + 1]; ++j)
-      if (scratch[j] > peak) peak = scratch[j];
-    double sum = 0.0;
-    for (int j = cluster_begin[k]; j < cluster_begin[k + 1]; ++j) sum += std::exp(scratch[j] - peak);
-    logits[k] = static_cast<T>((peak + std::log(sum) - top) * inv_tau);
-  }
+  cluster_logits_from_terms(scratch, m.components, cluster_begin, clusters, inv_tau, logits);
 }
 
 }  // namespace ddm::synthetic

@@ -1,0 +1,138 @@
+// Solver x routing policy x K x B x D: whole ddm::sample() runs of a routed field over
+// uniform(8) from t = 1 to 0, for the analytic DDM (compute-bound) and the linear routed field
+// (memory-bound); see bench/support/routed_cases.hpp for both fields and the traffic model.
+//
+// Each iteration copies the same noise into the state and samples it. Reported:
+//   items_per_second        samples per second
+//   s_per_step              seconds per schedule step (run time / 8)
+//   expert_evals_per_sample expert row evaluations per sample and run (top-2 over 8 Euler steps: 16)
+//   field_evals             routed-field calls per run (checked against the integrator's count)
+//   bytes_per_second, triad_ratio   modeled traffic over time, and over the triad at B * D floats
+//
+// The grid (full): every solver x policy x K in {2, 8, 16} at (B, D) = (64, 1024); and Euler and
+// 2M x top-1, top-2, full x K = 8 over B in {1, 64, 1024} x D in {64, 1024, 16384, 65536}, the
+// analytic DDM up to B * D = 2^22 (its router alone is O(32 D) per row: 1024 x 16384 would take
+// tens of seconds per run), the linear field up to 1024 x 65536. The smoke grid: every solver x
+// policy at K = 2 and 8, (B, D) = (16, 64).
+
+#include <cstdio>
+#include <string>
+#include <utility>
+
+#include "support/bench_support.hpp"
+#include "support/routed_cases.hpp"
+
+namespace ddm::bench {
+namespace {
+
+constexpr std::size_t steps = 8;
+
+enum class field_id { analytic, linear };
+
+struct routed_case {
+  field_id field;
+  solver_id solver;
+  policy_id policy;
+  int k;
+  index_t b;
+  index_t d;
+};
+
+// The noise of the last shape, kept across benchmarks (Google Benchmark calls a benchmark several
+// times while it sizes the iteration count; at 1024 x 65536 a fill takes a second).
+const batch<value_t>& noise_for(index_t b, index_t d) {
+  static batch<value_t> noise;
+  if (noise.rows() != b || noise.cols() != d) {
+    noise = batch<value_t>();
+    noise = batch<value_t>(b, d);
+    fill_normal(host_context{}, noise.view(), 2026);
+  }
+  return noise;
+}
+
+template <class Field, class Integrator>
+void run_case(benchmark::State& state, Field& field, const Integrator& integ, const routed_case& c) {
+  const host_context ctx{};
+  const batch<value_t>& noise = noise_for(c.b, c.d);
+  batch<value_t> x(c.b, c.d);
+  const time_schedule schedule = schedules::uniform(static_cast<long>(steps));
+  // One untimed run sizes the routed field's workspace.
+  copy(ctx, x.view(), noise);
+  (void)sample(field, x, schedule, integ);
+  field.reset_counts();
+  double passes = 0;
+  const loop_timer timer;
+  for (auto _ : state) {
+    copy(ctx, x.view(), noise);
+    const sample_result r = sample(field, x, schedule, integ);
+    passes += 2.0 + 2.0 * static_cast<double>(r.field_evaluations) + update_passes(integ, steps, r);
+    benchmark::DoNotOptimize(x.data());
+  }
+  const double seconds = timer.seconds();
+  const auto runs = static_cast<double>(state.iterations());
+  if constexpr (fixed_step_integrator<Integrator>) {
+    if (field.calls() != integ.evaluations(schedule) * state.iterations()) {
+      state.SkipWithError("field evaluations differ from the integrator's count: the traffic model is stale");
+      return;
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * c.b);
+  state.counters["s_per_step"] =
+      benchmark::Counter(runs * steps, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["expert_evals_per_sample"] =
+      average(static_cast<double>(field.expert_evaluations()), runs * static_cast<double>(c.b));
+  state.counters["field_evals"] = average(static_cast<double>(field.calls()), runs);
+  state.counters["steps"] = static_cast<double>(steps);
+  const double pass_bytes = static_cast<double>(c.b * c.d) * sizeof(value_t);
+  report_bandwidth(state, passes / runs * pass_bytes, seconds, c.b * c.d);
+}
+
+void run(benchmark::State& state, routed_case c) {
+  with_solver(c.solver, [&](const auto& integ) {
+    if (c.field == field_id::analytic) {
+      const synthetic::analytic_ddm model = analytic_model(c.k, c.d);
+      auto field = make_routed_field<value_t>(model.experts(), model.router(1.0), make_policy(c.policy));
+      run_case(state, field, integ, c);
+    } else {
+      auto field = make_routed_field<value_t>(linear_experts(c.k), linear_router(c.k), make_policy(c.policy));
+      run_case(state, field, integ, c);
+    }
+  });
+}
+
+std::string name_of(const routed_case& c) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "routed/%s/%s/%s/K:%d/B:%td/D:%td", c.field == field_id::analytic ? "analytic" : "linear",
+                solver_label(c.solver), policy_label(c.policy), c.k, c.b, c.d);
+  return buf;
+}
+
+void add(const routed_case& c) {
+  benchmark::RegisterBenchmark(name_of(c).c_str(), run, c)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+void register_benchmarks(const options& opt) {
+  for (field_id f : {field_id::analytic, field_id::linear}) {
+    if (opt.shapes == grid::smoke) {
+      for (solver_id s : all_solvers)
+        for (policy_id p : all_policies)
+          for (int k : {2, 8}) add({f, s, p, k, 16, 64});
+      continue;
+    }
+    for (solver_id s : all_solvers)
+      for (policy_id p : all_policies)
+        for (int k : {2, 8, 16}) add({f, s, p, k, 64, 1024});
+    const index_t cap = f == field_id::analytic ? (index_t{1} << 22) : (index_t{1} << 26);
+    for (solver_id s : {solver_id::euler, solver_id::dpmpp_2m})
+      for (policy_id p : {policy_id::top1, policy_id::top2, policy_id::full})
+        for (index_t b : {1, 64, 1024})
+          for (index_t d : {64, 1024, 16384, 65536}) {
+            if (b * d > cap || (b == 64 && d == 1024)) continue;  // (64, 1024) is in the cross above
+            add({f, s, p, 8, b, d});
+          }
+  }
+}
+
+}  // namespace ddm::bench
