@@ -25,8 +25,8 @@
 //
 // The grid (full):
 //   every solver x policy x K in {2, 8, 16} at one shape per field: analytic (B, D) = (4096,
-//   1024) (one thread per row: the rows are the parallelism), linear (1024, 16384) (64 MiB per
-//   state, beyond the L2 of an H100);
+//   1024) (one thread per row: the rows are the parallelism), linear (4096, 16384) (256 MiB per
+//   state, well beyond the L2; the shape of the other device benchmarks);
 //   Euler and 2M x top-1, top-2, full x K = 8 over B in {64, 1024, 4096, 16384} x D in {64, 1024,
 //   16384} for the analytic DDM up to B * D = 2^26, and over B in {64, 1024, 4096} x D in {1024,
 //   16384, 65536} for the linear field (up to 1 GiB per state; the full ensemble's stacked expert
@@ -227,7 +227,7 @@ void register_benchmarks(const options& opt) {
       continue;
     }
     const bool analytic = f == field_id::analytic;
-    const index_t cross_b = analytic ? 4096 : 1024;
+    const index_t cross_b = 4096;
     const index_t cross_d = analytic ? 1024 : 16384;
     for (solver_id s : all_solvers)
       for (policy_id p : all_policies)

@@ -406,18 +406,18 @@ def cuda_body(results):
     failed = [b for b in r.values() if b.get("error_occurred")]
     if len(failed) == len(r):
         reason = failed[0].get("error_message", "?") if failed else "the suite ran no benchmark"
-        return ("### Device\n\nNo device results: every benchmark of the suite reported an error ("
+        return ("#### Device\n\nNo device results: every benchmark of the suite reported an error ("
                 + reason + ").")
     return "\n\n".join([
-        "### Device: machine and commands\n\n" + section_cuda_machine(results),
-        "### Device: PyTorch eager on the same card\n\n" + section_torch_cuda(results),
-        "### Device: routed sampling, solver x policy x K (analytic DDM)\n\n"
+        "#### Device: machine and commands\n\n" + section_cuda_machine(results),
+        "#### Device: PyTorch eager on the same card\n\n" + section_torch_cuda(results),
+        "#### Device: routed sampling, solver x policy x K (analytic DDM)\n\n"
         + section_routed_cross(results, "analytic", "cuda_routed"),
-        "### Device: routed sampling, solver x policy x K (linear routed field)\n\n"
+        "#### Device: routed sampling, solver x policy x K (linear routed field)\n\n"
         + section_routed_cross(results, "linear", "cuda_routed", "d2d_ratio", "D2D copy"),
-        "### Device: routed sampling over B x D (analytic DDM, K = 8), time per step\n\n"
+        "#### Device: routed sampling over B x D (analytic DDM, K = 8), time per step\n\n"
         + section_routed_shapes(results, "analytic", "cuda_routed"),
-        "### Device: routed sampling over B x D (linear routed field, K = 8), time per step (D2D copy ratio)\n\n"
+        "#### Device: routed sampling over B x D (linear routed field, K = 8), time per step (D2D copy ratio)\n\n"
         + section_routed_shapes(results, "linear", "cuda_routed", "d2d_ratio") + "\n\n"
         + section_cuda_shapes_baseline(results),
     ])
