@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build and run ddm's CUDA tests and benchmarks and the paradox study on a GPU machine, in one go
 # (a few minutes on an H100 with 16 cores: about 2 minutes of build, about 1 minute of tests, 2 to
-# 3 minutes of benchmarks, under a minute for the study on the GPU and on the host).
+# 3 minutes of benchmarks, under a minute for the study on the GPU and on the host; the dit-cuda and
+# routed-cuda sections add their own, see their comments).
 #
 #     OUT=/path/for/results bench/run_gpu_checks.sh
 #     SKIP_BUILD=1 BUILD=build/default OUT=... bench/run_gpu_checks.sh   # binaries built elsewhere
@@ -10,8 +11,8 @@
 #   OUT         where the results go (default ./gpu-results)
 #   BUILD       build directory (default build/gpu under the repository); with SKIP_BUILD=1 the
 #               binaries are expected at $BUILD/tests/ddm_test_cuda{,_routing},
-#               $BUILD/bench/ddm_bench_cuda_{algebra,routing} and
-#               $BUILD/examples/01_paradox/ddm-paradox (they link the CUDA runtime and cuBLAS of
+#               $BUILD/bench/ddm_bench_cuda_{algebra,routing,routed}, $BUILD/bench/ddm_export_peer_data
+#               and $BUILD/examples/01_paradox/ddm-paradox (they link the CUDA runtime and cuBLAS of
 #               the toolkit they were built with, which the GPU machine must have)
 #   CUDA_ARCH   CMAKE_CUDA_ARCHITECTURES (default 90: H100, H200)
 #   SKIP_BUILD  1: use the binaries already in $BUILD (built elsewhere and carried over)
@@ -30,6 +31,8 @@
 #                              the diagnostics on device
 #   cuda_algebra_bench.txt     the algebra benchmarks (fused lincomb, strided, integrator steps)
 #   cuda_routing_bench.txt     the routed combine and the routed field's cost at K = 8
+#   cuda_routed.*, torch_cuda* routed sampling solver x policy x K x B x D on the device, and
+#                              PyTorch on the same card (see the routed-cuda section below)
 #   *_bench.json               the same, as Google Benchmark JSON (repetitions, aggregates)
 #   paradox_compare.txt        ddm-paradox --device cuda against --device cpu on a small
 #                              configuration in float (examples/01_paradox/compare_devices.py: sample
@@ -210,6 +213,75 @@ for bench in ddm_bench_cuda_algebra:cuda_algebra_bench ddm_bench_cuda_routing:cu
     status=1
   fi
 done
+
+# ==== [begin routed-cuda] routed sampling on the device, and PyTorch on the same card ============
+# ddm_bench_cuda_routed (bench/cuda_routed_sampling_bench.cu): every solver x policy x K over the
+# device analytic DDM and the linear routed field, and Euler / 2M over B x D, with the ratio to a
+# D2D copy (288 benchmarks; estimated at 1 to 3 minutes per repetition on an H100, not yet timed:
+# ROUTED_REPS=1 for a first run). Then the PyTorch peer on the same card (bench/peers/torch_ddm.py
+# --device cuda): its samples against ddm's from the same noise (float64), and its time per step on
+# every analytic Euler / 2M x top-1 / top-2 / full, K = 8 configuration the suite ran (66; estimated
+# at under a minute). bench/report.py cuda writes the tables.
+# Results in $OUT:
+#   cuda_routed.txt/.json      the suite (console; Google Benchmark JSON with every repetition)
+#   torch_cuda_info.json       PyTorch's version, CUDA, GPU and float32 matmul precision
+#   torch_cuda_check.jsonl     same samples from the same noise, per data file, solver and policy
+#   torch_cuda.jsonl           PyTorch's time per step per configuration
+#   cuda_routed.md             the tables; docs/performance.md takes them with
+#                              python3 bench/report.py cuda --results $OUT --doc docs/performance.md
+# Environment: ROUTED_REPS (repetitions, default 2), ROUTED_MIN_TIME (seconds per benchmark, default
+# 0.05), ROUTED_FILTER (a --benchmark_filter, default all), TORCH_MIN_TIME (default 0.2), PYTHON.
+routed_build() {
+  cmake --build "$BUILD" --target ddm_bench_cuda_routed ddm_export_peer_data -j "$(nproc)"
+}
+routed_bench() {
+  timeout 540 "$BUILD/bench/ddm_bench_cuda_routed" --benchmark_filter="${ROUTED_FILTER:-.}" \
+    --benchmark_min_time="${ROUTED_MIN_TIME:-0.05}" --benchmark_repetitions="${ROUTED_REPS:-2}" \
+    --benchmark_out="$OUT/cuda_routed.json" --benchmark_out_format=json
+}
+routed_torch() {
+  local py="${PYTHON:-python3}" data configs rc=0
+  data="$(mktemp -d)"  # the peer's parameters and check data (about 30 MB): outside $OUT
+  "$BUILD/bench/ddm_export_peer_data" "$data" > /dev/null || { rm -rf "$data"; return 1; }
+  "$py" "$repo/bench/peers/torch_ddm.py" info --device cuda > "$OUT/torch_cuda_info.json" || rc=1
+  "$py" "$repo/bench/peers/torch_ddm.py" check --device cuda --data "$data" > "$OUT/torch_cuda_check.jsonl" || {
+    echo "PyTorch on the GPU does not reproduce ddm's samples (torch_cuda_check.jsonl)"; rc=1; }
+  cat "$OUT/torch_cuda_check.jsonl"
+  configs=$("$py" "$repo/bench/report.py" configs --results "$OUT" --suite cuda_routed) || rc=1
+  timeout 300 "$py" "$repo/bench/peers/torch_ddm.py" time --device cuda --data "$data" \
+    --min_time "${TORCH_MIN_TIME:-0.2}" --configs "${configs:-[]}" | tee "$OUT/torch_cuda.jsonl"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  rm -rf "$data"
+  return "$rc"
+}
+routed_report() {
+  "${PYTHON:-python3}" "$repo/bench/report.py" cuda --results "$OUT" > "$OUT/cuda_routed.md"
+}
+if [ "${SKIP_BUILD:-0}" != "1" ]; then
+  step routed_build routed_build >> "$OUT/build.log" 2>&1 || { tail -n 50 "$OUT/build.log"; status=1; }
+fi
+if [ -x "$BUILD/bench/ddm_bench_cuda_routed" ]; then
+  step cuda_routed routed_bench 2>&1 | tee "$OUT/cuda_routed.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  # On a GPU machine no benchmark may report an error: "no GPU" means the device was not usable,
+  # any other (a stale traffic model, a device fault) is a failure of the suite.
+  if grep -q "ERROR OCCURRED" "$OUT/cuda_routed.txt"; then
+    echo "ddm_bench_cuda_routed: benchmarks reported errors (see cuda_routed.txt)" | tee -a "$summary"
+    status=1
+  fi
+  if [ -x "$BUILD/bench/ddm_export_peer_data" ]; then
+    step torch_cuda routed_torch 2>&1 | tee "$OUT/torch_cuda.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  else
+    echo "no binary at $BUILD/bench/ddm_export_peer_data: the PyTorch comparison did not run" | tee -a "$summary"
+    status=1
+  fi
+  step routed_md routed_report || status=1
+else
+  echo "no benchmark binary at $BUILD/bench/ddm_bench_cuda_routed" | tee -a "$summary"
+  status=1
+fi
+# ==== [end routed-cuda] ==========================================================================
 
 # The paradox study: the device against the host on a small configuration, then the default
 # study on both, timed (same configuration, float on both).

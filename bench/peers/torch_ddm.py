@@ -23,7 +23,9 @@ Modes:
                       from the same noise and reports the largest difference
   time   --data DIR   times whole runs (float32, like a researcher's default) for a grid of
                       configurations and prints one JSON object per line
-Both take --device (cpu or cuda) and --threads (0 = torch's default).
+Both take --device (cpu or cuda) and --threads (0 = torch's default). On cuda every timed run ends
+with torch.cuda.synchronize() before the clock is read, and check compares the GPU's float64
+samples with ddm's (host) samples at the same tolerance.
 """
 
 import argparse
@@ -210,9 +212,15 @@ def time_configs(args):
 
 
 def info(args):
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "config": torch.__config__.show(),
-                      "parallel": torch.__config__.parallel_info()}))
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device,
+           "float32_matmul_precision": torch.get_float32_matmul_precision(),
+           "config": torch.__config__.show(), "parallel": torch.__config__.parallel_info()}
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            sys.exit("torch_ddm.py: --device cuda, but torch.cuda.is_available() is False")
+        out.update({"cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(args.device),
+                    "allow_tf32": torch.backends.cuda.matmul.allow_tf32})
+    print(json.dumps(out))
     return 0
 
 
@@ -229,6 +237,9 @@ def main():
     args = p.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    # float32 products in float32 (no TF32 on the GPU), as ddm computes: the default, made explicit
+    # so that a site configuration cannot change what is compared.
+    torch.set_float32_matmul_precision("highest")
     return {"check": check, "time": time_configs, "info": info}[args.mode](args)
 
 
