@@ -47,6 +47,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <span>
 #include <type_traits>
 #include <utility>
@@ -496,6 +497,17 @@ inline constexpr int mma_attention_threads = 128;
   return 2 * 3 * 64 * (h + 8) + 4 * 64 * 68 + 2 * 64 * 72 + 4 * 64 * (h + 4) + 4 * 2 * 64;
 }
 
+// The thread maps of the two kernels, and the head sizes the header promises: up to 256 fits the
+// 227 KiB a block may opt into on compute capability 9.0 (attention_ still checks the device's
+// own limit); head size 72 already needs the opt-in (opt_into_smem).
+static_assert(attention_rows == 4 * 16 && attention_keys == 4 * 16,
+              "attention_kernel: 16 x 16 threads, each 4 rows and 4 key columns of a 64 x 64 tile");
+static_assert(block_threads / 32 * (attention_rows / 8) == attention_rows,
+              "attention_kernel: 8 warps of 256 threads, 8 softmax rows each");
+static_assert(mma_attention_threads / 32 * 16 == 64, "attention_mma_kernel: 4 warps, 16 query rows each");
+static_assert(attention_smem_bytes(256) <= 227 * 1024 && mma_attention_smem_bytes(256) <= 227 * 1024);
+static_assert(attention_smem_bytes(72) > 48 * 1024 && mma_attention_smem_bytes(80) > 48 * 1024);
+
 // Out: float, or H (the 16-bit operand of the output projection that follows).
 template <class H, class Out>
 __global__ void __launch_bounds__(mma_attention_threads)
@@ -815,14 +827,22 @@ inline void gemm(const ddm::cuda_context& ctx, index_t m, index_t n, index_t k, 
 }
 
 // Above 48 KiB, dynamic shared memory must be opted into (once per kernel, device and size).
+// The limit only ever grows, and it is raised under a lock: two threads raising it without one
+// could set it in the opposite order to their checks (80 KiB after 100 KiB), and the thread that
+// needs the larger size would then launch above the limit (cudaErrorInvalidValue).
+inline std::mutex& smem_opt_in_mutex() {
+  static std::mutex m;
+  return m;
+}
 template <class Kernel>
 void opt_into_smem(Kernel kernel, std::size_t smem, std::array<std::atomic<std::size_t>, 64>& opted) {
   if (smem <= 48 * 1024) return;
   auto& o = opted[static_cast<std::size_t>(current_device()) % opted.size()];
-  if (o.load() < smem) {
-    DDM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    o.store(smem);
-  }
+  if (o.load() >= smem) return;
+  const std::lock_guard<std::mutex> lock(smem_opt_in_mutex());
+  if (o.load() >= smem) return;  // another thread raised it meanwhile
+  DDM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  o.store(smem);
 }
 
 template <int NJ>
