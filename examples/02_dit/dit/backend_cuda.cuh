@@ -54,6 +54,7 @@
 #include <vector>
 
 #include <ddm/core/batch.hpp>
+#include <ddm/core/config.hpp>
 #include <ddm/core/error.hpp>
 // The whole CUDA layer: the models use the device algebra (copy, lincomb), and their wrappers the
 // device routed field, guidance and diagnostics.
@@ -227,23 +228,44 @@ __global__ void __launch_bounds__(block_threads)
   }
 }
 
-// tokens (B*T, C*p*p) from NCHW x (B, C*H*W); token row r = b*T + i*Gw + j holds the patch at
+// The index maps of the two kernels below, host-callable so that a test without a GPU can hold
+// them against the host backend (tests/dit/cuda_test.cu, DitCudaIndexMath).
+//
+// patchify: value `col` of token row r (r = b*T + i*Gw + j: patch-row i, patch-column j; col as
+// (c, py, px)) comes from this offset into sample b's NCHW image.
+DDM_HOST_DEVICE constexpr index_t patchify_source(index_t r, index_t col, index_t t, index_t gw, index_t p, index_t h,
+                                                  index_t w) noexcept {
+  const index_t i = (r % t) / gw;
+  const index_t j = (r % t) % gw;
+  const index_t c = col / (p * p);
+  const index_t py = (col / p) % p;
+  const index_t px = col % p;
+  return (c * h + i * p + py) * w + j * p + px;
+}
+// unpatchify: value e of sample b's NCHW output (e = (c*H + y)*W + x) comes from token row `row`,
+// column `col` (tokens flattened as (py, px, c)). In range only when H and W are multiples of p
+// (the host checks that before the launch).
+struct token_value {
+  index_t row;
+  index_t col;
+};
+DDM_HOST_DEVICE constexpr token_value unpatchify_source(index_t b, index_t e, index_t t, index_t gw, index_t p,
+                                                        index_t h, index_t w, index_t c_out) noexcept {
+  const index_t c = e / (h * w);
+  const index_t yy = (e / w) % h;
+  const index_t xx = e % w;
+  return {b * t + (yy / p) * gw + (xx / p), ((yy % p) * p + (xx % p)) * c_out + c};
+}
+
+// tokens (B*T, C*p*p) from NCHW x (B, C*H*W): token row r = b*T + i*Gw + j holds the patch at
 // patch-row i, patch-column j, as (c, py, px).
 __global__ void __launch_bounds__(block_threads)
     patchify_kernel(const float* x, index_t sx, float* tokens, index_t st, index_t rows, index_t cols, index_t t,
                     index_t gw, index_t p, index_t h, index_t w) {
   DDM_DIT_ROWS_LOOP(r, rows) {
-    const index_t b = r / t;
-    const index_t i = (r % t) / gw;
-    const index_t j = (r % t) % gw;
-    const float* img = x + b * sx;
+    const float* img = x + (r / t) * sx;
     float* out = tokens + r * st;
-    DDM_DIT_COLS_LOOP(col, cols) {
-      const index_t c = col / (p * p);
-      const index_t py = (col / p) % p;
-      const index_t px = col % p;
-      out[col] = img[(c * h + i * p + py) * w + j * p + px];
-    }
+    DDM_DIT_COLS_LOOP(col, cols) out[col] = img[patchify_source(r, col, t, gw, p, h, w)];
   }
 }
 
@@ -255,11 +277,8 @@ __global__ void __launch_bounds__(block_threads)
   DDM_DIT_ROWS_LOOP(b, batch) {
     float* img = x + b * sx;
     DDM_DIT_COLS_LOOP(e, values) {
-      const index_t c = e / (h * w);
-      const index_t yy = (e / w) % h;
-      const index_t xx = e % w;
-      const index_t token = b * t + (yy / p) * gw + (xx / p);
-      img[e] = tokens[token * st + ((yy % p) * p + (xx % p)) * c_out + c];
+      const token_value src = unpatchify_source(b, e, t, gw, p, h, w, c_out);
+      img[e] = tokens[src.row * st + src.col];
     }
   }
 }
@@ -1070,6 +1089,10 @@ struct backend<ddm::cuda_space> {
                          view<float> x) {
     namespace cd = cuda_detail;
     const index_t p = g.patch;
+    // The kernel walks every output pixel: a pixel past the last whole patch (H or W not a
+    // multiple of p) would read a token row that does not exist.
+    cd::require(p > 0 && g.height % p == 0 && g.width % p == 0, "dit::unpatchify",
+                "the image height and width must be multiples of the patch size");
     const index_t c_out = tokens.cols() / (p * p);
     cd::require(tokens.cols() == p * p * c_out && keep <= c_out && tokens.rows() == x.rows() * g.tokens() &&
                     x.cols() == keep * g.height * g.width,
