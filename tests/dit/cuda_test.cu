@@ -477,6 +477,74 @@ TEST(DitCudaOps, PatchesGathersAndTimestepsEqualTheHost) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Host-side properties of the device code: these run with or without a GPU.
+
+TEST(DitCudaIndexMath, PatchifyAndUnpatchifyKernelsReadWhatTheHostBackendReads) {
+  // The kernels' index maps (cuda_detail::patchify_source / unpatchify_source) evaluated on the
+  // host against the host backend's results, element by element, on a non-square 3-channel
+  // geometry with patch 4 and on DiT's own shape (4 x 8 x 8, patch 2).
+  namespace cd = dit::cuda_detail;
+  for (const dit::patch_geometry g : {dit::patch_geometry{3, 8, 12, 4}, dit::patch_geometry{4, 8, 8, 2}}) {
+    const index_t b = 2, t = g.tokens(), p = g.patch;
+    const auto x = host_noise(b, g.channels * g.height * g.width, 91);
+    batch<float> tokens(b * t, g.patch_values(g.channels));
+    host_ops::patchify(host, x.cview(), g, tokens.view());
+    std::size_t wrong = 0;
+    for (index_t r = 0; r < tokens.rows(); ++r)
+      for (index_t col = 0; col < tokens.cols(); ++col) {
+        const index_t src = cd::patchify_source(r, col, t, g.grid_w(), p, g.height, g.width);
+        wrong += src < 0 || src >= x.cols() || x(r / t, src) != tokens(r, col) ? 1 : 0;
+      }
+    EXPECT_EQ(wrong, 0u) << "patchify, patch " << p;
+
+    const index_t c_out = 5, keep = 2;
+    const auto out_tokens = host_noise(b * t, p * p * c_out, 92);
+    batch<float> img(b, keep * g.height * g.width);
+    host_ops::unpatchify(host, out_tokens.cview(), g, keep, img.view());
+    wrong = 0;
+    for (index_t s = 0; s < b; ++s)
+      for (index_t e = 0; e < img.cols(); ++e) {
+        const auto src = cd::unpatchify_source(s, e, t, g.grid_w(), p, g.height, g.width, c_out);
+        const bool inside = src.row >= 0 && src.row < out_tokens.rows() && src.col >= 0 && src.col < out_tokens.cols();
+        wrong += !inside || out_tokens(src.row, src.col) != img(s, e) ? 1 : 0;
+      }
+    EXPECT_EQ(wrong, 0u) << "unpatchify, patch " << p;
+  }
+}
+
+TEST(DitCudaIndexMath, UnpatchifyRefusesAnImageThatIsNotWholePatches) {
+  // H = 9 with p = 2: the last pixel row maps past the last token row of the last sample, so the
+  // device unpatchify must refuse the geometry before it launches anything (the host backend
+  // leaves those pixels unwritten). The views stand for device memory and are never touched.
+  const dit::patch_geometry g{1, 9, 8, 2};
+  const index_t b = 2, c_out = 1;
+  const auto last = dit::cuda_detail::unpatchify_source(b - 1, 9 * 8 - 1, g.tokens(), g.grid_w(), g.patch, g.height,
+                                                        g.width, c_out);
+  EXPECT_GE(last.row, b * g.tokens());
+  std::vector<float> tokens(static_cast<std::size_t>(b * g.tokens() * 4));
+  std::vector<float> image(static_cast<std::size_t>(b * 9 * 8));
+  const batch_view<const float, cuda_space> dtokens(tokens.data(), b * g.tokens(), 4);
+  const batch_view<float, cuda_space> dimage(image.data(), b, 9 * 8);
+  EXPECT_THROW(device_ops::unpatchify(ddm::cuda_context{}, dtokens, g, 1, dimage), ddm::shape_error);
+}
+
+TEST(DitCudaIndexMath, AlignmentToldToCublasLtDividesTheAddressAndThePitch) {
+  // cuBLASLt is told the largest power of two (<= 256) that divides a matrix's address and row
+  // pitch; an overstatement would let it pick a kernel with wider loads than the rows allow.
+  const std::uintptr_t bases[] = {0x10000, 0x10004, 0x10010, 0x10100, 0x10002};
+  const std::size_t pitches[] = {0, 4, 90, 192, 4096, 2304, 4608};
+  for (const auto base : bases)
+    for (const auto pitch : pitches) {
+      const auto a = dit::cuda_detail::alignment_of(reinterpret_cast<const void*>(base), pitch);
+      EXPECT_TRUE(a >= 1 && a <= 256 && (a & (a - 1)) == 0) << a;
+      EXPECT_EQ(base % a, 0u) << "base " << base << " pitch " << pitch;
+      EXPECT_EQ(pitch % a, 0u) << "base " << base << " pitch " << pitch;
+      const std::size_t twice = 2 * std::size_t{a};
+      EXPECT_TRUE(a == 256 || base % twice != 0 || pitch % twice != 0) << "base " << base << " pitch " << pitch;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The golden models
 
 // The stages a device forward reports, copied to the host.

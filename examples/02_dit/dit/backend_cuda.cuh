@@ -47,12 +47,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <span>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <ddm/core/batch.hpp>
+#include <ddm/core/config.hpp>
 #include <ddm/core/error.hpp>
 // The whole CUDA layer: the models use the device algebra (copy, lincomb), and their wrappers the
 // device routed field, guidance and diagnostics.
@@ -226,23 +228,44 @@ __global__ void __launch_bounds__(block_threads)
   }
 }
 
-// tokens (B*T, C*p*p) from NCHW x (B, C*H*W); token row r = b*T + i*Gw + j holds the patch at
+// The index maps of the two kernels below, host-callable so that a test without a GPU can hold
+// them against the host backend (tests/dit/cuda_test.cu, DitCudaIndexMath).
+//
+// patchify: value `col` of token row r (r = b*T + i*Gw + j: patch-row i, patch-column j; col as
+// (c, py, px)) comes from this offset into sample b's NCHW image.
+DDM_HOST_DEVICE constexpr index_t patchify_source(index_t r, index_t col, index_t t, index_t gw, index_t p, index_t h,
+                                                  index_t w) noexcept {
+  const index_t i = (r % t) / gw;
+  const index_t j = (r % t) % gw;
+  const index_t c = col / (p * p);
+  const index_t py = (col / p) % p;
+  const index_t px = col % p;
+  return (c * h + i * p + py) * w + j * p + px;
+}
+// unpatchify: value e of sample b's NCHW output (e = (c*H + y)*W + x) comes from token row `row`,
+// column `col` (tokens flattened as (py, px, c)). In range only when H and W are multiples of p
+// (the host checks that before the launch).
+struct token_value {
+  index_t row;
+  index_t col;
+};
+DDM_HOST_DEVICE constexpr token_value unpatchify_source(index_t b, index_t e, index_t t, index_t gw, index_t p,
+                                                        index_t h, index_t w, index_t c_out) noexcept {
+  const index_t c = e / (h * w);
+  const index_t yy = (e / w) % h;
+  const index_t xx = e % w;
+  return {b * t + (yy / p) * gw + (xx / p), ((yy % p) * p + (xx % p)) * c_out + c};
+}
+
+// tokens (B*T, C*p*p) from NCHW x (B, C*H*W): token row r = b*T + i*Gw + j holds the patch at
 // patch-row i, patch-column j, as (c, py, px).
 __global__ void __launch_bounds__(block_threads)
     patchify_kernel(const float* x, index_t sx, float* tokens, index_t st, index_t rows, index_t cols, index_t t,
                     index_t gw, index_t p, index_t h, index_t w) {
   DDM_DIT_ROWS_LOOP(r, rows) {
-    const index_t b = r / t;
-    const index_t i = (r % t) / gw;
-    const index_t j = (r % t) % gw;
-    const float* img = x + b * sx;
+    const float* img = x + (r / t) * sx;
     float* out = tokens + r * st;
-    DDM_DIT_COLS_LOOP(col, cols) {
-      const index_t c = col / (p * p);
-      const index_t py = (col / p) % p;
-      const index_t px = col % p;
-      out[col] = img[(c * h + i * p + py) * w + j * p + px];
-    }
+    DDM_DIT_COLS_LOOP(col, cols) out[col] = img[patchify_source(r, col, t, gw, p, h, w)];
   }
 }
 
@@ -254,11 +277,8 @@ __global__ void __launch_bounds__(block_threads)
   DDM_DIT_ROWS_LOOP(b, batch) {
     float* img = x + b * sx;
     DDM_DIT_COLS_LOOP(e, values) {
-      const index_t c = e / (h * w);
-      const index_t yy = (e / w) % h;
-      const index_t xx = e % w;
-      const index_t token = b * t + (yy / p) * gw + (xx / p);
-      img[e] = tokens[token * st + ((yy % p) * p + (xx % p)) * c_out + c];
+      const token_value src = unpatchify_source(b, e, t, gw, p, h, w, c_out);
+      img[e] = tokens[src.row * st + src.col];
     }
   }
 }
@@ -495,6 +515,17 @@ inline constexpr int mma_attention_threads = 128;
   const auto h = static_cast<std::size_t>(hp);
   return 2 * 3 * 64 * (h + 8) + 4 * 64 * 68 + 2 * 64 * 72 + 4 * 64 * (h + 4) + 4 * 2 * 64;
 }
+
+// The thread maps of the two kernels, and the head sizes the header promises: up to 256 fits the
+// 227 KiB a block may opt into on compute capability 9.0 (attention_ still checks the device's
+// own limit); head size 72 already needs the opt-in (opt_into_smem).
+static_assert(attention_rows == 4 * 16 && attention_keys == 4 * 16,
+              "attention_kernel: 16 x 16 threads, each 4 rows and 4 key columns of a 64 x 64 tile");
+static_assert(block_threads / 32 * (attention_rows / 8) == attention_rows,
+              "attention_kernel: 8 warps of 256 threads, 8 softmax rows each");
+static_assert(mma_attention_threads / 32 * 16 == 64, "attention_mma_kernel: 4 warps, 16 query rows each");
+static_assert(attention_smem_bytes(256) <= 227 * 1024 && mma_attention_smem_bytes(256) <= 227 * 1024);
+static_assert(attention_smem_bytes(72) > 48 * 1024 && mma_attention_smem_bytes(80) > 48 * 1024);
 
 // Out: float, or H (the 16-bit operand of the output projection that follows).
 template <class H, class Out>
@@ -815,14 +846,22 @@ inline void gemm(const ddm::cuda_context& ctx, index_t m, index_t n, index_t k, 
 }
 
 // Above 48 KiB, dynamic shared memory must be opted into (once per kernel, device and size).
+// The limit only ever grows, and it is raised under a lock: two threads raising it without one
+// could set it in the opposite order to their checks (80 KiB after 100 KiB), and the thread that
+// needs the larger size would then launch above the limit (cudaErrorInvalidValue).
+inline std::mutex& smem_opt_in_mutex() {
+  static std::mutex m;
+  return m;
+}
 template <class Kernel>
 void opt_into_smem(Kernel kernel, std::size_t smem, std::array<std::atomic<std::size_t>, 64>& opted) {
   if (smem <= 48 * 1024) return;
   auto& o = opted[static_cast<std::size_t>(current_device()) % opted.size()];
-  if (o.load() < smem) {
-    DDM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    o.store(smem);
-  }
+  if (o.load() >= smem) return;
+  const std::lock_guard<std::mutex> lock(smem_opt_in_mutex());
+  if (o.load() >= smem) return;  // another thread raised it meanwhile
+  DDM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  o.store(smem);
 }
 
 template <int NJ>
@@ -1050,6 +1089,10 @@ struct backend<ddm::cuda_space> {
                          view<float> x) {
     namespace cd = cuda_detail;
     const index_t p = g.patch;
+    // The kernel walks every output pixel: a pixel past the last whole patch (H or W not a
+    // multiple of p) would read a token row that does not exist.
+    cd::require(p > 0 && g.height % p == 0 && g.width % p == 0, "dit::unpatchify",
+                "the image height and width must be multiples of the patch size");
     const index_t c_out = tokens.cols() / (p * p);
     cd::require(tokens.cols() == p * p * c_out && keep <= c_out && tokens.rows() == x.rows() * g.tokens() &&
                     x.cols() == keep * g.height * g.width,
