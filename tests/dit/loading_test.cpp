@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <ddm/io/safetensors.hpp>
+#include <ddm/io/safetensors_writer.hpp>
 
 #include "dit/backend_host.hpp"
 #include "dit/dit_model.hpp"
@@ -167,6 +168,42 @@ TEST(DitLoading, ParisAndRouterConfigurationsAreReadOffTheShapes) {
   EXPECT_NO_THROW(dit::dit_router_model<>(rgot, router));
   // A router checkpoint is not an expert.
   EXPECT_THROW((void)dit::paris_expert_config_from(router), ddm::io_error);
+}
+
+TEST(DitLoading, MlpWidthReadOffTheShapesSurvivesTheRatioRoundTrip) {
+  // width / hidden * hidden truncates to width - 1 for many pairs (for hidden 11, width 15 and for
+  // hidden 352, width 480 among multiples of 32): the inferred configuration must still ask for
+  // the MLP the checkpoint holds.
+  std::size_t checked = 0;
+  for (ddm::index_t h = 1; h <= 400; ++h)
+    for (ddm::index_t f = 1; f <= 4 * h + 8; ++f, ++checked) {
+      dit::paris_expert_config c;
+      c.hidden_size = h;
+      c.mlp_ratio = dit::detail::mlp_ratio_for(f, h);
+      ASSERT_EQ(c.mlp_hidden(), f) << "hidden " << h << ", width " << f;
+    }
+  std::printf("[ measured ] %zu (hidden, width) pairs round-trip\n", checked);
+
+  // Through the readers of expert and router checkpoints (only the tensors they inspect).
+  const std::uint64_t d = 11, width = 15;
+  auto zeros = [](std::uint64_t n) { return std::vector<float>(n, 0.0f); };
+  ddm::io::safetensors_writer we;
+  we.add("patch_embed.weight", {d, 4, 2, 2}, zeros(d * 16));
+  we.add("pos_embed", {1, 16, d}, zeros(16 * d));
+  we.add("text_proj.weight", {d, 16}, zeros(d * 16));
+  we.add("layers.0.mlp.0.weight", {width, d}, zeros(width * d));
+  we.add("layers.0.scale_shift_table", {6, d}, zeros(6 * d));
+  we.add("final_layer.linear.weight", {16, d}, zeros(16 * d));
+  const auto expert = ddm::io::safetensors_file::from_bytes(we.to_bytes(), "expert with MLP 15 of 11");
+  EXPECT_EQ(dit::paris_expert_config_from(expert).mlp_hidden(), 15);
+  ddm::io::safetensors_writer wr;
+  wr.add("patch_embed.weight", {d, 4, 2, 2}, zeros(d * 16));
+  wr.add("pos_embed", {1, 16, d}, zeros(16 * d));
+  wr.add("layers.0.mlp.0.weight", {width, d}, zeros(width * d));
+  wr.add("layers.0.adaLN_modulation.1.weight", {6 * d, d}, zeros(6 * d * d));
+  wr.add("head.4.weight", {3, d}, zeros(3 * d));
+  const auto router = ddm::io::safetensors_file::from_bytes(wr.to_bytes(), "router with MLP 15 of 11");
+  EXPECT_EQ(dit::router_config_from(router).mlp_hidden(), 15);
 }
 
 TEST(DitForward, EachSampleIsIndependentOfTheRestOfTheBatch) {
