@@ -260,7 +260,9 @@ def run_small(program, work):
 
 def bad_flags(program):
     cases = [["--nope"], ["--samples", "abc"], ["--samples"], ["--integrator", "rk4"], ["--device", "tpu"],
-             ["--policies", "top3"], ["--precision", "half"], ["--tau", "0"], ["--t-switch", "1.5"], ["--sweep-tau", "1,x"], ["--quiet=1"]]
+             ["--policies", "top3"], ["--precision", "half"], ["--tau", "0"], ["--t-switch", "1.5"], ["--sweep-tau", "1,x"], ["--quiet=1"],
+             # beyond int: narrowing would wrap (K = 2, D = 1) and run silently
+             ["--clusters", "4294967298"], ["--dim", "4294967297"], ["--components", "4294967297"]]
     for args in cases:
         r = subprocess.run([program] + args, capture_output=True, text=True)
         if r.returncode == 0 or "usage: ddm-paradox" not in r.stderr:

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <exception>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -82,12 +83,16 @@ double to_double(const std::string& flag, const std::string& v) {
   }
 }
 
-long long to_integer(const std::string& flag, const std::string& v, long long min) {
+// `max` is the largest value the option's variable holds: a larger one would wrap when narrowed
+// (--clusters 4294967298 would run with K = 2), so it is refused instead.
+long long to_integer(const std::string& flag, const std::string& v, long long min,
+                     long long max = std::numeric_limits<long long>::max()) {
   try {
     std::size_t n = 0;
     const long long i = std::stoll(v, &n);
     if (n != v.size()) throw std::invalid_argument("");
     if (i < min) bad_usage("option " + flag + " expects an integer >= " + std::to_string(min) + ", got " + v);
+    if (i > max) bad_usage("option " + flag + " expects an integer <= " + std::to_string(max) + ", got " + v);
     return i;
   } catch (const std::invalid_argument&) {
     bad_usage("option " + flag + " expects an integer, got '" + v + "'");
@@ -106,6 +111,7 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 config parse(int argc, char** argv) {
+  constexpr long long int_max = std::numeric_limits<int>::max();
   config c;
   bool precision_given = false;
   for (int i = 1; i < argc; ++i) {
@@ -126,11 +132,11 @@ config parse(int argc, char** argv) {
       std::fputs(usage_text, stdout);
       std::exit(0);
     } else if (flag == "--clusters") {
-      c.model.clusters = static_cast<int>(to_integer(flag, next(), 2));
+      c.model.clusters = static_cast<int>(to_integer(flag, next(), 2, int_max));
     } else if (flag == "--dim") {
-      c.model.dim = static_cast<int>(to_integer(flag, next(), 1));
+      c.model.dim = static_cast<int>(to_integer(flag, next(), 1, int_max));
     } else if (flag == "--components") {
-      c.model.components_per_cluster = static_cast<int>(to_integer(flag, next(), 1));
+      c.model.components_per_cluster = static_cast<int>(to_integer(flag, next(), 1, int_max));
     } else if (flag == "--model-seed") {
       c.model.seed = static_cast<std::uint64_t>(to_integer(flag, next(), 0));
     } else if (flag == "--samples") {

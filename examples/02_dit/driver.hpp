@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -94,13 +95,18 @@ inline void text_tables(const options& o, const dit::paris_expert_config& c, ddm
   if (!o.text_file.empty()) {
     const ddm::io::safetensors_file f(o.text_file);
     const auto& shape = f.info("text").shape;
-    if (shape.size() != 3 || static_cast<ddm::index_t>(shape[1] * shape[2]) != width)
-      throw ddm::io_error(ddm::detail::concat("ddm-dit: '", o.text_file, "': tensor 'text' must be (N, ",
+    // Each dimension on its own: a (N, 154, 384) tensor has the right row width and would be read
+    // as garbage tokens.
+    if (shape.size() != 3 || shape[0] == 0 || shape[1] != static_cast<std::uint64_t>(c.text_length) ||
+        shape[2] != static_cast<std::uint64_t>(c.text_dim))
+      throw ddm::io_error(ddm::detail::concat("ddm-dit: '", o.text_file, "': tensor 'text' has shape ",
+                                              ddm::io::detail::shape_string(shape), ", expected (N >= 1, ",
                                               c.text_length, ", ", c.text_dim, ")"));
     text = ddm::batch<float>(static_cast<ddm::index_t>(shape[0]), width);
     f.read_into("text", std::span<float>(text.data(), static_cast<std::size_t>(text.size())));
     uncond = ddm::batch<float>(1, width);
     if (f.contains("uncond")) {
+      f.require_shape("uncond", {1, static_cast<std::uint64_t>(c.text_length), static_cast<std::uint64_t>(c.text_dim)});
       f.read_into("uncond", std::span<float>(uncond.data(), static_cast<std::size_t>(width)));
     } else {
       std::fprintf(stderr, "ddm-dit: no 'uncond' in %s; the unconditional branch uses zeros\n", o.text_file.c_str());

@@ -16,7 +16,10 @@
 // --device cuda needs a build with the CUDA toolkit (run_cuda.cu) and a GPU; --storage bf16 / f16
 // (device only) keeps the Linear weights in 16 bits.
 
+#include <cmath>
 #include <cstdio>
+#include <exception>
+#include <limits>
 #include <string>
 
 #include "dit/backend_host.hpp"
@@ -24,7 +27,37 @@
 
 namespace {
 
+// Whole-string numbers only: "3x", "abc", "nan" or an out-of-range value is a usage error (exit 2),
+// never a partial parse, a wrapped unsigned or an uncaught std::invalid_argument.
+long long integer_of(const std::string& flag, const std::string& v, long long min, long long max) {
+  long long i = 0;
+  std::size_t n = 0;
+  try {
+    i = std::stoll(v, &n);
+  } catch (const std::exception&) {
+    n = 0;
+  }
+  if (v.empty() || n != v.size() || i < min || i > max)
+    ddm_dit::usage((flag + " expects an integer in [" + std::to_string(min) + ", " + std::to_string(max) +
+                    "], got '" + v + "'").c_str());
+  return i;
+}
+
+double number_of(const std::string& flag, const std::string& v) {
+  double d = 0;
+  std::size_t n = 0;
+  try {
+    d = std::stod(v, &n);
+  } catch (const std::exception&) {
+    n = 0;
+  }
+  if (v.empty() || n != v.size() || !std::isfinite(d))
+    ddm_dit::usage((flag + " expects a finite number, got '" + v + "'").c_str());
+  return d;
+}
+
 ddm_dit::options parse(int argc, char** argv) {
+  constexpr long long int_max = std::numeric_limits<int>::max();
   ddm_dit::options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -37,13 +70,13 @@ ddm_dit::options parse(int argc, char** argv) {
     else if (a == "--storage") o.storage = value();
     else if (a == "--policy") o.policy = value();
     else if (a == "--solver") o.solver = value();
-    else if (a == "--steps") o.steps = std::stol(value());
-    else if (a == "--batch") o.batch = std::stol(value());
-    else if (a == "--cfg") o.cfg = std::stod(value());
-    else if (a == "--seed") o.seed = std::stoull(value());
+    else if (a == "--steps") o.steps = integer_of(a, value(), 1, int_max);
+    else if (a == "--batch") o.batch = integer_of(a, value(), 1, int_max);
+    else if (a == "--cfg") o.cfg = number_of(a, value());
+    else if (a == "--seed") o.seed = static_cast<unsigned long long>(integer_of(a, value(), 0, std::numeric_limits<long long>::max()));
     else if (a == "--text") o.text_file = value();
-    else if (a == "--diagnostics") o.diagnostics = std::stol(value());
-    else if (a == "--threads") o.threads = std::stoi(value());
+    else if (a == "--diagnostics") o.diagnostics = integer_of(a, value(), 0, int_max);
+    else if (a == "--threads") o.threads = static_cast<int>(integer_of(a, value(), 0, 4096));
     else if (a == "--out") o.out = value();
     else if (a == "--help" || a == "-h") {
       std::printf("%s", ddm_dit::usage_text);
@@ -52,9 +85,11 @@ ddm_dit::options parse(int argc, char** argv) {
       ddm_dit::usage(("unknown argument " + a).c_str());
     }
   }
-  if (o.steps < 1 || o.batch < 1) ddm_dit::usage("--steps and --batch must be >= 1");
-  if (o.diagnostics < 0) ddm_dit::usage("--diagnostics must be >= 0 (0: off)");
   if (o.device != "cpu" && o.device != "cuda") ddm_dit::usage("--device must be cpu or cuda");
+  // Checked here rather than after the (possibly minutes-long) checkpoint load.
+  if (o.policy != "top1" && o.policy != "top2" && o.policy != "full") ddm_dit::usage("--policy must be top1, top2 or full");
+  if (o.solver != "euler" && o.solver != "heun" && o.solver != "dpm2m")
+    ddm_dit::usage("--solver must be euler, heun or dpm2m");
   if (ddm_dit::storage_of(o.storage) != dit::weight_storage::f32 && o.device != "cuda")
     ddm_dit::usage("--storage bf16 / f16 needs --device cuda (the CPU backend keeps float weights)");
   return o;
@@ -80,6 +115,9 @@ int main(int argc, char** argv) {
     return ddm_dit::run_folder<ddm::host_space>(o, ddm::host_context{}, backend.c_str());
   } catch (const ddm::error& e) {
     std::fprintf(stderr, "ddm-dit: %s\n", e.message());
+    return 1;
+  } catch (const std::exception& e) {  // e.g. std::bad_alloc for a --batch too large for memory
+    std::fprintf(stderr, "ddm-dit: %s\n", e.what());
     return 1;
   }
 }

@@ -3,6 +3,7 @@
 // patch orders (conv weight order in, channel-fastest out).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -108,6 +109,39 @@ TEST(DitBackend, LayerNormModulateUsesEachSamplesShiftAndScale) {
     }
   }
   EXPECT_LE(worst, 1e-5);
+}
+
+TEST(DitBackend, LayerNormAddsEpsilonToTheVarianceInsideTheRoot) {
+  // With rows of unit variance, eps = 1e-6 and 1e-5 change LN's output by < 1e-5 and no tolerance
+  // here or in the goldens could tell them apart. Rows with variance ~1e-6 make eps matter: the
+  // output is (x - mean) / sqrt(var + eps), and ignoring eps or adding it outside the root would
+  // be off by a factor of up to 3.
+  const ddm::index_t b = 2, t = 3, d = 16;
+  ddm::batch<float> x(b * t, d), y(b * t, d), z(b * t, d), zero(b, d);
+  ddm::fill_normal(ctx, x.view(), 6);
+  for (ddm::index_t i = 0; i < x.size(); ++i) x.data()[i] = 0.01f + 1e-3f * x.data()[i];
+  std::fill(zero.data(), zero.data() + zero.size(), 0.0f);
+  std::vector<float> first_row_by_eps;
+  for (const double eps : {1e-6, 1e-5}) {
+    ops::layer_norm(ctx, x.cview(), eps, nullptr, nullptr, y.view());
+    ops::layer_norm_modulate(ctx, x.cview(), eps, zero.cview(), zero.cview(), z.view());
+    double worst = 0;
+    for (ddm::index_t r = 0; r < b * t; ++r) {
+      double mean = 0, var = 0;
+      for (ddm::index_t j = 0; j < d; ++j) mean += x(r, j) / double(d);
+      for (ddm::index_t j = 0; j < d; ++j) var += (x(r, j) - mean) * (x(r, j) - mean) / double(d);
+      for (ddm::index_t j = 0; j < d; ++j) {
+        const double want = (x(r, j) - mean) / std::sqrt(var + eps);
+        worst = std::max({worst, std::abs(y(r, j) - want), std::abs(z(r, j) - want)});
+      }
+    }
+    std::printf("[ measured ] eps %.0e, row variance ~1e-6: max |LN - (x - mean) / sqrt(var + eps)| = %.2e\n", eps,
+                worst);
+    EXPECT_LE(worst, 1e-4);
+    first_row_by_eps.push_back(std::abs(y(0, 0)));
+  }
+  // The regime is one where eps matters: the two outputs differ far beyond the tolerance.
+  EXPECT_GT(std::abs(first_row_by_eps[0] - first_row_by_eps[1]), 1e-2 * first_row_by_eps[0]);
 }
 
 TEST(DitBackend, PatchifyUsesConvOrderAndUnpatchifyChannelFastestOrder) {

@@ -161,7 +161,13 @@ TEST(ParisLoader, LoadsTheFolderInExpertOrder) {
   dit::paris_options options;
   options.expert_heads = 0;  // must come from the folders' config.json
   options.router_heads = 0;
+  // So must the epsilons (1e-5 there): 1 would move every output far beyond the golden tolerance
+  // (DitForward.EveryConfiguredLayerNormEpsilonReachesTheForwardPass).
+  options.expert_layer_norm_eps = 1.0;
+  options.router_layer_norm_eps = 1.0;
   const auto ckpt = dit::load_paris(fixture("paris_tiny"), options);
+  EXPECT_EQ(ckpt.expert_config.layer_norm_eps, 1e-5);
+  EXPECT_EQ(ckpt.router_config.layer_norm_eps, 1e-5);
   ASSERT_EQ(ckpt.experts.size(), 3u);
   EXPECT_EQ(ckpt.router_config.num_experts, 3);
   EXPECT_EQ(ckpt.expert_config.num_heads, 2);

@@ -3,11 +3,14 @@
 // the batched forward pass.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include <ddm/io/safetensors.hpp>
+#include <ddm/io/safetensors_writer.hpp>
 
 #include "dit/backend_host.hpp"
 #include "dit/dit_model.hpp"
@@ -167,6 +170,42 @@ TEST(DitLoading, ParisAndRouterConfigurationsAreReadOffTheShapes) {
   EXPECT_THROW((void)dit::paris_expert_config_from(router), ddm::io_error);
 }
 
+TEST(DitLoading, MlpWidthReadOffTheShapesSurvivesTheRatioRoundTrip) {
+  // width / hidden * hidden truncates to width - 1 for many pairs (for hidden 11, width 15 and for
+  // hidden 352, width 480 among multiples of 32): the inferred configuration must still ask for
+  // the MLP the checkpoint holds.
+  std::size_t checked = 0;
+  for (ddm::index_t h = 1; h <= 400; ++h)
+    for (ddm::index_t f = 1; f <= 4 * h + 8; ++f, ++checked) {
+      dit::paris_expert_config c;
+      c.hidden_size = h;
+      c.mlp_ratio = dit::detail::mlp_ratio_for(f, h);
+      ASSERT_EQ(c.mlp_hidden(), f) << "hidden " << h << ", width " << f;
+    }
+  std::printf("[ measured ] %zu (hidden, width) pairs round-trip\n", checked);
+
+  // Through the readers of expert and router checkpoints (only the tensors they inspect).
+  const std::uint64_t d = 11, width = 15;
+  auto zeros = [](std::uint64_t n) { return std::vector<float>(n, 0.0f); };
+  ddm::io::safetensors_writer we;
+  we.add("patch_embed.weight", {d, 4, 2, 2}, zeros(d * 16));
+  we.add("pos_embed", {1, 16, d}, zeros(16 * d));
+  we.add("text_proj.weight", {d, 16}, zeros(d * 16));
+  we.add("layers.0.mlp.0.weight", {width, d}, zeros(width * d));
+  we.add("layers.0.scale_shift_table", {6, d}, zeros(6 * d));
+  we.add("final_layer.linear.weight", {16, d}, zeros(16 * d));
+  const auto expert = ddm::io::safetensors_file::from_bytes(we.to_bytes(), "expert with MLP 15 of 11");
+  EXPECT_EQ(dit::paris_expert_config_from(expert).mlp_hidden(), 15);
+  ddm::io::safetensors_writer wr;
+  wr.add("patch_embed.weight", {d, 4, 2, 2}, zeros(d * 16));
+  wr.add("pos_embed", {1, 16, d}, zeros(16 * d));
+  wr.add("layers.0.mlp.0.weight", {width, d}, zeros(width * d));
+  wr.add("layers.0.adaLN_modulation.1.weight", {6 * d, d}, zeros(6 * d * d));
+  wr.add("head.4.weight", {3, d}, zeros(3 * d));
+  const auto router = ddm::io::safetensors_file::from_bytes(wr.to_bytes(), "router with MLP 15 of 11");
+  EXPECT_EQ(dit::router_config_from(router).mlp_hidden(), 15);
+}
+
 TEST(DitForward, EachSampleIsIndependentOfTheRestOfTheBatch) {
   const ddm::io::safetensors_file golden(fixture("paris_tiny/expert_1.golden.safetensors"));
   const auto config = dit_test::paris_config_of(dit_test::config_of(golden));
@@ -191,6 +230,80 @@ TEST(DitForward, EachSampleIsIndependentOfTheRestOfTheBatch) {
   }
   std::printf("[ measured ] max |batched - one at a time| = %.2e\n", worst);
   EXPECT_LE(worst, 1e-5);
+}
+
+// LayerNorm epsilons of 1e-6 and 1e-5 are indistinguishable at the goldens' tolerance (rows of
+// variance ~1), so the goldens alone cannot show that a configured epsilon is used. Setting each
+// one to 1 must move the output far beyond that tolerance; the backend test
+// LayerNormAddsEpsilonToTheVarianceInsideTheRoot checks where eps enters the formula.
+TEST(DitForward, EveryConfiguredLayerNormEpsilonReachesTheForwardPass) {
+  dit::workspace<ddm::host_space> ws;
+  auto moved = [](const ddm::batch<float>& a, const ddm::batch<float>& b) {
+    double worst = 0;
+    for (ddm::index_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a.data()[i] - b.data()[i])));
+    return worst;
+  };
+
+  const ddm::io::safetensors_file dgold(fixture("dit_a.golden.safetensors"));
+  const auto x = dgold.read<float>("input.x");
+  const auto t = dgold.read<float>("input.t");
+  std::vector<std::int32_t> y;
+  for (const float v : dgold.read<float>("input.y")) y.push_back(static_cast<std::int32_t>(v));
+  const auto b = static_cast<ddm::index_t>(t.size());
+  auto dit_out = [&](const dit::dit_config& c) {
+    const auto m = dit::dit_model<>::load(fixture("dit_a.safetensors"), c);
+    ddm::batch<float> out(b, m->output_values());
+    m->forward({}, ddm::batch_view<const float>(x.data(), b, m->input_values()), t, y, out.view(), ws);
+    return out;
+  };
+  auto dc = dit_a_config();
+  const auto dit_default = dit_out(dc);
+  dc.layer_norm_eps = 1.0;
+  const double dit_moved = moved(dit_default, dit_out(dc));
+
+  const ddm::io::safetensors_file pgold(fixture("paris_tiny/expert_0.golden.safetensors"));
+  const auto px = pgold.read<float>("input.x");
+  const auto pt = pgold.read<float>("input.t");
+  const auto text = pgold.read<float>("input.text");
+  auto pc = dit_test::paris_config_of(dit_test::config_of(pgold));
+  auto paris_out = [&](const dit::paris_expert_config& c) {
+    const auto m = dit::paris_expert<>::load(fixture("paris_tiny/expert_0/diffusion_pytorch_model.safetensors"), c);
+    const auto pb = static_cast<ddm::index_t>(pt.size());
+    ddm::batch<float> out(pb, m->output_values());
+    m->forward({}, ddm::batch_view<const float>(px.data(), pb, m->input_values()), pt,
+               ddm::batch_view<const float>(text.data(), pb, c.text_values()), out.view(), ws);
+    return out;
+  };
+  const auto paris_default = paris_out(pc);
+  pc.layer_norm_eps = 1.0;
+  const double paris_moved = moved(paris_default, paris_out(pc));
+
+  const ddm::io::safetensors_file rgold(fixture("paris_tiny/router.golden.safetensors"));
+  const auto rx = rgold.read<float>("input.x");
+  const auto rt = rgold.read<float>("input.t");
+  const auto rc0 = dit_test::router_config_of(dit_test::config_of(rgold));
+  auto router_out = [&](const dit::router_config& c) {
+    const auto m = dit::dit_router_model<>::load(fixture("paris_tiny/router/pytorch_model.safetensors"), c);
+    const auto rb = static_cast<ddm::index_t>(rt.size());
+    ddm::batch<float> out(rb, c.num_experts);
+    m->forward({}, ddm::batch_view<const float>(rx.data(), rb, m->input_values()), rt, out.view(), ws);
+    return out;
+  };
+  const auto router_default = router_out(rc0);
+  auto rc = rc0;
+  rc.layer_norm_eps = 1.0;
+  const double router_blocks_moved = moved(router_default, router_out(rc));
+  rc = rc0;
+  rc.head_layer_norm_eps = 1.0;
+  const double router_head_moved = moved(router_default, router_out(rc));
+
+  std::printf("[ measured ] max |output(eps) - output(eps = 1)|: DiT %.3g, Paris expert %.3g, router blocks %.3g, "
+              "router head %.3g\n",
+              dit_moved, paris_moved, router_blocks_moved, router_head_moved);
+  EXPECT_GT(dit_moved, 1e-2);
+  EXPECT_GT(paris_moved, 1e-2);
+  EXPECT_GT(router_blocks_moved, 1e-2);
+  EXPECT_GT(router_head_moved, 1e-2);
 }
 
 TEST(DitForward, RejectsBadInputs) {

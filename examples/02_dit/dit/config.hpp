@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -36,6 +37,18 @@ inline void check_transformer(const char* where, index_t input_size, index_t pat
                                                   heads));
   if (!(mlp_ratio > 0)) ddm::detail::fail_argument(where, "mlp_ratio", mlp_ratio, "> 0");
   if (!(eps > 0)) ddm::detail::fail_argument(where, "layer_norm_eps", eps, "> 0");
+}
+
+/// The mlp_ratio that gives an MLP of `width` at `hidden`: mlp_hidden() truncates hidden * ratio
+/// as PyTorch's int(hidden * mlp_ratio) does, and width / hidden times hidden can land one ulp
+/// below width (hidden 352, width 480 gives 479.99999999999994), so the quotient is nudged up
+/// until the product truncates back to width.
+[[nodiscard]] inline double mlp_ratio_for(index_t width, index_t hidden) {
+  if (hidden <= 0 || width <= 0) return 0.0;  // validate() reports it with the sizes
+  double r = static_cast<double>(width) / static_cast<double>(hidden);
+  while (static_cast<index_t>(static_cast<double>(hidden) * r) < width)
+    r = std::nextafter(r, std::numeric_limits<double>::infinity());
+  return r;
 }
 }  // namespace detail
 

@@ -44,7 +44,7 @@ namespace dit {
   base.patch_size = static_cast<index_t>(pe[2]);
   const auto grid = static_cast<index_t>(std::llround(std::sqrt(static_cast<double>(pos[1]))));
   base.input_size = grid * base.patch_size;
-  base.mlp_ratio = static_cast<double>(fc1[0]) / static_cast<double>(base.hidden_size);
+  base.mlp_ratio = detail::mlp_ratio_for(static_cast<index_t>(fc1[0]), base.hidden_size);
   base.num_experts = static_cast<index_t>(head[0]);
   base.depth = count_blocks(file, "layers.", ".adaLN_modulation.1.weight");
   return base;

@@ -50,7 +50,7 @@ namespace dit {
   const auto grid = static_cast<index_t>(std::llround(std::sqrt(static_cast<double>(pos[1]))));
   base.input_size = grid * base.patch_size;
   base.text_dim = static_cast<index_t>(text[1]);
-  base.mlp_ratio = static_cast<double>(fc1[0]) / static_cast<double>(base.hidden_size);
+  base.mlp_ratio = detail::mlp_ratio_for(static_cast<index_t>(fc1[0]), base.hidden_size);
   base.out_channels = static_cast<index_t>(fin[0]) / (base.patch_size * base.patch_size);
   base.depth = count_blocks(file, "layers.", ".scale_shift_table");
   return base;

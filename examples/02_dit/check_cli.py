@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Checks ddm-dit's command line (Python standard library only).
+
+    check_cli.py --program PATH --work DIR
+
+Every malformed number or name exits with status 2 and the usage message (not an uncaught C++
+exception, not a partial parse such as "3x" -> 3); a --text file whose 'text' or 'uncond' tensor
+has the right number of values but the wrong (length, width) is refused with a message naming the
+tensor; and a well-formed --text file samples (so the checks are not simply stricter than valid
+input).
+"""
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+
+failures = []
+
+
+def fail(msg):
+    failures.append(msg)
+    print("FAIL: " + msg)
+
+
+def write_f32(path, tensors):
+    """A safetensors file of F32 tensors: name -> (shape, flat values)."""
+    header, blobs, offset = {}, [], 0
+    for name, (shape, values) in tensors.items():
+        raw = struct.pack("<%df" % len(values), *values)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def run(program, args):
+    return subprocess.run([program] + args, capture_output=True, text=True, timeout=120)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--program", required=True)
+    ap.add_argument("--work", required=True)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+
+    bad = [["--steps", "abc"], ["--steps", "3x"], ["--steps", "0"], ["--batch", "99999999999"], ["--batch", ""],
+           ["--cfg", "nan"], ["--cfg", "inf"], ["--cfg", "7.5.1"], ["--seed", "-1"], ["--threads", "abc"],
+           ["--diagnostics", "-1"], ["--policy", "top3"], ["--solver", "rk4"], ["--device", "tpu"], ["--steps"],
+           ["--nope"]]
+    for args in bad:
+        r = run(a.program, args)
+        if r.returncode != 2 or "usage: ddm-dit" not in r.stderr:
+            fail("%s: exit %d, stderr %r; expected exit 2 and the usage message" % (args, r.returncode, r.stderr[-200:]))
+    print("[ measured ] %d bad command lines checked" % len(bad))
+
+    # The fixture's experts take text (5, 16): 80 values per prompt.
+    length, width = 5, 16
+    values = [0.01 * i for i in range(2 * length * width)]
+    cases = [
+        ("text_transposed.safetensors", {"text": ([2, width, length], values)}, "tensor 'text' has shape [2, 16, 5]"),
+        ("text_regrouped.safetensors", {"text": ([2, 10, 8], values)}, "tensor 'text' has shape [2, 10, 8]"),
+        ("uncond_regrouped.safetensors",
+         {"text": ([2, length, width], values), "uncond": ([1, 10, 8], values[:length * width])},
+         "tensor 'uncond': has shape [1, 10, 8]"),
+    ]
+    for name, tensors, message in cases:
+        path = os.path.join(a.work, name)
+        write_f32(path, tensors)
+        r = run(a.program, ["--text", path, "--steps", "1", "--diagnostics", "0"])
+        if r.returncode != 1 or message not in r.stderr:
+            fail("%s: exit %d, stderr %r; expected exit 1 and %r" % (name, r.returncode, r.stderr[-300:], message))
+    good = os.path.join(a.work, "text_good.safetensors")
+    write_f32(good, {"text": ([2, length, width], values), "uncond": ([1, length, width], values[:length * width])})
+    r = run(a.program, ["--text", good, "--steps", "1", "--diagnostics", "0"])
+    if r.returncode != 0 or "2 samples" not in r.stdout:
+        fail("a well-formed --text file: exit %d, stderr %r" % (r.returncode, r.stderr[-300:]))
+    print("[ measured ] %d malformed --text files refused, a well-formed one sampled" % len(cases))
+
+    if failures:
+        print("%d check(s) failed" % len(failures))
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
