@@ -83,6 +83,12 @@ TEST(ExpertDisagreement, TrajectoryIntegralWeightsEachStepByItsLength) {
   EXPECT_DOUBLE_EQ(acc.total()[0], 4.5);
   EXPECT_DOUBLE_EQ(acc.total()[1], 0.75);
   EXPECT_THROW(acc.add(0.0, -0.1, std::vector<double>{1, 2, 3}), ddm::shape_error);
+  // A NaN distance is an error, and the totals stay as they were (row 0 is not added first).
+  EXPECT_THROW(acc.add(0.25, 0.0, std::vector<double>{1, std::numeric_limits<double>::quiet_NaN()}),
+               ddm::non_finite_error);
+  EXPECT_EQ(acc.steps(), 3U);
+  EXPECT_DOUBLE_EQ(acc.total()[0], 4.5);
+  EXPECT_DOUBLE_EQ(acc.total()[1], 0.75);
 }
 
 TEST(AngularDeviation, SelectedAndUnselectedMeansAndGapByHand) {
