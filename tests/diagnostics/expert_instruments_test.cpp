@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <string>
 #include <numbers>
 #include <span>
 #include <vector>
@@ -81,6 +83,12 @@ TEST(ExpertDisagreement, TrajectoryIntegralWeightsEachStepByItsLength) {
   EXPECT_DOUBLE_EQ(acc.total()[0], 4.5);
   EXPECT_DOUBLE_EQ(acc.total()[1], 0.75);
   EXPECT_THROW(acc.add(0.0, -0.1, std::vector<double>{1, 2, 3}), ddm::shape_error);
+  // A NaN distance is an error, and the totals stay as they were (row 0 is not added first).
+  EXPECT_THROW(acc.add(0.25, 0.0, std::vector<double>{1, std::numeric_limits<double>::quiet_NaN()}),
+               ddm::non_finite_error);
+  EXPECT_EQ(acc.steps(), 3U);
+  EXPECT_DOUBLE_EQ(acc.total()[0], 4.5);
+  EXPECT_DOUBLE_EQ(acc.total()[1], 0.75);
 }
 
 TEST(AngularDeviation, SelectedAndUnselectedMeansAndGapByHand) {
@@ -158,6 +166,50 @@ TEST(AngularDeviation, BadMaskIsAnError) {
   const auto two = mask_of({{1, 2}});
   EXPECT_THROW((void)dd::angular_deviation(std::span<const view>(experts), v.cview(), three.cview()), ddm::shape_error);
   EXPECT_THROW((void)dd::angular_deviation(std::span<const view>(experts), v.cview(), two.cview()), ddm::argument_error);
+}
+
+// A NaN or infinite velocity has no direction; counting it as an undefined (zero-velocity) angle,
+// or letting it through into a NaN mean, would hide a broken expert. It is an error naming where.
+TEST(AngularDeviation, NonFiniteVelocitiesAreErrorsNamingTheViewAndRow) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  const auto good = rows_of({{1, 0}, {0, 1}});
+  const auto with_nan = rows_of({{1, 0}, {nan, 1}});
+  const auto with_inf = rows_of({{1, inf}, {0, 1}});
+  const auto sel = mask_of({{1, 0}, {1, 0}});
+  auto message = [&](const std::vector<view>& experts, view blended) {
+    try {
+      (void)dd::angular_deviation(std::span<const view>(experts), blended, sel.cview());
+    } catch (const ddm::non_finite_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string a = message({good.cview(), with_nan.cview()}, good.cview());
+  EXPECT_NE(a.find("'experts' view 1"), std::string::npos) << a;
+  EXPECT_NE(a.find("row 1"), std::string::npos) << a;
+  const std::string b = message({good.cview(), with_inf.cview()}, good.cview());
+  EXPECT_NE(b.find("row 0"), std::string::npos) << b;
+  const std::string c = message({good.cview(), good.cview()}, with_nan.cview());
+  EXPECT_NE(c.find("'blended'"), std::string::npos) << c;
+  // A zero velocity is still an undefined angle, not an error.
+  const auto zero = rows_of({{0, 0}, {0, 0}});
+  const std::vector<view> experts{good.cview(), zero.cview()};
+  const auto r = dd::angular_deviation(std::span<const view>(experts), good.cview(), sel.cview());
+  EXPECT_EQ(r.undefined_angles, 2U);
+}
+
+TEST(AlignmentRanks, NonFiniteStateIsAnErrorNotRankOne) {
+  // A NaN distance compares false with every other, so the rank count would give a NaN state rank 1.
+  const auto centroids = rows_of({{0, 0}, {2, 0}, {0, 3}});
+  const auto x = rows_of({{std::numeric_limits<double>::quiet_NaN(), 0.5}});
+  const auto v = rows_of({{1, 1}});
+  const auto sel = mask_of({{0, 0, 1}});
+  EXPECT_THROW((void)dd::alignment_ranks(ctx, x.cview(), 0.5, v.cview(), sel.cview(), centroids.cview()),
+               ddm::non_finite_error);
+  const auto bad_centroids = rows_of({{0, 0}, {2, std::numeric_limits<double>::infinity()}, {0, 3}});
+  const auto finite_x = rows_of({{1, 0.5}});
+  EXPECT_THROW((void)dd::selected_ranks(finite_x.cview(), sel.cview(), bad_centroids.cview()), ddm::non_finite_error);
 }
 
 TEST(AlignmentRanks, RanksOfSelectedCentroidsByHand) {

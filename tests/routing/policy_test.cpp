@@ -276,4 +276,24 @@ TEST(Policies, ArgumentErrorsSayWhatWasExpected) {
   EXPECT_THROW(ddm::top_2().select(ctx, p.cview(), 0.5, w.view(), sel.view()), ddm::shape_error);
 }
 
+// The per-row functions are public and run unchecked in device kernels: top_k_row with k outside
+// [1, K] refuses the row instead of picking a (K+1)-th expert at index -1. The guard cells around
+// the row must be left alone.
+TEST(Policies, TopKRowRefusesKOutsideOneToK) {
+  const double p[4] = {0.1, 0.4, 0.3, 0.2};
+  double w_buf[6] = {-7, -7, -7, -7, -7, -7};
+  std::uint8_t sel_buf[6] = {9, 9, 9, 9, 9, 9};
+  for (int k : {0, 5, -1}) {
+    EXPECT_FALSE(ddm::top_k_row(p, 4, k, w_buf + 1, sel_buf + 1)) << k;
+    EXPECT_FALSE(ddm::top_k{1}.apply_row(p, 0, 0.5, w_buf + 1, sel_buf + 1));
+  }
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(sel_buf[i], 9) << i;
+    EXPECT_EQ(w_buf[i], -7.0) << i;
+  }
+  ASSERT_TRUE(ddm::top_k_row(p, 4, 4, w_buf + 1, sel_buf + 1));
+  EXPECT_EQ(sel_buf[0], 9);
+  EXPECT_EQ(sel_buf[5], 9);
+}
+
 }  // namespace

@@ -118,6 +118,9 @@ template <class T, class Space>
   const index_t rows = embedded.rows();
   const index_t k = centroids.rows();
   detail::check_selection(where, selected, rows, k);
+  // A NaN distance compares false with every other one, so a NaN state would rank 1: refuse it.
+  detail::require_finite_view(where, "embedded", -1, embedded);
+  detail::require_finite_view(where, "centroids", -1, centroids);
   alignment_result out;
   out.t = t;
   out.mean_rank.assign(static_cast<std::size_t>(rows), std::numeric_limits<double>::quiet_NaN());

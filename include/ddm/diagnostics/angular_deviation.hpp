@@ -16,6 +16,8 @@
 // Undefined cases are reported, never averaged in:
 // - an expert whose velocity is 0 in row r, or a row whose blended velocity is 0, has no angle:
 //   it is left out of its group (the counts say how many angles each mean holds);
+// - a NaN or infinite velocity is not a zero one: it is a ddm::non_finite_error naming the view
+//   and the row (before it could become an undefined angle or a NaN mean);
 // - a group with no angle (every expert selected, as under the full ensemble, or none) has mean
 //   NaN in that row, and the row's gap is NaN with defined = 0; so is a row with non_r = 0.
 // angular_deviation_summary pools angles over rows and calls: its gap is
@@ -125,6 +127,9 @@ template <class T, class Space>
   const index_t rows = blended.rows();
   const auto k_count = static_cast<index_t>(experts.size());
   detail::check_selection(where, selected, rows, k_count);
+  for (std::size_t k = 0; k < experts.size(); ++k)
+    detail::require_finite_view(where, "experts", static_cast<long>(k), experts[k]);
+  detail::require_finite_view(where, "blended", -1, blended);
   angular_deviation_result out = detail::empty_angular_deviation(static_cast<std::size_t>(rows));
   std::vector<double> theta(experts.size());
   for (index_t r = 0; r < rows; ++r) {

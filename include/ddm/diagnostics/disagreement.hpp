@@ -80,6 +80,12 @@ class integrated_disagreement {
                                             " (one per row, as in the first step)"));
     if (!std::isfinite(t) || !std::isfinite(t_next))
       throw argument_error(ddm::detail::concat(where, ": step from t = ", t, " to t_next = ", t_next, ", expected finite times"));
+    // Checked before anything is added: a NaN would poison the row's integral for the whole run.
+    for (std::size_t r = 0; r < d.size(); ++r)
+      if (!std::isfinite(d[r]))
+        throw non_finite_error(ddm::detail::concat(where, ": argument 'd' has value ", d[r], " in row ", r, " at t = ",
+                                                   t, ", expected finite distances"),
+                               -1, t);
     const double dt = std::abs(t_next - t);
     for (std::size_t r = 0; r < d.size(); ++r) total_[r] += dt * d[r];
     ++steps_;

@@ -7,6 +7,7 @@
 // stacked buffer (expert k in rows [k B, (k + 1) B), the layout of one batched call over K
 // experts) is turned into such views by split_stacked().
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -49,6 +50,24 @@ void check_expert_views(const char* where, std::span<const batch_view<const T, S
                                             experts[k].cols(), "), expected (", experts[0].rows(), ", ",
                                             experts[0].cols(), ") like expert view 0"));
   }
+}
+
+// A NaN or infinity in a host view is an error naming the argument (`index` >= 0: its index in a
+// list of views), the first row that holds one and its value: the per-row geometry downstream
+// (angles, distances, ranks) would otherwise turn it silently into an undefined angle or rank 1.
+template <class T, class Space>
+void require_finite_view(const char* where, const char* name, long index, batch_view<const T, Space> v) {
+  static_assert(Space::host_accessible, "ddm::diagnostics: require_finite_view reads host memory");
+  for (index_t r = 0; r < v.rows(); ++r)
+    for (index_t c = 0; c < v.cols(); ++c) {
+      const double value = static_cast<double>(v(r, c));
+      if (std::isfinite(value)) continue;
+      if (index >= 0)
+        throw non_finite_error(ddm::detail::concat(where, ": argument '", name, "' view ", index, " holds ", value,
+                                                   " in row ", r, ", column ", c, ", expected finite values"));
+      throw non_finite_error(ddm::detail::concat(where, ": argument '", name, "' holds ", value, " in row ", r,
+                                                 ", column ", c, ", expected finite values"));
+    }
 }
 
 // selected is (B, K) with values 0 or 1.

@@ -72,9 +72,11 @@ DDM_HOST_DEVICE inline bool renormalize_selected_row(const T* p, int num_experts
   return true;
 }
 
-/// top-k: the k most probable experts (ties: lowest index), renormalized. Needs 1 <= k <= K.
+/// top-k: the k most probable experts (ties: lowest index), renormalized. Needs 1 <= k <= K;
+/// false (nothing written) otherwise: past K, the (K+1)-th pick would index selected[-1].
 template <class T>
 DDM_HOST_DEVICE inline bool top_k_row(const T* p, int num_experts, int k, T* w, std::uint8_t* selected) noexcept {
+  if (k < 1 || k > num_experts) return false;
   if (!valid_probability_row(p, num_experts)) return false;
   for (int e = 0; e < num_experts; ++e) selected[e] = 0;
   for (int i = 0; i < k; ++i) selected[most_probable_unselected(p, num_experts, selected)] = 1;
