@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <ddm/ddm.hpp>
@@ -127,6 +129,36 @@ TEST(Sample, BadArgumentsAreErrors) {
   EXPECT_THROW(ddm::sample(flow, x, ddm::schedules::uniform(2), bad), ddm::argument_error);
   auto dpm = ddm::dpmpp_2m{}.make_stepper<double>(ctx, 6, 3);
   EXPECT_THROW(dpm.step(f, x.view(), 0.5, 0.7), ddm::schedule_error);
+}
+
+// A stepper called directly (not through sample(), whose schedules are validated) refuses a step
+// that does not go down in time inside [0, 1], and leaves x untouched.
+template <class Integrator>
+void expect_bad_step_times_refused(const char* name) {
+  auto x = start();
+  std::vector<double> before;
+  for (ddm::index_t r = 0; r < x.rows(); ++r)
+    for (ddm::index_t c = 0; c < x.cols(); ++c) before.push_back(x(r, c));
+  auto st = Integrator{}.template make_stepper<double>(ctx, x.rows(), x.cols());
+  ddm::test::gaussian_flow f = flow;
+  for (const auto& [t, t_next] : {std::pair{0.5, 0.7}, {0.5, 0.5}, {1.5, 0.5}, {0.5, -0.1}}) {
+    try {
+      st.step(f, x.view(), t, t_next);
+      ADD_FAILURE() << name << ": step from " << t << " to " << t_next << " was accepted";
+    } catch (const ddm::schedule_error& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+  std::size_t i = 0;
+  for (ddm::index_t r = 0; r < x.rows(); ++r)
+    for (ddm::index_t c = 0; c < x.cols(); ++c) EXPECT_EQ(x(r, c), before[i++]);
+}
+
+TEST(Sample, SteppersCalledDirectlyRefuseStepsThatDoNotGoDownInTime) {
+  expect_bad_step_times_refused<ddm::euler>("ddm::euler::step");
+  expect_bad_step_times_refused<ddm::ddim>("ddm::ddim::step");
+  expect_bad_step_times_refused<ddm::heun>("ddm::heun::step");
+  expect_bad_step_times_refused<ddm::dpmpp_2m>("ddm::dpmpp_multistep::step");
 }
 
 TEST(Sample, AdaptiveGivesUpOnAFieldItCannotResolve) {

@@ -20,6 +20,7 @@ struct euler {
     template <class F>
     void step(F& f, batch_view<T, Space> x, double t, double t_next) {
       detail::check_stepper_shape("ddm::euler::step", x, v_.rows(), v_.cols());
+      detail::check_step_times("ddm::euler::step", t, t_next);
       f(x.as_const(), t, v_.view());
       lincomb(ctx_, x, {1.0, t_next - t}, x, v_);
     }
@@ -59,6 +60,7 @@ struct ddim {
     template <class F>
     void step(F& f, batch_view<T, Space> x, double t, double t_next) {
       detail::check_stepper_shape("ddm::ddim::step", x, v_.rows(), v_.cols());
+      detail::check_step_times("ddm::ddim::step", t, t_next);
       f(x.as_const(), t, v_.view());
       lincomb(ctx_, x0_.view(), {1.0, -t}, x, v_);             // x0_hat
       lincomb(ctx_, x, {t_next, t_next * (1.0 - t)}, x, v_);   // t' eps_hat

@@ -27,6 +27,7 @@ struct heun {
     template <class F>
     void step(F& f, batch_view<T, Space> x, double t, double t_next) {
       detail::check_stepper_shape("ddm::heun::step", x, v0_.rows(), v0_.cols());
+      detail::check_step_times("ddm::heun::step", t, t_next);
       const double dt = t_next - t;
       f(x.as_const(), t, v0_.view());
       if (t_next == 0.0) {
