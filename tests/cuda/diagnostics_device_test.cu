@@ -453,6 +453,51 @@ TYPED_TEST(DeviceDiagnostics, AlignmentRanksAgreeWithTheHost) {
   EXPECT_NE(what.find("argument 'selected' has value 2 at (4, 2), expected 0 or 1"), std::string::npos) << what;
 }
 
+// NaN or infinite inputs are the host's errors (the same message, naming view, row and column),
+// not an undefined angle or a rank of 1.
+TYPED_TEST(DeviceDiagnostics, NonFiniteInputsAreTheHostsErrors) {
+  DDM_TEST_REQUIRE_GPU();
+  using T = TypeParam;
+  const ddm::cuda_context ctx;
+  constexpr index_t k = 3;
+  constexpr index_t rows = 40;
+  constexpr index_t d = 9;
+  auto stacked = scaled_noise<T>(k * rows, d, 81);
+  const auto blended = scaled_noise<T>(rows, d, 82);
+  batch<std::uint8_t> sel(rows, k);
+  for (index_t r = 0; r < rows; ++r) sel(r, r % k) = 1;
+  stacked(1 * rows + 7, 4) = std::numeric_limits<T>::quiet_NaN();  // expert 1, row 7, column 4
+  auto message = [](auto&& call) {
+    try {
+      call();
+    } catch (const ddm::non_finite_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no non_finite_error");
+  };
+  const std::string host_angles = message([&] { (void)dd::angular_deviation(stacked.cview(), k, blended.cview(), sel.cview()); });
+  const auto d_stacked = ddm::cuda::to_device(ctx, stacked);
+  const auto d_blended = ddm::cuda::to_device(ctx, blended);
+  const auto d_sel = ddm::cuda::to_device(ctx, sel);
+  const std::string device_angles = message(
+      [&] { (void)dd::angular_deviation(ctx, d_stacked.cview(), k, d_blended.cview(), d_sel.cview()); });
+  EXPECT_NE(host_angles.find("row 7, column 4"), std::string::npos) << host_angles;
+  EXPECT_EQ(device_angles, host_angles);
+
+  batch<T> embedded(rows, d), centroids(k, d);
+  ddm::copy(host, embedded.view(), blended.cview());
+  for (index_t e = 0; e < k; ++e)
+    for (index_t j = 0; j < d; ++j) centroids(e, j) = static_cast<T>(e - j);
+  embedded(5, 2) = std::numeric_limits<T>::infinity();
+  const std::string host_ranks = message([&] { (void)dd::selected_ranks(embedded.cview(), sel.cview(), centroids.cview()); });
+  const auto d_embedded = ddm::cuda::to_device(ctx, embedded);
+  const auto d_centroids = ddm::cuda::to_device(ctx, centroids);
+  const std::string device_ranks =
+      message([&] { (void)dd::selected_ranks(ctx, d_embedded.cview(), d_sel.cview(), d_centroids.cview()); });
+  EXPECT_NE(host_ranks.find("row 5, column 2"), std::string::npos) << host_ranks;
+  EXPECT_EQ(device_ranks, host_ranks);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors (run with or without a GPU)
 

@@ -18,9 +18,11 @@
 //   nearly equal ones, where the distance itself is small.
 // - angular_deviation(ctx, experts, blended, selected): each angle by one warp over the row, in
 //   double, with the host's formula (Kahan's 2 atan2(|a/|a| - b/|b||, |a/|a| + b/|b||));
-//   the grouping by selection is the host's code, on the host.
+//   the grouping by selection is the host's code, on the host. Like the host's, it refuses NaN or
+//   infinite velocities (non_finite_error naming the view, row, column and value).
 // - selected_ranks / alignment_ranks(ctx, ...): one thread per row running the host's
 //   selected_rank_sum; the histogram and pooled values are summed on the host in row order.
+//   NaN or infinite states or centroids are refused as on the host.
 // - routing_instruments<cuda_space>: the above for the routing observer
 //   (ddm/diagnostics/routing_observer.hpp), which then runs on device views unchanged.
 //
@@ -344,6 +346,17 @@ __global__ void __launch_bounds__(row_block)
   }
 }
 
+// The host's require_finite_view for a device view: one flag kernel (all_finite; waits for the
+// stream), and only on the error path a copy to the host, so that the error names the argument,
+// the row, the column and the value exactly as the host's does.
+template <class T>
+void require_finite_device_view(const cuda_context& ctx, const char* where, const char* name, long index,
+                                batch_view<const T, cuda_space> v) {
+  if (ddm::all_finite(ctx, v)) return;
+  const auto host = cuda::to_host(ctx, v);
+  diagnostics::detail::require_finite_view(where, name, index, host.cview());
+}
+
 }  // namespace cuda::detail
 
 namespace diagnostics {
@@ -435,6 +448,10 @@ template <class T>
   const index_t rows = blended.rows();
   const auto k = static_cast<index_t>(experts.size());
   cuda::detail::check_device_selection(ctx, where, selected, rows, k);
+  // A NaN or infinite velocity would give an undefined angle, like a zero one: refuse it, as the host does.
+  for (std::size_t e = 0; e < experts.size(); ++e)
+    cuda::detail::require_finite_device_view(ctx, where, "experts", static_cast<long>(e), experts[e]);
+  cuda::detail::require_finite_device_view(ctx, where, "blended", -1, blended);
   batch<T, cuda_space> storage;
   const auto layout = cuda::detail::lay_out_experts(ctx, experts, storage);
   batch<double, cuda_space> theta(ctx, rows, k);
@@ -476,6 +493,9 @@ template <class T>
   const index_t rows = embedded.rows();
   const index_t k = centroids.rows();
   cuda::detail::check_device_selection(ctx, where, selected, rows, k);
+  // A NaN distance compares false with every other one, so a NaN state would rank 1: refuse it.
+  cuda::detail::require_finite_device_view(ctx, where, "embedded", -1, embedded);
+  cuda::detail::require_finite_device_view(ctx, where, "centroids", -1, centroids);
   batch<double, cuda_space> dist(ctx, rows, k);
   batch<std::size_t, cuda_space> hist(ctx, rows, k);
   batch<double, cuda_space> sum(ctx, rows, 1);
