@@ -58,17 +58,6 @@ namespace {
 
 constexpr std::size_t steps = 8;
 
-enum class field_id { analytic, linear };
-
-struct routed_case {
-  field_id field;
-  solver_id solver;
-  policy_id policy;
-  int k;
-  index_t b;
-  index_t d;
-};
-
 /// Calls fn(policy) with the concrete policy behind a label (make_policy's choices, unerased).
 template <class Fn>
 void with_policy(policy_id p, Fn&& fn) {
@@ -205,15 +194,8 @@ void run(benchmark::State& state, routed_case c) {
   });
 }
 
-std::string name_of(const routed_case& c) {
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "routed/%s/%s/%s/K:%d/B:%td/D:%td", c.field == field_id::analytic ? "analytic" : "linear",
-                solver_label(c.solver), policy_label(c.policy), c.k, c.b, c.d);
-  return buf;
-}
-
 void add(const routed_case& c) {
-  benchmark::RegisterBenchmark(name_of(c).c_str(), run, c)->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark(routed_case_name(c).c_str(), run, c)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace

@@ -27,17 +27,6 @@ namespace {
 
 constexpr std::size_t steps = 8;
 
-enum class field_id { analytic, linear };
-
-struct routed_case {
-  field_id field;
-  solver_id solver;
-  policy_id policy;
-  int k;
-  index_t b;
-  index_t d;
-};
-
 // The noise of the last shape, kept across benchmarks (Google Benchmark calls a benchmark several
 // times while it sizes the iteration count; at 1024 x 65536 a fill takes a second).
 const batch<value_t>& noise_for(index_t b, index_t d) {
@@ -100,15 +89,8 @@ void run(benchmark::State& state, routed_case c) {
   });
 }
 
-std::string name_of(const routed_case& c) {
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "routed/%s/%s/%s/K:%d/B:%td/D:%td", c.field == field_id::analytic ? "analytic" : "linear",
-                solver_label(c.solver), policy_label(c.policy), c.k, c.b, c.d);
-  return buf;
-}
-
 void add(const routed_case& c) {
-  benchmark::RegisterBenchmark(name_of(c).c_str(), run, c)->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark(routed_case_name(c).c_str(), run, c)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <string>
 
 #include <ddm/ddm.hpp>
@@ -174,6 +175,26 @@ decltype(auto) with_solver(solver_id s, Fn&& fn) {
 // once per run the first step size (two norms of 3 reads).
 [[nodiscard]] inline double update_passes(const adaptive_bs32&, std::size_t n, const sample_result& r) {
   return 6.0 * static_cast<double>(n) + 26.0 * static_cast<double>(r.accepted_steps + r.rejected_steps) + 6.0;
+}
+
+/// One point of the routed solver x policy x K x B x D grid; the host and the device suites name
+/// it the same way, so that bench/report.py can set their rows side by side.
+enum class field_id { analytic, linear };
+
+struct routed_case {
+  field_id field;
+  solver_id solver;
+  policy_id policy;
+  int k;
+  index_t b;
+  index_t d;
+};
+
+[[nodiscard]] inline std::string routed_case_name(const routed_case& c) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "routed/%s/%s/%s/K:%d/B:%td/D:%td", c.field == field_id::analytic ? "analytic" : "linear",
+                solver_label(c.solver), policy_label(c.policy), c.k, c.b, c.d);
+  return buf;
 }
 
 }  // namespace ddm::bench
