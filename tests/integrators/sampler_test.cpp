@@ -11,25 +11,8 @@
 
 #include <ddm/ddm.hpp>
 
+#include "../support/counting_allocator.hpp"  // this binary's only includer
 #include "../support/gaussian_flow.hpp"
-
-// Every allocation of this test binary is counted.
-namespace {
-std::atomic<long> g_allocations{0};
-void* counted_alloc(std::size_t n, std::size_t align) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  const std::size_t a = align < alignof(std::max_align_t) ? alignof(std::max_align_t) : align;
-  const std::size_t size = ((n == 0 ? 1 : n) + a - 1) / a * a;
-  if (void* p = std::aligned_alloc(a, size)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace
-void* operator new(std::size_t n) { return counted_alloc(n, alignof(std::max_align_t)); }
-void* operator new(std::size_t n, std::align_val_t a) { return counted_alloc(n, static_cast<std::size_t>(a)); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -87,18 +70,18 @@ TEST(Sampler, RunsAllocateNothing) {
   const auto schedule = ddm::schedules::uniform(12);
   ddm::sampler<ddm::dpmpp_3m, double> run3(ddm::dpmpp_3m{}, rows, cols);
   ddm::sampler<ddm::adaptive_bs32, double> run_adaptive(ddm::adaptive_bs32{}, rows, cols);
-  const long before = g_allocations.load();
+  const long before = ddm::test::allocations.load();
   for (int i = 0; i < 3; ++i) {
     ddm::fill_normal(ctx, x.view(), static_cast<std::uint64_t>(i));
     (void)run3(f, x, schedule);
     ddm::fill_normal(ctx, x.view(), static_cast<std::uint64_t>(i));
     (void)run_adaptive(f, x, schedule);
   }
-  EXPECT_EQ(g_allocations.load() - before, 0);
+  EXPECT_EQ(ddm::test::allocations.load() - before, 0);
   // sample() makes its stepper on every call.
-  const long with_sample = g_allocations.load();
+  const long with_sample = ddm::test::allocations.load();
   (void)ddm::sample(f, x, schedule, ddm::dpmpp_3m{});
-  EXPECT_GT(g_allocations.load() - with_sample, 0);
+  EXPECT_GT(ddm::test::allocations.load() - with_sample, 0);
 }
 
 TEST(Sampler, ShapeIsChecked) {

@@ -13,24 +13,7 @@
 
 #include <ddm/ddm.hpp>
 
-// Every allocation of the test binary is counted, so a test can assert that a warmed-up routed
-// field allocates nothing.
-namespace {
-std::atomic<long> g_allocations{0};
-void* counted_alloc(std::size_t n, std::size_t align) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  const std::size_t a = align < alignof(std::max_align_t) ? alignof(std::max_align_t) : align;
-  const std::size_t size = ((n == 0 ? 1 : n) + a - 1) / a * a;
-  if (void* p = std::aligned_alloc(a, size)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace
-void* operator new(std::size_t n) { return counted_alloc(n, alignof(std::max_align_t)); }
-void* operator new(std::size_t n, std::align_val_t a) { return counted_alloc(n, static_cast<std::size_t>(a)); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+#include "../support/counting_allocator.hpp"  // this binary's only includer
 
 namespace {
 
@@ -260,9 +243,9 @@ TEST(RoutedField, AllocatesNothingAfterTheFirstCallOfAShape) {
       ddm::batch<double> x(48, 5), v(48, 5);
       ddm::fill_normal(ctx, x.view(), 1);
       field(x.cview(), 0.5, v.view());
-      const long before = g_allocations.load();
+      const long before = ddm::test::allocations.load();
       for (double t : {0.9, 0.4, 0.1, 0.0}) field(x.cview(), t, v.view());
-      const long after = g_allocations.load();
+      const long after = ddm::test::allocations.load();
       EXPECT_EQ(after - before, 0) << pol.name();
     };
     if (policy == 0) run(ddm::top_2());
