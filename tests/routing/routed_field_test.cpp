@@ -320,4 +320,48 @@ TEST(NearestCentroidRouter, ScoresMinusSquaredDistanceOfTheDataPrediction) {
   EXPECT_THROW(ddm::nearest_centroid_router(c.cview(), 0.0), ddm::argument_error);
 }
 
+// An embedding written for the alignment diagnostics (dim(D), phi(ctx, in, out)) serves the router
+// as it is: the router's logits are the distances of phi(x0_hat), and the alignment ranks of the
+// same states under the same phi put the router's favourite expert first.
+struct doubling_embedding {
+  [[nodiscard]] ddm::index_t dim(ddm::index_t d) const noexcept { return d; }
+  template <class T, class Space>
+  void operator()(const ddm::execution_context<Space>& c, ddm::batch_view<const T, Space> in,
+                  ddm::batch_view<T, Space> out) const {
+    ddm::lincomb(c, out, {2.0}, in);
+  }
+};
+static_assert(ddm::diagnostics::embedding<doubling_embedding, double>);
+
+TEST(NearestCentroidRouter, TakesAnEmbeddingInTheDiagnosticsForm) {
+  ddm::batch<double> c(3, 2);
+  const double cs[3][2] = {{0, 0}, {2, 1}, {-1, 3}};
+  for (int k = 0; k < 3; ++k)
+    for (int j = 0; j < 2; ++j) c(k, j) = cs[k][j];
+  ddm::nearest_centroid_router router(c.cview(), 0.5, doubling_embedding{});
+  ddm::batch<double> x(2, 2), l(2, 3), v(2, 2);
+  x(0, 0) = 1.0;
+  x(0, 1) = 0.5;
+  x(1, 0) = -2.0;
+  x(1, 1) = 4.0;
+  const double t = 0.3;
+  router(x.cview(), t, l.view());
+  const double g = (1 - t) / ((1 - t) * (1 - t) + t * t);
+  ddm::batch<std::uint8_t> best(2, 3);
+  for (int r = 0; r < 2; ++r) {
+    int argmax = 0;
+    for (int k = 0; k < 3; ++k) {
+      const double d0 = 2 * g * x(r, 0) - cs[k][0];
+      const double d1 = 2 * g * x(r, 1) - cs[k][1];
+      EXPECT_NEAR(l(r, k), -(d0 * d0 + d1 * d1) / 0.5, 1e-12);
+      if (l(r, k) > l(r, argmax)) argmax = k;
+    }
+    best(r, argmax) = 1;
+  }
+  ddm::standard_normal_velocity{}(x.cview(), t, v.view());  // the router's denoiser
+  const auto ranks =
+      ddm::diagnostics::alignment_ranks(ctx, x.cview(), t, v.cview(), best.cview(), c.cview(), doubling_embedding{});
+  EXPECT_EQ(ranks.mean_rank, (std::vector<double>{1.0, 1.0}));
+}
+
 }  // namespace

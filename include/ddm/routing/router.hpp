@@ -95,6 +95,9 @@ struct standard_normal_velocity {
 /// study ranks experts by exactly this distance (DINOv2 embeddings of the current state, k-means
 /// centroids of the training clusters).
 ///
+/// phi is called as phi(x0_hat, out) or, when it takes a context first, phi(ctx, x0_hat, out): the
+/// form of ddm::diagnostics::embedding, so one embedding serves the router and the alignment ranks.
+///
 /// Host only. Defaults: phi = identity (centroids in data space) and the model-free denoiser of
 /// standard normal data (x0_hat = (1 - t) x / ((1 - t)^2 + t^2)); pass the field of a real model
 /// (a monolith, or the routed ensemble of the previous step) for a sharper x0_hat.
@@ -123,7 +126,8 @@ class nearest_centroid_router {
 
   template <class T>
     requires(velocity_field<Denoiser, T, host_space> &&
-             std::invocable<Embed&, batch_view<const T>, batch_view<T>>)
+             (std::invocable<Embed&, batch_view<const T>, batch_view<T>> ||
+              std::invocable<Embed&, const host_context&, batch_view<const T>, batch_view<T>>))
   void operator()(batch_view<const T> x, double t, batch_view<T> logits) {
     constexpr const char* where = "ddm::nearest_centroid_router";
     const index_t k_count = k_;
@@ -135,7 +139,10 @@ class nearest_centroid_router {
     denoiser_(x, t, x0);                      // v_d
     lincomb(ctx, x0, {1.0, -t}, x, x0);       // x0_hat = x - t v_d
     auto emb = embed_scratch_.template get<T>(ctx, x.rows(), e_dim);
-    phi_(x0.as_const(), emb);
+    if constexpr (std::invocable<Embed&, const host_context&, batch_view<const T>, batch_view<T>>)
+      phi_(ctx, x0.as_const(), emb);  // the form the alignment diagnostics take
+    else
+      phi_(x0.as_const(), emb);
     const double inv_tau = 1.0 / tau_;
     for (index_t r = 0; r < x.rows(); ++r)
       for (index_t k = 0; k < k_count; ++k) {
