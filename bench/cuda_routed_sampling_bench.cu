@@ -52,6 +52,7 @@
 #include "cuda_bench_support.hpp"
 #include "support/bench_support.hpp"
 #include "support/routed_cases.hpp"
+#include "support/routed_counters.hpp"
 
 namespace ddm::bench {
 namespace {
@@ -153,20 +154,7 @@ void run_case(benchmark::State& state, const cuda_context& ctx, Field& field, co
     passes += 2.0 + 2.0 * static_cast<double>(r.field_evaluations) + update_passes(integ, steps, r);
   }
   const double seconds = timer.seconds();
-  const auto runs = static_cast<double>(state.iterations());
-  if constexpr (fixed_step_integrator<Integrator>) {
-    if (field.calls() != integ.evaluations(schedule) * state.iterations()) {
-      state.SkipWithError("field evaluations differ from the integrator's count: the traffic model is stale");
-      return;
-    }
-  }
-  state.SetItemsProcessed(state.iterations() * c.b);
-  state.counters["s_per_step"] =
-      benchmark::Counter(runs * steps, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
-  state.counters["expert_evals_per_sample"] =
-      average(static_cast<double>(field.expert_evaluations()), runs * static_cast<double>(c.b));
-  state.counters["field_evals"] = average(static_cast<double>(field.calls()), runs);
-  state.counters["steps"] = static_cast<double>(steps);
+  if (!report_routed_counters(state, field, integ, schedule, steps, c)) return;
   const double pass_bytes = static_cast<double>(c.b * c.d) * sizeof(value_t);
   const double achieved = passes * pass_bytes / seconds;
   const double d2d = reference_bandwidth(ctx, c.b * c.d);

@@ -21,6 +21,7 @@
 
 #include "support/bench_support.hpp"
 #include "support/routed_cases.hpp"
+#include "support/routed_counters.hpp"
 
 namespace ddm::bench {
 namespace {
@@ -59,19 +60,7 @@ void run_case(benchmark::State& state, Field& field, const Integrator& integ, co
   }
   const double seconds = timer.seconds();
   const auto runs = static_cast<double>(state.iterations());
-  if constexpr (fixed_step_integrator<Integrator>) {
-    if (field.calls() != integ.evaluations(schedule) * state.iterations()) {
-      state.SkipWithError("field evaluations differ from the integrator's count: the traffic model is stale");
-      return;
-    }
-  }
-  state.SetItemsProcessed(state.iterations() * c.b);
-  state.counters["s_per_step"] =
-      benchmark::Counter(runs * steps, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
-  state.counters["expert_evals_per_sample"] =
-      average(static_cast<double>(field.expert_evaluations()), runs * static_cast<double>(c.b));
-  state.counters["field_evals"] = average(static_cast<double>(field.calls()), runs);
-  state.counters["steps"] = static_cast<double>(steps);
+  if (!report_routed_counters(state, field, integ, schedule, steps, c)) return;
   const double pass_bytes = static_cast<double>(c.b * c.d) * sizeof(value_t);
   report_bandwidth(state, passes / runs * pass_bytes, seconds, c.b * c.d);
 }
