@@ -53,17 +53,6 @@ dit::dit_config shape(int which) {
 
 const char* shape_name(int which) { return which == 0 ? "tiny" : which == 1 ? "DiT-B/2" : "DiT-XL/2"; }
 
-// Multiply-accumulates of one forward of one sample: patch embedding, timestep MLP, per block the
-// adaLN product, qkv, scores and values, projection and MLP, and the final layer. 118.62 G for
-// DiT-XL/2 and 23.01 G for DiT-B/2 at 256 px (reference/dit.md).
-double macs_per_sample(const dit::dit_config& c) {
-  const double d = double(c.hidden_size), t = double(c.tokens()), h = double(c.mlp_hidden());
-  const double p2 = double(c.patch_size * c.patch_size);
-  const double block = 6 * d * d + t * (3 * d * d + 2 * t * d + d * d + 2 * d * h);
-  return t * d * c.in_channels * p2 + (c.frequency_size * d + d * d) + c.depth * block + 2 * d * d +
-         t * d * p2 * c.out_channels();
-}
-
 // A checkpoint of random weights held in memory, BF16 (half the bytes of F32; float storage
 // widens them exactly): uniform in +-1/sqrt(fan_in), PyTorch's Linear default, from a counter-
 // based hash so that XL/2's 675M values take a few seconds.
@@ -132,7 +121,7 @@ void dit_cuda_forward(benchmark::State& state) {
     state.SetIterationTime(s);
     seconds += s;
   }
-  const double flops = 2 * macs_per_sample(c) * double(b) * double(state.iterations());
+  const double flops = 2 * c.forward_macs() * double(b) * double(state.iterations());
   state.counters["TFLOP/s"] = flops / seconds * 1e-12;
   state.counters["ms"] = 1e3 * seconds / double(state.iterations());
   state.SetLabel(std::string(shape_name(which)) + ", " + dit::to_string(storage) + " weights, TF32 " +
@@ -225,7 +214,7 @@ int forward_mode(int argc, char** argv) {
     std::printf("{\"model\": \"%s\", \"batch\": %ld, \"storage\": \"%s\", \"tf32\": %s, \"device\": \"%s\", "
                 "\"ms_median\": %.4f, \"ms_best\": %.4f, \"tflops\": %.2f, \"ms_all\": [",
                 model_name.c_str(), batch, storage_name.c_str(), tf32 ? "true" : "false", prop.name, median,
-                sorted.front(), 2 * macs_per_sample(config) * double(b) / (median * 1e-3) * 1e-12);
+                sorted.front(), 2 * config.forward_macs() * double(b) / (median * 1e-3) * 1e-12);
     for (std::size_t i = 0; i < ms.size(); ++i) std::printf("%s%.4f", i ? ", " : "", ms[i]);
     std::printf("]}\n");
     if (!output.empty()) {

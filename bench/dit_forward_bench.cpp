@@ -37,16 +37,6 @@ dit::dit_config shape(int which) {
   return dit::dit_config::preset(which == 1 ? "DiT-S/2" : "DiT-B/2");
 }
 
-// Multiply-accumulates of one forward of one sample (patch embed, timestep MLP, adaLN, qkv,
-// attention scores and values, projection, MLP, final layer).
-double macs_per_sample(const dit::dit_config& c) {
-  const double d = double(c.hidden_size), t = double(c.tokens()), h = double(c.mlp_hidden());
-  const double p2 = double(c.patch_size * c.patch_size);
-  const double block = 6 * d * d + t * (3 * d * d + 2 * t * d + d * d + 2 * d * h);
-  return t * d * c.in_channels * p2 + (c.frequency_size * d + d * d) + c.depth * block + 2 * d * d +
-         t * d * p2 * c.out_channels();
-}
-
 // A model with uniform(-1/sqrt(in), 1/sqrt(in)) weights (PyTorch's Linear default), built
 // through the safetensors writer and reader like a real checkpoint.
 std::shared_ptr<const dit::dit_model<>> random_model(const dit::dit_config& c) {
@@ -87,7 +77,7 @@ void dit_forward(benchmark::State& state) {
     model->forward({}, x.cview(), t, y, out.view(), ws);
     benchmark::DoNotOptimize(out.data());
   }
-  const double flops = 2 * macs_per_sample(c) * double(b);
+  const double flops = 2 * c.forward_macs() * double(b);
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["threads"] = dit::host_threads();
   state.SetLabel(std::string(state.range(0) == 0 ? "tiny" : state.range(0) == 1 ? "DiT-S/2" : "DiT-B/2") + ", " +
