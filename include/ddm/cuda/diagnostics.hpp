@@ -535,16 +535,7 @@ template <class T, class Embedding = identity_embedding>
                                                batch_view<const T, cuda_space> v,
                                                batch_view<const std::uint8_t, cuda_space> selected,
                                                batch_view<const T, cuda_space> centroids, const Embedding& phi = {}) {
-  const char* where = "ddm::diagnostics::alignment_ranks";
-  ddm::detail::require_non_empty(where, "x", x);
-  ddm::detail::require_same_shape(where, "v", v, x);
-  if (!(t >= 0.0 && t <= 1.0)) ddm::detail::fail_argument(where, "t", t, "a time in [0, 1]");
-  batch<T, cuda_space> x0(ctx, x.rows(), x.cols());
-  flow::x0_hat(ctx, x, v, t, x0.view());
-  const index_t e_dim = phi.dim(x.cols());
-  if (e_dim < 1) ddm::detail::fail_argument(where, "phi.dim(D)", e_dim, ">= 1");
-  batch<T, cuda_space> embedded(ctx, x.rows(), e_dim);
-  phi(ctx, x0.cview(), embedded.view());
+  const auto embedded = detail::embedded_data_prediction(ctx, "ddm::diagnostics::alignment_ranks", x, t, v, phi);
   return selected_ranks(ctx, embedded.cview(), selected, centroids, t);
 }
 

@@ -144,15 +144,14 @@ template <class T, class Space>
   return out;
 }
 
-/// Ranks of the selected experts at state x (B, D), time t, with blended velocity v (B, D):
-/// x0_hat = x - t v, embedded by phi, against the centroids (K, phi.dim(D)).
-template <class T, class Space, class Embedding = identity_embedding>
-  requires embedding<Embedding, T, Space>
-[[nodiscard]] alignment_result alignment_ranks(const execution_context<Space>& ctx, batch_view<const T, Space> x,
-                                               double t, batch_view<const T, Space> v,
-                                               batch_view<const std::uint8_t, Space> selected,
-                                               batch_view<const T, Space> centroids, const Embedding& phi = {}) {
-  const char* where = "ddm::diagnostics::alignment_ranks";
+namespace detail {
+
+// phi(x0_hat) with x0_hat = x - t v, in x's memory space: what alignment_ranks ranks, on the host
+// and on the device (ddm/cuda/diagnostics.hpp).
+template <class T, class Space, class Embedding>
+[[nodiscard]] batch<T, Space> embedded_data_prediction(const execution_context<Space>& ctx, const char* where,
+                                                       batch_view<const T, Space> x, double t,
+                                                       batch_view<const T, Space> v, const Embedding& phi) {
   ddm::detail::require_non_empty(where, "x", x);
   ddm::detail::require_same_shape(where, "v", v, x);
   if (!(t >= 0.0 && t <= 1.0)) ddm::detail::fail_argument(where, "t", t, "a time in [0, 1]");
@@ -162,6 +161,20 @@ template <class T, class Space, class Embedding = identity_embedding>
   if (e_dim < 1) ddm::detail::fail_argument(where, "phi.dim(D)", e_dim, ">= 1");
   batch<T, Space> embedded(ctx, x.rows(), e_dim);
   phi(ctx, x0.cview(), embedded.view());
+  return embedded;
+}
+
+}  // namespace detail
+
+/// Ranks of the selected experts at state x (B, D), time t, with blended velocity v (B, D):
+/// x0_hat = x - t v, embedded by phi, against the centroids (K, phi.dim(D)).
+template <class T, class Space, class Embedding = identity_embedding>
+  requires embedding<Embedding, T, Space>
+[[nodiscard]] alignment_result alignment_ranks(const execution_context<Space>& ctx, batch_view<const T, Space> x,
+                                               double t, batch_view<const T, Space> v,
+                                               batch_view<const std::uint8_t, Space> selected,
+                                               batch_view<const T, Space> centroids, const Embedding& phi = {}) {
+  const auto embedded = detail::embedded_data_prediction(ctx, "ddm::diagnostics::alignment_ranks", x, t, v, phi);
   return selected_ranks(embedded.cview(), selected, centroids, t);
 }
 
