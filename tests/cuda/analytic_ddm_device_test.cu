@@ -26,14 +26,7 @@ using ddm::index_t;
 
 const ddm::host_context host{};
 
-template <class T>
-batch<T> scaled_noise(index_t rows, index_t cols, std::uint64_t seed, double scale) {
-  batch<T> b(rows, cols);
-  ddm::fill_normal(host, b.view(), seed);
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t c = 0; c < cols; ++c) b(r, c) = static_cast<T>(scale * static_cast<double>(b(r, c)));
-  return b;
-}
+using ddm::test::scaled_noise;
 
 // max over rows of max_c |a - b| / max(1, max_c |b|): the error relative to each row's scale.
 template <class T>

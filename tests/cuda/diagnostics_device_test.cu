@@ -29,14 +29,7 @@ using ddm::index_t;
 
 const ddm::host_context host{};
 
-template <class T>
-batch<T> scaled_noise(index_t rows, index_t cols, std::uint64_t seed, double scale = 1.0) {
-  batch<T> b(rows, cols);
-  ddm::fill_normal(host, b.view(), seed);
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t c = 0; c < cols; ++c) b(r, c) = static_cast<T>(scale * static_cast<double>(b(r, c)));
-  return b;
-}
+using ddm::test::scaled_noise;
 
 template <class T>
 class DeviceDiagnostics : public ::testing::Test {};

@@ -30,14 +30,7 @@ using ddm::index_t;
 const ddm::host_context host{};
 constexpr int K = 8;
 
-template <class T>
-batch<T> host_noise(index_t rows, index_t cols, std::uint64_t seed, double scale = 1.0) {
-  batch<T> b(rows, cols);
-  ddm::fill_normal(host, b.view(), seed);
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t c = 0; c < cols; ++c) b(r, c) = static_cast<T>(scale * static_cast<double>(b(r, c)));
-  return b;
-}
+using ddm::test::scaled_noise;
 
 template <class T>
 class DeviceRouting : public ::testing::Test {};
@@ -48,7 +41,7 @@ TYPED_TEST_SUITE(DeviceRouting, ValueTypes);
 // the policies' tie-breaking (lowest index) is exercised on the device.
 template <class T>
 batch<T> routing_logits(index_t rows) {
-  auto logits = host_noise<T>(rows, K, 31, 2.0);
+  auto logits = scaled_noise<T>(rows, K, 31, 2.0);
   for (index_t c = 0; c < K; ++c) logits(3, c) = T(0.5);
   logits(4, 2) = T(5);
   logits(4, 6) = T(5);
@@ -284,14 +277,14 @@ TYPED_TEST(DeviceRouting, GatherIsExactAndScatterAddAgreesWithTheHost) {
   const ddm::cuda_context ctx;
   constexpr index_t rows = 300;
   for (index_t cols : {index_t{3}, index_t{8}, index_t{1027}}) {
-    const auto src = host_noise<T>(rows, cols, 41);
-    const auto w = host_noise<T>(rows, K, 42);
+    const auto src = scaled_noise<T>(rows, cols, 41);
+    const auto w = scaled_noise<T>(rows, K, 42);
     batch<std::int32_t> idx(100, 1);
     for (index_t i = 0; i < 100; ++i) idx(i, 0) = static_cast<std::int32_t>((i * 37 + 11) % rows);  // distinct
     batch<T> gathered(100, cols);
     ddm::gather_rows(host, src.cview(), idx.cview(), gathered.view());
-    const auto v_before = host_noise<T>(rows, cols, 43);
-    auto v = host_noise<T>(rows, cols, 43);
+    const auto v_before = scaled_noise<T>(rows, cols, 43);
+    auto v = scaled_noise<T>(rows, cols, 43);
     ddm::scatter_add_weighted(host, v.view(), w.cview(), 3, idx.cview(), gathered.cview());
 
     for (index_t pad : {index_t{0}, index_t{1}}) {
@@ -505,7 +498,7 @@ TEST(DeviceRoutedField, TopKWithKEqualToTheExpertCountEqualsTheFullEnsembleRenor
   const ddm::cuda::device_analytic_ddm dev(ctx, model);
   auto full = ddm::cuda::make_analytic_routed_field<float>(dev, 2.0, ddm::full_ensemble{});
   auto all_k = ddm::cuda::make_analytic_routed_field<float>(dev, 2.0, ddm::top_k{K});
-  const auto x = ddm::cuda::to_device(ctx, host_noise<float>(512, model.dim(), 5, 2.0));
+  const auto x = ddm::cuda::to_device(ctx, scaled_noise<float>(512, model.dim(), 5, 2.0));
   batch<float, cuda_space> v1(ctx, 512, model.dim()), v2(ctx, 512, model.dim());
   double worst = 0;
   for (double t : {0.95, 0.5, 0.05}) {
@@ -537,7 +530,7 @@ void expect_routed_field_agrees(const ddm::synthetic::analytic_ddm& model, const
   constexpr index_t rows = 512;
   auto h_field = ddm::make_routed_field<float>(model.experts(), model.router(2.0), policy);
   auto d_field = ddm::cuda::make_analytic_routed_field<float>(dev, 2.0, policy);
-  const auto x = host_noise<float>(rows, model.dim(), 6, 2.5);
+  const auto x = scaled_noise<float>(rows, model.dim(), 6, 2.5);
   const auto dx = ddm::test::on_device<float>(ctx, x, 1);  // strided input
   batch<float> v(rows, model.dim());
   batch<float, cuda_space> dv(ctx, rows, model.dim());
@@ -591,7 +584,7 @@ TEST(DeviceRoutedField, ATypeErasedPolicyTakesTheUnfusedPathWithTheSameResult) {
   auto erased = ddm::make_routed_field<float, cuda_space>(
       dev.experts(), dev.router(2.0), ddm::any_routing_policy<float, cuda_space>(ddm::top_p{0.8}), ctx);
   static_assert(!decltype(erased)::fused_decision());
-  const auto x = ddm::cuda::to_device(ctx, host_noise<float>(300, model.dim(), 8, 2.0));
+  const auto x = ddm::cuda::to_device(ctx, scaled_noise<float>(300, model.dim(), 8, 2.0));
   batch<float, cuda_space> v1(ctx, 300, model.dim()), v2(ctx, 300, model.dim());
   fused(x.cview(), 0.4, v1.view());
   erased(x.cview(), 0.4, v2.view());
@@ -640,7 +633,7 @@ TEST(DeviceRoutedField, ErrorsAreTheHostsErrors) {
   const ddm::synthetic::analytic_ddm model;
   const ddm::cuda::device_analytic_ddm dev(ctx, model);
   auto too_many = ddm::cuda::make_analytic_routed_field<float>(dev, 1.0, ddm::top_k{9});
-  const auto xf = ddm::cuda::to_device(ctx, host_noise<float>(4, model.dim(), 1));
+  const auto xf = ddm::cuda::to_device(ctx, scaled_noise<float>(4, model.dim(), 1));
   batch<float, cuda_space> vf(ctx, 4, model.dim());
   const auto what = thrown_message([&] { too_many(xf.cview(), 0.5, vf.view()); });
   EXPECT_NE(what.find("ddm::top_k::select: k = 9"), std::string::npos) << what;

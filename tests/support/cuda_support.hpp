@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <utility>
@@ -37,6 +38,17 @@ template <class T, class X>
   const batch_view<T, cuda_space> view(storage.data(), h.rows(), h.cols(), h.cols() + pad);
   ddm::copy(ctx, view, h);
   return {std::move(storage), view};
+}
+
+/// A host batch of normals (Philox, `seed`) times `scale`: the inputs the device-vs-host tests
+/// compare on.
+template <class T>
+[[nodiscard]] batch<T> scaled_noise(index_t rows, index_t cols, std::uint64_t seed, double scale = 1.0) {
+  batch<T> b(rows, cols);
+  ddm::fill_normal(host_context{}, b.view(), seed);
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < cols; ++c) b(r, c) = static_cast<T>(scale * static_cast<double>(b(r, c)));
+  return b;
 }
 
 }  // namespace ddm::test
