@@ -11,9 +11,12 @@ The line right before a block may hold a marker (docs/extending.md, "Snippets in
                                   the block's #include lines go to the top of the file
   <!-- snippet: partial REASON --> deliberately not compilable (a signature, an elided body); the
                                   reason is required and printed
+  <!-- snippet: excerpt FILE -->  lines copied from FILE (a program that CTest builds and runs):
+                                  --check-excerpts checks that FILE holds them, in order, verbatim
 
 A block whose prelude is a CUDA one (its name starts with cuda) is written as a .cu file.
 
+  extract.py --source DIR --check-excerpts   exit 1 naming every excerpt its file no longer holds
   extract.py --source DIR --out DIR   writes the files and prints 'prelude|file|origin' lines
                                       (prelude 'none' or 'partial')
 """
@@ -42,15 +45,41 @@ def blocks(path):
         i += 1
 
 
+def documents(source):
+    return [source / "README.md"] + sorted((source / "docs").glob("*.md"))
+
+
+def check_excerpts(source):
+    failures, count = [], 0
+    for doc in documents(source):
+        for line, marker, body in blocks(doc):
+            m = MARKER.match(marker.strip())
+            if not m or m.group(1) != "excerpt":
+                continue
+            count += 1
+            text = (source / m.group(2)).read_text(encoding="utf-8")
+            if "\n".join(body) not in text:
+                failures.append(f"{doc.relative_to(source)}:{line}: the block is no longer a verbatim excerpt of {m.group(2)}")
+    for f in failures:
+        print(f)
+    print(f"{count - len(failures)} of {count} excerpts found verbatim in their files")
+    return 1 if failures or count == 0 else 0
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", required=True, type=pathlib.Path)
-    parser.add_argument("--out", required=True, type=pathlib.Path)
+    parser.add_argument("--out", type=pathlib.Path)
+    parser.add_argument("--check-excerpts", action="store_true")
     args = parser.parse_args()
+    if args.check_excerpts:
+        return check_excerpts(args.source)
+    if args.out is None:
+        parser.error("--out DIR or --check-excerpts is required")
     args.out.mkdir(parents=True, exist_ok=True)
     for old in args.out.glob("snippet_*"):
         old.unlink()
-    docs = [args.source / "README.md"] + sorted((args.source / "docs").glob("*.md"))
+    docs = documents(args.source)
     preludes = args.source / "tests" / "snippets"
     for doc in docs:
         rel = doc.relative_to(args.source)
@@ -60,6 +89,11 @@ def main():
             m = MARKER.match(marker.strip())
             kind, arg = (m.group(1), m.group(2)) if m else ("program", "")
             where = f'#line {line + 1} "{doc}"\n'
+            if kind == "excerpt":
+                if not (args.source / arg).is_file():
+                    sys.exit(f"{origin}: the excerpt's file '{arg}' does not exist")
+                print(f"excerpt|-|{origin} ({arg})")
+                continue
             if kind == "partial":
                 if not arg:
                     sys.exit(f"{origin}: a partial snippet must say why (<!-- snippet: partial REASON -->)")
@@ -85,4 +119,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
