@@ -27,7 +27,8 @@ constexpr ddm::index_t dim = 4;
 ddm::batch<double> make_centroids() {
   ddm::batch<double> c(num_experts, dim);
   for (ddm::index_t k = 0; k < num_experts; ++k)
-    for (ddm::index_t j = 0; j < dim; ++j) c(k, j) = (j % num_experts == k ? 2.0 : -1.0) + 0.25 * static_cast<double>(k);
+    for (ddm::index_t j = 0; j < dim; ++j)
+      c(k, j) = (j % num_experts == k ? 2.0 : -1.0) + 0.25 * static_cast<double>(k);
   return c;
 }
 

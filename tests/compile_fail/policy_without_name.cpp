@@ -14,7 +14,9 @@ struct nameless_policy {
 };
 
 int main() {
-  auto expert = [](ddm::batch_view<const float> x, double, ddm::batch_view<float> v) { ddm::copy(ddm::host_context{}, v, x); };
+  auto expert = [](ddm::batch_view<const float> x, double, ddm::batch_view<float> v) {
+    ddm::copy(ddm::host_context{}, v, x);
+  };
   auto router = ddm::router_fn(2, "flat", [](ddm::batch_view<const float>, double, ddm::batch_view<float> logits) {
     ddm::fill(ddm::host_context{}, logits, 0.0f);
   });

@@ -12,7 +12,9 @@ struct numbered_router {
 };
 
 int main() {
-  auto expert = [](ddm::batch_view<const float> x, double, ddm::batch_view<float> v) { ddm::copy(ddm::host_context{}, v, x); };
+  auto expert = [](ddm::batch_view<const float> x, double, ddm::batch_view<float> v) {
+    ddm::copy(ddm::host_context{}, v, x);
+  };
   auto field = ddm::make_routed_field<float>(ddm::expert_vector<decltype(expert)>({expert, expert}), numbered_router{},
                                              ddm::top_1());
   ddm::batch<float> x(4, 3);

@@ -184,14 +184,15 @@ template <class Policy, class T, class Space>
 void check_policy_operands(const Policy& policy, batch_view<const T, Space> probs, batch_view<T, Space> weights,
                            batch_view<std::uint8_t, Space> selected) {
   auto fail = [&](const char* name, index_t rows, index_t cols) {
-    throw shape_error(detail::concat("ddm::routing_policy '", name_of(policy), "'::select: argument '", name, "' has shape (",
-                             rows, ", ", cols, "), expected (", probs.rows(), ", ", probs.cols(), ")"));
+    throw shape_error(detail::concat("ddm::routing_policy '", name_of(policy), "'::select: argument '", name,
+                                     "' has shape (", rows, ", ", cols, "), expected (", probs.rows(), ", ",
+                                     probs.cols(), ")"));
   };
   if (!same_shape(weights, probs)) fail("weights", weights.rows(), weights.cols());
   if (!same_shape(selected, probs)) fail("selected", selected.rows(), selected.cols());
   if (probs.cols() < 1)
-    throw shape_error(detail::concat("ddm::routing_policy '", name_of(policy), "'::select: argument 'probs' has ", probs.cols(),
-                             " columns (experts), expected >= 1"));
+    throw shape_error(detail::concat("ddm::routing_policy '", name_of(policy), "'::select: argument 'probs' has ",
+                                     probs.cols(), " columns (experts), expected >= 1"));
 }
 
 /// run_policy: runs policy.apply_row(p, K, t, w, selected) over the rows (on the host, or in a
@@ -203,10 +204,10 @@ void run_policy(const execution_context<Space>& ctx, const Policy& policy, batch
   if (probs.rows() == 0) return;
   const index_t bad = policy_rows<Space>::run(ctx, policy, probs, t, weights, selected);
   if (bad >= 0)
-    throw argument_error(detail::concat("ddm::routing_policy '", name_of(policy), "'::select: the probabilities of row ",
-                                bad,
-                                " are invalid (a negative or non-finite value, or no positive mass to "
-                                "renormalize), expected the output of ddm::softmax_rows"));
+    throw argument_error(detail::concat("ddm::routing_policy '", name_of(policy),
+                                        "'::select: the probabilities of row ", bad,
+                                        " are invalid (a negative or non-finite value, or no positive mass to "
+                                        "renormalize), expected the output of ddm::softmax_rows"));
 }
 
 /// The k most probable experts, weights renormalized over them. Costs k expert evaluations per row.
