@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -59,7 +60,9 @@ study
   --bootstrap R         Spearman bootstrap resamples (default 1000)
 output
   --json FILE           write every number as JSON (schema: docs/paradox.md)
-  --out DIR             write CSV files and SVG plots into DIR
+  --out DIR             write CSV files and SVG plots into DIR (default ddm-paradox-out, in the current
+                        directory; its path is printed at the end)
+  --no-out              write no CSV files and plots
   --device cpu|cuda     where to run (default cpu): cuda runs the sampler, the routed field (experts and
                         router), the observers, Delta_refine and the amplification on the GPU
   --precision P         float | double: the states' value type (default: double on cpu, float on cuda)
@@ -113,6 +116,7 @@ std::vector<std::string> split(const std::string& s) {
 config parse(int argc, char** argv) {
   constexpr long long int_max = std::numeric_limits<int>::max();
   config c;
+  c.out_dir = "ddm-paradox-out";
   bool precision_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
@@ -183,6 +187,10 @@ config parse(int argc, char** argv) {
       c.json_path = next();
     } else if (flag == "--out") {
       c.out_dir = next();
+      if (c.out_dir.empty()) bad_usage("option --out expects a directory (--no-out writes none)");
+    } else if (flag == "--no-out") {
+      if (has_value) bad_usage("option --no-out takes no value");
+      c.out_dir.clear();
     } else if (flag == "--device") {
       const auto d = next();
       if (d == "cpu") {
@@ -291,6 +299,9 @@ int main(int argc, char** argv) {
     const auto main_run = run_at(c, model, c.tau, prog);
     const auto reference = paradox::reference_quality(c, model);
     const auto v = paradox::compute_verdicts(main_run, model.num_clusters());
+    std::printf("headline at tau = %g (the study's claim; every verdict is at the end):\n", c.tau);
+    paradox::print_verdict(stdout, v.paradox_vs_top2);
+    std::printf("\n");
     paradox::print_table(stdout, main_run, reference);
     std::printf("\n");
     paradox::print_quartiles(stdout, main_run);
@@ -363,7 +374,11 @@ int main(int argc, char** argv) {
       f << j.dump(2) << '\n';
       if (!f) throw std::runtime_error("cannot write " + c.json_path);
     }
-    if (!c.out_dir.empty()) paradox::write_outputs(c.out_dir, main_run, sweep);
+    if (!c.out_dir.empty()) {
+      paradox::write_outputs(c.out_dir, main_run, sweep);
+      std::printf("CSV files and SVG plots in %s (--out DIR elsewhere, --no-out for none)\n",
+                  std::filesystem::absolute(c.out_dir).string().c_str());
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ddm-paradox: %s\n", e.what());
     return 1;

@@ -93,6 +93,7 @@ def main():
         text = f.read()
     machine = "%d cores, %s" % (os.cpu_count() or 0, os.uname().machine)
     blocks = {
+        "HEADLINE": section(stdout, "headline", "policy  "),
         "TABLE": section(stdout, "policy  ", "policy          mean"),
         "QUARTILES": section(stdout, "policy          mean", "verdicts"),
         "VERDICTS": section(stdout, "verdicts", "observed"),

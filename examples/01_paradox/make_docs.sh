@@ -4,6 +4,7 @@
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-[ -d build/default ] || cmake --preset default
-cmake --build --preset default --target ddm-paradox
-exec python3 examples/01_paradox/make_docs.py --program build/default/examples/01_paradox/ddm-paradox
+# The README's lean preset: ddm-paradox alone, without the tests' and benchmarks' dependencies.
+cmake --preset paradox
+cmake --build --preset paradox
+exec python3 examples/01_paradox/make_docs.py --program build/paradox/examples/01_paradox/ddm-paradox

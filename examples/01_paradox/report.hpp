@@ -40,8 +40,10 @@ struct verdicts {
   std::vector<std::pair<std::string, bool>> monotonic_by_policy;
 
   [[nodiscard]] std::vector<const verdict*> all() const {
-    return {&paradox,         &lowest_delta_refine,   &lowest_l_eff,          &worst_quality,
-            &paradox_vs_top2, &lowest_cumulative_iqr, &lowest_amplification,  &sparse_better_aligned,
+    // The study's headline first (full ensemble against top-2), then the same claim against every
+    // policy run and its parts, then the rest.
+    return {&paradox_vs_top2,       &paradox,              &lowest_delta_refine,   &lowest_l_eff,
+            &worst_quality,         &lowest_cumulative_iqr, &lowest_amplification, &sparse_better_aligned,
             &selected_experts_closer, &quality_falls_with_disagreement};
   }
 };
@@ -252,10 +254,18 @@ inline void print_quartiles(std::FILE* f, const tau_result& r) {
   }
 }
 
+inline void print_verdict(std::FILE* f, const verdict& x) {
+  std::fprintf(f, "  %-14s %s\n  %14s   (%s)\n", (std::string("[") + verdict_word(x.holds) + "]").c_str(),
+               x.claim.c_str(), "", x.evidence.c_str());
+}
+
+/// The study's headline verdict (full ensemble against top-2) under its own heading, then the others.
 inline void print_verdicts(std::FILE* f, const verdicts& v) {
-  for (const auto* x : v.all())
-    std::fprintf(f, "  %-14s %s\n  %14s   (%s)\n", (std::string("[") + verdict_word(x->holds) + "]").c_str(),
-                 x->claim.c_str(), "", x->evidence.c_str());
+  const auto all = v.all();
+  std::fprintf(f, "the study's headline:\n");
+  print_verdict(f, *all.front());
+  std::fprintf(f, "the others (the same claim against every policy run, its parts, and the other measures):\n");
+  for (std::size_t i = 1; i < all.size(); ++i) print_verdict(f, *all[i]);
 }
 
 // ---------------------------------------------------------------------------------------------

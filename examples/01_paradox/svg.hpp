@@ -35,6 +35,44 @@ struct plot {
 
 namespace detail {
 
+inline std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", v);
+  return buf;
+}
+
+// Series are told apart by three things at once, so that curves which coincide (the full
+// ensemble and a schedule that uses it most of the time often do) stay readable, in grey print
+// too: a colour, a dash pattern and a marker shape. Earlier series are drawn wider, so that a
+// later series lying exactly on one leaves it visible as a border on both sides.
+inline const char* dashes(std::size_t i) {
+  static const char* const d[] = {"", "9 4", "2 3", "12 3 2 3", "5 5", "1 5", "9 3 2 3 2 3"};
+  return d[i % (sizeof(d) / sizeof(d[0]))];
+}
+
+inline double stroke_width(std::size_t i, std::size_t n) { return 1.5 + 0.7 * static_cast<double>(n - 1 - i); }
+
+// Marker i at (x, y): circle, square, triangle, diamond, cross, plus, triangle down.
+inline std::string marker(std::size_t i, double x, double y, const char* fill) {
+  std::ostringstream o;
+  const double r = 3.5;
+  auto pt = [&](double dx, double dy) { return num(x + dx) + "," + num(y + dy) + " "; };
+  switch (i % 7) {
+    case 0: o << "<circle cx=\"" << num(x) << "\" cy=\"" << num(y) << "\" r=\"" << r << "\" fill=\"" << fill << "\"/>"; break;
+    case 1: o << "<rect x=\"" << num(x - r) << "\" y=\"" << num(y - r) << "\" width=\"" << 2 * r << "\" height=\"" << 2 * r
+              << "\" fill=\"" << fill << "\"/>"; break;
+    case 2: o << "<polygon points=\"" << pt(0, -r - 1) << pt(r + 1, r) << pt(-r - 1, r) << "\" fill=\"" << fill << "\"/>"; break;
+    case 3: o << "<polygon points=\"" << pt(0, -r - 1) << pt(r + 1, 0) << pt(0, r + 1) << pt(-r - 1, 0) << "\" fill=\"" << fill
+              << "\"/>"; break;
+    case 4: o << "<path d=\"M" << pt(-r, -r) << "L" << pt(r, r) << "M" << pt(-r, r) << "L" << pt(r, -r) << "\" stroke=\"" << fill
+              << "\" stroke-width=\"2\"/>"; break;
+    case 5: o << "<path d=\"M" << pt(-r - 1, 0) << "L" << pt(r + 1, 0) << "M" << pt(0, -r - 1) << "L" << pt(0, r + 1)
+              << "\" stroke=\"" << fill << "\" stroke-width=\"2\"/>"; break;
+    default: o << "<polygon points=\"" << pt(0, r + 1) << pt(r + 1, -r) << pt(-r - 1, -r) << "\" fill=\"" << fill << "\"/>";
+  }
+  return o.str();
+}
+
 // A colour-blind-safe palette (Okabe and Ito).
 inline const char* colour(std::size_t i) {
   static const char* const p[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"};
@@ -53,12 +91,6 @@ inline std::string escape(const std::string& s) {
     }
   }
   return out;
-}
-
-inline std::string num(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", v);
-  return buf;
 }
 
 // Round tick values covering [lo, hi]: the step of 1, 2, 2.5 or 5 times a power of ten nearest
@@ -185,23 +217,28 @@ inline bool write(const plot& p, const std::string& path) {
       }
     for (std::size_t i = l.x.size(); i-- > 0;)
       if (std::isfinite(l.lo[i]) && (!p.log_y || l.lo[i] > 0)) pts << detail::num(sx(l.x[i])) << ',' << detail::num(sy(l.lo[i])) << ' ';
+    // Faint fills, so that overlapping bands stay apart, each outlined in its series' colour and dashes.
     if (any)
-      o << "<polygon points=\"" << pts.str() << "\" fill=\"" << detail::colour(s) << "\" fill-opacity=\"0.15\" stroke=\"none\"/>\n";
+      o << "<polygon points=\"" << pts.str() << "\" fill=\"" << detail::colour(s) << "\" fill-opacity=\"0.08\" stroke=\""
+        << detail::colour(s) << "\" stroke-opacity=\"0.7\" stroke-width=\"0.8\" stroke-dasharray=\"" << detail::dashes(s)
+        << "\"/>\n";
   }
   for (std::size_t s = 0; s < p.lines.size(); ++s) {
     const auto& l = p.lines[s];
     std::ostringstream pts;
     for (std::size_t i = 0; i < l.x.size(); ++i)
       if (std::isfinite(l.y[i]) && (!p.log_y || l.y[i] > 0)) pts << detail::num(sx(l.x[i])) << ',' << detail::num(sy(l.y[i])) << ' ';
-    o << "<polyline points=\"" << pts.str() << "\" fill=\"none\" stroke=\"" << detail::colour(s) << "\" stroke-width=\"2\"/>\n";
+    const double w = detail::stroke_width(s, p.lines.size());
+    o << "<polyline points=\"" << pts.str() << "\" fill=\"none\" stroke=\"" << detail::colour(s) << "\" stroke-width=\"" << w
+      << "\" stroke-dasharray=\"" << detail::dashes(s) << "\" stroke-linejoin=\"round\"/>\n";
     if (l.markers)
       for (std::size_t i = 0; i < l.x.size(); ++i)
         if (std::isfinite(l.y[i]) && (!p.log_y || l.y[i] > 0))
-          o << "<circle cx=\"" << detail::num(sx(l.x[i])) << "\" cy=\"" << detail::num(sy(l.y[i])) << "\" r=\"3\" fill=\""
-            << detail::colour(s) << "\"/>\n";
+          o << detail::marker(s, sx(l.x[i]), sy(l.y[i]), detail::colour(s)) << "\n";
     const double ly = top + 14 + 20.0 * static_cast<double>(s);
-    o << "<line x1=\"" << left + pw + 14 << "\" x2=\"" << left + pw + 38 << "\" y1=\"" << ly << "\" y2=\"" << ly
-      << "\" stroke=\"" << detail::colour(s) << "\" stroke-width=\"2\"/>\n";
+    o << "<line x1=\"" << left + pw + 10 << "\" x2=\"" << left + pw + 40 << "\" y1=\"" << ly << "\" y2=\"" << ly
+      << "\" stroke=\"" << detail::colour(s) << "\" stroke-width=\"2\" stroke-dasharray=\"" << detail::dashes(s) << "\"/>\n";
+    if (l.markers) o << detail::marker(s, left + pw + 25, ly, detail::colour(s)) << "\n";
     o << "<text x=\"" << left + pw + 44 << "\" y=\"" << ly + 4 << "\">" << detail::escape(l.label) << "</text>\n";
   }
   o << "</svg>\n";

@@ -56,6 +56,33 @@ double number_of(const std::string& flag, const std::string& v) {
   return d;
 }
 
+// What --help adds to the usage line: every flag, what it does and its default.
+const char* const help_text = R"(
+Samples a DDM of DiT experts and a router, read from a Paris-layout folder of safetensors files
+(docs/dit.md), and prints the routing and, with --diagnostics, its disagreement and alignment.
+
+  --checkpoint DIR   the model folder: config.json, one safetensors file per expert and one for the
+                     router (default: tests/dit/golden/paris_tiny, three random width-32 experts that
+                     exercise the pipeline but generate nothing)
+  --device cpu|cuda  where the models run (default cpu; cuda needs a build with CUDA and a GPU)
+  --storage f32|bf16|f16
+                     how the Linear weights are kept on the GPU (default f32; bf16/f16 need --device cuda)
+  --policy top1|top2|full
+                     the routing policy: the 1 or 2 most probable experts, or the full ensemble (default top2)
+  --steps N          uniform sampling steps from t = 1 to 0, N >= 1 (default 20)
+  --solver euler|heun|dpm2m
+                     the integrator (default euler; dpm2m = DPM-Solver++ 2M)
+  --batch B          samples, B >= 1 (default 4); with --text, the file's number of prompts instead
+  --cfg S            classifier-free guidance scale (default 4; 1 = the conditional model alone)
+  --seed N           seed of the starting noise and of the stand-in text states (default 2026)
+  --text FILE        text states: a safetensors file with 'text' (N, length, width) and optionally
+                     'uncond' (1, length, width) (default: random stand-ins, one per sample)
+  --diagnostics N    attach the routing observer every N-th step; 0 = off (default 5)
+  --threads N        CPU threads of the host backend; 0 = OMP_NUM_THREADS or OpenMP's default (default 0)
+  --out FILE         write the final latents as a safetensors file ('latents', (B, C*H*W); default: none)
+  --help, -h         this message
+)";
+
 ddm_dit::options parse(int argc, char** argv) {
   constexpr long long int_max = std::numeric_limits<int>::max();
   ddm_dit::options o;
@@ -79,7 +106,7 @@ ddm_dit::options parse(int argc, char** argv) {
     else if (a == "--threads") o.threads = static_cast<int>(integer_of(a, value(), 0, 4096));
     else if (a == "--out") o.out = value();
     else if (a == "--help" || a == "-h") {
-      std::printf("%s", ddm_dit::usage_text);
+      std::printf("%s%s", ddm_dit::usage_text, help_text);
       std::exit(0);
     } else {
       ddm_dit::usage(("unknown argument " + a).c_str());

@@ -46,6 +46,7 @@
 #include <limits>
 #include <optional>
 #include <span>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -246,6 +247,13 @@ class routing_observer {
   [[nodiscard]] bool measured_(std::size_t i) const { return i % options_.every == 0 || is_alignment_step_(i); }
 
   void measure_(const step_event<T, Space>& e) {
+    // A routed field whose experts, router or policy fail their concepts has already stopped the
+    // build with its static_assert, which names the fix; compiling the measurement would only add
+    // errors from deep inside the routing code after it.
+    if constexpr (std::remove_cvref_t<Field>::components_valid) measure_valid_(e);
+  }
+
+  void measure_valid_(const step_event<T, Space>& e) {
     constexpr const char* where = "ddm::diagnostics::routing_observer";
     if (state_t_ != e.t)
       throw argument_error(ddm::detail::concat(where, ": step ", e.index, " starts at t = ", e.t,

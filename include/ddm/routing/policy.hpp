@@ -21,6 +21,7 @@
 // row's probabilities are invalid (negative, NaN, or zero where weights must be renormalized).
 
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <memory>
 #include <sstream>
@@ -32,6 +33,7 @@
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
+#include "ddm/core/name.hpp"
 
 namespace ddm {
 
@@ -169,35 +171,44 @@ inline std::string short_number(double value) {
   return os.str();
 }
 
-// Shapes are checked on every call, so the message (which needs the policy's name, a string) is
-// only built when a check fails: a routed field's call allocates nothing.
+}  // namespace detail
+
+/// The checks every built-in policy's select() runs, public so that a policy of one's own runs the
+/// same ones (docs/routing.md, "A policy of your own").
+///
+/// check_policy_operands: weights and selected have the shape (B, K) of probs, and K >= 1; throws
+/// ddm::shape_error naming the policy and the argument. Shapes are checked on every call, so the
+/// message (which needs the policy's name, a string) is only built when a check fails: a routed
+/// field's call allocates nothing.
 template <class Policy, class T, class Space>
 void check_policy_operands(const Policy& policy, batch_view<const T, Space> probs, batch_view<T, Space> weights,
                            batch_view<std::uint8_t, Space> selected) {
   auto fail = [&](const char* name, index_t rows, index_t cols) {
-    throw shape_error(concat("ddm::routing_policy '", policy.name(), "'::select: argument '", name, "' has shape (",
-                             rows, ", ", cols, "), expected (", probs.rows(), ", ", probs.cols(), ")"));
+    throw shape_error(detail::concat("ddm::routing_policy '", name_of(policy), "'::select: argument '", name,
+                                     "' has shape (", rows, ", ", cols, "), expected (", probs.rows(), ", ",
+                                     probs.cols(), ")"));
   };
   if (!same_shape(weights, probs)) fail("weights", weights.rows(), weights.cols());
   if (!same_shape(selected, probs)) fail("selected", selected.rows(), selected.cols());
   if (probs.cols() < 1)
-    throw shape_error(concat("ddm::routing_policy '", policy.name(), "'::select: argument 'probs' has ", probs.cols(),
-                             " columns (experts), expected >= 1"));
+    throw shape_error(detail::concat("ddm::routing_policy '", name_of(policy), "'::select: argument 'probs' has ",
+                                     probs.cols(), " columns (experts), expected >= 1"));
 }
 
+/// run_policy: runs policy.apply_row(p, K, t, w, selected) over the rows (on the host, or in a
+/// kernel for ddm::cuda_space) and throws ddm::argument_error naming the policy and the first row
+/// whose probabilities apply_row rejected (negative, non-finite, or no mass to renormalize).
 template <class Policy, class T, class Space>
 void run_policy(const execution_context<Space>& ctx, const Policy& policy, batch_view<const T, Space> probs,
                 double t, batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) {
   if (probs.rows() == 0) return;
   const index_t bad = policy_rows<Space>::run(ctx, policy, probs, t, weights, selected);
   if (bad >= 0)
-    throw argument_error(concat("ddm::routing_policy '", policy.name(), "'::select: the probabilities of row ",
-                                bad,
-                                " are invalid (a negative or non-finite value, or no positive mass to "
-                                "renormalize), expected the output of ddm::softmax_rows"));
+    throw argument_error(detail::concat("ddm::routing_policy '", name_of(policy),
+                                        "'::select: the probabilities of row ", bad,
+                                        " are invalid (a negative or non-finite value, or no positive mass to "
+                                        "renormalize), expected the output of ddm::softmax_rows"));
 }
-
-}  // namespace detail
 
 /// The k most probable experts, weights renormalized over them. Costs k expert evaluations per row.
 struct top_k {
@@ -217,11 +228,11 @@ struct top_k {
   template <class T, class Space>
   void select(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> probs, double t,
               batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
-    detail::check_policy_operands(*this, probs, weights, selected);
+    check_policy_operands(*this, probs, weights, selected);
     if (k > probs.cols())
       throw argument_error(detail::concat("ddm::top_k::select: k = ", k, " but the router scores only ",
                                           probs.cols(), " experts, expected 1 <= k <= ", probs.cols()));
-    detail::run_policy(ctx, *this, probs, t, weights, selected);
+    run_policy(ctx, *this, probs, t, weights, selected);
   }
 };
 
@@ -254,8 +265,8 @@ struct full_ensemble {
   template <class T, class Space>
   void select(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> probs, double t,
               batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
-    detail::check_policy_operands(*this, probs, weights, selected);
-    detail::run_policy(ctx, *this, probs, t, weights, selected);
+    check_policy_operands(*this, probs, weights, selected);
+    run_policy(ctx, *this, probs, t, weights, selected);
   }
 };
 
@@ -278,8 +289,8 @@ struct top_p {
   template <class T, class Space>
   void select(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> probs, double t,
               batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
-    detail::check_policy_operands(*this, probs, weights, selected);
-    detail::run_policy(ctx, *this, probs, t, weights, selected);
+    check_policy_operands(*this, probs, weights, selected);
+    run_policy(ctx, *this, probs, t, weights, selected);
   }
 };
 
@@ -302,8 +313,8 @@ struct threshold {
   template <class T, class Space>
   void select(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> probs, double t,
               batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
-    detail::check_policy_operands(*this, probs, weights, selected);
-    detail::run_policy(ctx, *this, probs, t, weights, selected);
+    check_policy_operands(*this, probs, weights, selected);
+    run_policy(ctx, *this, probs, t, weights, selected);
   }
 };
 
@@ -326,7 +337,7 @@ struct scheduled {
 
   [[nodiscard]] std::string name() const {
     const std::string t_star = detail::short_number(t_switch);
-    return "scheduled(t > " + t_star + ": " + early.name() + "; t <= " + t_star + ": " + late.name() + ")";
+    return "scheduled(t > " + t_star + ": " + name_of(early) + "; t <= " + t_star + ": " + name_of(late) + ")";
   }
 
   template <class T>
@@ -354,13 +365,13 @@ template <class Early, class Late>
 scheduled(double, Early, Late) -> scheduled<Early, Late>;
 
 /// P turns (B, K) probabilities at time t into weights and selections:
-/// p.select(ctx, probs, t, weights, selected), and has a name for reports and error messages.
+/// p.select(ctx, probs, t, weights, selected), and has a string-like name() for reports and error
+/// messages (ddm::named, the routers' rule).
 template <class P, class T, class Space = host_space>
 concept routing_policy =
-    requires(const P& p, const execution_context<Space>& ctx, batch_view<const T, Space> probs, double t,
-             batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) {
+    named<P> && requires(const P& p, const execution_context<Space>& ctx, batch_view<const T, Space> probs,
+                         double t, batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) {
       p.select(ctx, probs, t, weights, selected);
-      { p.name() } -> std::convertible_to<std::string>;
     };
 
 /// A routing policy chosen at run time (for tables that loop over policies). Holds any
@@ -391,7 +402,7 @@ class any_routing_policy {
   template <class P>
   struct model final : concept_base {
     explicit model(P p) : policy(std::move(p)) {}
-    [[nodiscard]] std::string name() const override { return policy.name(); }
+    [[nodiscard]] std::string name() const override { return name_of(policy); }
     void select(const execution_context<Space>& ctx, batch_view<const T, Space> probs, double t,
                 batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const override {
       policy.select(ctx, probs, t, weights, selected);
@@ -400,5 +411,57 @@ class any_routing_policy {
   };
   std::shared_ptr<const concept_base> impl_;
 };
+
+/// A callable f(probs, t, weights, selected) on host views, with a name, as a routing policy: the
+/// policy counterpart of ddm::router_fn. select() runs the built-in policies' checks around f:
+/// before, the operands' shapes (check_policy_operands) and the probabilities (every value finite
+/// and >= 0, the output of ddm::softmax_rows); after, that f selected at least one expert in every
+/// row and wrote finite weights >= 0 for the selected ones. Host memory only: a policy for device
+/// memory is a type with apply_row (see top_k), which runs in a kernel.
+template <class F>
+class policy_function {
+ public:
+  policy_function(std::string name, F f) : name_(std::move(name)), f_(std::move(f)) {}
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+  template <class T>
+    requires std::invocable<const F&, batch_view<const T>, double, batch_view<T>, batch_view<std::uint8_t>>
+  void select(const host_context& /*ctx*/, batch_view<const std::type_identity_t<T>> probs, double t,
+              batch_view<T> weights, batch_view<std::uint8_t> selected) const {
+    check_policy_operands(*this, probs, weights, selected);
+    const int k = static_cast<int>(probs.cols());
+    for (index_t r = 0; r < probs.rows(); ++r)
+      if (!valid_probability_row(probs.row(r), k))
+        throw argument_error(detail::concat("ddm::policy_fn '", name_, "': the probabilities of row ", r,
+                                            " are invalid (a negative or non-finite value), expected the "
+                                            "output of ddm::softmax_rows"));
+    f_(probs, t, weights, selected);
+    for (index_t r = 0; r < probs.rows(); ++r) {
+      bool any = false;
+      for (int e = 0; e < k; ++e) {
+        if (!selected(r, e)) continue;
+        any = true;
+        const double w = static_cast<double>(weights(r, e));
+        if (!(w >= 0.0) || !(w - w == 0.0))
+          throw argument_error(detail::concat("ddm::policy_fn '", name_, "': weight (", r, ", ", e, ") = ", w,
+                                              " of a selected expert, expected a finite value >= 0"));
+      }
+      if (!any)
+        throw argument_error(detail::concat("ddm::policy_fn '", name_, "': row ", r,
+                                            " has no selected expert, expected at least one per row"));
+    }
+  }
+
+ private:
+  std::string name_;
+  F f_;
+};
+
+/// policy_fn(name, f): f(probs, t, weights, selected) as a routing policy (see policy_function).
+template <class F>
+[[nodiscard]] policy_function<std::decay_t<F>> policy_fn(std::string name, F&& f) {
+  return {std::move(name), std::forward<F>(f)};
+}
 
 }  // namespace ddm

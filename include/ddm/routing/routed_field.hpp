@@ -82,23 +82,29 @@ class routed_field_base {
                 "ddm::expert_vector or ddm::any_ensemble, whose experts are ddm::velocity_field");
   static_assert(ddm::router<Router, T, Space>,
                 "ddm::routed_field: Router is not a ddm::router for this value type and memory space "
-                "(num_experts(), name() and router(x, t, logits) writing (B, K) logits); wrap a callable "
+                "(num_experts(), a string-like name() and router(x, t, logits) writing (B, K) logits); wrap a callable "
                 "with ddm::router_fn(K, name, f)");
   static_assert(routing_policy<Policy, T, Space>,
                 "ddm::routed_field: Policy is not a ddm::routing_policy for this value type and memory space "
-                "(select(ctx, probs, t, weights, selected) and name())");
+                "(select(ctx, probs, t, weights, selected) and a string-like name()); wrap a callable with "
+                "ddm::policy_fn(name, f)");
 
  public:
   using value_type = T;
   using space = Space;
   using observer_type = std::function<void(const routing_event<T, Space>&)>;
+  /// Whether the experts, router and policy satisfy their concepts: code built on a routed field
+  /// (the routing observer) compiles nothing further when they do not, so that the build stops
+  /// at the static_asserts above.
+  static constexpr bool components_valid = expert_set<Experts, T, Space> && ddm::router<Router, T, Space> &&
+                                           routing_policy<Policy, T, Space>;
 
   routed_field_base(Experts experts, Router router, Policy policy, execution_context<Space> ctx = {})
       : experts_(std::move(experts)), router_(std::move(router)), policy_(std::move(policy)), ctx_(ctx) {
     const std::size_t k = experts_.size();
     if (k == 0) throw argument_error("ddm::routed_field: the expert set is empty, expected at least one expert");
     if (router_.num_experts() != k)
-      throw argument_error(detail::concat("ddm::routed_field: router '", router_.name(), "' scores ",
+      throw argument_error(detail::concat("ddm::routed_field: router '", name_of(router_), "' scores ",
                                           router_.num_experts(), " experts but the expert set holds ", k,
                                           ", expected the same number"));
     call_rows_.assign(k, 0);

@@ -4,7 +4,8 @@
 //   r.num_experts()        K
 //   r(x, t, logits)        writes (B, K) logits (any real numbers; the routed field turns them
 //                          into probabilities with ddm::softmax_rows)
-//   r.name()               a name for reports and error messages
+//   r.name()               a name for reports and error messages: anything string-like
+//                          (const char*, std::string, std::string_view; ddm/core/name.hpp)
 //
 // Provided here: router_fn (any callable as a router) and nearest_centroid_router (softmax of
 // -||phi(x0_hat) - c_k||^2 / tau, the distance the Paris study ranks experts by). The exact
@@ -23,16 +24,17 @@
 #include "ddm/core/error.hpp"
 #include "ddm/core/field.hpp"
 #include "ddm/core/memory_space.hpp"
+#include "ddm/core/name.hpp"
 #include "ddm/core/scratch.hpp"
 
 namespace ddm {
 
 /// R writes (B, K) logits for batches of T in Space: r(x, t, logits), with r.num_experts() == K
-/// and a name (const char*) for error messages.
+/// and a string-like name() for error messages (ddm::named).
 template <class R, class T, class Space = host_space>
-concept router = requires(R& r, const R& cr, batch_view<const T, Space> x, double t, batch_view<T, Space> logits) {
+concept router = named<R> && requires(R& r, const R& cr, batch_view<const T, Space> x, double t,
+                                      batch_view<T, Space> logits) {
   { cr.num_experts() } -> std::convertible_to<std::size_t>;
-  { cr.name() } -> std::convertible_to<const char*>;
   r(x, t, logits);
 };
 

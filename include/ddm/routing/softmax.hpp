@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string_view>
 #include <type_traits>
 
 #include "ddm/core/batch.hpp"
@@ -78,7 +79,7 @@ struct routing_softmax<host_space> {
 /// or infinite logit throws ddm::non_finite_error naming the router, the row and the expert.
 template <class T, class Space>
 void softmax_rows(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> logits,
-                  double temperature, batch_view<T, Space> probs, const char* router_name = "router",
+                  double temperature, batch_view<T, Space> probs, std::string_view router_name = "router",
                   double t = std::numeric_limits<double>::quiet_NaN()) {
   constexpr const char* where = "ddm::softmax_rows";
   if (!(temperature > 0.0) || !std::isfinite(temperature))
