@@ -626,11 +626,20 @@ def main(argv):
     failures = []
     for ddm, folder in zip(ddms, folders):
         failures += [f"{folder}: {p}" for p in check_folder(folder, args, ddm["K"])]
+    if args.smoke and not failures:
+        # The reference sampler reads what was written: every policy x integrator, finite.
+        import reference
+        for folder in folders:
+            try:
+                reference.golden(folder, os.path.join(args.out, os.path.basename(folder) + "-golden.safetensors"))
+            except (RuntimeError, ValueError) as e:
+                failures.append(f"{folder}: reference.py golden: {e}")
     for f in failures:
         print(f"train.py: check failed: {f}", file=sys.stderr)
     if failures:
         return 1
-    print("train.py: every folder loads back with the expected shapes, F16 weights and finite values")
+    print("train.py: every folder loads back with the expected shapes, F16 weights and finite values" +
+          (", and reference.py samples it" if args.smoke else ""))
     return 0
 
 
