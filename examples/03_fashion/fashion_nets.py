@@ -12,9 +12,12 @@ A DDM folder (models/<name>/):
   partition.safetensors  centroids (K, d): mean latent of each cluster's training images;
                          priors (K): each cluster's share of the training set;
                          oracle_latents (N, d), oracle_clusters (N, float32 cluster index): a
-                         seeded subsample of the training latents (the same number per cluster
-                         where the cluster has that many) for the empirical-posterior "oracle"
+                         seeded subsample of the training latents, stratified so that cluster k
+                         holds round(N * priors_k) of them (a sample of the training
+                         distribution, priors included), for the empirical-posterior "oracle"
                          router p(k | z_t) = sum_{i in k} N(z_t; (1 - t) z_i, t^2 I) / sum_i (...)
+                         (`oracle_probabilities` below; at t = 0 its limit, the nearest z_i)
+                         Every tensor of this file is F32 (data, not weights).
   expert_<k>.safetensors one TimeMLP per cluster k = 0..K-1 (out_dim = d, predicts the velocity)
   monolith.safetensors   one TimeMLP of the same architecture trained on all the data
   router.safetensors     one TimeMLP with out_dim = K (logits of the cluster of x0 given z_t)
@@ -23,7 +26,9 @@ A DDM folder (models/<name>/):
 
 Rectified flow as in ddm: z_t = (1 - t) z0 + t eps, target velocity eps - z0, t in [0, 1].
 """
+import json
 import math
+import os
 
 import torch
 import torch.nn as nn
@@ -143,3 +148,78 @@ def make_config(name, partition, latent_dim, num_experts, net, classifier, extra
     if extra:
         cfg.update(extra)
     return cfg
+
+
+def encode(x, pca):
+    """Pixels (B, 784) in [0, 1] -> latents (B, d) with the whitened PCA `pca` (a dict of tensors)."""
+    return ((x - pca["mean"]) @ pca["components"].T) / pca["scale"]
+
+
+def decode(z, pca):
+    """Latents (B, d) -> pixels (B, 784), not clipped (callers clip to [0, 1] for images)."""
+    return pca["mean"] + (z * pca["scale"]) @ pca["components"]
+
+
+def oracle_probabilities(z, t, latents, clusters, num_experts):
+    """The empirical posterior p(k | z_t) over the subsample (latents (N, d), clusters (N,)):
+    log-weights -|z - (1 - t) z_i|^2 / (2 t^2) (the Gaussian's normalizer is the same for every i),
+    summed per cluster with logsumexp, so that no weight underflows to an all-zero row.
+    At t = 0 the posterior is the limit t -> 0: all mass on the cluster of the nearest z_i."""
+    t = float(t)
+    d2 = torch.cdist(z.double(), (1.0 - t) * latents.double()).square()    # (B, N)
+    idx = clusters.long()
+    if t == 0.0:
+        nearest = idx[d2.argmin(dim=1)]
+        return F.one_hot(nearest, num_experts).to(z.dtype)
+    logw = -d2 / (2.0 * t * t)
+    per_cluster = torch.full((z.shape[0], num_experts), -math.inf, dtype=torch.float64)
+    for k in range(num_experts):
+        sel = idx == k
+        if sel.any():
+            per_cluster[:, k] = torch.logsumexp(logw[:, sel], dim=1)
+    return torch.softmax(per_cluster, dim=1).to(z.dtype)
+
+
+def _read_f32(path):
+    from safetensors.torch import load_file
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"DDM folder file '{path}' does not exist")
+    return {k: v.float() for k, v in load_file(path).items()}
+
+
+def _load_net(net, path):
+    state = _read_f32(path)
+    expected = set(net.state_dict().keys())
+    if set(state.keys()) != expected:
+        raise ValueError(f"'{path}': tensors {sorted(set(state) ^ expected)} differ from the architecture's names")
+    for k, v in net.state_dict().items():
+        if state[k].shape != v.shape:
+            raise ValueError(f"'{path}': tensor '{k}' has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def load_folder(folder):
+    """Read a DDM folder (F16 on disk -> f32): dict(config, pca, partition, experts, monolith,
+    router, classifier). Raises naming the file and tensor when something does not match."""
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = json.load(f)
+    if cfg.get("format") != "ddm-fashion-ddm/1":
+        raise ValueError(f"'{folder}/config.json': format {cfg.get('format')!r}, expected 'ddm-fashion-ddm/1'")
+    d, K, files = cfg["latent_dim"], cfg["num_experts"], cfg["files"]
+    m = cfg["time_mlp"]
+    arch = dict(width=m["width"], depth=m["depth"], hidden=m["hidden"], frequencies=m["frequencies"])
+    path = lambda name: os.path.join(folder, name)
+    pca = _read_f32(path(files["pca"]))
+    part = _read_f32(path(files["partition"]))
+    experts = [_load_net(TimeMLP(d, d, **arch), path(f)) for f in files["experts"]]
+    c = cfg["classifier"]
+    return {
+        "config": cfg,
+        "pca": pca,
+        "partition": part,
+        "experts": experts,
+        "monolith": _load_net(TimeMLP(d, d, **arch), path(files["monolith"])),
+        "router": _load_net(TimeMLP(d, K, **arch), path(files["router"])),
+        "classifier": _load_net(Classifier(hidden=c["hidden"], features=c["features"]), path(files["classifier"])),
+    }
