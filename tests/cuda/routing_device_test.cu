@@ -38,7 +38,7 @@ using ValueTypes = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(DeviceRouting, ValueTypes);
 
 // Logits with exact ties in some rows (every expert equal; two experts equal at the top), so that
-// the policies' tie-breaking (lowest index) is exercised on the device.
+// the policies' tie rule (tied experts at the boundary are all kept) is exercised on the device.
 template <class T>
 batch<T> routing_logits(index_t rows) {
   auto logits = scaled_noise<T>(rows, K, 31, 2.0);
@@ -358,12 +358,13 @@ struct logging_expert {
   }
 };
 
-// Row r prefers expert r % 7 (logits -(k - m)^2); expert 7 has logit -100.
+// Row r prefers expert r % 7 (logits -(k - m - 1/4)^2: the quarter keeps m - 1 and m + 1 from tying,
+// and tied experts would all be kept); expert 7 has logit -100.
 void peaked_logits(batch_view<const double> x, batch_view<double> logits) {
   for (index_t r = 0; r < x.rows(); ++r) {
     const auto m = static_cast<double>(static_cast<index_t>(x(r, 0)) % 7);
     for (index_t k = 0; k < K; ++k)
-      logits(r, k) = k == 7 ? -100.0 : -(static_cast<double>(k) - m) * (static_cast<double>(k) - m);
+      logits(r, k) = k == 7 ? -100.0 : -(static_cast<double>(k) - m - 0.25) * (static_cast<double>(k) - m - 0.25);
   }
 }
 
