@@ -12,7 +12,9 @@
 // "text_length" (or "max_text_length"). All experts must share one configuration, and the
 // router must score exactly as many experts as the folder holds.
 
+#include <cstdint>
 #include <filesystem>
+#include <system_error>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -53,28 +55,45 @@ namespace detail {
 
 // The keys of a folder's config.json that shapes cannot supply; missing file or keys change nothing.
 inline void apply_config_json(const std::filesystem::path& file, index_t& heads, double& eps, index_t* text_length) {
-  if (!std::filesystem::exists(file)) return;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const auto status = fs::status(file, ec);
+  if (status.type() == fs::file_type::not_found) return;
+  if (ec || status.type() != fs::file_type::regular)
+    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", file.string(), "' is not a regular file",
+                                            ec ? " (" + ec.message() + ")" : std::string(), ", expected a JSON object"));
   std::ifstream in(file);
+  if (!in)
+    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", file.string(), "' cannot be opened"));
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
     throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", file.string(), "' is not valid JSON: ", e.what()));
   }
+  if (!j.is_object())
+    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", file.string(), "' is a JSON ", j.type_name(),
+                                            ", expected an object"));
+  // Integers are sizes of the model: checked against max_dimension here, before text_values()
+  // or anything else multiplies them ("text_length": 2^60 once overflowed into a null memcpy).
   auto read_int = [&](const char* key, index_t& out) {
-    if (j.contains(key)) {
-      if (!j[key].is_number_integer())
-        throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", file.string(), "': '", key,
-                                                "' is not an integer"));
-      out = j[key].get<index_t>();
-      return true;
-    }
-    return false;
+    const auto it = j.find(key);
+    if (it == j.end()) return false;
+    const bool in_range = (it->is_number_unsigned() && it->get<std::uint64_t>() >= 1 &&
+                           it->get<std::uint64_t>() <= static_cast<std::uint64_t>(max_dimension)) ||
+                          (it->is_number_integer() && !it->is_number_unsigned() && it->get<std::int64_t>() >= 1 &&
+                           it->get<std::int64_t>() <= max_dimension);
+    if (!in_range)
+      throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", file.string(), "': '", key, "' = ", it->dump(),
+                                              ", expected an integer in [1, ", max_dimension, "]"));
+    out = static_cast<index_t>(it->get<std::int64_t>());
+    return true;
   };
   if (!read_int("num_heads", heads)) read_int("num_attention_heads", heads);
   if (j.contains("layer_norm_eps")) {
-    if (!j["layer_norm_eps"].is_number())
-      throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", file.string(), "': 'layer_norm_eps' is not a number"));
+    if (!j["layer_norm_eps"].is_number() || !(j["layer_norm_eps"].get<double>() > 0))
+      throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", file.string(), "': 'layer_norm_eps' = ",
+                                              j["layer_norm_eps"].dump(), ", expected a number > 0"));
     eps = j["layer_norm_eps"].get<double>();
   }
   if (text_length != nullptr && !read_int("text_length", *text_length)) read_int("max_text_length", *text_length);
