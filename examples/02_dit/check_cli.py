@@ -93,6 +93,13 @@ def main():
         r = run(a.program, args)
         if r.returncode != 2 or "usage: ddm-dit" not in r.stderr:
             fail("%s: exit %d, stderr %r; expected exit 2 and the usage message" % (args, r.returncode, r.stderr[-200:]))
+    # Size flags beyond their bounds: refused at once with the flag's name (--batch 2147483647 once
+    # ran into bad_alloc after the load).
+    for args in (["--steps", "2147483647"], ["--batch", "2147483647"]):
+        r = run(a.program, args)
+        if r.returncode != 2 or args[0] not in r.stderr:
+            fail("%s: exit %d, stderr %r; expected exit 2 naming %s" % (args, r.returncode, r.stderr[-200:], args[0]))
+        bad.append(args)
     print("[ measured ] %d bad command lines checked" % len(bad))
 
     # The fixture's experts take text (5, 16): 80 values per prompt.

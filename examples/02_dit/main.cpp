@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <exception>
 #include <limits>
+#include <new>
 #include <string>
 
 #include "dit/backend_host.hpp"
@@ -56,6 +57,11 @@ double number_of(const std::string& flag, const std::string& v) {
   return d;
 }
 
+// Size flags have bounds that no run comes near, so that a mistyped value is refused with the
+// flag's name at once, instead of failing as bad_alloc or "vector::reserve" after the load.
+constexpr long long max_steps = 1'000'000;
+constexpr long long max_batch = 1 << 20;
+
 ddm_dit::options parse(int argc, char** argv) {
   constexpr long long int_max = std::numeric_limits<int>::max();
   ddm_dit::options o;
@@ -70,8 +76,8 @@ ddm_dit::options parse(int argc, char** argv) {
     else if (a == "--storage") o.storage = value();
     else if (a == "--policy") o.policy = value();
     else if (a == "--solver") o.solver = value();
-    else if (a == "--steps") o.steps = integer_of(a, value(), 1, int_max);
-    else if (a == "--batch") o.batch = integer_of(a, value(), 1, int_max);
+    else if (a == "--steps") o.steps = integer_of(a, value(), 1, max_steps);
+    else if (a == "--batch") o.batch = integer_of(a, value(), 1, max_batch);
     else if (a == "--cfg") o.cfg = number_of(a, value());
     else if (a == "--seed") o.seed = static_cast<unsigned long long>(integer_of(a, value(), 0, std::numeric_limits<long long>::max()));
     else if (a == "--text") o.text_file = value();
@@ -116,7 +122,11 @@ int main(int argc, char** argv) {
   } catch (const ddm::error& e) {
     std::fprintf(stderr, "ddm-dit: %s\n", e.message());
     return 1;
-  } catch (const std::exception& e) {  // e.g. std::bad_alloc for a --batch too large for memory
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "ddm-dit: out of memory: --batch %ld samples of this model (latents, text states and "
+                 "activations) do not fit; lower --batch\n", o.batch);
+    return 1;
+  } catch (const std::exception& e) {
     std::fprintf(stderr, "ddm-dit: %s\n", e.what());
     return 1;
   }
