@@ -39,7 +39,7 @@ class batch_view {
     // function works out which check failed.
     // rows * stride must fit: row() and operator() compute offsets up to it.
     if (rows < 0 || cols < 0 || stride < cols || (data == nullptr && rows != 0 && cols != 0) ||
-        (rows != 0 && stride > max_size / rows))
+        size_product_overflows(rows, stride))
       fail_(data, rows, cols, stride);
   }
   /// A contiguous view (stride == cols).

@@ -31,6 +31,17 @@ inline constexpr index_t max_size = std::numeric_limits<index_t>::max();
   return a * b;
 }
 
+/// Whether a * b (both >= 0) exceeds max_size: the check of a hot path, one multiply with
+/// the overflow flag where the compiler offers it.
+[[nodiscard]] constexpr bool size_product_overflows(index_t a, index_t b) noexcept {
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDA_ARCH__)
+  index_t p = 0;
+  return __builtin_mul_overflow(a, b, &p);
+#else
+  return a != 0 && b > max_size / a;
+#endif
+}
+
 /// a + b for sizes, or nothing when an operand is negative or the sum exceeds `limit`.
 [[nodiscard]] constexpr std::optional<index_t> size_sum(index_t a, index_t b, index_t limit = max_size) noexcept {
   if (a < 0 || b < 0 || limit < 0) return std::nullopt;
