@@ -6,8 +6,10 @@
         "schema:begin" and "schema:end" markers) with the documented type, every verdict equals the
         one recomputed here from the numbers in the file, and the CSV and SVG outputs exist and
         parse.
-    check_json.py --program PATH --bad-flags   bad command lines exit non-zero with the usage
-        message; --help exits 0.
+        A second run of the same configuration must give the same JSON outside `timing`.
+    check_json.py --program PATH --bad-flags [--work DIR]   bad command lines (size flags beyond
+        their bounds included) exit non-zero with the usage message; --help exits 0; with --work,
+        unwritable --json / --out paths are refused before the study and leave no JSON behind.
 """
 
 import argparse
@@ -226,6 +228,17 @@ def run_small(program, work):
         return
     with open(json_path, encoding="utf-8") as f:
         doc = json.load(f)  # raises on invalid JSON (NaN would be invalid too)
+    # The same run again: everything but the `timing` object must be the same, bit for bit.
+    again_path = os.path.join(work, "paradox_again.json")
+    r2 = subprocess.run([program] + SMALL + ["--json", again_path], capture_output=True, text=True)
+    if r2.returncode != 0:
+        fail("second run: exit code %d: %s" % (r2.returncode, r2.stderr))
+    else:
+        with open(again_path, encoding="utf-8") as f:
+            again = json.load(f)
+        if {k: v for k, v in doc.items() if k != "timing"} != {k: v for k, v in again.items() if k != "timing"}:
+            fail("two runs of the same configuration differ outside the `timing` object")
+        print("[ measured ] a second run matches outside `timing`")
     fields = documented_fields()
     check_schema(doc, fields)
     print("[ measured ] %d documented fields checked" % len(fields))
@@ -267,6 +280,18 @@ def bad_flags(program):
         r = subprocess.run([program] + args, capture_output=True, text=True)
         if r.returncode == 0 or "usage: ddm-paradox" not in r.stderr:
             fail("%s: exit %d, stderr %r; expected a non-zero exit and the usage message" % (args, r.returncode, r.stderr[:200]))
+    # Size flags beyond their documented bound, or together beyond the machine's memory: refused at
+    # once (these once ran for minutes, crashed, or failed as "vector::reserve" / bad_alloc).
+    huge = [(["--samples", "2305843009213693952"], "--samples"), (["--samples", "1152921504606846976"], "--samples"),
+            (["--permutations", "9223372036854775807"], "--permutations"), (["--clusters", "2147483647"], "--clusters"),
+            (["--steps", "9223372036854775807"], "--steps"), (["--bootstrap", "9223372036854775807"], "--bootstrap"),
+            (["--leff-every", "9223372036854775807"], "--leff-every"),
+            (["--samples", "100000000", "--dim", "1048576"], "--samples 100000000, --dim 1048576")]
+    for args, named in huge:
+        r = subprocess.run([program] + args, capture_output=True, text=True, timeout=60)
+        if r.returncode != 2 or named not in r.stderr:
+            fail("%s: exit %d, stderr %r; expected exit 2 naming %s" % (args, r.returncode, r.stderr[:200], named))
+    cases.extend(a for a, _ in huge)
     r = subprocess.run([program, "--help"], capture_output=True, text=True)
     if r.returncode != 0 or "usage: ddm-paradox" not in r.stdout:
         fail("--help: exit %d; expected 0 and the usage message on stdout" % r.returncode)
@@ -278,6 +303,32 @@ def bad_flags(program):
           % (len(cases), r.returncode, r.stderr.strip()[:120]))
 
 
+def bad_outputs(program, work):
+    """Unwritable --json or --out: refused before the study runs, and no JSON left claiming success."""
+    os.makedirs(work, exist_ok=True)
+    ok_json = os.path.join(work, "ok.json")
+    blocker = os.path.join(work, "a_file")
+    for path in (ok_json, ok_json + ".partial"):
+        if os.path.exists(path):
+            os.remove(path)
+    with open(blocker, "w") as f:
+        f.write("not a directory\n")
+    cases = [(["--json", ok_json, "--out", os.path.join(blocker, "sub")], "--out"),
+             (["--json", os.path.join(blocker, "x.json")], "--json"),
+             (["--json", work], "--json")]
+    for args, named in cases:
+        r = subprocess.run([program] + SMALL + args, capture_output=True, text=True, timeout=60)
+        if r.returncode != 2 or named not in r.stderr or "cannot" not in r.stderr and "is a directory" not in r.stderr \
+                and "is not a directory" not in r.stderr:
+            fail("%s: exit %d, stderr %r; expected exit 2 naming %s" % (args, r.returncode, r.stderr[:200], named))
+        if "model    K =" in r.stdout:
+            fail("%s: the study ran before the output path was refused" % args)
+        for path in (ok_json, ok_json + ".partial"):
+            if os.path.exists(path):
+                fail("%s: %s was left behind" % (args, path))
+    print("[ measured ] %d unwritable outputs refused before the study, nothing left behind" % len(cases))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--program", required=True)
@@ -286,6 +337,8 @@ def main():
     a = ap.parse_args()
     if a.bad_flags:
         bad_flags(a.program)
+        if a.work:
+            bad_outputs(a.program, a.work)
     else:
         if not a.work:
             raise SystemExit("--work DIR is required")

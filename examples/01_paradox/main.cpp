@@ -7,7 +7,9 @@
 // clusters, angular deviation), disagreement (trajectory-integrated, against per-sample NLL) and
 // cost; then it prints a table and verdicts computed from those numbers. See docs/paradox.md.
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
@@ -18,6 +20,10 @@
 #include <string_view>
 #include <variant>
 #include <vector>
+
+#include <unistd.h>
+
+#include <ddm/core/checked.hpp>
 
 #include "report.hpp"
 #include "study.hpp"
@@ -104,6 +110,58 @@ long long to_integer(const std::string& flag, const std::string& v, long long mi
   }
 }
 
+// Every size flag has an upper bound (docs/paradox.md, "Flags"; a refusal names it), far above any study
+// that finishes in hours, so that a mistyped value is refused at once with the flag's name instead
+// of running for hours, wrapping, or failing later as "vector::reserve" or bad_alloc.
+constexpr long long max_clusters = 4096;
+constexpr long long max_dim = 1 << 20;
+constexpr long long max_components = 4096;
+constexpr long long max_samples = 100'000'000;
+constexpr long long max_steps = 1'000'000;
+constexpr long long max_permutations = 10'000'000;
+constexpr long long max_bootstrap = 1'000'000;
+
+// The flags together can still ask for more memory than the machine has: the study keeps a few
+// dozen (B, D) and (B, K) state-sized buffers per policy (samples, noise, velocities, probes, the
+// observers' and the experts' sub-batches) and the model's K x J component means. A rough lower
+// bound of that, checked before any work starts, in checked arithmetic (the product of the
+// bounds above overflows 64 bits).
+std::uint64_t physical_memory_bytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+#endif
+  return 0;  // unknown: only the overflow check applies
+}
+
+void check_memory(const config& c) {
+  const char* const flags = "--samples x --dim x --clusters (and --components)";
+  try {
+    const auto b = c.samples, d = ddm::index_t{c.model.dim}, k = ddm::index_t{c.model.clusters};
+    const auto j = ddm::index_t{c.model.components_per_cluster};
+    const auto state = ddm::checked_size("ddm-paradox", flags, b, ddm::checked_sum("ddm-paradox", flags, d, k));
+    const auto experts = ddm::checked_size("ddm-paradox", flags, b, d, k);  // the full ensemble's velocities
+    const auto model = ddm::checked_size("ddm-paradox", flags, k, j, d);
+    const auto values = ddm::checked_sum("ddm-paradox", flags, ddm::checked_size("ddm-paradox", flags, state, 24),
+                                         ddm::checked_size("ddm-paradox", flags, experts, 2), model);
+    const auto bytes = ddm::checked_bytes<double>("ddm-paradox", flags, values);
+    const auto available = physical_memory_bytes();
+    auto gib = [](std::uint64_t n) {
+      char text[32];
+      std::snprintf(text, sizeof text, "%.1f GiB", static_cast<double>(n) / double(1ULL << 30));
+      return std::string(text);
+    };
+    if (available != 0 && bytes > available)
+      bad_usage(ddm::detail::concat("--samples ", b, ", --dim ", d, ", --clusters ", k, " and --components ", j,
+                                    " need at least ", gib(bytes),
+                                    " of memory (8 bytes x (24 B (D + K) + 2 B D K + K J D)), more than this "
+                                    "machine's ", gib(available)));
+  } catch (const ddm::argument_error& e) {
+    bad_usage(ddm::detail::concat(e.what(), ": the study would not fit in memory"));
+  }
+}
+
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
@@ -114,7 +172,6 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 config parse(int argc, char** argv) {
-  constexpr long long int_max = std::numeric_limits<int>::max();
   config c;
   c.out_dir = "ddm-paradox-out";
   bool precision_given = false;
@@ -136,17 +193,17 @@ config parse(int argc, char** argv) {
       std::fputs(usage_text, stdout);
       std::exit(0);
     } else if (flag == "--clusters") {
-      c.model.clusters = static_cast<int>(to_integer(flag, next(), 2, int_max));
+      c.model.clusters = static_cast<int>(to_integer(flag, next(), 2, max_clusters));
     } else if (flag == "--dim") {
-      c.model.dim = static_cast<int>(to_integer(flag, next(), 1, int_max));
+      c.model.dim = static_cast<int>(to_integer(flag, next(), 1, max_dim));
     } else if (flag == "--components") {
-      c.model.components_per_cluster = static_cast<int>(to_integer(flag, next(), 1, int_max));
+      c.model.components_per_cluster = static_cast<int>(to_integer(flag, next(), 1, max_components));
     } else if (flag == "--model-seed") {
       c.model.seed = static_cast<std::uint64_t>(to_integer(flag, next(), 0));
     } else if (flag == "--samples") {
-      c.samples = static_cast<ddm::index_t>(to_integer(flag, next(), 8));
+      c.samples = static_cast<ddm::index_t>(to_integer(flag, next(), 8, max_samples));
     } else if (flag == "--steps") {
-      c.steps = static_cast<long>(to_integer(flag, next(), 2));
+      c.steps = static_cast<long>(to_integer(flag, next(), 2, max_steps));
     } else if (flag == "--integrator") {
       c.integrator = next();
       if (c.integrator != "euler" && c.integrator != "heun" && c.integrator != "dpm++2m" && c.integrator != "dpm++3m")
@@ -175,14 +232,14 @@ config parse(int argc, char** argv) {
       }
       if (c.sweep_tau.empty()) bad_usage("option --sweep-tau expects a comma-separated list of temperatures");
     } else if (flag == "--leff-every") {
-      c.leff_every = static_cast<std::size_t>(to_integer(flag, next(), 1));
+      c.leff_every = static_cast<std::size_t>(to_integer(flag, next(), 1, max_steps));
     } else if (flag == "--epsilon") {
       c.epsilon = to_double(flag, next());
       if (!(c.epsilon > 0)) bad_usage("option --epsilon expects a value > 0");
     } else if (flag == "--permutations") {
-      c.permutations = static_cast<std::size_t>(to_integer(flag, next(), 0));
+      c.permutations = static_cast<std::size_t>(to_integer(flag, next(), 0, max_permutations));
     } else if (flag == "--bootstrap") {
-      c.bootstrap = static_cast<std::size_t>(to_integer(flag, next(), 0));
+      c.bootstrap = static_cast<std::size_t>(to_integer(flag, next(), 0, max_bootstrap));
     } else if (flag == "--json") {
       c.json_path = next();
     } else if (flag == "--out") {
@@ -219,7 +276,74 @@ config parse(int argc, char** argv) {
   }
   // GPUs are built for float; the host's float run is the one a device run compares with.
   if (!precision_given) c.prec = c.dev == paradox::device::cuda ? paradox::precision::float32 : paradox::precision::float64;
+  check_memory(c);
   return c;
+}
+
+// A file written whole or not at all: opened (and so checked) before the study, under a
+// temporary name beside the destination, renamed onto it by commit(); removed if commit() is
+// never reached, so a failed run leaves nothing that looks like a result.
+class output_file {
+ public:
+  output_file() = default;
+  output_file(const output_file&) = delete;
+  output_file& operator=(const output_file&) = delete;
+  ~output_file() {
+    if (!temp_.empty()) {
+      f_.close();
+      std::error_code ec;
+      std::filesystem::remove(temp_, ec);
+    }
+  }
+  void open(const char* flag, const std::string& path) {
+    namespace fs = std::filesystem;
+    flag_ = flag;
+    path_ = path;
+    std::error_code ec;
+    if (fs::is_directory(path, ec))
+      throw std::runtime_error(ddm::detail::concat(flag, " '", path, "' is a directory, expected a file name"));
+    temp_ = path + ".partial";
+    f_.open(temp_, std::ios::binary | std::ios::trunc);
+    if (!f_) {
+      const int err = errno;
+      temp_.clear();
+      throw std::runtime_error(ddm::detail::concat(flag, " '", path, "' cannot be written: ", std::strerror(err)));
+    }
+  }
+  void commit(const std::string& text) {
+    f_ << text;
+    f_.close();
+    if (!f_) throw std::runtime_error(ddm::detail::concat(flag_, " '", path_, "': writing failed"));
+    std::error_code ec;
+    std::filesystem::rename(temp_, path_, ec);
+    if (ec) throw std::runtime_error(ddm::detail::concat(flag_, " '", path_, "' cannot be written: ", ec.message()));
+    temp_.clear();
+  }
+
+ private:
+  const char* flag_ = "";
+  std::string path_;
+  std::string temp_;
+  std::ofstream f_;
+};
+
+// Creates the directory (as write_outputs will) and a file in it, removed at once.
+void check_writable_dir(const char* flag, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir))
+    throw std::runtime_error(ddm::detail::concat(flag, " '", dir, "' is not a directory that can be created",
+                                                 ec ? ": " + ec.message() : std::string()));
+  const fs::path probe = fs::path(dir) / ".ddm-paradox-write-check";
+  {
+    std::ofstream f(probe);
+    if (!f) {
+      const int err = errno;
+      throw std::runtime_error(ddm::detail::concat(flag, " '", dir, "' cannot be written: ", std::strerror(err)));
+    }
+  }
+  fs::remove(probe, ec);
 }
 
 // One temperature's study, on the host or on the device.
@@ -290,6 +414,16 @@ int main(int argc, char** argv) {
                  "without DDM_PARADOX_CUDA, so the study runs on the host only); use --device cpu\n");
     return 2;
 #endif
+  }
+  // Both outputs are checked before the study runs (it may take hours): a path that cannot be
+  // written is a usage error now, not a failure at the end.
+  output_file json_out;
+  try {
+    if (!c.json_path.empty()) json_out.open("--json", c.json_path);
+    if (!c.out_dir.empty()) check_writable_dir("--out", c.out_dir);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ddm-paradox: %s\n", e.what());
+    return 2;
   }
   try {
     const ddm::synthetic::analytic_ddm model(c.model);
@@ -368,17 +502,21 @@ int main(int argc, char** argv) {
       nlohmann::json sw = nlohmann::json::array();
       for (const auto& s : sweep) sw.push_back(paradox::to_json(s, model.num_clusters()));
       j["sweep"] = sw;
-      j["wall_seconds"] = prog.seconds();
-      std::ofstream f(c.json_path);
-      if (!f) throw std::runtime_error("cannot write " + c.json_path);
-      f << j.dump(2) << '\n';
-      if (!f) throw std::runtime_error("cannot write " + c.json_path);
-    }
-    if (!c.out_dir.empty()) {
+      nlohmann::json sweep_timing = nlohmann::json::array();
+      for (const auto& s : sweep) sweep_timing.push_back(paradox::timing_json(s));
+      const auto main_timing = paradox::timing_json(main_run);
+      j["timing"] = {{"policies", main_timing["policies"]}, {"sweep", sweep_timing}};
+      // --out first: the JSON is the run's claim of success, so it appears only once everything
+      // else was written.
+      if (!c.out_dir.empty()) paradox::write_outputs(c.out_dir, main_run, sweep);
+      j["timing"]["wall_seconds"] = prog.seconds();
+      json_out.commit(j.dump(2) + "\n");
+    } else if (!c.out_dir.empty()) {
       paradox::write_outputs(c.out_dir, main_run, sweep);
+    }
+    if (!c.out_dir.empty())
       std::printf("CSV files and SVG plots in %s (--out DIR elsewhere, --no-out for none)\n",
                   std::filesystem::absolute(c.out_dir).string().c_str());
-    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ddm-paradox: %s\n", e.what());
     return 1;

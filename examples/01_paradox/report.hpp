@@ -332,8 +332,6 @@ inline nlohmann::json to_json(const policy_result& p) {
   j["cost"] = {{"expert_evaluations_per_sample", p.cost.expert_evaluations_per_sample},
                {"relative_cost", p.cost.relative_cost},
                {"field_evaluations", p.cost.field_evaluations},
-               {"sampling_seconds", p.cost.sampling_seconds},
-               {"study_seconds", p.cost.study_seconds},
                {"diagnostic_expert_evaluations_per_sample", p.cost.diagnostic_expert_evaluations_per_sample}};
   j["observed_run_bit_identical"] = p.observed_run_bit_identical;
   return j;
@@ -351,6 +349,16 @@ inline nlohmann::json to_json(const verdicts& v) {
   j["monotonic_by_policy"] = mono;
   j["details"] = detail;
   return j;
+}
+
+/// The wall times of a study at one temperature, kept out of to_json so that everything else in
+/// the JSON is a function of the configuration alone (the same bits on every run of the same
+/// build and thread count).
+inline nlohmann::json timing_json(const tau_result& r) {
+  nlohmann::json pol = nlohmann::json::object();
+  for (const auto& p : r.policies)
+    pol[p.key] = {{"sampling_seconds", p.cost.sampling_seconds}, {"study_seconds", p.cost.study_seconds}};
+  return {{"tau", r.tau}, {"policies", pol}};
 }
 
 inline nlohmann::json to_json(const tau_result& r, std::size_t k) {
