@@ -12,14 +12,24 @@
 #include <exception>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
 
+#include "analytic_system.hpp"
 #include "report.hpp"
 #include "study.hpp"
+#include "system.hpp"
+
+#ifndef DDM_PARADOX_FASHION
+#define DDM_PARADOX_FASHION 0
+#endif
+#if DDM_PARADOX_FASHION
+#include "fashion_system.hpp"
+#endif
 
 #ifndef DDM_PARADOX_CUDA
 #define DDM_PARADOX_CUDA 0
@@ -34,17 +44,22 @@ using paradox::config;
 
 const char* const usage_text = R"(usage: ddm-paradox [options]
 
-Samples the analytic DDM under several routing policies and measures quality, stability,
-alignment, disagreement and cost; prints a table and verdicts (docs/paradox.md).
+Samples a DDM under several routing policies and measures quality, stability, alignment,
+disagreement and cost; prints a table and verdicts (docs/paradox.md).
 
-model
+system
+  --system NAME         analytic | fashion-classes | fashion-kmeans (default analytic): the analytic DDM
+                        of the options below, or a learned Fashion-MNIST DDM (examples/03_fashion)
+  --models DIR          the folder holding the fashion DDM folders (default: the source tree's
+                        examples/03_fashion/models)
+model (analytic)
   --clusters K          experts / data clusters (default 8)
   --dim D               dimension (default 8)
   --components J        Gaussian components per cluster (default 4)
   --model-seed S        seed of the model's parameters (default 2026)
 sampling
-  --samples B           samples per policy (default 2000)
-  --steps N             uniform steps from t = 1 to 0 (default 32)
+  --samples B           samples per policy (default 2000; fashion systems 500)
+  --steps N             uniform steps from t = 1 to 0 (default 32; fashion systems 16)
   --integrator NAME     euler | heun | dpm++2m | dpm++3m (default heun)
   --tau X               router temperature: the exact posterior p(k | x_t)^(1/tau); 1 = perfect router,
                         > 1 = under-confident like a trained one (default 4)
@@ -141,8 +156,10 @@ config parse(int argc, char** argv) {
       c.model.seed = static_cast<std::uint64_t>(to_integer(flag, next(), 0));
     } else if (flag == "--samples") {
       c.samples = static_cast<ddm::index_t>(to_integer(flag, next(), 8));
+      c.samples_given = true;
     } else if (flag == "--steps") {
       c.steps = static_cast<long>(to_integer(flag, next(), 2));
+      c.steps_given = true;
     } else if (flag == "--integrator") {
       c.integrator = next();
       if (c.integrator != "euler" && c.integrator != "heun" && c.integrator != "dpm++2m" && c.integrator != "dpm++3m")
@@ -179,6 +196,13 @@ config parse(int argc, char** argv) {
       c.permutations = static_cast<std::size_t>(to_integer(flag, next(), 0));
     } else if (flag == "--bootstrap") {
       c.bootstrap = static_cast<std::size_t>(to_integer(flag, next(), 0));
+    } else if (flag == "--system") {
+      c.system = next();
+      if (c.system != "analytic" && c.system != "fashion-classes" && c.system != "fashion-kmeans")
+        bad_usage("unknown system '" + c.system + "' (expected analytic, fashion-classes or fashion-kmeans)");
+    } else if (flag == "--models") {
+      c.models_dir = next();
+      if (c.models_dir.empty()) bad_usage("option --models expects a folder");
     } else if (flag == "--json") {
       c.json_path = next();
     } else if (flag == "--out") {
@@ -214,54 +238,56 @@ config parse(int argc, char** argv) {
   return c;
 }
 
-// One temperature's study, on the host or on the device.
-paradox::tau_result run_at(const config& c, const ddm::synthetic::analytic_ddm& model, double tau,
-                           const paradox::progress& prog) {
+// One temperature's study, on the host or on the device (the analytic system only: refused at
+// start-up for the others).
+paradox::tau_result run_at(const config& c, const paradox::study_system& sys, double tau, const paradox::progress& prog) {
   if (c.dev == paradox::device::cuda) {
 #if DDM_PARADOX_CUDA
-    return paradox::run_study(c, model, tau, prog, [&](const std::string& key) {
+    const auto& model = dynamic_cast<const paradox::analytic_system&>(sys).model();
+    return paradox::run_study(c, sys, tau, prog, [&](const std::string& key) {
       return paradox::cuda::measure_policy(c, model, key, tau, prog);
     });
 #else
     throw std::runtime_error("unreachable: --device cuda was refused at start-up");
 #endif
   }
-  const paradox::host_source source{&model};
-  const auto integ = paradox::make_integrator(c.integrator);
-  return paradox::run_study(c, model, tau, prog, [&](const std::string& key) {
-    return std::visit(
-        [&](const auto& i) {
-          if (c.prec == paradox::precision::float32)
-            return paradox::measure_policy<float, ddm::host_space>(c, model, source, key, tau, i, prog);
-          return paradox::measure_policy<double, ddm::host_space>(c, model, source, key, tau, i, prog);
-        },
-        integ);
-  });
+  return paradox::run_study(c, sys, tau, prog, [&](const std::string& key) { return sys.measure(c, key, tau, prog); });
 }
 
-void print_header(const config& c, const ddm::synthetic::analytic_ddm& model, const std::string& device_name) {
-  std::printf("ddm-paradox: the stability-quality paradox on the analytic DDM\n");
-  std::printf("model    K = %zu clusters (experts), D = %td, %d components per cluster, model seed %llu\n",
-              model.num_clusters(), model.dim(), c.model.components_per_cluster,
-              static_cast<unsigned long long>(c.model.seed));
-  std::printf("sampler  %s, %ld uniform steps, %td samples per policy, seed %llu, %s, device %s%s\n", c.integrator.c_str(),
-              c.steps, c.samples, static_cast<unsigned long long>(c.seed), paradox::to_string(c.prec),
-              paradox::to_string(c.dev), device_name.empty() ? "" : (" (" + device_name + ")").c_str());
-  std::printf("router   exact posterior p(k | x_t)^(1/tau), tau = %g (%s); scheduled policies switch at t = %g\n", c.tau,
-              c.tau == 1 ? "perfect router: the full ensemble is the exact field" : "under-confident, like a trained router",
-              c.t_switch);
-  std::printf("columns  FD: Frechet distance to the true data; NLL: mean -log p(x) (nats); cover/prec: mode coverage and\n"
-              "         precision; L_eff: median over samples of the trajectory-mean RMS singular value of J; cum.IQR:\n"
-              "         sum over steps of L_eff's IQR; D_refine: N vs 2N steps / data RMS; amplif: median end-to-end\n"
-              "         noise-perturbation gain; rank: mean rank of the selected experts' clusters at t = 0.3, 0.5, 0.7;\n"
-              "         ang.gap: (theta_non - theta_sel) / theta_non; I_dis: mean integrated disagreement; rho, p:\n"
-              "         Spearman(I_dis, per-sample NLL); evals: expert evaluations per sample; time: sampling wall time\n\n");
+void print_header(const config& c, const paradox::study_system& sys, const std::string& device_name) {
+  char line[512];
+  std::snprintf(line, sizeof line, "sampler  %s, %ld uniform steps, %td samples per policy, seed %llu, %s, device %s%s\n",
+                c.integrator.c_str(), c.steps, c.samples, static_cast<unsigned long long>(c.seed), paradox::to_string(c.prec),
+                paradox::to_string(c.dev), device_name.empty() ? "" : (" (" + device_name + ")").c_str());
+  sys.print_header(stdout, c, line);
+}
+
+std::unique_ptr<paradox::study_system> make_system(const config& c) {
+  if (c.system == "analytic") return std::make_unique<paradox::analytic_system>(c);
+#if DDM_PARADOX_FASHION
+  const std::string models = c.models_dir.empty() ? std::string(DDM_PARADOX_MODELS) : c.models_dir;
+  return std::make_unique<paradox::fashion_system>(c.system, models, DDM_PARADOX_FASHION_DATA);
+#else
+  throw std::runtime_error("--system " + c.system + ": this build of ddm-paradox has no fashion systems (they need "
+                           "nlohmann_json, a CBLAS, Eigen and zlib; see the CMake status lines)");
+#endif
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const config c = parse(argc, argv);
+  config c = parse(argc, argv);
+  if (c.system != "analytic") {
+    if (c.dev == paradox::device::cuda) {
+      std::fprintf(stderr, "ddm-paradox: --device cuda runs the analytic system only; --system %s runs on the host "
+                           "(use --device cpu)\n", c.system.c_str());
+      return 2;
+    }
+#if DDM_PARADOX_FASHION
+    if (!c.samples_given) c.samples = paradox::fashion_system::default_samples;
+    if (!c.steps_given) c.steps = paradox::fashion_system::default_steps;
+#endif
+  }
   std::string device_name;
   if (c.dev == paradox::device::cuda) {
 #if DDM_PARADOX_CUDA
@@ -284,16 +310,23 @@ int main(int argc, char** argv) {
 #endif
   }
   try {
-    const ddm::synthetic::analytic_ddm model(c.model);
     const paradox::progress prog(c.quiet);
-    print_header(c, model, device_name);
+    const auto system = make_system(c);
+    const paradox::study_system& sys = *system;
+    const auto k_experts = sys.num_experts();
+    const auto quality_name = sys.per_sample_quality_name();
+    print_header(c, sys, device_name);
 
-    const auto main_run = run_at(c, model, c.tau, prog);
-    const auto reference = paradox::reference_quality(c, model);
-    const auto v = paradox::compute_verdicts(main_run, model.num_clusters());
-    paradox::print_table(stdout, main_run, reference);
+    const auto main_run = run_at(c, sys, c.tau, prog);
+    const auto baselines = sys.baselines(c, prog);
+    const auto reference = sys.reference_quality(c);
+    const auto v = paradox::compute_verdicts(main_run, k_experts, quality_name);
+    auto shown = main_run;
+    shown.policies.insert(shown.policies.end(), baselines.begin(), baselines.end());
+    paradox::print_table(stdout, shown, reference);
+    if (!baselines.empty()) paradox::print_recall(stdout, shown, reference);
     std::printf("\n");
-    paradox::print_quartiles(stdout, main_run);
+    paradox::print_quartiles(stdout, shown, quality_name);
     std::printf("\nverdicts at tau = %g (computed from the numbers above):\n", c.tau);
     paradox::print_verdicts(stdout, v);
 
@@ -303,7 +336,7 @@ int main(int argc, char** argv) {
         sweep.push_back(main_run);
         continue;
       }
-      sweep.push_back(run_at(c, model, tau, prog));
+      sweep.push_back(run_at(c, sys, tau, prog));
     }
     if (!sweep.empty()) {
       std::printf("\ntemperature sweep: FD and Delta_refine per policy, and the verdicts at each tau\n");
@@ -312,7 +345,7 @@ int main(int argc, char** argv) {
       for (const auto& p : sweep.front().policies) std::printf(" %15s", (p.key + " Dref").c_str());
       std::printf("  paradox  vs_top2  aligned  monotonic\n");
       for (const auto& s : sweep) {
-        const auto sv = paradox::compute_verdicts(s, model.num_clusters());
+        const auto sv = paradox::compute_verdicts(s, k_experts, quality_name);
         std::printf("%6g", s.tau);
         for (const auto& p : s.policies) std::printf(" %15s", paradox::detail::fmt(p.quality.frechet).c_str());
         for (const auto& p : s.policies) std::printf(" %15s", paradox::detail::fmt(p.stability.delta_refine).c_str());
@@ -330,10 +363,7 @@ int main(int argc, char** argv) {
     if (!c.json_path.empty()) {
       nlohmann::json j;
       j["program"] = "ddm-paradox";
-      j["config"] = {{"clusters", model.num_clusters()},
-                     {"dim", model.dim()},
-                     {"components_per_cluster", c.model.components_per_cluster},
-                     {"model_seed", c.model.seed},
+      j["config"] = {{"system", c.system},
                      {"samples", c.samples},
                      {"steps", c.steps},
                      {"integrator", c.integrator},
@@ -347,15 +377,20 @@ int main(int argc, char** argv) {
                      {"permutations", c.permutations},
                      {"bootstrap", c.bootstrap},
                      {"device", paradox::to_string(c.dev)},
-                     {"precision", paradox::to_string(c.prec)},
-                     {"cluster_priors", std::vector<double>(model.cluster_priors().begin(), model.cluster_priors().end())}};
-      const auto main_json = paradox::to_json(main_run, model.num_clusters());
+                     {"precision", paradox::to_string(c.prec)}};
+      j["config"].update(sys.describe(c));
+      const auto main_json = paradox::to_json(main_run, k_experts, quality_name);
       j["tau"] = main_json["tau"];
       j["reference"] = paradox::to_json(reference);
       j["policies"] = main_json["policies"];
       j["verdicts"] = main_json["verdicts"];
+      if (!baselines.empty()) {
+        nlohmann::json b = nlohmann::json::object();
+        for (const auto& p : baselines) b[p.key] = paradox::to_json(p);
+        j["baselines"] = b;
+      }
       nlohmann::json sw = nlohmann::json::array();
-      for (const auto& s : sweep) sw.push_back(paradox::to_json(s, model.num_clusters()));
+      for (const auto& s : sweep) sw.push_back(paradox::to_json(s, k_experts, quality_name));
       j["sweep"] = sw;
       j["wall_seconds"] = prog.seconds();
       std::ofstream f(c.json_path);
@@ -363,7 +398,12 @@ int main(int argc, char** argv) {
       f << j.dump(2) << '\n';
       if (!f) throw std::runtime_error("cannot write " + c.json_path);
     }
-    if (!c.out_dir.empty()) paradox::write_outputs(c.out_dir, main_run, sweep);
+    if (!c.out_dir.empty()) {
+      paradox::write_outputs(c.out_dir, main_run, sweep);
+      std::vector<const paradox::policy_result*> rows;
+      for (const auto& p : shown.policies) rows.push_back(&p);
+      sys.write_extra_outputs(c.out_dir, rows);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ddm-paradox: %s\n", e.what());
     return 1;

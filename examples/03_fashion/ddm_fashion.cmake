@@ -7,7 +7,7 @@
 # Not created (DDM_FASHION_AVAILABLE is OFF) when one of the required ones is missing; the status
 # line names the Debian package that brings it.
 include_guard(GLOBAL)
-include("${CMAKE_CURRENT_LIST_DIR}/../02_dit/ddm_dit.cmake")
+# Included from the top-level CMakeLists.txt after ddm_dit.cmake, whose BLAS it uses.
 
 set(DDM_FASHION_AVAILABLE OFF)
 if(NOT DDM_DIT_AVAILABLE)

@@ -160,8 +160,9 @@ class oracle_router {
         }
         for (index_t k = 0; k < p.k; ++k) {
           const auto kk = static_cast<std::size_t>(k);
-          const double lp = best[kk] == neg_inf ? neg_inf : best[kk] + std::log(acc[kk]);
-          logits(r, k) = static_cast<T>(lp / tau_);
+          // A cluster without oracle latents (a stratified subsample can round one to none) has
+          // probability 0: a logit far below any other, finite in float too (softmax refuses -inf).
+          logits(r, k) = best[kk] == neg_inf ? static_cast<T>(-1e30) : static_cast<T>((best[kk] + std::log(acc[kk])) / tau_);
         }
       } else {
         double nearest = std::numeric_limits<double>::infinity();

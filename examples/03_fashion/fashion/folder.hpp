@@ -270,19 +270,13 @@ inline std::shared_ptr<const ddm_folder> load_folder(const fs::path& dir) {
     p.centroids.assign(cen.begin(), cen.end());
     p.priors.assign(pri.begin(), pri.end());
     p.oracle_latents.assign(lat.begin(), lat.end());
-    std::vector<int> count(static_cast<std::size_t>(k), 0);
     for (std::size_t i = 0; i < cl.size(); ++i) {
       const float v = cl[i];
       if (!(v >= 0) || v >= static_cast<float>(k) || v != std::floor(v))
         detail::fail_folder(file, ddm::detail::concat("tensor 'oracle_clusters' has ", v, " at index ", i,
                                                       ", expected a cluster index in [0, ", k, ")"));
       p.oracle_clusters.push_back(static_cast<int>(v));
-      ++count[static_cast<std::size_t>(v)];
     }
-    for (std::size_t j = 0; j < count.size(); ++j)
-      if (count[j] == 0)
-        detail::fail_folder(file, ddm::detail::concat("cluster ", j, " has no oracle latent: the oracle router would give it "
-                                                      "probability 0 everywhere"));
   }
   for (index_t e = 0; e < c.num_experts; ++e)
     f->experts.push_back(detail::load_time_mlp(dir / c.expert_files[static_cast<std::size_t>(e)], c.net, c.latent_dim,
