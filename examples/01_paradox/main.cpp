@@ -62,7 +62,8 @@ sampling
   --steps N             uniform steps from t = 1 to 0 (default 32; fashion systems 16)
   --integrator NAME     euler | heun | dpm++2m | dpm++3m (default heun)
   --tau X               router temperature: the exact posterior p(k | x_t)^(1/tau); 1 = perfect router,
-                        > 1 = under-confident like a trained one (default 4)
+                        > 1 = under-confident like a trained one (default 4); fashion systems: the learned
+                        router's logits / tau (default 1)
   --seed S              seed of the noise, probes, perturbation and statistics (default 1)
   --policies LIST       comma-separated, from top1, top2, full, full_then_top2, top2_then_full (default: all)
   --t-switch T          where the scheduled policies switch, in (0, 1) (default 0.5)
@@ -167,6 +168,7 @@ config parse(int argc, char** argv) {
     } else if (flag == "--tau") {
       c.tau = to_double(flag, next());
       if (!(c.tau > 0)) bad_usage("option --tau expects a value > 0");
+      c.tau_given = true;
     } else if (flag == "--seed") {
       c.seed = static_cast<std::uint64_t>(to_integer(flag, next(), 0));
     } else if (flag == "--policies") {
@@ -286,6 +288,8 @@ int main(int argc, char** argv) {
 #if DDM_PARADOX_FASHION
     if (!c.samples_given) c.samples = paradox::fashion_system::default_samples;
     if (!c.steps_given) c.steps = paradox::fashion_system::default_steps;
+    // The learned router's own probabilities; the analytic default (4) imitates a trained router.
+    if (!c.tau_given) c.tau = 1.0;
 #endif
   }
   std::string device_name;

@@ -61,7 +61,7 @@ struct config {
   bool quiet = false;
   std::string system = "analytic";  ///< analytic | fashion-classes | fashion-kmeans
   std::string models_dir;           ///< the fashion systems' folders (default: the source tree's)
-  bool samples_given = false, steps_given = false;  ///< else the system's defaults
+  bool samples_given = false, steps_given = false, tau_given = false;  ///< else the system's defaults
 };
 
 /// The policies the study knows, by the name used on the command line and in the JSON.
