@@ -403,7 +403,7 @@ int main(int argc, char** argv) {
       if (!f) throw std::runtime_error("cannot write " + c.json_path);
     }
     if (!c.out_dir.empty()) {
-      paradox::write_outputs(c.out_dir, main_run, sweep);
+      paradox::write_outputs(c.out_dir, main_run, sweep, quality_name);
       std::vector<const paradox::policy_result*> rows;
       for (const auto& p : shown.policies) rows.push_back(&p);
       sys.write_extra_outputs(c.out_dir, rows);

@@ -372,7 +372,8 @@ inline nlohmann::json to_json(const tau_result& r, std::size_t k, const std::str
 // ---------------------------------------------------------------------------------------------
 // CSV and SVG
 
-inline void write_outputs(const std::string& dir, const tau_result& r, const std::vector<tau_result>& sweep) {
+inline void write_outputs(const std::string& dir, const tau_result& r, const std::vector<tau_result>& sweep,
+                          const std::string& quality_name = "NLL") {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
   const fs::path d(dir);
@@ -460,7 +461,9 @@ inline void write_outputs(const std::string& dir, const tau_result& r, const std
   }
   {
     svg::plot p{"Quality per disagreement quartile, tau = " + tau, "quartile of trajectory-integrated disagreement",
-                "mean per-sample NLL (nats; lower is better)", {}, false, false, {"Q1 (low)", "Q2", "Q3", "Q4 (high)"}};
+                quality_name == "NLL" ? "mean per-sample NLL (nats; lower is better)"
+                                      : "mean per-sample " + quality_name + " (lower is better)",
+                {}, false, false, {"Q1 (low)", "Q2", "Q3", "Q4 (high)"}};
     for (const auto& pol : r.policies) {
       svg::series s{pol.key, {}, {}, {}, {}, true};
       for (std::size_t i = 0; i < pol.disagreement.quartiles.size(); ++i) {
