@@ -122,9 +122,10 @@ class fashion_system final : public study_system {
     std::vector<policy_result> out;
     out.push_back(finish_policy(c, *this, measure_monolith(c, prog), c.tau, prog));
     for (const char* key : {"top1", "top2", "full"}) {
-      auto m = measure_with(c, detail::fashion_source{folder_, true}, key, c.tau, prog);
-      m.result.key = std::string("oracle_") + key;
-      out.push_back(finish_policy(c, *this, std::move(m), c.tau, prog));
+      out.push_back(finish_policy(c, *this,
+                                  measure_with(c, detail::fashion_source{folder_, true}, key, c.tau, prog,
+                                               std::string("oracle_") + key),
+                                  c.tau, prog));
     }
     return out;
   }
@@ -251,12 +252,13 @@ class fashion_system final : public study_system {
   [[nodiscard]] ddm::batch_view<const float> test_view_() const { return {test_features_.data(), test_n_, nf_}; }
 
   measurement measure_with(const config& c, const detail::fashion_source& source, const std::string& key, double tau,
-                           const progress& prog) const {
+                           const progress& prog, const std::string& row_key = {}) const {
     const auto geo = geometry();
     return std::visit(
         [&](const auto& i) {
-          if (c.prec == precision::float32) return measure_policy<float, ddm::host_space>(c, geo, source, key, tau, i, prog);
-          return measure_policy<double, ddm::host_space>(c, geo, source, key, tau, i, prog);
+          if (c.prec == precision::float32)
+            return measure_policy<float, ddm::host_space>(c, geo, source, key, tau, i, prog, row_key);
+          return measure_policy<double, ddm::host_space>(c, geo, source, key, tau, i, prog, row_key);
         },
         make_integrator(c.integrator));
   }

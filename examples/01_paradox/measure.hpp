@@ -302,7 +302,8 @@ struct system_geometry {
 /// with states of T in Space, the experts and router of `source`, and integrator `integ`.
 template <class T, class Space, class Source, class Integrator>
 measurement measure_policy(const config& cfg, const system_geometry& geo, const Source& source,
-                           const std::string& key, double tau, const Integrator& integ, const progress& prog) {
+                           const std::string& key, double tau, const Integrator& integ, const progress& prog,
+                           const std::string& row_key = {}) {
   const auto t_start = std::chrono::steady_clock::now();
   const ddm::execution_context<Space> ctx = source.context();
   const auto schedule = ddm::schedules::uniform(cfg.steps);
@@ -311,9 +312,9 @@ measurement measure_policy(const config& cfg, const system_geometry& geo, const 
   const auto d = geo.dim;
   measurement out;
   policy_result& res = out.result;
-  res.key = key;
+  res.key = row_key.empty() ? key : row_key;  // a baseline's row runs a study policy under its own name
   res.name = field.policy().name();
-  const std::string tag = detail::tag(tau, key);
+  const std::string tag = detail::tag(tau, res.key);
 
   ddm::batch<T, Space> noise(ctx, b, d);
   ddm::fill_normal(ctx, noise.view(), cfg.seed);
