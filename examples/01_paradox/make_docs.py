@@ -76,6 +76,7 @@ def sweep_table(doc):
 
 
 FASHION = ("fashion-classes", "fashion-kmeans")
+FASHION_SWEEP = "0.5,1,2,4"
 GRID_ROWS = ("top1", "top2", "full", "monolith", "oracle_top2")
 
 
@@ -99,6 +100,11 @@ def fashion_block(program, system, work):
     load_before = load_average()
     stdout, wall = run([program, "--system", system, "--quiet", "--json", json_path, "--out", out])
     load_after = load_average()
+    sweep_path = os.path.join(work, system + "-sweep.json")
+    run([program, "--system", system, "--quiet", "--policies", "top1,top2,full", "--sweep-tau", FASHION_SWEEP,
+         "--json", sweep_path])
+    with open(sweep_path, encoding="utf-8") as f:
+        sweep_doc = json.load(f)
     with open(json_path, encoding="utf-8") as f:
         doc = json.load(f)
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
@@ -164,6 +170,11 @@ def fashion_block(program, system, work):
         "\n".join(findings),
         "",
         "\n".join(paper),
+        "",
+        "The learned router's logits divided by tau (`--policies top1,top2,full --sweep-tau %s`; the"
+        " verdicts at each tau over these three policies):" % FASHION_SWEEP,
+        "",
+        sweep_table(sweep_doc),
         "",
         "<details><summary>every verdict with its evidence</summary>",
         "",
