@@ -327,13 +327,13 @@ for pair in pairs:
     print("%-16s %12s %12s %9s   %12s %12s %9s" % ("policy", "sample host", "sample cuda", "speed-up",
                                                   "study host", "study cuda", "speed-up"))
     for key in h["policies"]:
-        hp, cp = h["policies"][key]["cost"], c["policies"][key]["cost"]
+        hp, cp = h["timing"]["policies"][key], c["timing"]["policies"][key]
         print("%-16s %11.3fs %11.3fs %8.1fx   %11.2fs %11.2fs %8.1fx" % (key, hp["sampling_seconds"],
               cp["sampling_seconds"], hp["sampling_seconds"] / cp["sampling_seconds"], hp["study_seconds"],
               cp["study_seconds"], hp["study_seconds"] / cp["study_seconds"]))
     print("whole program: host %.1f s, cuda %.1f s (speed-up %.1fx); in-program wall time host %.1f s, cuda %.1f s"
-          % (h["process_wall"], c["process_wall"], h["process_wall"] / c["process_wall"], h["wall_seconds"],
-             c["wall_seconds"]))
+          % (h["process_wall"], c["process_wall"], h["process_wall"] / c["process_wall"], h["timing"]["wall_seconds"],
+             c["timing"]["wall_seconds"]))
     same = all(h["verdicts"][k] == c["verdicts"][k] for k in h["verdicts"] if k != "details")
     print("verdicts identical: %s\n" % ("yes" if same else "no (see paradox_compare.txt for the tolerances)"))
 PY

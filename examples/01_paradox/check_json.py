@@ -6,8 +6,15 @@
         "schema:begin" and "schema:end" markers) with the documented type, every verdict equals the
         one recomputed here from the numbers in the file, and the CSV and SVG outputs exist and
         parse.
-    check_json.py --program PATH --bad-flags   bad command lines exit non-zero with the usage
-        message; --help exits 0.
+        A second run of the same configuration must give the same JSON outside `timing`.
+    check_json.py --program PATH --bad-flags [--work DIR]   bad command lines (size flags beyond
+        their bounds included) exit non-zero with the usage message; --help exits 0; with --work,
+        unwritable --json / --out paths are refused before the study and leave no JSON behind.
+    check_json.py --program PATH --work DIR --system fashion-classes [--models DIR]
+        the same for a learned Fashion-MNIST DDM (a small run): the schema table with the
+        fashion systems' changes (the "schema-fashion" table of docs/paradox.md), the baselines'
+        rows, the recall, and a PNG sample grid per row. Exits 77 (skipped) when the DDM folder
+        is not in the tree.
 """
 
 import argparse
@@ -37,13 +44,14 @@ def fail(msg):
 # ------------------------------------------------------------------------------------------------
 # The documented schema
 
-def documented_fields():
-    """(path, type) pairs from the schema table of docs/paradox.md."""
+def documented_fields(marker="schema", minimum=20):
+    """(path, type) pairs from the schema table of docs/paradox.md between <!-- marker:begin/end -->."""
     with open(DOC, encoding="utf-8") as f:
         text = f.read()
-    m = re.search(r"<!-- schema:begin -->(.*?)<!-- schema:end -->", text, re.S)
+    m = re.search(r"<!-- %s:begin -->(.*?)<!-- %s:end -->" % (marker, marker), text, re.S)
     if not m:
-        raise SystemExit("docs/paradox.md has no schema table between <!-- schema:begin --> and <!-- schema:end -->")
+        raise SystemExit("docs/paradox.md has no schema table between <!-- %s:begin --> and <!-- %s:end -->"
+                         % (marker, marker))
     fields = []
     for line in m.group(1).splitlines():
         # Cells split on unescaped pipes; `number\|null` is one cell meaning number or null.
@@ -51,9 +59,23 @@ def documented_fields():
         if len(cells) < 2 or not cells[0].startswith("`"):
             continue
         fields.append((cells[0].strip("`"), cells[1].strip("`")))
-    if len(fields) < 20:
-        raise SystemExit("docs/paradox.md's schema table lists only %d fields" % len(fields))
+    if len(fields) < minimum:
+        raise SystemExit("docs/paradox.md's %s table lists only %d fields" % (marker, len(fields)))
     return fields
+
+
+def fashion_fields():
+    """The main table with the fashion table applied: a listed path overrides the type of the
+    same path, `absent` removes it (and it must not be there), new paths are added."""
+    fields = dict(documented_fields())
+    absent = []
+    for path, spec in documented_fields("schema-fashion", 5):
+        if spec == "absent":
+            fields.pop(path, None)
+            absent.append(path)
+        else:
+            fields[path] = spec
+    return list(fields.items()), absent
 
 
 def type_ok(value, spec):
@@ -226,6 +248,17 @@ def run_small(program, work):
         return
     with open(json_path, encoding="utf-8") as f:
         doc = json.load(f)  # raises on invalid JSON (NaN would be invalid too)
+    # The same run again: everything but the `timing` object must be the same, bit for bit.
+    again_path = os.path.join(work, "paradox_again.json")
+    r2 = subprocess.run([program] + SMALL + ["--json", again_path], capture_output=True, text=True)
+    if r2.returncode != 0:
+        fail("second run: exit code %d: %s" % (r2.returncode, r2.stderr))
+    else:
+        with open(again_path, encoding="utf-8") as f:
+            again = json.load(f)
+        if {k: v for k, v in doc.items() if k != "timing"} != {k: v for k, v in again.items() if k != "timing"}:
+            fail("two runs of the same configuration differ outside the `timing` object")
+        print("[ measured ] a second run matches outside `timing`")
     fields = documented_fields()
     check_schema(doc, fields)
     print("[ measured ] %d documented fields checked" % len(fields))
@@ -262,11 +295,24 @@ def bad_flags(program):
     cases = [["--nope"], ["--samples", "abc"], ["--samples"], ["--integrator", "rk4"], ["--device", "tpu"],
              ["--policies", "top3"], ["--precision", "half"], ["--tau", "0"], ["--t-switch", "1.5"], ["--sweep-tau", "1,x"], ["--quiet=1"],
              # beyond int: narrowing would wrap (K = 2, D = 1) and run silently
-             ["--clusters", "4294967298"], ["--dim", "4294967297"], ["--components", "4294967297"]]
+             ["--clusters", "4294967298"], ["--dim", "4294967297"], ["--components", "4294967297"],
+             ["--system", "mnist"], ["--models"]]
     for args in cases:
         r = subprocess.run([program] + args, capture_output=True, text=True)
         if r.returncode == 0 or "usage: ddm-paradox" not in r.stderr:
             fail("%s: exit %d, stderr %r; expected a non-zero exit and the usage message" % (args, r.returncode, r.stderr[:200]))
+    # Size flags beyond their documented bound, or together beyond the machine's memory: refused at
+    # once (these once ran for minutes, crashed, or failed as "vector::reserve" / bad_alloc).
+    huge = [(["--samples", "2305843009213693952"], "--samples"), (["--samples", "1152921504606846976"], "--samples"),
+            (["--permutations", "9223372036854775807"], "--permutations"), (["--clusters", "2147483647"], "--clusters"),
+            (["--steps", "9223372036854775807"], "--steps"), (["--bootstrap", "9223372036854775807"], "--bootstrap"),
+            (["--leff-every", "9223372036854775807"], "--leff-every"),
+            (["--samples", "100000000", "--dim", "1048576"], "--samples 100000000, --dim 1048576")]
+    for args, named in huge:
+        r = subprocess.run([program] + args, capture_output=True, text=True, timeout=60)
+        if r.returncode != 2 or named not in r.stderr:
+            fail("%s: exit %d, stderr %r; expected exit 2 naming %s" % (args, r.returncode, r.stderr[:200], named))
+    cases.extend(a for a, _ in huge)
     r = subprocess.run([program, "--help"], capture_output=True, text=True)
     if r.returncode != 0 or "usage: ddm-paradox" not in r.stdout:
         fail("--help: exit %d; expected 0 and the usage message on stdout" % r.returncode)
@@ -278,14 +324,121 @@ def bad_flags(program):
           % (len(cases), r.returncode, r.stderr.strip()[:120]))
 
 
+def bad_outputs(program, work):
+    """Unwritable --json or --out: refused before the study runs, and no JSON left claiming success."""
+    os.makedirs(work, exist_ok=True)
+    ok_json = os.path.join(work, "ok.json")
+    blocker = os.path.join(work, "a_file")
+    for path in (ok_json, ok_json + ".partial"):
+        if os.path.exists(path):
+            os.remove(path)
+    with open(blocker, "w") as f:
+        f.write("not a directory\n")
+    cases = [(["--json", ok_json, "--out", os.path.join(blocker, "sub")], "--out"),
+             (["--json", os.path.join(blocker, "x.json")], "--json"),
+             (["--json", work], "--json")]
+    for args, named in cases:
+        r = subprocess.run([program] + SMALL + args, capture_output=True, text=True, timeout=60)
+        if r.returncode != 2 or named not in r.stderr or "cannot" not in r.stderr and "is a directory" not in r.stderr \
+                and "is not a directory" not in r.stderr:
+            fail("%s: exit %d, stderr %r; expected exit 2 naming %s" % (args, r.returncode, r.stderr[:200], named))
+        if "model    K =" in r.stdout:
+            fail("%s: the study ran before the output path was refused" % args)
+        for path in (ok_json, ok_json + ".partial"):
+            if os.path.exists(path):
+                fail("%s: %s was left behind" % (args, path))
+    print("[ measured ] %d unwritable outputs refused before the study, nothing left behind" % len(cases))
+
+
+def run_fashion(program, work, system, models):
+    folder = os.path.join(models, system)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        print("SKIP: no DDM folder %s (examples/03_fashion/train.py writes it)" % folder)
+        return 77
+    os.makedirs(work, exist_ok=True)
+    json_path = os.path.join(work, "paradox.json")
+    out_dir = os.path.join(work, "out")
+    cmd = [program, "--system", system, "--models", models, "--samples", "64", "--steps", "8", "--permutations", "99",
+           "--bootstrap", "50", "--quiet", "--json", json_path, "--out", out_dir]
+    print("running:", " ".join(cmd))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    print(r.stdout)
+    if r.returncode != 0:
+        fail("exit code %d: %s" % (r.returncode, r.stderr))
+        return 1
+    with open(json_path, encoding="utf-8") as f:
+        doc = json.load(f)
+    fields, absent = fashion_fields()
+    check_schema(doc, fields)
+    for path in absent:
+        head, _, last = path.rpartition(".")
+        for where, node in (resolve(doc, head) if head else [("", doc)]):
+            if isinstance(node, dict) and last in node:
+                fail("%s.%s is documented as absent for the fashion systems" % (where, last))
+    print("[ measured ] %d documented fields checked, %d absent" % (len(fields), len(absent)))
+    k = doc["config"]["clusters"]
+    steps = doc["config"]["steps"]
+    if doc["config"]["system"] != system:
+        fail("config.system = %r, expected %r" % (doc["config"]["system"], system))
+    check_verdicts(doc, k, "<root>")
+    check_invariants(doc, k, steps, "policies")
+    base = doc["baselines"]
+    if sorted(base) != ["monolith", "oracle_full", "oracle_top1", "oracle_top2"]:
+        fail("baselines %r, expected monolith, oracle_top1, oracle_top2, oracle_full" % sorted(base))
+    oracle = {key[len("oracle_"):]: p for key, p in base.items() if key.startswith("oracle_")}
+    check_invariants({"policies": oracle}, k, steps, "baselines(oracle)")
+    mono = base.get("monolith", {})
+    heun_evals = 2 * steps - 1
+    if mono.get("cost", {}).get("expert_evaluations_per_sample") != heun_evals:
+        fail("baselines.monolith: %r network evaluations per sample, expected %d"
+             % (mono.get("cost", {}).get("expert_evaluations_per_sample"), heun_evals))
+    if mono.get("alignment", {}).get("mean_rank") is not None or mono.get("disagreement", {}).get("quartiles"):
+        fail("baselines.monolith: a single network has no alignment rank and no disagreement quartiles")
+    for key, p in list(doc["policies"].items()) + list(base.items()):
+        q = p["quality"]
+        for m in ("precision", "recall"):
+            if not 0 <= q[m] <= 1:
+                fail("%s: quality.%s = %r, expected a share in [0, 1]" % (key, m, q[m]))
+        if abs(sum(q["cluster_share"]) - 1) > 1e-9 or len(q["cluster_share"]) != 10:
+            fail("%s: quality.cluster_share must be 10 class shares summing to 1" % key)
+        png = os.path.join(out_dir, "samples_%s.png" % key)
+        try:
+            with open(png, "rb") as f:
+                if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                    fail("%s is not a PNG file" % png)
+        except OSError:
+            fail("no sample grid %s" % png)
+    for name in ("policies.csv", "sensitivity.csv", "quality_by_disagreement.csv", "alignment.csv", "samples.csv"):
+        with open(os.path.join(out_dir, name), newline="", encoding="utf-8") as f:
+            if len(list(csv.reader(f))) < 2:
+                fail("%s has no data rows" % name)
+    r = subprocess.run([program, "--system", system, "--models", models, "--device", "cuda"], capture_output=True, text=True)
+    if r.returncode != 2 or "analytic system only" not in r.stderr:
+        fail("--system %s --device cuda: exit %d, %r; expected exit 2 and a message" % (system, r.returncode, r.stderr))
+    r = subprocess.run([program, "--system", system, "--models", os.path.join(work, "no-such-folder")], capture_output=True,
+                       text=True)
+    if r.returncode != 1 or "config.json" not in r.stderr:
+        fail("a missing --models folder: exit %d, %r; expected exit 1 naming config.json" % (r.returncode, r.stderr))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--program", required=True)
     ap.add_argument("--work")
     ap.add_argument("--bad-flags", action="store_true")
+    ap.add_argument("--system", default="analytic")
+    ap.add_argument("--models", default=os.path.join(HERE, "..", "03_fashion", "models"))
     a = ap.parse_args()
-    if a.bad_flags:
+    if a.system != "analytic":
+        if not a.work:
+            raise SystemExit("--work DIR is required")
+        if run_fashion(a.program, a.work, a.system, a.models) == 77 and not failures:
+            return 77
+    elif a.bad_flags:
         bad_flags(a.program)
+        if a.work:
+            bad_outputs(a.program, a.work)
     else:
         if not a.work:
             raise SystemExit("--work DIR is required")

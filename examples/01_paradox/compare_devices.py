@@ -303,7 +303,7 @@ def compare(program, candidate, device, work):
     compare_numbers(ref, cand, n, diverged)
     compare_verdicts(ref, cand, k, n)
     print("[ measured ] wall time: host %.2f s, %s %.2f s"
-          % (ref["wall_seconds"], device, cand["wall_seconds"]))
+          % (ref["timing"]["wall_seconds"], device, cand["timing"]["wall_seconds"]))
 
 
 def no_gpu(program):

@@ -7,20 +7,36 @@
 // clusters, angular deviation), disagreement (trajectory-integrated, against per-sample NLL) and
 // cost; then it prints a table and verdicts computed from those numbers. See docs/paradox.md.
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
 
+#include <unistd.h>
+
+#include <ddm/core/checked.hpp>
+
+#include "analytic_system.hpp"
 #include "report.hpp"
 #include "study.hpp"
+#include "system.hpp"
+
+#ifndef DDM_PARADOX_FASHION
+#define DDM_PARADOX_FASHION 0
+#endif
+#if DDM_PARADOX_FASHION
+#include "fashion_system.hpp"
+#endif
 
 #ifndef DDM_PARADOX_CUDA
 #define DDM_PARADOX_CUDA 0
@@ -35,20 +51,26 @@ using paradox::config;
 
 const char* const usage_text = R"(usage: ddm-paradox [options]
 
-Samples the analytic DDM under several routing policies and measures quality, stability,
-alignment, disagreement and cost; prints a table and verdicts (docs/paradox.md).
+Samples a DDM under several routing policies and measures quality, stability, alignment,
+disagreement and cost; prints a table and verdicts (docs/paradox.md).
 
-model
+system
+  --system NAME         analytic | fashion-classes | fashion-kmeans (default analytic): the analytic DDM
+                        of the options below, or a learned Fashion-MNIST DDM (examples/03_fashion)
+  --models DIR          the folder holding the fashion DDM folders (default: the source tree's
+                        examples/03_fashion/models)
+model (analytic)
   --clusters K          experts / data clusters (default 8)
   --dim D               dimension (default 8)
   --components J        Gaussian components per cluster (default 4)
   --model-seed S        seed of the model's parameters (default 2026)
 sampling
-  --samples B           samples per policy (default 2000)
-  --steps N             uniform steps from t = 1 to 0 (default 32)
+  --samples B           samples per policy (default 2000; fashion systems 500)
+  --steps N             uniform steps from t = 1 to 0 (default 32; fashion systems 16)
   --integrator NAME     euler | heun | dpm++2m | dpm++3m (default heun)
   --tau X               router temperature: the exact posterior p(k | x_t)^(1/tau); 1 = perfect router,
-                        > 1 = under-confident like a trained one (default 4)
+                        > 1 = under-confident like a trained one (default 4); fashion systems: the learned
+                        router's logits / tau (default 1)
   --seed S              seed of the noise, probes, perturbation and statistics (default 1)
   --policies LIST       comma-separated, from top1, top2, full, full_then_top2, top2_then_full (default: all)
   --t-switch T          where the scheduled policies switch, in (0, 1) (default 0.5)
@@ -104,6 +126,63 @@ long long to_integer(const std::string& flag, const std::string& v, long long mi
   }
 }
 
+// Every size flag has an upper bound (docs/paradox.md, "Flags"; a refusal names it), far above any study
+// that finishes in hours, so that a mistyped value is refused at once with the flag's name instead
+// of running for hours, wrapping, or failing later as "vector::reserve" or bad_alloc.
+constexpr long long max_clusters = 4096;
+constexpr long long max_dim = 1 << 20;
+constexpr long long max_components = 4096;
+constexpr long long max_samples = 100'000'000;
+constexpr long long max_steps = 1'000'000;
+constexpr long long max_permutations = 10'000'000;
+constexpr long long max_bootstrap = 1'000'000;
+
+// The flags together can still ask for more memory than the machine has: the study keeps a few
+// dozen (B, D) and (B, K) state-sized buffers per policy (samples, noise, velocities, probes, the
+// observers' and the experts' sub-batches) and the model's K x J component means. A rough lower
+// bound of that, checked before any work starts, in checked arithmetic (the product of the
+// bounds above overflows 64 bits).
+std::uint64_t physical_memory_bytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+#endif
+  return 0;  // unknown: only the overflow check applies
+}
+
+void check_memory(const config& c) {
+  const char* const flags = "--samples x --dim x --clusters (and --components)";
+  try {
+    // The learned systems' sizes come from their folders (K <= 10 experts in a 32-dimensional
+    // latent space); their largest per-sample arrays are the decoded 784-pixel images.
+    const bool analytic = c.system == "analytic";
+    const auto b = c.samples;
+    const auto d = analytic ? ddm::index_t{c.model.dim} : ddm::index_t{784};
+    const auto k = analytic ? ddm::index_t{c.model.clusters} : ddm::index_t{10};
+    const auto j = analytic ? ddm::index_t{c.model.components_per_cluster} : ddm::index_t{0};
+    const auto state = ddm::checked_size("ddm-paradox", flags, b, ddm::checked_sum("ddm-paradox", flags, d, k));
+    const auto experts = ddm::checked_size("ddm-paradox", flags, b, d, k);  // the full ensemble's velocities
+    const auto model = ddm::checked_size("ddm-paradox", flags, k, j, d);
+    const auto values = ddm::checked_sum("ddm-paradox", flags, ddm::checked_size("ddm-paradox", flags, state, 24),
+                                         ddm::checked_size("ddm-paradox", flags, experts, 2), model);
+    const auto bytes = ddm::checked_bytes<double>("ddm-paradox", flags, values);
+    const auto available = physical_memory_bytes();
+    auto gib = [](std::uint64_t n) {
+      char text[32];
+      std::snprintf(text, sizeof text, "%.1f GiB", static_cast<double>(n) / double(1ULL << 30));
+      return std::string(text);
+    };
+    if (available != 0 && bytes > available)
+      bad_usage(ddm::detail::concat("--samples ", b, ", --dim ", d, ", --clusters ", k, " and --components ", j,
+                                    " need at least ", gib(bytes),
+                                    " of memory (8 bytes x (24 B (D + K) + 2 B D K + K J D)), more than this "
+                                    "machine's ", gib(available)));
+  } catch (const ddm::argument_error& e) {
+    bad_usage(ddm::detail::concat(e.what(), ": the study would not fit in memory"));
+  }
+}
+
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
@@ -114,7 +193,6 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 config parse(int argc, char** argv) {
-  constexpr long long int_max = std::numeric_limits<int>::max();
   config c;
   c.out_dir = "ddm-paradox-out";
   bool precision_given = false;
@@ -136,17 +214,19 @@ config parse(int argc, char** argv) {
       std::fputs(usage_text, stdout);
       std::exit(0);
     } else if (flag == "--clusters") {
-      c.model.clusters = static_cast<int>(to_integer(flag, next(), 2, int_max));
+      c.model.clusters = static_cast<int>(to_integer(flag, next(), 2, max_clusters));
     } else if (flag == "--dim") {
-      c.model.dim = static_cast<int>(to_integer(flag, next(), 1, int_max));
+      c.model.dim = static_cast<int>(to_integer(flag, next(), 1, max_dim));
     } else if (flag == "--components") {
-      c.model.components_per_cluster = static_cast<int>(to_integer(flag, next(), 1, int_max));
+      c.model.components_per_cluster = static_cast<int>(to_integer(flag, next(), 1, max_components));
     } else if (flag == "--model-seed") {
       c.model.seed = static_cast<std::uint64_t>(to_integer(flag, next(), 0));
     } else if (flag == "--samples") {
-      c.samples = static_cast<ddm::index_t>(to_integer(flag, next(), 8));
+      c.samples = static_cast<ddm::index_t>(to_integer(flag, next(), 8, max_samples));
+      c.samples_given = true;
     } else if (flag == "--steps") {
-      c.steps = static_cast<long>(to_integer(flag, next(), 2));
+      c.steps = static_cast<long>(to_integer(flag, next(), 2, max_steps));
+      c.steps_given = true;
     } else if (flag == "--integrator") {
       c.integrator = next();
       if (c.integrator != "euler" && c.integrator != "heun" && c.integrator != "dpm++2m" && c.integrator != "dpm++3m")
@@ -154,6 +234,7 @@ config parse(int argc, char** argv) {
     } else if (flag == "--tau") {
       c.tau = to_double(flag, next());
       if (!(c.tau > 0)) bad_usage("option --tau expects a value > 0");
+      c.tau_given = true;
     } else if (flag == "--seed") {
       c.seed = static_cast<std::uint64_t>(to_integer(flag, next(), 0));
     } else if (flag == "--policies") {
@@ -175,14 +256,21 @@ config parse(int argc, char** argv) {
       }
       if (c.sweep_tau.empty()) bad_usage("option --sweep-tau expects a comma-separated list of temperatures");
     } else if (flag == "--leff-every") {
-      c.leff_every = static_cast<std::size_t>(to_integer(flag, next(), 1));
+      c.leff_every = static_cast<std::size_t>(to_integer(flag, next(), 1, max_steps));
     } else if (flag == "--epsilon") {
       c.epsilon = to_double(flag, next());
       if (!(c.epsilon > 0)) bad_usage("option --epsilon expects a value > 0");
     } else if (flag == "--permutations") {
-      c.permutations = static_cast<std::size_t>(to_integer(flag, next(), 0));
+      c.permutations = static_cast<std::size_t>(to_integer(flag, next(), 0, max_permutations));
     } else if (flag == "--bootstrap") {
-      c.bootstrap = static_cast<std::size_t>(to_integer(flag, next(), 0));
+      c.bootstrap = static_cast<std::size_t>(to_integer(flag, next(), 0, max_bootstrap));
+    } else if (flag == "--system") {
+      c.system = next();
+      if (c.system != "analytic" && c.system != "fashion-classes" && c.system != "fashion-kmeans")
+        bad_usage("unknown system '" + c.system + "' (expected analytic, fashion-classes or fashion-kmeans)");
+    } else if (flag == "--models") {
+      c.models_dir = next();
+      if (c.models_dir.empty()) bad_usage("option --models expects a folder");
     } else if (flag == "--json") {
       c.json_path = next();
     } else if (flag == "--out") {
@@ -219,57 +307,128 @@ config parse(int argc, char** argv) {
   }
   // GPUs are built for float; the host's float run is the one a device run compares with.
   if (!precision_given) c.prec = c.dev == paradox::device::cuda ? paradox::precision::float32 : paradox::precision::float64;
+  check_memory(c);
   return c;
 }
 
-// One temperature's study, on the host or on the device.
-paradox::tau_result run_at(const config& c, const ddm::synthetic::analytic_ddm& model, double tau,
-                           const paradox::progress& prog) {
+// A file written whole or not at all: opened (and so checked) before the study, under a
+// temporary name beside the destination, renamed onto it by commit(); removed if commit() is
+// never reached, so a failed run leaves nothing that looks like a result.
+class output_file {
+ public:
+  output_file() = default;
+  output_file(const output_file&) = delete;
+  output_file& operator=(const output_file&) = delete;
+  ~output_file() {
+    if (!temp_.empty()) {
+      f_.close();
+      std::error_code ec;
+      std::filesystem::remove(temp_, ec);
+    }
+  }
+  void open(const char* flag, const std::string& path) {
+    namespace fs = std::filesystem;
+    flag_ = flag;
+    path_ = path;
+    std::error_code ec;
+    if (fs::is_directory(path, ec))
+      throw std::runtime_error(ddm::detail::concat(flag, " '", path, "' is a directory, expected a file name"));
+    temp_ = path + ".partial";
+    f_.open(temp_, std::ios::binary | std::ios::trunc);
+    if (!f_) {
+      const int err = errno;
+      temp_.clear();
+      throw std::runtime_error(ddm::detail::concat(flag, " '", path, "' cannot be written: ", std::strerror(err)));
+    }
+  }
+  void commit(const std::string& text) {
+    f_ << text;
+    f_.close();
+    if (!f_) throw std::runtime_error(ddm::detail::concat(flag_, " '", path_, "': writing failed"));
+    std::error_code ec;
+    std::filesystem::rename(temp_, path_, ec);
+    if (ec) throw std::runtime_error(ddm::detail::concat(flag_, " '", path_, "' cannot be written: ", ec.message()));
+    temp_.clear();
+  }
+
+ private:
+  const char* flag_ = "";
+  std::string path_;
+  std::string temp_;
+  std::ofstream f_;
+};
+
+// Creates the directory (as write_outputs will) and a file in it, removed at once.
+void check_writable_dir(const char* flag, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir))
+    throw std::runtime_error(ddm::detail::concat(flag, " '", dir, "' is not a directory that can be created",
+                                                 ec ? ": " + ec.message() : std::string()));
+  const fs::path probe = fs::path(dir) / ".ddm-paradox-write-check";
+  {
+    std::ofstream f(probe);
+    if (!f) {
+      const int err = errno;
+      throw std::runtime_error(ddm::detail::concat(flag, " '", dir, "' cannot be written: ", std::strerror(err)));
+    }
+  }
+  fs::remove(probe, ec);
+}
+
+// One temperature's study, on the host or on the device (the analytic system only: refused at
+// start-up for the others).
+paradox::tau_result run_at(const config& c, const paradox::study_system& sys, double tau, const paradox::progress& prog) {
   if (c.dev == paradox::device::cuda) {
 #if DDM_PARADOX_CUDA
-    return paradox::run_study(c, model, tau, prog, [&](const std::string& key) {
+    const auto& model = dynamic_cast<const paradox::analytic_system&>(sys).model();
+    return paradox::run_study(c, sys, tau, prog, [&](const std::string& key) {
       return paradox::cuda::measure_policy(c, model, key, tau, prog);
     });
 #else
     throw std::runtime_error("unreachable: --device cuda was refused at start-up");
 #endif
   }
-  const paradox::host_source source{&model};
-  const auto integ = paradox::make_integrator(c.integrator);
-  return paradox::run_study(c, model, tau, prog, [&](const std::string& key) {
-    return std::visit(
-        [&](const auto& i) {
-          if (c.prec == paradox::precision::float32)
-            return paradox::measure_policy<float, ddm::host_space>(c, model, source, key, tau, i, prog);
-          return paradox::measure_policy<double, ddm::host_space>(c, model, source, key, tau, i, prog);
-        },
-        integ);
-  });
+  return paradox::run_study(c, sys, tau, prog, [&](const std::string& key) { return sys.measure(c, key, tau, prog); });
 }
 
-void print_header(const config& c, const ddm::synthetic::analytic_ddm& model, const std::string& device_name) {
-  std::printf("ddm-paradox: the stability-quality paradox on the analytic DDM\n");
-  std::printf("model    K = %zu clusters (experts), D = %td, %d components per cluster, model seed %llu\n",
-              model.num_clusters(), model.dim(), c.model.components_per_cluster,
-              static_cast<unsigned long long>(c.model.seed));
-  std::printf("sampler  %s, %ld uniform steps, %td samples per policy, seed %llu, %s, device %s%s\n", c.integrator.c_str(),
-              c.steps, c.samples, static_cast<unsigned long long>(c.seed), paradox::to_string(c.prec),
-              paradox::to_string(c.dev), device_name.empty() ? "" : (" (" + device_name + ")").c_str());
-  std::printf("router   exact posterior p(k | x_t)^(1/tau), tau = %g (%s); scheduled policies switch at t = %g\n", c.tau,
-              c.tau == 1 ? "perfect router: the full ensemble is the exact field" : "under-confident, like a trained router",
-              c.t_switch);
-  std::printf("columns  FD: Frechet distance to the true data; NLL: mean -log p(x) (nats); cover/prec: mode coverage and\n"
-              "         precision; L_eff: median over samples of the trajectory-mean RMS singular value of J; cum.IQR:\n"
-              "         sum over steps of L_eff's IQR; D_refine: N vs 2N steps / data RMS; amplif: median end-to-end\n"
-              "         noise-perturbation gain; rank: mean rank of the selected experts' clusters at t = 0.3, 0.5, 0.7;\n"
-              "         ang.gap: (theta_non - theta_sel) / theta_non; I_dis: mean integrated disagreement; rho, p:\n"
-              "         Spearman(I_dis, per-sample NLL); evals: expert evaluations per sample; time: sampling wall time\n\n");
+void print_header(const config& c, const paradox::study_system& sys, const std::string& device_name) {
+  char line[512];
+  std::snprintf(line, sizeof line, "sampler  %s, %ld uniform steps, %td samples per policy, seed %llu, %s, device %s%s\n",
+                c.integrator.c_str(), c.steps, c.samples, static_cast<unsigned long long>(c.seed), paradox::to_string(c.prec),
+                paradox::to_string(c.dev), device_name.empty() ? "" : (" (" + device_name + ")").c_str());
+  sys.print_header(stdout, c, line);
+}
+
+std::unique_ptr<paradox::study_system> make_system(const config& c) {
+  if (c.system == "analytic") return std::make_unique<paradox::analytic_system>(c);
+#if DDM_PARADOX_FASHION
+  const std::string models = c.models_dir.empty() ? std::string(DDM_PARADOX_MODELS) : c.models_dir;
+  return std::make_unique<paradox::fashion_system>(c.system, models, DDM_PARADOX_FASHION_DATA);
+#else
+  throw std::runtime_error("--system " + c.system + ": this build of ddm-paradox has no fashion systems (they need "
+                           "nlohmann_json, a CBLAS, Eigen and zlib; see the CMake status lines)");
+#endif
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const config c = parse(argc, argv);
+  config c = parse(argc, argv);
+  if (c.system != "analytic") {
+    if (c.dev == paradox::device::cuda) {
+      std::fprintf(stderr, "ddm-paradox: --device cuda runs the analytic system only; --system %s runs on the host "
+                           "(use --device cpu)\n", c.system.c_str());
+      return 2;
+    }
+#if DDM_PARADOX_FASHION
+    if (!c.samples_given) c.samples = paradox::fashion_system::default_samples;
+    if (!c.steps_given) c.steps = paradox::fashion_system::default_steps;
+    // The learned router's own probabilities; the analytic default (4) imitates a trained router.
+    if (!c.tau_given) c.tau = 1.0;
+#endif
+  }
   std::string device_name;
   if (c.dev == paradox::device::cuda) {
 #if DDM_PARADOX_CUDA
@@ -291,20 +450,37 @@ int main(int argc, char** argv) {
     return 2;
 #endif
   }
+  // Both outputs are checked before the study runs (it may take hours): a path that cannot be
+  // written is a usage error now, not a failure at the end.
+  output_file json_out;
   try {
-    const ddm::synthetic::analytic_ddm model(c.model);
+    if (!c.json_path.empty()) json_out.open("--json", c.json_path);
+    if (!c.out_dir.empty()) check_writable_dir("--out", c.out_dir);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ddm-paradox: %s\n", e.what());
+    return 2;
+  }
+  try {
     const paradox::progress prog(c.quiet);
-    print_header(c, model, device_name);
+    const auto system = make_system(c);
+    const paradox::study_system& sys = *system;
+    const auto k_experts = sys.num_experts();
+    const auto quality_name = sys.per_sample_quality_name();
+    print_header(c, sys, device_name);
 
-    const auto main_run = run_at(c, model, c.tau, prog);
-    const auto reference = paradox::reference_quality(c, model);
-    const auto v = paradox::compute_verdicts(main_run, model.num_clusters());
+    const auto main_run = run_at(c, sys, c.tau, prog);
+    const auto baselines = sys.baselines(c, prog);
+    const auto reference = sys.reference_quality(c);
+    const auto v = paradox::compute_verdicts(main_run, k_experts, quality_name);
     std::printf("headline at tau = %g (the study's claim; every verdict is at the end):\n", c.tau);
     paradox::print_verdict(stdout, v.paradox_vs_top2);
     std::printf("\n");
-    paradox::print_table(stdout, main_run, reference);
+    auto shown = main_run;
+    shown.policies.insert(shown.policies.end(), baselines.begin(), baselines.end());
+    paradox::print_table(stdout, shown, reference);
+    if (!baselines.empty()) paradox::print_recall(stdout, shown, reference);
     std::printf("\n");
-    paradox::print_quartiles(stdout, main_run);
+    paradox::print_quartiles(stdout, shown, quality_name);
     std::printf("\nverdicts at tau = %g (computed from the numbers above):\n", c.tau);
     paradox::print_verdicts(stdout, v);
 
@@ -314,7 +490,7 @@ int main(int argc, char** argv) {
         sweep.push_back(main_run);
         continue;
       }
-      sweep.push_back(run_at(c, model, tau, prog));
+      sweep.push_back(run_at(c, sys, tau, prog));
     }
     if (!sweep.empty()) {
       std::printf("\ntemperature sweep: FD and Delta_refine per policy, and the verdicts at each tau\n");
@@ -323,7 +499,7 @@ int main(int argc, char** argv) {
       for (const auto& p : sweep.front().policies) std::printf(" %15s", (p.key + " Dref").c_str());
       std::printf("  paradox  vs_top2  aligned  monotonic\n");
       for (const auto& s : sweep) {
-        const auto sv = paradox::compute_verdicts(s, model.num_clusters());
+        const auto sv = paradox::compute_verdicts(s, k_experts, quality_name);
         std::printf("%6g", s.tau);
         for (const auto& p : s.policies) std::printf(" %15s", paradox::detail::fmt(p.quality.frechet).c_str());
         for (const auto& p : s.policies) std::printf(" %15s", paradox::detail::fmt(p.stability.delta_refine).c_str());
@@ -338,13 +514,16 @@ int main(int argc, char** argv) {
     std::printf("\nobserved runs reproduce the plain runs bit for bit: %s; total wall time %.1f s\n",
                 identical ? "yes" : "NO", prog.seconds());
 
+    auto write_out = [&] {
+      paradox::write_outputs(c.out_dir, main_run, sweep, quality_name);
+      std::vector<const paradox::policy_result*> rows;
+      for (const auto& p : shown.policies) rows.push_back(&p);
+      sys.write_extra_outputs(c.out_dir, rows);
+    };
     if (!c.json_path.empty()) {
       nlohmann::json j;
       j["program"] = "ddm-paradox";
-      j["config"] = {{"clusters", model.num_clusters()},
-                     {"dim", model.dim()},
-                     {"components_per_cluster", c.model.components_per_cluster},
-                     {"model_seed", c.model.seed},
+      j["config"] = {{"system", c.system},
                      {"samples", c.samples},
                      {"steps", c.steps},
                      {"integrator", c.integrator},
@@ -358,27 +537,38 @@ int main(int argc, char** argv) {
                      {"permutations", c.permutations},
                      {"bootstrap", c.bootstrap},
                      {"device", paradox::to_string(c.dev)},
-                     {"precision", paradox::to_string(c.prec)},
-                     {"cluster_priors", std::vector<double>(model.cluster_priors().begin(), model.cluster_priors().end())}};
-      const auto main_json = paradox::to_json(main_run, model.num_clusters());
+                     {"precision", paradox::to_string(c.prec)}};
+      j["config"].update(sys.describe(c));
+      const auto main_json = paradox::to_json(main_run, k_experts, quality_name);
       j["tau"] = main_json["tau"];
       j["reference"] = paradox::to_json(reference);
       j["policies"] = main_json["policies"];
       j["verdicts"] = main_json["verdicts"];
+      if (!baselines.empty()) {
+        nlohmann::json b = nlohmann::json::object();
+        for (const auto& p : baselines) b[p.key] = paradox::to_json(p);
+        j["baselines"] = b;
+      }
       nlohmann::json sw = nlohmann::json::array();
-      for (const auto& s : sweep) sw.push_back(paradox::to_json(s, model.num_clusters()));
+      for (const auto& s : sweep) sw.push_back(paradox::to_json(s, k_experts, quality_name));
       j["sweep"] = sw;
-      j["wall_seconds"] = prog.seconds();
-      std::ofstream f(c.json_path);
-      if (!f) throw std::runtime_error("cannot write " + c.json_path);
-      f << j.dump(2) << '\n';
-      if (!f) throw std::runtime_error("cannot write " + c.json_path);
+      nlohmann::json sweep_timing = nlohmann::json::array();
+      for (const auto& s : sweep) sweep_timing.push_back(paradox::timing_json(s));
+      const auto main_timing = paradox::timing_json(main_run);
+      j["timing"] = {{"policies", main_timing["policies"]}, {"sweep", sweep_timing}};
+      if (!baselines.empty())
+        j["timing"]["baselines"] = paradox::timing_json(paradox::tau_result{c.tau, baselines})["policies"];
+      // --out first: the JSON is the run's claim of success, so it appears only once everything
+      // else was written.
+      if (!c.out_dir.empty()) write_out();
+      j["timing"]["wall_seconds"] = prog.seconds();
+      json_out.commit(j.dump(2) + "\n");
+    } else if (!c.out_dir.empty()) {
+      write_out();
     }
-    if (!c.out_dir.empty()) {
-      paradox::write_outputs(c.out_dir, main_run, sweep);
-      std::printf("CSV files and SVG plots in %s (--out DIR elsewhere, --no-out for none)\n",
-                  std::filesystem::absolute(c.out_dir).string().c_str());
-    }
+    if (!c.out_dir.empty())
+      std::printf("CSV files, SVG plots%s in %s (--out DIR elsewhere, --no-out for none)\n",
+                  baselines.empty() ? "" : " and PNG sample grids", std::filesystem::absolute(c.out_dir).string().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ddm-paradox: %s\n", e.what());
     return 1;

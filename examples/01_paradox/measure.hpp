@@ -1,7 +1,7 @@
 #pragma once
 // The part of a policy's study that runs where the samples live: sampling, the observers (L_eff,
 // the routing instruments), Delta_refine and the perturbation amplification.
-// measure_policy<T, Space>(cfg, model, source, ...) makes the routed field, the sampler's buffers
+// measure_policy<T, Space>(cfg, geometry, source, ...) makes the routed field, the sampler's buffers
 // and the observers in one memory space, from a `source` of experts and router: host_source (the
 // analytic DDM on the host) here, or the device analytic DDM in paradox_cuda.cu. The final
 // samples come back to the host once; the quality measures and the statistics that need them run
@@ -59,6 +59,9 @@ struct config {
   std::size_t permutations = 9999;
   std::size_t bootstrap = 1000;
   bool quiet = false;
+  std::string system = "analytic";  ///< analytic | fashion-classes | fashion-kmeans
+  std::string models_dir;           ///< the fashion systems' folders (default: the source tree's)
+  bool samples_given = false, steps_given = false, tau_given = false;  ///< else the system's defaults
 };
 
 /// The policies the study knows, by the name used on the command line and in the JSON.
@@ -180,6 +183,7 @@ class progress {
 struct quality_numbers {
   double frechet = 0, nll = 0, coverage = 0, precision = 0, cluster_coverage = 0, cluster_tv = 0;
   std::vector<double> cluster_share;  ///< (K) share of samples nearest to each cluster
+  std::optional<double> recall;       ///< k-NN recall, where the system measures it (fashion)
 };
 
 struct stability_numbers {
@@ -229,6 +233,7 @@ struct policy_result {
   disagreement_numbers disagreement;
   cost_numbers cost;
   bool observed_run_bit_identical = false;  ///< the observed run reproduced the plain run's samples
+  std::vector<double> sample_preview;  ///< the first rows of the final samples (row-major, D values each)
 };
 
 /// What measure_policy gives back: the numbers measured where the samples live (quality, per-sample
@@ -284,22 +289,32 @@ inline std::string tag(double tau, const std::string& key) { return "tau " + std
 
 }  // namespace detail
 
+/// What the measurements need of the system besides its experts and router: the state's size,
+/// the clusters' centroids in the state's space (alignment ranks) and the data's RMS over all
+/// coordinates (the common scale of Delta_refine).
+struct system_geometry {
+  ddm::index_t dim = 0;
+  ddm::batch_view<const double> centroids;  // (K, D)
+  double data_rms = 1.0;
+};
+
 /// Every number of one policy at router temperature tau that the sampler and the observers give,
 /// with states of T in Space, the experts and router of `source`, and integrator `integ`.
 template <class T, class Space, class Source, class Integrator>
-measurement measure_policy(const config& cfg, const ds::analytic_ddm& model, const Source& source,
-                           const std::string& key, double tau, const Integrator& integ, const progress& prog) {
+measurement measure_policy(const config& cfg, const system_geometry& geo, const Source& source,
+                           const std::string& key, double tau, const Integrator& integ, const progress& prog,
+                           const std::string& row_key = {}) {
   const auto t_start = std::chrono::steady_clock::now();
   const ddm::execution_context<Space> ctx = source.context();
   const auto schedule = ddm::schedules::uniform(cfg.steps);
   auto field = source.template routed_field<T>(tau, study_policy::from_key(key, cfg.t_switch));
   const auto b = cfg.samples;
-  const auto d = model.dim();
+  const auto d = geo.dim;
   measurement out;
   policy_result& res = out.result;
-  res.key = key;
+  res.key = row_key.empty() ? key : row_key;  // a baseline's row runs a study policy under its own name
   res.name = field.policy().name();
-  const std::string tag = detail::tag(tau, key);
+  const std::string tag = detail::tag(tau, res.key);
 
   ddm::batch<T, Space> noise(ctx, b, d);
   ddm::fill_normal(ctx, noise.view(), cfg.seed);
@@ -328,7 +343,7 @@ measurement measure_policy(const config& cfg, const ds::analytic_ddm& model, con
   prog.note(tag + "observing (L_eff, disagreement, angles, ranks)");
   ddm::copy(ctx, x.view(), noise.cview());
   auto sens = dd::make_trajectory_sensitivity<T, Space>(field, {.every = cfg.leff_every}, ctx);
-  const auto centroids_host = detail::convert<T>(model.centroids());
+  const auto centroids_host = detail::convert<T>(geo.centroids);
   ddm::batch<T, Space> centroids(ctx, centroids_host.rows(), centroids_host.cols());
   ddm::copy(ctx, centroids.view(), centroids_host.cview());
   auto routing = dd::make_routing_observer<T, Space>(field, schedule, centroids.cview(),
@@ -361,7 +376,7 @@ measurement measure_policy(const config& cfg, const ds::analytic_ddm& model, con
   // 3. Delta_refine: N vs 2N steps from the same noise, normalized by the true data's RMS (the same
   //    scale for every policy; the default, the RMS of the fine samples, would vary with the policy).
   prog.note(tag + "Delta_refine (N vs 2N steps)");
-  const auto refine = dd::step_refinement(ctx, field, noise.cview(), schedule, integ, {.data_rms = detail::data_rms(model)});
+  const auto refine = dd::step_refinement(ctx, field, noise.cview(), schedule, integ, {.data_rms = geo.data_rms});
   res.stability.delta_refine = refine.mean;
   res.stability.delta_refine_normalizer = refine.normalizer;
 

@@ -59,11 +59,12 @@ measurement measure_policy(const config& cfg, const ds::analytic_ddm& model, con
   const ddm::cuda::stream stream;  // declared first: every buffer below is freed on it
   const ddm::cuda::device_analytic_ddm dev(stream.context(), model);
   const device_source source{&dev};
+  const system_geometry geo{model.dim(), model.centroids(), detail::data_rms(model)};
   return std::visit(
       [&](const auto& integ) {
         if (cfg.prec == precision::float32)
-          return paradox::measure_policy<float, ddm::cuda_space>(cfg, model, source, key, tau, integ, prog);
-        return paradox::measure_policy<double, ddm::cuda_space>(cfg, model, source, key, tau, integ, prog);
+          return paradox::measure_policy<float, ddm::cuda_space>(cfg, geo, source, key, tau, integ, prog);
+        return paradox::measure_policy<double, ddm::cuda_space>(cfg, geo, source, key, tau, integ, prog);
       },
       make_integrator(cfg.integrator));
 }

@@ -93,7 +93,7 @@ verdict compare(std::string key, std::string claim, const policy_result& full, c
 }  // namespace detail
 
 /// The verdicts for one temperature's results. K is the number of experts.
-inline verdicts compute_verdicts(const tau_result& r, std::size_t k) {
+inline verdicts compute_verdicts(const tau_result& r, std::size_t k, const std::string& quality_name = "NLL") {
   verdicts out;
   const auto* full = detail::find(r, "full");
   const auto* top2 = detail::find(r, "top2");
@@ -201,8 +201,9 @@ inline verdicts compute_verdicts(const tau_result& r, std::size_t k) {
   }
 
   out.quality_falls_with_disagreement = {"quality_falls_with_disagreement",
-                                         "in every policy, mean per-sample NLL rises strictly from the lowest to the "
-                                         "highest quartile of trajectory-integrated disagreement",
+                                         "in every policy, mean per-sample " + quality_name +
+                                             " rises strictly from the lowest to the highest quartile of "
+                                             "trajectory-integrated disagreement",
                                          std::nullopt, ""};
   {
     bool ok = !r.policies.empty();
@@ -245,13 +246,26 @@ inline void print_table(std::FILE* f, const tau_result& r, const quality_numbers
                detail::fmt(reference.coverage, 2).c_str(), detail::fmt(reference.precision, 2).c_str());
 }
 
-inline void print_quartiles(std::FILE* f, const tau_result& r) {
-  std::fprintf(f, "%-15s %s\n", "policy", "mean per-sample NLL by quartile of integrated disagreement (Q1 lowest .. Q4)");
+inline void print_quartiles(std::FILE* f, const tau_result& r, const std::string& quality_name = "NLL") {
+  std::fprintf(f, "%-15s mean per-sample %s by quartile of integrated disagreement (Q1 lowest .. Q4)\n", "policy",
+               quality_name.c_str());
   for (const auto& p : r.policies) {
+    if (p.disagreement.quartiles.empty()) continue;  // one network: nothing disagrees
     std::fprintf(f, "%-15s", p.key.c_str());
     for (const auto& q : p.disagreement.quartiles) std::fprintf(f, " %9s", detail::fmt(q.quality_mean).c_str());
     std::fprintf(f, "   %s\n", p.disagreement.monotonic ? "monotonic" : "not monotonic");
   }
+}
+
+/// The quality measures a learned system adds (k-NN precision and recall, class coverage).
+inline void print_recall(std::FILE* f, const tau_result& r, const quality_numbers& reference) {
+  std::fprintf(f, "\n%-15s %9s %9s %9s %9s\n", "policy", "precision", "recall", "classes", "class TV");
+  auto row = [&](const std::string& key, const quality_numbers& q) {
+    std::fprintf(f, "%-15s %9s %9s %9s %9s\n", key.c_str(), detail::fmt(q.precision).c_str(), detail::fmt(q.recall).c_str(),
+                 detail::fmt(q.coverage * 10, 2).c_str(), detail::fmt(q.cluster_tv).c_str());
+  };
+  for (const auto& p : r.policies) row(p.key, p.quality);
+  row("true data", reference);
 }
 
 inline void print_verdict(std::FILE* f, const verdict& x) {
@@ -275,13 +289,15 @@ inline nlohmann::json opt(const std::optional<double>& v) { return v ? nlohmann:
 inline nlohmann::json opt(const std::optional<bool>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); }
 
 inline nlohmann::json to_json(const quality_numbers& q) {
-  return {{"frechet", q.frechet},
-          {"nll", q.nll},
-          {"coverage", q.coverage},
-          {"precision", q.precision},
-          {"cluster_coverage", q.cluster_coverage},
-          {"cluster_tv_distance", q.cluster_tv},
-          {"cluster_share", q.cluster_share}};
+  nlohmann::json j = {{"frechet", q.frechet},
+                      {"nll", q.nll},
+                      {"coverage", q.coverage},
+                      {"precision", q.precision},
+                      {"cluster_coverage", q.cluster_coverage},
+                      {"cluster_tv_distance", q.cluster_tv},
+                      {"cluster_share", q.cluster_share}};
+  if (q.recall) j["recall"] = *q.recall;
+  return j;
 }
 
 inline nlohmann::json to_json(const policy_result& p) {
@@ -332,8 +348,6 @@ inline nlohmann::json to_json(const policy_result& p) {
   j["cost"] = {{"expert_evaluations_per_sample", p.cost.expert_evaluations_per_sample},
                {"relative_cost", p.cost.relative_cost},
                {"field_evaluations", p.cost.field_evaluations},
-               {"sampling_seconds", p.cost.sampling_seconds},
-               {"study_seconds", p.cost.study_seconds},
                {"diagnostic_expert_evaluations_per_sample", p.cost.diagnostic_expert_evaluations_per_sample}};
   j["observed_run_bit_identical"] = p.observed_run_bit_identical;
   return j;
@@ -353,20 +367,31 @@ inline nlohmann::json to_json(const verdicts& v) {
   return j;
 }
 
-inline nlohmann::json to_json(const tau_result& r, std::size_t k) {
+/// The wall times of a study at one temperature, kept out of to_json so that everything else in
+/// the JSON is a function of the configuration alone (the same bits on every run of the same
+/// build and thread count).
+inline nlohmann::json timing_json(const tau_result& r) {
+  nlohmann::json pol = nlohmann::json::object();
+  for (const auto& p : r.policies)
+    pol[p.key] = {{"sampling_seconds", p.cost.sampling_seconds}, {"study_seconds", p.cost.study_seconds}};
+  return {{"tau", r.tau}, {"policies", pol}};
+}
+
+inline nlohmann::json to_json(const tau_result& r, std::size_t k, const std::string& quality_name = "NLL") {
   nlohmann::json j;
   j["tau"] = r.tau;
   nlohmann::json pol = nlohmann::json::object();
   for (const auto& p : r.policies) pol[p.key] = to_json(p);
   j["policies"] = pol;
-  j["verdicts"] = to_json(compute_verdicts(r, k));
+  j["verdicts"] = to_json(compute_verdicts(r, k, quality_name));
   return j;
 }
 
 // ---------------------------------------------------------------------------------------------
 // CSV and SVG
 
-inline void write_outputs(const std::string& dir, const tau_result& r, const std::vector<tau_result>& sweep) {
+inline void write_outputs(const std::string& dir, const tau_result& r, const std::vector<tau_result>& sweep,
+                          const std::string& quality_name = "NLL") {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
   const fs::path d(dir);
@@ -454,7 +479,9 @@ inline void write_outputs(const std::string& dir, const tau_result& r, const std
   }
   {
     svg::plot p{"Quality per disagreement quartile, tau = " + tau, "quartile of trajectory-integrated disagreement",
-                "mean per-sample NLL (nats; lower is better)", {}, false, false, {"Q1 (low)", "Q2", "Q3", "Q4 (high)"}};
+                quality_name == "NLL" ? "mean per-sample NLL (nats; lower is better)"
+                                      : "mean per-sample " + quality_name + " (lower is better)",
+                {}, false, false, {"Q1 (low)", "Q2", "Q3", "Q4 (high)"}};
     for (const auto& pol : r.policies) {
       svg::series s{pol.key, {}, {}, {}, {}, true};
       for (std::size_t i = 0; i < pol.disagreement.quartiles.size(); ++i) {

@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Checks ddm-dit's command line (Python standard library only).
 
-    check_cli.py --program PATH --work DIR
+    check_cli.py --program PATH --work DIR [--fixtures tests/dit/golden]
 
 Every malformed number or name exits with status 2 and the usage message (not an uncaught C++
 exception, not a partial parse such as "3x" -> 3); a --text file whose 'text' or 'uncond' tensor
 has the right number of values but the wrong (length, width) is refused with a message naming the
 tensor; and a well-formed --text file samples (so the checks are not simply stricter than valid
-input).
+input). Errors carry the program's prefix once. With --fixtures, a copy of the tiny Paris folder
+whose experts hold a NaN weight must fail with a message and leave no --out file.
 """
 
 import argparse
 import json
+import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -39,6 +42,37 @@ def write_f32(path, tensors):
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
+def poison(path, tensor):
+    """Sets the first value of an F32, BF16 or F16 tensor of a safetensors file to NaN, in place."""
+    with open(path, "r+b") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        begin = header[tensor]["data_offsets"][0]
+        nan = {"F32": struct.pack("<f", math.nan), "BF16": struct.pack("<H", 0x7FC0),
+               "F16": struct.pack("<H", 0x7E00)}[header[tensor]["dtype"]]
+        f.seek(8 + n + begin)
+        f.write(nan)
+
+
+def check_nan_weights(a):
+    """One step, no diagnostics: NaN weights once gave NaN latents, exit 0 and a written --out."""
+    folder = os.path.join(a.work, "paris_nan")
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(os.path.join(a.fixtures, "paris_tiny"), folder)
+    k = 0
+    while os.path.isdir(os.path.join(folder, "expert_%d" % k)):
+        poison(os.path.join(folder, "expert_%d" % k, "diffusion_pytorch_model.safetensors"), "final_layer.linear.bias")
+        k += 1
+    out = os.path.join(a.work, "nan_latents.safetensors")
+    if os.path.exists(out):
+        os.remove(out)
+    r = run(a.program, ["--checkpoint", folder, "--steps", "1", "--diagnostics", "0", "--out", out])
+    if r.returncode != 1 or "non-finite" not in r.stderr or os.path.exists(out):
+        fail("NaN weights: exit %d, stderr %r, --out written: %s; expected exit 1, a message and no file"
+             % (r.returncode, r.stderr[-300:], os.path.exists(out)))
+    print("[ measured ] NaN weights in %d experts refused after sampling, nothing written" % k)
+
+
 def run(program, args):
     return subprocess.run([program] + args, capture_output=True, text=True, timeout=120)
 
@@ -47,6 +81,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--program", required=True)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--fixtures", default="")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
 
@@ -58,6 +93,13 @@ def main():
         r = run(a.program, args)
         if r.returncode != 2 or "usage: ddm-dit" not in r.stderr:
             fail("%s: exit %d, stderr %r; expected exit 2 and the usage message" % (args, r.returncode, r.stderr[-200:]))
+    # Size flags beyond their bounds: refused at once with the flag's name (--batch 2147483647 once
+    # ran into bad_alloc after the load).
+    for args in (["--steps", "2147483647"], ["--batch", "2147483647"]):
+        r = run(a.program, args)
+        if r.returncode != 2 or args[0] not in r.stderr:
+            fail("%s: exit %d, stderr %r; expected exit 2 naming %s" % (args, r.returncode, r.stderr[-200:], args[0]))
+        bad.append(args)
     print("[ measured ] %d bad command lines checked" % len(bad))
 
     # The fixture's experts take text (5, 16): 80 values per prompt.
@@ -76,12 +118,17 @@ def main():
         r = run(a.program, ["--text", path, "--steps", "1", "--diagnostics", "0"])
         if r.returncode != 1 or message not in r.stderr:
             fail("%s: exit %d, stderr %r; expected exit 1 and %r" % (name, r.returncode, r.stderr[-300:], message))
+        if "ddm-dit: ddm-dit:" in r.stderr:
+            fail("%s: the message repeats the program's prefix: %r" % (name, r.stderr[-300:]))
     good = os.path.join(a.work, "text_good.safetensors")
     write_f32(good, {"text": ([2, length, width], values), "uncond": ([1, length, width], values[:length * width])})
     r = run(a.program, ["--text", good, "--steps", "1", "--diagnostics", "0"])
     if r.returncode != 0 or "2 samples" not in r.stdout:
         fail("a well-formed --text file: exit %d, stderr %r" % (r.returncode, r.stderr[-300:]))
     print("[ measured ] %d malformed --text files refused, a well-formed one sampled" % len(cases))
+
+    if a.fixtures:
+        check_nan_weights(a)
 
     if failures:
         print("%d check(s) failed" % len(failures))

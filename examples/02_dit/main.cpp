@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <exception>
 #include <limits>
+#include <new>
 #include <string>
 
 #include "dit/backend_host.hpp"
@@ -69,10 +70,10 @@ Samples a DDM of DiT experts and a router, read from a Paris-layout folder of sa
                      how the Linear weights are kept on the GPU (default f32; bf16/f16 need --device cuda)
   --policy top1|top2|full
                      the routing policy: the 1 or 2 most probable experts, or the full ensemble (default top2)
-  --steps N          uniform sampling steps from t = 1 to 0, N >= 1 (default 20)
+  --steps N          uniform sampling steps from t = 1 to 0, 1 <= N <= 1,000,000 (default 20)
   --solver euler|heun|dpm2m
                      the integrator (default euler; dpm2m = DPM-Solver++ 2M)
-  --batch B          samples, B >= 1 (default 4); with --text, the file's number of prompts instead
+  --batch B          samples, 1 <= B <= 2^20 (default 4); with --text, the file's number of prompts instead
   --cfg S            classifier-free guidance scale (default 4; 1 = the conditional model alone)
   --seed N           seed of the starting noise and of the stand-in text states (default 2026)
   --text FILE        text states: a safetensors file with 'text' (N, length, width) and optionally
@@ -82,6 +83,11 @@ Samples a DDM of DiT experts and a router, read from a Paris-layout folder of sa
   --out FILE         write the final latents as a safetensors file ('latents', (B, C*H*W); default: none)
   --help, -h         this message
 )";
+
+// Size flags have bounds that no run comes near, so that a mistyped value is refused with the
+// flag's name at once, instead of failing as bad_alloc or "vector::reserve" after the load.
+constexpr long long max_steps = 1'000'000;
+constexpr long long max_batch = 1 << 20;
 
 ddm_dit::options parse(int argc, char** argv) {
   constexpr long long int_max = std::numeric_limits<int>::max();
@@ -97,8 +103,8 @@ ddm_dit::options parse(int argc, char** argv) {
     else if (a == "--storage") o.storage = value();
     else if (a == "--policy") o.policy = value();
     else if (a == "--solver") o.solver = value();
-    else if (a == "--steps") o.steps = integer_of(a, value(), 1, int_max);
-    else if (a == "--batch") o.batch = integer_of(a, value(), 1, int_max);
+    else if (a == "--steps") o.steps = integer_of(a, value(), 1, max_steps);
+    else if (a == "--batch") o.batch = integer_of(a, value(), 1, max_batch);
     else if (a == "--cfg") o.cfg = number_of(a, value());
     else if (a == "--seed") o.seed = static_cast<unsigned long long>(integer_of(a, value(), 0, std::numeric_limits<long long>::max()));
     else if (a == "--text") o.text_file = value();
@@ -143,7 +149,11 @@ int main(int argc, char** argv) {
   } catch (const ddm::error& e) {
     std::fprintf(stderr, "ddm-dit: %s\n", e.message());
     return 1;
-  } catch (const std::exception& e) {  // e.g. std::bad_alloc for a --batch too large for memory
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "ddm-dit: out of memory: --batch %ld samples of this model (latents, text states and "
+                 "activations) do not fit; lower --batch\n", o.batch);
+    return 1;
+  } catch (const std::exception& e) {
     std::fprintf(stderr, "ddm-dit: %s\n", e.what());
     return 1;
   }

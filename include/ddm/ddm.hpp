@@ -3,6 +3,7 @@
 
 #include "ddm/core/algebra.hpp"
 #include "ddm/core/batch.hpp"
+#include "ddm/core/checked.hpp"
 #include "ddm/core/conditioning.hpp"
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include <ddm/core/batch.hpp>
@@ -78,3 +80,48 @@ TEST(Batch, ErrorsDeriveFromBothHierarchies) {
 }
 
 }  // namespace
+
+// Sizes from outside (a flag, a shape) reach batch unchecked; a product that wrapped would
+// allocate a few bytes and be overrun (rows * cols * sizeof(float) = 2^61 * 4 * 4 wraps to 0).
+TEST(Batch, SizesWhoseByteCountOverflowsAreRejectedBeforeAllocating) {
+  constexpr ddm::index_t huge = ddm::index_t{1} << 61;
+  EXPECT_THROW((batch<float>(huge, 4)), ddm::argument_error);
+  EXPECT_THROW((batch<float>(4, huge)), ddm::argument_error);
+  EXPECT_THROW((batch<double>(ddm::max_size, ddm::max_size)), ddm::argument_error);
+  try {
+    batch<float> b(huge, 4);
+    FAIL() << "no exception";
+  } catch (const ddm::argument_error& e) {
+    EXPECT_NE(std::string(e.what()).find("ddm::batch"), std::string::npos) << e.what();
+  }
+  const batch<float> empty(huge, 0);  // zero values: a valid empty batch
+  EXPECT_TRUE(empty.empty());
+}
+
+TEST(BatchView, RowOffsetsThatOverflowTheIndexTypeAreRejected) {
+  float data[4] = {};
+  EXPECT_THROW((batch_view<float>(data, ddm::index_t{1} << 62, 4)), ddm::shape_error);
+  EXPECT_NO_THROW((batch_view<float>(nullptr, ddm::index_t{1} << 62, 0)));
+}
+
+TEST(CheckedSize, ProductsSumsAndBytesFailWithTheirOperands) {
+  EXPECT_EQ(ddm::checked_size("t", "n", 3, 4, 5), 60);
+  EXPECT_EQ(ddm::checked_size("t", "n", std::uint64_t{1} << 40, 0, std::uint64_t{1} << 40), 0);
+  EXPECT_EQ(ddm::checked_size("t", "n", ddm::max_size, 1), ddm::max_size);
+  EXPECT_THROW((void)ddm::checked_size("t", "n", ddm::max_size, 2), ddm::argument_error);
+  EXPECT_THROW((void)ddm::checked_size("t", "n", -1, 0), ddm::argument_error);  // a negative size, even times 0
+  EXPECT_THROW((void)ddm::checked_size("t", "n", ~std::uint64_t{0}, 0), ddm::argument_error);  // beyond index_t
+  EXPECT_THROW((void)ddm::checked_size_within("t", "n", 100, 11, 10), ddm::argument_error);  // limit 100
+  EXPECT_EQ(ddm::checked_size_within("t", "n", 100, 10, 10), 100);
+  EXPECT_EQ(ddm::checked_sum("t", "n", 1, 2, 3), 6);
+  EXPECT_THROW((void)ddm::checked_sum("t", "n", ddm::max_size, 1), ddm::argument_error);
+  EXPECT_EQ(ddm::checked_bytes<double>("t", "n", 3), 24U);
+  EXPECT_THROW((void)ddm::checked_bytes<double>("t", "n", ddm::max_size / 4), ddm::argument_error);
+  try {
+    (void)ddm::checked_size("where", "rows x cols", ddm::max_size, 3);
+    FAIL() << "no exception";
+  } catch (const ddm::argument_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("where: rows x cols = 9223372036854775807 x 3"), std::string::npos) << m;
+  }
+}

@@ -14,6 +14,10 @@
 #include <ddm/io/safetensors.hpp>
 #include <ddm/io/safetensors_writer.hpp>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/stat.h>
+#endif
+
 namespace {
 
 namespace io = ddm::io;
@@ -300,9 +304,78 @@ TEST(SafetensorsRejects, DataTruncatedBeforeTheLastTensorEnds) {
   expect_rejected(make_file(header, float_bytes({1, 2, 3})), {"cover 16 bytes", "has 12 bytes", "truncated file"});
 }
 
-TEST(SafetensorsRejects, HeadersNestedDeeperThanTheFormat) {
-  expect_rejected(make_file(R"({"w":{"shape":[[[1]]]}})"), {"nests deeper"});
+// Extra fields are ignored at any depth the reference's JSON parser accepts (serde_json: 128
+// levels), and refused beyond it without building the whole nest.
+TEST(Safetensors, IgnoresExtraFieldsNestedAsDeepAsTheReferenceAccepts) {
+  const auto nest = [](std::size_t levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  // the header object is level 1 and the entry level 2: 126 more levels reach the limit
+  const std::string ok = R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":)" + nest(126) + "}}";
+  const auto f = io::safetensors_file::from_bytes(make_file(ok, float_bytes({5})));
+  EXPECT_EQ(f.read<float>("w"), std::vector<float>{5});
+  const std::string deep = R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":)" + nest(127) + "}}";
+  expect_rejected(make_file(deep, float_bytes({5})), {"nests containers deeper than 128 levels"});
+  expect_rejected(make_file(nest(100000)), {"deeper than 128"});
 }
+
+// nlohmann's lexer skips a byte-order mark; the reference (serde_json) refuses it, and so does ddm.
+TEST(SafetensorsRejects, AHeaderThatStartsWithAByteOrderMark) {
+  expect_rejected(make_file("\xEF\xBB\xBF{}"), {"byte-order mark"});
+}
+
+// The reference keeps the last of two identical entries silently; ddm refuses any duplicate key
+// (docs/safetensors.md: "Where ddm is stricter than the reference").
+TEST(SafetensorsRejects, DuplicatesEvenWhenIdenticalAndInTheMetadata) {
+  const std::string entry = R"("w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]})";
+  expect_rejected(make_file("{" + entry + "," + entry + "}", float_bytes({1})), {"tensor 'w'", "appears twice"});
+  expect_rejected(make_file(R"({"__metadata__":{"format":"pt","format":"np"}})"),
+                  {"key 'format' appears twice", "'__metadata__'"});
+}
+
+// The reference reads -0 as the float -0.0 (serde_json), which no shape or offset may be; the
+// message shows the value as written, not as the 0 nlohmann would make of it.
+TEST(SafetensorsRejects, NegativeZeroInAShapeOrOffset) {
+  expect_rejected(make_file(R"({"w":{"dtype":"F32","shape":[-0],"data_offsets":[0,0]}})"),
+                  {"tensor 'w'", "'shape' holds -0.0"});
+  expect_rejected(make_file(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[-0,0]}})"),
+                  {"tensor 'w'", "'data_offsets'"});
+}
+
+// [4, 0] is no range at all, not a gap after the tensor before it.
+TEST(SafetensorsRejects, ReversedOffsetsAsReversedNotAsAGap) {
+  const std::string header = R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})";
+  expect_rejected(make_file(header, float_bytes({1})), {"tensor 'w'", "[4, 0] end before they begin"});
+}
+
+// The parse is linear: 40,000 tensors (a 2.6 MB header) used to take 44 s through the callback
+// parser and a linear duplicate search. This checks the result only; bench/safetensors_bench.cpp
+// measures the time.
+TEST(Safetensors, ReadsAHeaderOfManyEmptyTensors) {
+  std::string header = "{";
+  for (int i = 0; i < 40000; ++i) {
+    if (i != 0) header += ',';
+    header += "\"t" + std::to_string(i) + R"(":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})";
+  }
+  header += "}";
+  const auto f = io::safetensors_file::from_bytes(make_file(header));
+  EXPECT_EQ(f.tensors().size(), 40000U);
+  EXPECT_TRUE(f.contains("t39999"));
+}
+
+#if defined(__unix__) || defined(__APPLE__)
+// A FIFO would block open() until a writer came; the reader refuses it without waiting.
+TEST(SafetensorsRejects, AFifoWithoutBlocking) {
+  const auto path = temp_path("fifo");
+  std::filesystem::remove(path);
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  try {
+    (void)io::safetensors_file(path);
+    ADD_FAILURE() << "a FIFO was accepted";
+  } catch (const ddm::io_error& e) {
+    EXPECT_NE(std::string(e.what()).find("is not a regular file"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+}
+#endif
 
 // --- errors when reading ----------------------------------------------------------------------
 

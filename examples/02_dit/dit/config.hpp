@@ -11,15 +11,22 @@
 #include <string>
 #include <string_view>
 
+#include <ddm/core/checked.hpp>
 #include <ddm/core/error.hpp>
 
 #include "dit/backend.hpp"
 
 namespace dit {
 
+/// The largest structural size (a width, a channel count, a patch, a depth, a text length) a
+/// configuration may have: the host backend passes sizes to the BLAS as int, and a bound on each
+/// factor keeps every product of two of them inside index_t. The sizes come from checkpoint
+/// shapes and config.json files, which are input like any other.
+inline constexpr index_t max_dimension = std::numeric_limits<int>::max();
+
 namespace detail {
 inline void check_positive(const char* where, const char* name, index_t v) {
-  if (v <= 0) ddm::detail::fail_argument(where, name, v, "> 0");
+  if (v <= 0 || v > max_dimension) ddm::detail::fail_argument(where, name, v, "in [1, 2147483647]");
 }
 inline void check_transformer(const char* where, index_t input_size, index_t patch, index_t channels, index_t hidden,
                               index_t depth, index_t heads, double mlp_ratio, double eps) {
@@ -35,8 +42,14 @@ inline void check_transformer(const char* where, index_t input_size, index_t pat
   if (hidden % heads != 0)
     throw ddm::argument_error(ddm::detail::concat(where, ": hidden_size ", hidden, " is not divisible by num_heads ",
                                                   heads));
-  if (!(mlp_ratio > 0)) ddm::detail::fail_argument(where, "mlp_ratio", mlp_ratio, "> 0");
+  if (!(mlp_ratio > 0) || !(static_cast<double>(hidden) * mlp_ratio >= 1.0) ||
+      !(static_cast<double>(hidden) * mlp_ratio < static_cast<double>(max_dimension) + 1.0))
+    ddm::detail::fail_argument(where, "mlp_ratio", mlp_ratio, "> 0, with hidden_size x mlp_ratio in [1, 2147483647]");
   if (!(eps > 0)) ddm::detail::fail_argument(where, "layer_norm_eps", eps, "> 0");
+  // The products of three sizes the models form (values per image, patch values); products of
+  // two cannot overflow once each factor is bounded.
+  (void)ddm::checked_size(where, "in_channels x input_size x input_size", channels, input_size, input_size);
+  (void)ddm::checked_size(where, "in_channels x patch_size x patch_size", channels, patch, patch);
 }
 
 /// The mlp_ratio that gives an MLP of `width` at `hidden`: mlp_hidden() truncates hidden * ratio
@@ -44,7 +57,9 @@ inline void check_transformer(const char* where, index_t input_size, index_t pat
 /// below width (hidden 352, width 480 gives 479.99999999999994), so the quotient is nudged up
 /// until the product truncates back to width.
 [[nodiscard]] inline double mlp_ratio_for(index_t width, index_t hidden) {
-  if (hidden <= 0 || width <= 0) return 0.0;  // validate() reports it with the sizes
+  // validate() reports bad sizes; past max_dimension the quotient would not be exact enough for
+  // the loop below to end (a width of 2^63 - 1 never truncates back to itself).
+  if (hidden <= 0 || width <= 0 || hidden > max_dimension || width > max_dimension) return 0.0;
   double r = static_cast<double>(width) / static_cast<double>(hidden);
   while (static_cast<index_t>(static_cast<double>(hidden) * r) < width)
     r = std::nextafter(r, std::numeric_limits<double>::infinity());
@@ -102,7 +117,11 @@ struct dit_config {
     detail::check_transformer("dit::dit_config", input_size, patch_size, in_channels, hidden_size, depth, num_heads,
                               mlp_ratio, layer_norm_eps);
     detail::check_positive("dit::dit_config", "num_classes", num_classes);
-    if (frequency_size <= 0 || frequency_size % 2 != 0)
+    (void)ddm::checked_size("dit::dit_config", "out_channels x input_size x input_size", out_channels(), input_size,
+                            input_size);
+    (void)ddm::checked_size("dit::dit_config", "out_channels x patch_size x patch_size", out_channels(), patch_size,
+                            patch_size);
+    if (frequency_size <= 0 || frequency_size > max_dimension || frequency_size % 2 != 0)
       ddm::detail::fail_argument("dit::dit_config", "frequency_size", frequency_size, "a positive even number");
   }
 
@@ -168,7 +187,12 @@ struct paris_expert_config {
     detail::check_positive("dit::paris_expert_config", "out_channels", out_channels);
     detail::check_positive("dit::paris_expert_config", "text_dim", text_dim);
     detail::check_positive("dit::paris_expert_config", "text_length", text_length);
-    if (frequency_size <= 0 || frequency_size % 2 != 0)
+    (void)ddm::checked_size("dit::paris_expert_config", "text_length x text_dim", text_length, text_dim);
+    (void)ddm::checked_size("dit::paris_expert_config", "out_channels x input_size x input_size", out_channels,
+                            input_size, input_size);
+    (void)ddm::checked_size("dit::paris_expert_config", "out_channels x patch_size x patch_size", out_channels,
+                            patch_size, patch_size);
+    if (frequency_size <= 0 || frequency_size > max_dimension || frequency_size % 2 != 0)
       ddm::detail::fail_argument("dit::paris_expert_config", "frequency_size", frequency_size, "a positive even number");
   }
 };
@@ -202,7 +226,7 @@ struct router_config {
     detail::check_positive("dit::router_config", "num_experts", num_experts);
     if (!(head_layer_norm_eps > 0))
       ddm::detail::fail_argument("dit::router_config", "head_layer_norm_eps", head_layer_norm_eps, "> 0");
-    if (frequency_size <= 0 || frequency_size % 2 != 0)
+    if (frequency_size <= 0 || frequency_size > max_dimension || frequency_size % 2 != 0)
       ddm::detail::fail_argument("dit::router_config", "frequency_size", frequency_size, "a positive even number");
   }
 };

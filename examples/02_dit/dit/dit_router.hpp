@@ -20,6 +20,7 @@
 
 #include <ddm/core/algebra.hpp>
 #include <ddm/core/batch.hpp>
+#include <ddm/core/checked.hpp>
 #include <ddm/core/error.hpp>
 #include <ddm/io/safetensors.hpp>
 
@@ -39,13 +40,16 @@ namespace dit {
   if (pe.size() != 4 || pos.size() != 3 || fc1.size() != 2 || head.size() != 2 || pe[2] != pe[3])
     throw ddm::io_error(ddm::detail::concat("ddm::io::safetensors: '", file.label(),
                                             "': the tensor shapes are not those of a DiT router"));
-  base.hidden_size = static_cast<index_t>(pe[0]);
-  base.in_channels = static_cast<index_t>(pe[1]);
-  base.patch_size = static_cast<index_t>(pe[2]);
-  const auto grid = static_cast<index_t>(std::llround(std::sqrt(static_cast<double>(pos[1]))));
-  base.input_size = grid * base.patch_size;
-  base.mlp_ratio = detail::mlp_ratio_for(static_cast<index_t>(fc1[0]), base.hidden_size);
-  base.num_experts = static_cast<index_t>(head[0]);
+  // Every size is checked before it is used (see paris_expert_config_from).
+  base.hidden_size = shape_size(file, "patch_embed.weight", 0, "hidden size (axis 0)");
+  base.in_channels = shape_size(file, "patch_embed.weight", 1, "input channels (axis 1)");
+  base.patch_size = shape_size(file, "patch_embed.weight", 2, "patch size (axis 2)");
+  const index_t tokens = shape_size(file, "pos_embed", 1, "token count (axis 1)");
+  const auto grid = static_cast<index_t>(std::llround(std::sqrt(static_cast<double>(tokens))));
+  base.input_size = ddm::checked_size("dit::router_config_from", "grid x patch_size", grid, base.patch_size);
+  base.mlp_ratio = detail::mlp_ratio_for(shape_size(file, "layers.0.mlp.0.weight", 0, "MLP width (axis 0)"),
+                                         base.hidden_size);
+  base.num_experts = shape_size(file, "head.4.weight", 0, "expert count (axis 0)");
   base.depth = count_blocks(file, "layers.", ".adaLN_modulation.1.weight");
   return base;
 }

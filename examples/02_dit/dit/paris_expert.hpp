@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <ddm/core/batch.hpp>
+#include <ddm/core/checked.hpp>
 #include <ddm/core/error.hpp>
 #include <ddm/io/safetensors.hpp>
 
@@ -44,14 +45,20 @@ namespace dit {
   if (pe.size() != 4 || pos.size() != 3 || text.size() != 2 || fc1.size() != 2 || fin.size() != 2 || pe[2] != pe[3])
     throw ddm::io_error(ddm::detail::concat("ddm::io::safetensors: '", file.label(),
                                             "': the tensor shapes are not those of a Paris-style expert"));
-  base.hidden_size = static_cast<index_t>(pe[0]);
-  base.in_channels = static_cast<index_t>(pe[1]);
-  base.patch_size = static_cast<index_t>(pe[2]);
-  const auto grid = static_cast<index_t>(std::llround(std::sqrt(static_cast<double>(pos[1]))));
-  base.input_size = grid * base.patch_size;
-  base.text_dim = static_cast<index_t>(text[1]);
-  base.mlp_ratio = detail::mlp_ratio_for(static_cast<index_t>(fc1[0]), base.hidden_size);
-  base.out_channels = static_cast<index_t>(fin[0]) / (base.patch_size * base.patch_size);
+  // Every size is checked before it is used: patch_embed.weight (32, 4, 0, 0) is a valid empty
+  // tensor whose patch would divide by zero below.
+  base.hidden_size = shape_size(file, "patch_embed.weight", 0, "hidden size (axis 0)");
+  base.in_channels = shape_size(file, "patch_embed.weight", 1, "input channels (axis 1)");
+  base.patch_size = shape_size(file, "patch_embed.weight", 2, "patch size (axis 2)");
+  const index_t tokens = shape_size(file, "pos_embed", 1, "token count (axis 1)");
+  const auto grid = static_cast<index_t>(std::llround(std::sqrt(static_cast<double>(tokens))));
+  base.input_size = ddm::checked_size("dit::paris_expert_config_from", "grid x patch_size", grid, base.patch_size);
+  base.text_dim = shape_size(file, "text_proj.weight", 1, "text width (axis 1)");
+  base.mlp_ratio = detail::mlp_ratio_for(shape_size(file, "layers.0.mlp.0.weight", 0, "MLP width (axis 0)"),
+                                         base.hidden_size);
+  const index_t patch_values = ddm::checked_size("dit::paris_expert_config_from", "patch_size x patch_size",
+                                                 base.patch_size, base.patch_size);
+  base.out_channels = shape_size(file, "final_layer.linear.weight", 0, "output values per patch (axis 0)") / patch_values;
   base.depth = count_blocks(file, "layers.", ".scale_shift_table");
   return base;
 }

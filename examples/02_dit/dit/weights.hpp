@@ -18,11 +18,13 @@
 #include <vector>
 
 #include <ddm/core/batch.hpp>
+#include <ddm/core/checked.hpp>
 #include <ddm/core/error.hpp>
 #include <ddm/io/float16.hpp>
 #include <ddm/io/safetensors.hpp>
 
 #include "dit/backend.hpp"
+#include "dit/config.hpp"
 
 namespace dit {
 
@@ -91,7 +93,7 @@ class weight_reader {
     file_.require_shape(name, shape);
     used_.insert(name);
     const auto& info = file_.info(name);
-    std::vector<std::uint16_t> words(static_cast<std::size_t>(rows * cols));
+    std::vector<std::uint16_t> words(static_cast<std::size_t>(ddm::checked_size("dit::weight_reader", "rows x cols", rows, cols)));
     const auto stored = storage_ == weight_storage::bf16 ? ddm::io::dtype::bf16 : ddm::io::dtype::f16;
     if (info.dtype == stored) {
       const auto raw = file_.raw(name);
@@ -147,6 +149,22 @@ class weight_reader {
   weight_storage storage_;
   std::set<std::string> used_;
 };
+
+/// Dimension `axis` of tensor `name` as a structural size of the model (a width, a channel count, a
+/// patch): a ddm::io_error naming the file, the tensor, its shape and `what` when the tensor has
+/// no such axis or the size is 0 or above max_dimension. Sizes read off shapes go through here
+/// before any arithmetic is done with them: a zero patch would divide by zero, a huge one
+/// overflow.
+[[nodiscard]] inline index_t shape_size(const ddm::io::safetensors_file& file, const std::string& name,
+                                        std::size_t axis, const char* what) {
+  const auto& shape = file.info(name).shape;
+  if (axis >= shape.size() || shape[axis] == 0 || shape[axis] > static_cast<std::uint64_t>(max_dimension))
+    throw ddm::io_error(ddm::detail::concat("ddm::io::safetensors: '", file.label(), "': tensor '", name,
+                                            "' has shape ", ddm::io::detail::shape_string(shape), ", whose ", what,
+                                            axis < shape.size() ? "" : " (missing axis)", " is not in [1, ",
+                                            max_dimension, "]"));
+  return static_cast<index_t>(shape[axis]);
+}
 
 /// The number of blocks "<prefix>N.<suffix>" in a checkpoint: the largest N + 1 present.
 [[nodiscard]] inline index_t count_blocks(const ddm::io::safetensors_file& file, const std::string& prefix,

@@ -11,11 +11,15 @@
 #include <type_traits>
 #include <utility>
 
+#include "ddm/core/checked.hpp"
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
 
 namespace ddm {
+
+template <class T, class Space>
+class batch;
 
 template <class T, class Space = host_space>
 class batch_view {
@@ -33,8 +37,10 @@ class batch_view {
       : data_(data), rows_(rows), cols_(cols), stride_(stride) {
     // One branch on the hot path (views are made on every call of every component); the cold
     // function works out which check failed.
-    if (rows < 0 || cols < 0 || stride < cols || (data == nullptr && rows * cols != 0))
-      fail_(rows, cols, stride);
+    // rows * stride must fit: row() and operator() compute offsets up to it.
+    if (rows < 0 || cols < 0 || stride < cols || (data == nullptr && rows != 0 && cols != 0) ||
+        size_product_overflows(rows, stride))
+      fail_(data, rows, cols, stride);
   }
   /// A contiguous view (stride == cols).
   constexpr batch_view(T* data, index_t rows, index_t cols) : batch_view(data, rows, cols, cols) {}
@@ -81,10 +87,20 @@ class batch_view {
   [[nodiscard]] constexpr batch_view<const T, Space> as_const() const noexcept { return *this; }
 
  private:
-  [[noreturn]] static DDM_COLD void fail_(index_t rows, index_t cols, index_t stride) {
+  // batch's own views: its constructor has checked the sizes, so its view() can be noexcept.
+  template <class, class>
+  friend class batch;
+  struct trusted {};
+  constexpr batch_view(trusted, T* data, index_t rows, index_t cols) noexcept
+      : data_(data), rows_(rows), cols_(cols), stride_(cols) {}
+
+  [[noreturn]] static DDM_COLD void fail_(const T* data, index_t rows, index_t cols, index_t stride) {
     if (rows < 0) detail::fail_argument<shape_error>("ddm::batch_view", "rows", rows, ">= 0");
     if (cols < 0) detail::fail_argument<shape_error>("ddm::batch_view", "cols", cols, ">= 0");
     if (stride < cols) detail::fail_argument<shape_error>("ddm::batch_view", "stride", stride, ">= cols");
+    if (data != nullptr || rows == 0 || cols == 0)
+      detail::throw_error<shape_error>("ddm::batch_view: rows ", rows, " x stride ", stride,
+                                       " overflows the index type, expected a view of addressable memory");
     detail::fail_argument<argument_error>("ddm::batch_view", "data", "nullptr", "a valid pointer for a non-empty view");
   }
 
@@ -116,7 +132,7 @@ class batch {
   batch(const context_type& ctx, index_t rows, index_t cols) : ctx_(ctx), rows_(rows), cols_(cols) {
     if (rows < 0) detail::fail_argument<shape_error>("ddm::batch", "rows", rows, ">= 0");
     if (cols < 0) detail::fail_argument<shape_error>("ddm::batch", "cols", cols, ">= 0");
-    const auto bytes = bytes_();
+    const auto bytes = checked_bytes<T>("ddm::batch", "rows x cols", checked_size("ddm::batch", "rows x cols", rows, cols));
     data_ = static_cast<T*>(memory_resource<Space>::allocate(ctx_, bytes));
     memory_resource<Space>::zero(ctx_, data_, bytes);
   }
@@ -148,9 +164,11 @@ class batch {
   [[nodiscard]] bool empty() const noexcept { return rows_ == 0 || cols_ == 0; }
   [[nodiscard]] const context_type& context() const noexcept { return ctx_; }
 
-  [[nodiscard]] batch_view<T, Space> view() noexcept { return {data_, rows_, cols_}; }
-  [[nodiscard]] batch_view<const T, Space> view() const noexcept { return {data_, rows_, cols_}; }
-  [[nodiscard]] batch_view<const T, Space> cview() const noexcept { return {data_, rows_, cols_}; }
+  [[nodiscard]] batch_view<T, Space> view() noexcept { return {typename batch_view<T, Space>::trusted{}, data_, rows_, cols_}; }
+  [[nodiscard]] batch_view<const T, Space> view() const noexcept { return cview(); }
+  [[nodiscard]] batch_view<const T, Space> cview() const noexcept {
+    return {typename batch_view<const T, Space>::trusted{}, data_, rows_, cols_};
+  }
 
   operator batch_view<T, Space>() noexcept { return view(); }                  // NOLINT
   operator batch_view<const T, Space>() const noexcept { return cview(); }     // NOLINT

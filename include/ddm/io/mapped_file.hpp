@@ -37,7 +37,11 @@ class mapped_file {
   /// Maps (or reads) the whole file. Throws ddm::io_error naming the file and the system error.
   explicit mapped_file(std::filesystem::path path) : path_(std::move(path)) {
 #if DDM_IO_HAVE_MMAP
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise wait for a writer
+    // before the regular-file check below could refuse it. The check is on the descriptor, not
+    // a stat of the path beforehand, so a path swapped for a FIFO between the two cannot slip
+    // through; on a regular file O_NONBLOCK changes nothing, and mmap ignores it.
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) fail_("cannot open", errno);
     struct stat st {};
     if (::fstat(fd, &st) != 0) {

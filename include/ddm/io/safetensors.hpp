@@ -11,13 +11,15 @@
 // ddm::io_error that names the file, the tensor (where there is one) and the rule:
 //   - the file holds at least the 8 bytes of the length, and N <= 100,000,000;
 //   - the header fits in the file, is valid UTF-8 and valid JSON (leading and trailing
-//     whitespace allowed), an object, with no key appearing twice in any object;
+//     whitespace allowed, no byte-order mark), an object nesting at most 128 levels deep;
 //   - every entry has a known dtype, a shape of non-negative integers and two integer offsets;
 //     "__metadata__", when present, maps strings to strings;
 //   - sorted by offset, the tensors tile the buffer from 0 with no gap and no overlap;
 //   - each tensor's byte length equals prod(shape) x its element size (whole bytes, no overflow);
 //   - the buffer ends exactly at the end of the file.
-// Empty tensors (a zero dimension) and rank-0 scalars are valid. Values are not checked.
+// Empty tensors (a zero dimension) and rank-0 scalars are valid. Values are not checked. Extra
+// fields of an entry are ignored, as the reference does. Stricter than the reference, on purpose
+// (docs/safetensors.md says why): no key may appear twice in one object.
 //
 // F16, BF16, F32 and F64 tensors read into float or double (F64 -> float rounds to nearest);
 // other dtypes are available as raw bytes. Tensors may sit at any alignment in the file: values
@@ -36,6 +38,7 @@
 #include <string_view>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -54,6 +57,9 @@ static_assert(std::endian::native == std::endian::little,
 
 /// The reference implementation's cap on the header length.
 inline constexpr std::uint64_t safetensors_max_header_size = 100'000'000;
+/// The deepest nesting of JSON containers a header may have (the header object is level 1):
+/// serde_json's recursion limit, so that the reader accepts every nesting the reference does.
+inline constexpr std::size_t safetensors_max_nesting = 128;
 
 /// One tensor as the header declares it. Offsets are relative to the start of the byte buffer.
 struct tensor_info {
@@ -139,6 +145,99 @@ inline std::uint64_t read_u64_le(const std::byte* p) noexcept {
   return v;
 }
 
+// Builds the header's JSON value in one pass, in time linear in its length: nlohmann's callback
+// parser rescans a parent's elements each time one of its objects closes (quadratic in the
+// number of tensors), and a linear search of the keys seen so far would be quadratic again.
+// Rejects what a plain parse would let through:
+//   - a key that appears twice in one object (serde_json, the reference's parser, keeps the last
+//     one silently; a checkpoint whose tensor or metadata value depends on which duplicate wins
+//     is ambiguous, so ddm refuses it, even when both copies are identical);
+//   - containers nested deeper than safetensors_max_nesting (serde_json's recursion limit), so
+//     that extra fields are ignored at any depth the reference accepts.
+class header_builder final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  using json = nlohmann::json;
+  header_builder(json& root, const std::string& label) : root_(root), label_(label) {}
+
+  bool null() override { return put_(json(nullptr)); }
+  bool boolean(bool v) override { return put_(json(v)); }
+  // The lexer gives a number with a minus sign to number_integer. "-0" is therefore 0 here; the
+  // reference reads it as the float -0.0, and so does ddm, so that a message shows "-0.0", not 0.
+  bool number_integer(number_integer_t v) override { return put_(v == 0 ? json(-0.0) : json(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return put_(json(v)); }
+  bool number_float(number_float_t v, const string_t& /*text*/) override { return put_(json(v)); }
+  bool string(string_t& v) override { return put_(json(std::move(v))); }
+  bool binary(binary_t& v) override { return put_(json(std::move(v))); }
+
+  bool start_object(std::size_t /*elements*/) override {
+    open_(json::object());
+    keys_.emplace_back();
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (!keys_.back().insert(k).second) {
+      if (stack_.size() == 1) fail_tensor(label_, k, "the name appears twice in the header");
+      fail_file(label_, ddm::detail::concat("the key '", k, "' appears twice in one object of the header",
+                                            stack_.size() == 2 && in_metadata_ ? " ('__metadata__')" : ""));
+    }
+    if (stack_.size() == 1) in_metadata_ = k == "__metadata__";
+    key_ = std::move(k);
+    return true;
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    stack_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t /*elements*/) override {
+    open_(json::array());
+    return true;
+  }
+  bool end_array() override {
+    stack_.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
+                   const nlohmann::detail::exception& e) override {
+    fail_file(label_, ddm::detail::concat("the header is not valid JSON: ", e.what()));
+  }
+
+ private:
+  // A value goes into the innermost open container (or becomes the root). Only the innermost
+  // container grows, so the pointers to the open ones stay valid.
+  json* place_(json&& v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    json& parent = *stack_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(v));
+      return &parent.back();
+    }
+    json& slot = parent[key_];
+    slot = std::move(v);
+    return &slot;
+  }
+  bool put_(json&& v) {
+    (void)place_(std::move(v));
+    return true;
+  }
+  void open_(json&& container) {
+    if (stack_.size() >= safetensors_max_nesting)
+      fail_file(label_, ddm::detail::concat("the header nests containers deeper than ", safetensors_max_nesting,
+                                            " levels (the limit of the reference's JSON parser)"));
+    stack_.push_back(place_(std::move(container)));
+  }
+
+  json& root_;
+  const std::string& label_;
+  std::vector<json*> stack_;
+  std::vector<std::unordered_set<std::string>> keys_;
+  std::string key_;
+  bool in_metadata_ = false;
+};
+
 // Parses and validates the whole layout of a file held in `file`.
 inline parsed_header parse_safetensors(std::span<const std::byte> file, const std::string& label) {
   using json = nlohmann::json;
@@ -160,37 +259,16 @@ inline parsed_header parse_safetensors(std::span<const std::byte> file, const st
   if (const auto nul = text.find('\0'); nul != std::string_view::npos)
     fail_file(label, ddm::detail::concat("the header is not valid JSON: a NUL byte at byte ", nul, " of the header"));
 
-  // Keys must be unique in every object. The valid schema nests three levels deep (header ->
-  // entry -> shape), so anything deeper is rejected before it can cost memory.
-  std::vector<std::vector<std::string>> open_objects;
-  const json::parser_callback_t on_event = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (depth > 3) fail_file(label, "the header nests deeper than the format allows (3 levels)");
-    switch (event) {
-      case json::parse_event_t::object_start:
-        open_objects.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-        if (!open_objects.empty()) open_objects.pop_back();
-        break;
-      case json::parse_event_t::key: {
-        auto key = parsed.get<std::string>();
-        auto& seen = open_objects.back();
-        if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
-          if (depth == 1) fail_tensor(label, key, "the name appears twice in the header");
-          fail_file(label, ddm::detail::concat("the key '", key, "' appears twice in one object of the header"));
-        }
-        seen.push_back(std::move(key));
-        break;
-      }
-      default:
-        break;
-    }
-    return true;
-  };
+  // nlohmann's lexer skips a byte-order mark; JSON text (RFC 8259) and the reference's parser
+  // (serde_json) do not allow one.
+  if (text.starts_with("\xEF\xBB\xBF"))
+    fail_file(label, "the header is not valid JSON: it starts with a UTF-8 byte-order mark (EF BB BF)");
+
   json header;
+  header_builder builder(header, label);
   try {
-    header = json::parse(text.begin(), text.end(), on_event, /*allow_exceptions=*/true,
-                         /*ignore_comments=*/false);
+    (void)json::sax_parse(text.begin(), text.end(), &builder, nlohmann::detail::input_format_t::json,
+                          /*strict=*/true, /*ignore_comments=*/false);
   } catch (const json::exception& e) {
     fail_file(label, ddm::detail::concat("the header is not valid JSON: ", e.what()));
   }
@@ -248,6 +326,9 @@ inline parsed_header parse_safetensors(std::span<const std::byte> file, const st
   std::uint64_t expected_begin = 0;
   constexpr auto max = std::numeric_limits<std::uint64_t>::max();
   for (const auto& t : out.tensors) {
+    // Reversed offsets first: [4, 0] is not a gap after the previous tensor but no range at all.
+    if (t.end < t.begin)
+      fail_tensor(label, t.name, ddm::detail::concat("data_offsets [", t.begin, ", ", t.end, "] end before they begin"));
     if (t.begin != expected_begin)
       fail_tensor(label, t.name,
                   ddm::detail::concat("data_offsets [", t.begin, ", ", t.end, "] ",
@@ -255,8 +336,6 @@ inline parsed_header parse_safetensors(std::span<const std::byte> file, const st
                                       ": sorted by offset, tensors must tile the buffer from 0 and this one must "
                                       "begin at ",
                                       expected_begin));
-    if (t.end < t.begin)
-      fail_tensor(label, t.name, ddm::detail::concat("data_offsets [", t.begin, ", ", t.end, "] end before they begin"));
     std::uint64_t elements = 1;
     for (const auto d : t.shape) {
       if (d != 0 && elements > max / d)
