@@ -206,17 +206,23 @@ def check_verdicts(run, k, where):
             fail("%s.verdicts.details.%s.holds disagrees with verdicts.%s" % (where, key, key))
 
 
-def check_invariants(run, k, steps, where):
-    """Properties that hold by construction: they catch a mislabelled or mis-wired number."""
+def check_invariants(run, k, steps, where, ties=False):
+    """Properties that hold by construction: they catch a mislabelled or mis-wired number.
+    ties: the router can tie exactly (the oracle's empirical posterior at t = 1 is the clusters'
+    shares of the oracle subsample, equal for equal-sized clusters); ddm keeps every expert tied
+    at a policy's boundary, so top-k then costs between k and K per call."""
     heun_evals = 2 * steps - 1
     for key, p in run["policies"].items():
         c = p["cost"]
         if c["field_evaluations"] != heun_evals:
             fail("%s.%s: %d field evaluations, expected 2N - 1 = %d for Heun" % (where, key, c["field_evaluations"], heun_evals))
         per_call = {"top1": 1, "top2": 2, "full": k}.get(key)
-        if per_call is not None and abs(c["expert_evaluations_per_sample"] - per_call * heun_evals) > 1e-9:
-            fail("%s.%s: %g expert evaluations per sample, expected %d" % (where, key, c["expert_evaluations_per_sample"],
-                                                                           per_call * heun_evals))
+        evals = c["expert_evaluations_per_sample"]
+        if per_call is not None and not ties and abs(evals - per_call * heun_evals) > 1e-9:
+            fail("%s.%s: %g expert evaluations per sample, expected %d" % (where, key, evals, per_call * heun_evals))
+        if per_call is not None and ties and not per_call * heun_evals - 1e-9 <= evals <= k * heun_evals + 1e-9:
+            fail("%s.%s: %g expert evaluations per sample, expected %d to %d (ties keep every tied expert)"
+                 % (where, key, evals, per_call * heun_evals, k * heun_evals))
         if not p["observed_run_bit_identical"]:
             fail("%s.%s: the observed run did not reproduce the plain run" % (where, key))
         if len(p["stability"]["l_eff_steps"]) != steps:
@@ -289,6 +295,50 @@ def run_small(program, work):
             fail("%s has no data rows" % name)
     for name in ("sensitivity.svg", "quality_by_disagreement.svg", "alignment.svg", "sweep_frechet.svg"):
         ET.parse(os.path.join(out_dir, name))
+    run_gated(program, work)
+
+
+def run_gated(program, work):
+    """The gated policies and --sweep-switch: one row per key, named as ddm names the policy, the
+    gated ones costing between top-1 and top-2, and full_then_top2@S the same run as
+    full_then_top2 with --t-switch S."""
+    base = SMALL[:SMALL.index("--sweep-tau")] + ["--quiet", "--no-out"]
+    path = os.path.join(work, "gated.json")
+    r = subprocess.run([program] + base + ["--policies", "top1,top2,confidence:0.7,ratio:0.3,full_then_top2",
+                                           "--sweep-switch", "0.25,0.75", "--json", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail("gated run: exit code %d: %s" % (r.returncode, r.stderr))
+        return
+    with open(path, encoding="utf-8") as f:
+        pol = json.load(f)["policies"]
+    want = {"top1", "top2", "confidence:0.7", "ratio:0.3", "full_then_top2@0.25", "full_then_top2@0.75"}
+    if set(pol) != want:
+        fail("gated run: policies %r, expected %r" % (sorted(pol), sorted(want)))
+        return
+    names = {"confidence:0.7": "confidence_adaptive(0.7)", "ratio:0.3": "ratio_gated(0.3)",
+             "full_then_top2@0.25": "scheduled(t > 0.25: full_ensemble; t <= 0.25: top_2)"}
+    for key, name in names.items():
+        if pol[key]["policy"] != name:
+            fail("gated run: policies.%s.policy = %r, expected %r" % (key, pol[key]["policy"], name))
+    evals = lambda key: pol[key]["cost"]["expert_evaluations_per_sample"]
+    for key in ("confidence:0.7", "ratio:0.3"):
+        if not evals("top1") <= evals(key) <= evals("top2"):
+            fail("gated run: %s costs %g expert evaluations per sample, expected between top1's %g and top2's %g"
+                 % (key, evals(key), evals("top1"), evals("top2")))
+    if not evals("full_then_top2@0.75") < evals("full_then_top2@0.25"):
+        fail("gated run: the earlier switch to top-2 (0.75) should cost less than the later one (0.25)")
+    path2 = os.path.join(work, "switch.json")
+    r = subprocess.run([program] + base + ["--policies", "full_then_top2", "--t-switch", "0.25", "--json", path2],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        fail("--t-switch run: exit code %d: %s" % (r.returncode, r.stderr))
+        return
+    with open(path2, encoding="utf-8") as f:
+        plain = json.load(f)["policies"]["full_then_top2"]
+    if plain["quality"] != pol["full_then_top2@0.25"]["quality"] or plain["cost"] != pol["full_then_top2@0.25"]["cost"]:
+        fail("full_then_top2@0.25 differs from full_then_top2 with --t-switch 0.25")
+    print("[ measured ] gated policies and --sweep-switch: %s" %
+          ", ".join("%s %g evals" % (k, evals(k)) for k in sorted(pol)))
 
 
 def bad_flags(program):
@@ -296,7 +346,11 @@ def bad_flags(program):
              ["--policies", "top3"], ["--precision", "half"], ["--tau", "0"], ["--t-switch", "1.5"], ["--sweep-tau", "1,x"], ["--quiet=1"],
              # beyond int: narrowing would wrap (K = 2, D = 1) and run silently
              ["--clusters", "4294967298"], ["--dim", "4294967297"], ["--components", "4294967297"],
-             ["--system", "mnist"], ["--models"]]
+             ["--system", "mnist"], ["--models"],
+             # the gated policies' parameters and the switch times
+             ["--policies", "confidence:1.5"], ["--policies", "ratio:x"], ["--policies", "confidence:"],
+             ["--policies", "top1@0.3"], ["--policies", "full_then_top2@1"], ["--sweep-switch", "0.3,1.2"],
+             ["--policies", "top1,top2", "--sweep-switch", "0.3"]]
     for args in cases:
         r = subprocess.run([program] + args, capture_output=True, text=True)
         if r.returncode == 0 or "usage: ddm-paradox" not in r.stderr:
@@ -386,7 +440,7 @@ def run_fashion(program, work, system, models):
     if sorted(base) != ["monolith", "oracle_full", "oracle_top1", "oracle_top2"]:
         fail("baselines %r, expected monolith, oracle_top1, oracle_top2, oracle_full" % sorted(base))
     oracle = {key[len("oracle_"):]: p for key, p in base.items() if key.startswith("oracle_")}
-    check_invariants({"policies": oracle}, k, steps, "baselines(oracle)")
+    check_invariants({"policies": oracle}, k, steps, "baselines(oracle)", ties=True)
     mono = base.get("monolith", {})
     heun_evals = 2 * steps - 1
     if mono.get("cost", {}).get("expert_evaluations_per_sample") != heun_evals:

@@ -72,8 +72,13 @@ sampling
                         > 1 = under-confident like a trained one (default 4); fashion systems: the learned
                         router's logits / tau (default 1)
   --seed S              seed of the noise, probes, perturbation and statistics (default 1)
-  --policies LIST       comma-separated, from top1, top2, full, full_then_top2, top2_then_full (default: all)
+  --policies LIST       comma-separated, from top1, top2, full, full_then_top2, top2_then_full (default: all
+                        five), confidence:C (top-1 where the largest router probability is >= C, else
+                        top-2), ratio:R (top-2, the second expert only where p2 / p1 >= R), and
+                        full_then_top2@S, top2_then_full@S (switching at S)
   --t-switch T          where the scheduled policies switch, in (0, 1) (default 0.5)
+  --sweep-switch LIST   run each scheduled policy of --policies at every switch time of LIST instead
+                        (e.g. 0.2,0.4,0.6,0.8: rows full_then_top2@0.2, ...)
 study
   --sweep-tau LIST      also run the study at each temperature of LIST (e.g. 1,2,4,8) and print a summary
   --leff-every N        measure L_eff every N-th step (default 1)
@@ -196,6 +201,7 @@ config parse(int argc, char** argv) {
   config c;
   c.out_dir = "ddm-paradox-out";
   bool precision_given = false;
+  std::vector<std::string> sweep_switch;  // as written, so the row keys read as the user typed them
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
     std::string value;
@@ -241,13 +247,22 @@ config parse(int argc, char** argv) {
       c.policies = split(next());
       if (c.policies.empty()) bad_usage("option --policies expects at least one policy");
       for (const auto& p : c.policies) {
-        bool known = false;
-        for (const auto& k : paradox::known_policies()) known = known || k == p;
-        if (!known) bad_usage("unknown policy '" + p + "' (expected top1, top2, full, full_then_top2, top2_then_full)");
+        try {
+          (void)paradox::study_policy::from_key(p, 0.5);
+        } catch (const std::invalid_argument& e) {
+          bad_usage(e.what());
+        }
       }
     } else if (flag == "--t-switch") {
       c.t_switch = to_double(flag, next());
       if (!(c.t_switch > 0 && c.t_switch < 1)) bad_usage("option --t-switch expects a time in (0, 1)");
+    } else if (flag == "--sweep-switch") {
+      for (const auto& v : split(next())) {
+        const double t = to_double(flag, v);
+        if (!(t > 0 && t < 1)) bad_usage("option --sweep-switch expects times in (0, 1)");
+        sweep_switch.push_back(v);
+      }
+      if (sweep_switch.empty()) bad_usage("option --sweep-switch expects a comma-separated list of times");
     } else if (flag == "--sweep-tau") {
       for (const auto& s : split(next())) {
         const double t = to_double(flag, s);
@@ -304,6 +319,21 @@ config parse(int argc, char** argv) {
     } else {
       bad_usage("unknown option '" + flag + "'");
     }
+  }
+  // --sweep-switch: each plain scheduled policy becomes one row per switch time (key@S).
+  if (!sweep_switch.empty()) {
+    std::vector<std::string> expanded;
+    bool any = false;
+    for (const auto& p : c.policies) {
+      if (p != "full_then_top2" && p != "top2_then_full") {
+        expanded.push_back(p);
+        continue;
+      }
+      any = true;
+      for (const auto& t : sweep_switch) expanded.push_back(p + "@" + t);
+    }
+    if (!any) bad_usage("option --sweep-switch needs full_then_top2 or top2_then_full in --policies");
+    c.policies = std::move(expanded);
   }
   // GPUs are built for float; the host's float run is the one a device run compares with.
   if (!precision_given) c.prec = c.dev == paradox::device::cuda ? paradox::precision::float32 : paradox::precision::float64;

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
@@ -64,31 +65,73 @@ struct config {
   bool samples_given = false, steps_given = false, tau_given = false;  ///< else the system's defaults
 };
 
-/// The policies the study knows, by the name used on the command line and in the JSON.
+/// The policies the study knows, by the name used on the command line and in the JSON. Beside
+/// these, parametrized keys: confidence:C (ddm::confidence_adaptive{C}), ratio:R
+/// (ddm::ratio_gated{R}), and a scheduled key with its own switch time, full_then_top2@S
+/// (what --sweep-switch expands to).
 inline const std::vector<std::string>& known_policies() {
   static const std::vector<std::string> names{"top1", "top2", "full", "full_then_top2", "top2_then_full"};
   return names;
 }
 
-/// Every policy of the study as one type: top-k or the full ensemble, or a schedule of two of
-/// them switching at t_switch. One type keeps the routed field to one instantiation per value type
-/// and memory space, and it is a ddm::device_row_policy (trivially copyable, with a
-/// DDM_HOST_DEVICE apply_row), so that on a GPU the routed field decides in its fused kernel (one
-/// wait per call) instead of through a type-erased policy (three). name() and select() are those
-/// of the ddm policy it stands for (top_k, full_ensemble, scheduled), so the names, the host's
+namespace detail {
+
+// The number after a key's prefix ("0.7" of "confidence:0.7"), or nullopt when it does not parse
+// completely.
+inline std::optional<double> key_number(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size() || !std::isfinite(v)) return std::nullopt;
+  return v;
+}
+
+}  // namespace detail
+
+/// Every policy of the study as one type: top-k, the full ensemble, or a gated policy
+/// (confidence_adaptive, ratio_gated), or a schedule of two of them switching at t_switch. One type
+/// keeps the routed field to one instantiation per value type and memory space, and it is a
+/// ddm::device_row_policy (trivially copyable, with a DDM_HOST_DEVICE apply_row), so that on a GPU
+/// the routed field decides in its fused kernel (one wait per call) instead of through a
+/// type-erased policy (three). name() and select() are those of the ddm policy it stands for
+/// (top_k, full_ensemble, confidence_adaptive, ratio_gated, scheduled), so the names, the host's
 /// numbers and the errors are ddm's.
 class study_policy {
  public:
+  /// The policy of a command-line key; std::invalid_argument naming the key and what was expected.
   [[nodiscard]] static study_policy from_key(const std::string& key, double t_switch) {
-    const part top1{false, ddm::top_1(), {}};
-    const part top2{false, ddm::top_2(), {}};
-    const part full{true, ddm::top_1(), ddm::full_ensemble{}};
-    if (key == "top1") return study_policy(top1);
-    if (key == "top2") return study_policy(top2);
-    if (key == "full") return study_policy(full);
-    if (key == "full_then_top2") return study_policy(full, top2, t_switch);
-    if (key == "top2_then_full") return study_policy(top2, full, t_switch);
-    throw std::invalid_argument("unknown policy '" + key + "'");
+    const part top1{kind::top, ddm::top_1()};
+    const part top2{kind::top, ddm::top_2()};
+    const part full{kind::full};
+    std::string base = key;
+    if (const auto at = key.find('@'); at != std::string::npos) {
+      base = key.substr(0, at);
+      const auto s = detail::key_number(key.substr(at + 1));
+      if (base != "full_then_top2" && base != "top2_then_full")
+        throw std::invalid_argument("policy '" + key + "': only full_then_top2 and top2_then_full take @S");
+      if (!s || !(*s > 0 && *s < 1))
+        throw std::invalid_argument("policy '" + key + "': expected a switch time in (0, 1) after '@'");
+      t_switch = *s;
+    }
+    if (base == "top1") return study_policy(top1);
+    if (base == "top2") return study_policy(top2);
+    if (base == "full") return study_policy(full);
+    if (base == "full_then_top2") return study_policy(full, top2, t_switch);
+    if (base == "top2_then_full") return study_policy(top2, full, t_switch);
+    for (const char* prefix : {"confidence:", "ratio:"}) {
+      const std::string p(prefix);
+      if (base.rfind(p, 0) != 0) continue;
+      const auto v = detail::key_number(base.substr(p.size()));
+      if (!v || !(*v >= 0 && *v <= 1))
+        throw std::invalid_argument("policy '" + key + "': expected a value in [0, 1] after '" + p + "'");
+      part g{p == "confidence:" ? kind::confidence : kind::ratio};
+      if (g.k == kind::confidence) g.confidence = ddm::confidence_adaptive{*v};
+      else g.ratio = ddm::ratio_gated{*v};
+      return study_policy(g);
+    }
+    throw std::invalid_argument("unknown policy '" + key +
+                                "' (expected top1, top2, full, full_then_top2, top2_then_full, full_then_top2@S, "
+                                "top2_then_full@S, confidence:C or ratio:R)");
   }
 
   [[nodiscard]] std::string name() const {
@@ -105,31 +148,44 @@ class study_policy {
   template <class T>
   DDM_HOST_DEVICE bool apply_row(const T* p, int num_experts, double t, T* w, std::uint8_t* selected) const noexcept {
     const part& in_force = !scheduled_ || t > t_switch_ ? early_ : late_;
-    return in_force.full ? in_force.all.apply_row(p, num_experts, t, w, selected)
-                         : in_force.top.apply_row(p, num_experts, t, w, selected);
+    switch (in_force.k) {
+      case kind::full: return in_force.all.apply_row(p, num_experts, t, w, selected);
+      case kind::confidence: return in_force.confidence.apply_row(p, num_experts, t, w, selected);
+      case kind::ratio: return in_force.ratio.apply_row(p, num_experts, t, w, selected);
+      default: return in_force.top.apply_row(p, num_experts, t, w, selected);
+    }
   }
 
  private:
+  enum class kind : std::uint8_t { top, full, confidence, ratio };
   struct part {
-    bool full = false;        ///< the full ensemble (all), else top-k (top)
+    kind k = kind::top;
     ddm::top_k top{1};
     ddm::full_ensemble all{};
+    ddm::confidence_adaptive confidence{0.5};  // placeholders unless k says so
+    ddm::ratio_gated ratio{0.5};
   };
 
   explicit study_policy(part only) : early_(only), late_(only) {}
   study_policy(part early, part late, double t_switch)
       : early_(early), late_(late), t_switch_(t_switch), scheduled_(true) {}
 
-  // Calls f with the ddm policy this one stands for.
+  // Calls f with the ddm policy this one stands for. The scheduled keys pair top-k and the full
+  // ensemble only (from_key builds no other schedule).
   template <class R, class F>
   R visit_(F&& f) const {
     if (!scheduled_) {
-      if (early_.full) return f(early_.all);
-      return f(early_.top);
+      switch (early_.k) {
+        case kind::full: return f(early_.all);
+        case kind::confidence: return f(early_.confidence);
+        case kind::ratio: return f(early_.ratio);
+        default: return f(early_.top);
+      }
     }
-    if (early_.full && late_.full) return f(ddm::scheduled{t_switch_, early_.all, late_.all});
-    if (early_.full) return f(ddm::scheduled{t_switch_, early_.all, late_.top});
-    if (late_.full) return f(ddm::scheduled{t_switch_, early_.top, late_.all});
+    const bool early_full = early_.k == kind::full, late_full = late_.k == kind::full;
+    if (early_full && late_full) return f(ddm::scheduled{t_switch_, early_.all, late_.all});
+    if (early_full) return f(ddm::scheduled{t_switch_, early_.all, late_.top});
+    if (late_full) return f(ddm::scheduled{t_switch_, early_.top, late_.all});
     return f(ddm::scheduled{t_switch_, early_.top, late_.top});
   }
 

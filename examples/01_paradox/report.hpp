@@ -509,7 +509,8 @@ inline void write_outputs(const std::string& dir, const tau_result& r, const std
   if (sweep.size() > 1) {
     svg::plot p{"Frechet distance against router temperature", "router temperature tau (1 = exact posterior)",
                 "Frechet distance to the true data", {}, false, false, {}};
-    for (const auto& key : known_policies()) {
+    for (const auto& pol : sweep.front().policies) {
+      const std::string& key = pol.key;
       svg::series s{key, {}, {}, {}, {}, true};
       for (const auto& t : sweep)
         if (const auto* pr = detail::find(t, key)) {

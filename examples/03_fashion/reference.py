@@ -8,7 +8,7 @@ C++ side is checked against, written from ddm's rules, not from its code paths.
 
 Rules (ddm's, float32 state and velocities, times in double):
   router      p = softmax(logits / tau), each row accumulated in double (include/ddm/routing/softmax.hpp)
-  top1, top2  the k most probable experts, ties to the lowest index, w = p / sum of the selected p
+  top1, top2  the k most probable experts and every expert tied with the k-th, w = p / sum of the selected p
   full        every expert, w = p, not renormalized (include/ddm/routing/policy.hpp)
   oracle      p = the empirical posterior over the folder's oracle subsample (fashion_nets.py)
   v           sum over the selected experts, in increasing expert index, of w_k v_k(z, t)
@@ -54,9 +54,12 @@ def policy_weights(p, policy):
     k = {"top1": 1, "top2": 2}[policy]
     if k > p.shape[1]:
         raise ValueError(f"policy '{policy}' needs at least {k} experts, the folder has {p.shape[1]}")
-    # A stable descending sort keeps equal probabilities in index order: ties go to the lowest index.
+    # ddm's tie rule: every expert exactly as probable as the k-th is kept too (unless that
+    # probability is 0), and the tied experts share its mass through the renormalization.
     order = torch.sort(p, dim=1, descending=True, stable=True).indices[:, :k]
     selected = torch.zeros_like(p, dtype=torch.bool).scatter_(1, order, True)
+    boundary = p.gather(1, order[:, k - 1 :])
+    selected |= (p == boundary) & (boundary > 0)
     pd = p.double()
     total = torch.where(selected, pd, torch.zeros_like(pd)).sum(dim=1, keepdim=True)
     if not bool((total > 0).all()):

@@ -38,7 +38,7 @@ using ValueTypes = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(DeviceRouting, ValueTypes);
 
 // Logits with exact ties in some rows (every expert equal; two experts equal at the top), so that
-// the policies' tie-breaking (lowest index) is exercised on the device.
+// the policies' tie rule (tied experts at the boundary are all kept) is exercised on the device.
 template <class T>
 batch<T> routing_logits(index_t rows) {
   auto logits = scaled_noise<T>(rows, K, 31, 2.0);
@@ -204,7 +204,7 @@ void expect_policy_agrees(const Policy& policy, double t) {
       ASSERT_EQ(gw(r, c), w(r, c)) << policy.name() << " at t = " << t << ", (" << r << ", " << c << ")";
       chosen += gsel(r, c);
     }
-  // The tie rows pick the lowest indices, as on the host.
+  // The tie rows keep every tied expert, as on the host.
   std::printf("[ measured ] %s at t = %.1f: %zu (row, expert) pairs selected, identical to the host\n",
               policy.name().c_str(), t, chosen);
 }
@@ -223,6 +223,14 @@ TYPED_TEST(DeviceRouting, EveryPolicyAgreesWithTheHost) {
   const ddm::scheduled sched{0.5, ddm::full_ensemble{}, ddm::top_2()};
   expect_policy_agrees<T>(sched, 0.7);
   expect_policy_agrees<T>(sched, 0.3);
+  // The gated policies (ddm/routing/gated_policy.hpp), alone and scheduled.
+  expect_policy_agrees<T>(ddm::confidence_adaptive{0.6}, 0.5);
+  expect_policy_agrees<T>(ddm::confidence_adaptive{0.0}, 0.5);
+  expect_policy_agrees<T>(ddm::ratio_gated{0.4}, 0.5);
+  expect_policy_agrees<T>(ddm::ratio_gated{1.0}, 0.5);
+  const ddm::scheduled gated{0.6, ddm::top_2(), ddm::confidence_adaptive{0.8}};
+  expect_policy_agrees<T>(gated, 0.8);
+  expect_policy_agrees<T>(gated, 0.2);
 }
 
 TEST(DeviceRoutingErrors, InvalidProbabilitiesAndBadArgumentsGiveTheHostsErrors) {
@@ -358,12 +366,13 @@ struct logging_expert {
   }
 };
 
-// Row r prefers expert r % 7 (logits -(k - m)^2); expert 7 has logit -100.
+// Row r prefers expert r % 7 (logits -(k - m - 1/4)^2: the quarter keeps m - 1 and m + 1 from tying,
+// and tied experts would all be kept); expert 7 has logit -100.
 void peaked_logits(batch_view<const double> x, batch_view<double> logits) {
   for (index_t r = 0; r < x.rows(); ++r) {
     const auto m = static_cast<double>(static_cast<index_t>(x(r, 0)) % 7);
     for (index_t k = 0; k < K; ++k)
-      logits(r, k) = k == 7 ? -100.0 : -(static_cast<double>(k) - m) * (static_cast<double>(k) - m);
+      logits(r, k) = k == 7 ? -100.0 : -(static_cast<double>(k) - m - 0.25) * (static_cast<double>(k) - m - 0.25);
   }
 }
 
@@ -561,6 +570,30 @@ void expect_routed_field_agrees(const ddm::synthetic::analytic_ddm& model, const
   EXPECT_EQ(d_field.expert_evaluations(), h_field.expert_evaluations()) << policy.name();
 }
 
+// The calibrated router wraps a device router and divides its logits by tau(t) on the device.
+TEST(DeviceCalibratedRouter, DividesTheDeviceRoutersLogitsByTauOfT) {
+  DDM_TEST_REQUIRE_GPU();
+  const ddm::cuda_context ctx;
+  ddm::calibrated_router<decltype(device_peaked_router(ctx)), cuda_space> router(
+      device_peaked_router(ctx), ddm::temperature_schedule({0.0, 1.0}, {0.5, 2.5}), ctx);
+  static_assert(ddm::router<decltype(router), double, cuda_space>);
+  batch<double> x(40, 2);
+  for (index_t r = 0; r < 40; ++r) {
+    x(r, 0) = static_cast<double>(r);
+    x(r, 1) = 0.0;
+  }
+  const auto dx = ddm::cuda::to_device(ctx, x);
+  batch<double, cuda_space> dl(ctx, 40, K);
+  for (double t : {0.0, 0.3, 1.0}) {
+    router(dx.cview(), t, dl.view());
+    const auto got = ddm::cuda::to_host(ctx, dl);
+    batch<double> want(40, K);
+    peaked_logits(x.cview(), want.view());
+    for (index_t r = 0; r < 40; ++r)
+      for (index_t k = 0; k < K; ++k) EXPECT_DOUBLE_EQ(got(r, k), want(r, k) / (0.5 + 2.0 * t)) << t;
+  }
+}
+
 TEST(DeviceRoutedField, AnalyticDdmAgreesWithTheHostForEveryPolicy) {
   DDM_TEST_REQUIRE_GPU();
   const ddm::cuda_context ctx;
@@ -573,6 +606,8 @@ TEST(DeviceRoutedField, AnalyticDdmAgreesWithTheHostForEveryPolicy) {
   expect_routed_field_agrees(model, dev, ddm::top_p{0.9});
   expect_routed_field_agrees(model, dev, ddm::threshold{0.05});
   expect_routed_field_agrees(model, dev, ddm::scheduled{0.5, ddm::full_ensemble{}, ddm::top_2()});
+  expect_routed_field_agrees(model, dev, ddm::confidence_adaptive{0.7});
+  expect_routed_field_agrees(model, dev, ddm::ratio_gated{0.3});
 }
 
 TEST(DeviceRoutedField, ATypeErasedPolicyTakesTheUnfusedPathWithTheSameResult) {

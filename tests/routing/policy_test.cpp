@@ -1,5 +1,5 @@
 // Routing policies: the invariants of each policy's selection and weights, identities between
-// policies, deterministic ties, the scheduled switch, and argument errors.
+// policies, the tie rule, the scheduled switch, and argument errors.
 
 #include <gtest/gtest.h>
 
@@ -168,32 +168,94 @@ TEST(Policies, ThresholdKeepsEveryExpertAboveTheFloorAndRenormalizes) {
   }
 }
 
-TEST(Policies, TiesGoToTheLowestExpertIndex) {
-  ddm::batch<double> p(3, 4);
-  const double rows[3][4] = {{0.25, 0.25, 0.25, 0.25}, {0.1, 0.3, 0.3, 0.3}, {0.4, 0.1, 0.4, 0.1}};
-  for (ddm::index_t r = 0; r < 3; ++r)
+// The tie rule: experts exactly tied with the last one a policy keeps are all kept, and share
+// that place's mass through the renormalization; a row without ties is decided as before.
+ddm::batch<double> tied_rows() {
+  const double rows[5][4] = {{0.25, 0.25, 0.25, 0.25},  // t = 1 with equal priors
+                             {0.1, 0.3, 0.3, 0.3},
+                             {0.4, 0.1, 0.4, 0.1},
+                             {0.1, 0.4, 0.3, 0.2},      // no tie
+                             {1.0, 0.0, 0.0, 0.0}};     // ties at 0 carry no mass: not extended
+  ddm::batch<double> p(5, 4);
+  for (ddm::index_t r = 0; r < 5; ++r)
     for (ddm::index_t k = 0; k < 4; ++k) p(r, k) = rows[r][k];
-  auto selected = [&](const decision& d, ddm::index_t r) {
-    std::vector<int> s;
-    for (ddm::index_t k = 0; k < 4; ++k)
-      if (d.sel(r, k)) s.push_back(static_cast<int>(k));
-    return s;
-  };
+  return p;
+}
+std::vector<int> selected_experts(const decision& d, ddm::index_t r) {
+  std::vector<int> s;
+  for (ddm::index_t k = 0; k < d.sel.cols(); ++k)
+    if (d.sel(r, k)) s.push_back(static_cast<int>(k));
+  return s;
+}
+using experts = std::vector<int>;
+
+TEST(Policies, ExactTiesAtTheBoundaryAreSplitNotBroken) {
+  const auto p = tied_rows();
   const auto t1 = run(ddm::top_1(), p);
   const auto t2 = run(ddm::top_2(), p);
-  EXPECT_EQ(selected(t1, 0), (std::vector<int>{0}));
-  EXPECT_EQ(selected(t2, 0), (std::vector<int>{0, 1}));
-  EXPECT_EQ(selected(t1, 1), (std::vector<int>{1}));
-  EXPECT_EQ(selected(t2, 1), (std::vector<int>{1, 2}));
-  EXPECT_EQ(selected(t1, 2), (std::vector<int>{0}));
-  EXPECT_EQ(selected(t2, 2), (std::vector<int>{0, 2}));
-  EXPECT_EQ(selected(run(ddm::top_p{0.5}, p), 0), (std::vector<int>{0, 1}));
+  EXPECT_EQ(selected_experts(t1, 0), (experts{0, 1, 2, 3}));
+  EXPECT_EQ(selected_experts(t2, 0), (experts{0, 1, 2, 3}));
+  EXPECT_EQ(selected_experts(t1, 1), (experts{1, 2, 3}));
+  EXPECT_EQ(selected_experts(t2, 1), (experts{1, 2, 3}));
+  EXPECT_EQ(selected_experts(t1, 2), (experts{0, 2}));
+  EXPECT_EQ(selected_experts(t2, 2), (experts{0, 2}));  // the boundary (0.4) is not tied with a dropped one
+  EXPECT_EQ(selected_experts(run(ddm::top_k{3}, p), 2), (experts{0, 1, 2, 3}));
+  // Tied experts share the place's mass equally.
+  for (int k = 0; k < 4; ++k) EXPECT_EQ(t1.w(0, k), 0.25);
+  for (int k = 1; k < 4; ++k) EXPECT_NEAR(t1.w(1, k), 1.0 / 3.0, 1e-15);
+  EXPECT_EQ(t1.w(2, 0), 0.5);
+  EXPECT_EQ(t1.w(2, 2), 0.5);
+  // No tie: the k most probable, as always.
+  EXPECT_EQ(selected_experts(t1, 3), (experts{1}));
+  EXPECT_EQ(selected_experts(t2, 3), (experts{1, 2}));
+  EXPECT_EQ(t1.w(3, 1), 1.0);
+  // A zero-probability boundary is not extended: top-2 keeps its second pick (weight 0) only.
+  EXPECT_EQ(selected_experts(t2, 4), (experts{0, 1}));
+  EXPECT_EQ(t2.w(4, 0), 1.0);
+  EXPECT_EQ(selected_experts(t1, 4), (experts{0}));
+
+  // top-p: the nucleus reaches p with experts 0 and 1 of the first row, whose boundary ties 2, 3.
+  const auto nucleus = run(ddm::top_p{0.5}, p);
+  EXPECT_EQ(selected_experts(nucleus, 0), (experts{0, 1, 2, 3}));
+  EXPECT_EQ(selected_experts(nucleus, 2), (experts{0, 2}));
+  EXPECT_EQ(selected_experts(nucleus, 3), (experts{1, 2}));
+  // threshold and full_ensemble: the always-kept top expert brings the experts tied with it.
+  const auto floor = run(ddm::threshold{0.6}, p);
+  EXPECT_EQ(selected_experts(floor, 1), (experts{1, 2, 3}));
+  EXPECT_EQ(selected_experts(floor, 2), (experts{0, 2}));
+  EXPECT_EQ(selected_experts(floor, 3), (experts{1}));
+  EXPECT_EQ(floor.w(2, 2), 0.5);
+  const auto full = run(ddm::full_ensemble{0.6}, p);
+  EXPECT_EQ(selected_experts(full, 2), (experts{0, 2}));
+  EXPECT_EQ(full.w(2, 0), 0.4);  // not renormalized
+  EXPECT_EQ(selected_experts(full, 3), (experts{1}));
+
   // The raw per-row function gives the same answer (it is what device kernels run).
+  const double row[4] = {0.1, 0.3, 0.3, 0.3};
   double w[4];
   std::uint8_t sel[4];
-  ASSERT_TRUE(ddm::top_k_row(rows[1], 4, 2, w, sel));
-  EXPECT_EQ((std::vector<int>{sel[0], sel[1], sel[2], sel[3]}), (std::vector<int>{0, 1, 1, 0}));
-  EXPECT_EQ(w[1], 0.5);
+  ASSERT_TRUE(ddm::top_k_row(row, 4, 2, w, sel));
+  EXPECT_EQ((experts{sel[0], sel[1], sel[2], sel[3]}), (experts{0, 1, 1, 1}));
+}
+
+// The rule does not depend on the experts' order: permuting the experts permutes the decision.
+TEST(Policies, TheTieRuleIsPermutationEquivariant) {
+  const auto p = tied_rows();
+  const int perm[4] = {2, 0, 3, 1};
+  ddm::batch<double> q(p.rows(), 4);
+  for (ddm::index_t r = 0; r < p.rows(); ++r)
+    for (int k = 0; k < 4; ++k) q(r, perm[k]) = p(r, k);
+  for (const ddm::any_routing_policy<double>& policy :
+       {ddm::any_routing_policy<double>(ddm::top_1()), ddm::any_routing_policy<double>(ddm::top_2()),
+        ddm::any_routing_policy<double>(ddm::top_p{0.5}), ddm::any_routing_policy<double>(ddm::threshold{0.6})}) {
+    const auto a = run(policy, p);
+    const auto b = run(policy, q);
+    for (ddm::index_t r = 0; r < 4; ++r)  // row 4's zero-probability second pick is order-dependent
+      for (int k = 0; k < 4; ++k) {
+        EXPECT_EQ(a.sel(r, k), b.sel(r, perm[k])) << policy.name() << " row " << r;
+        EXPECT_EQ(a.w(r, k), b.w(r, perm[k])) << policy.name() << " row " << r;
+      }
+  }
 }
 
 TEST(Policies, ScheduledSwitchesAtTStar) {

@@ -50,13 +50,13 @@ struct conditioned_probe : probe {
   }
 };
 
-// Row r prefers expert r % 7 (logits -(k - m)^2); expert 7 has logit -100, so sparse policies
-// never pick it.
+// Row r prefers expert r % 7 (logits -(k - m - 1/4)^2: the quarter keeps m - 1 and m + 1 from tying,
+// and tied experts would all be kept); expert 7 has logit -100, so sparse policies never pick it.
 void peaked_logits(ddm::batch_view<const double> x, double /*t*/, ddm::batch_view<double> logits) {
   for (ddm::index_t r = 0; r < x.rows(); ++r) {
     const auto m = static_cast<double>(r % 7);
     for (ddm::index_t k = 0; k < K; ++k)
-      logits(r, k) = k == 7 ? -100.0 : -(static_cast<double>(k) - m) * (static_cast<double>(k) - m);
+      logits(r, k) = k == 7 ? -100.0 : -(static_cast<double>(k) - m - 0.25) * (static_cast<double>(k) - m - 0.25);
   }
 }
 
@@ -194,6 +194,29 @@ TEST(RoutedField, CostOfTopTwoOfEightIsAQuarterOfTheFullEnsemble) {
   EXPECT_EQ(8 * top1.first, full.first);
   EXPECT_EQ(full.second, 1.0);
   EXPECT_EQ(top2.second, 0.25);
+}
+
+// At t = 1 a router that sees only equal priors ties every expert: top-1 keeps them all (the tie
+// rule), so the row is the experts' mean and the cost counts all K evaluations, not expert 0's one.
+TEST(RoutedField, TiedExpertsAreAllEvaluatedAndCounted) {
+  std::vector<call_log> logs(K);
+  auto flat = ddm::router_fn(K, "priors", [](ddm::batch_view<const double> x, double, ddm::batch_view<double> l) {
+    for (ddm::index_t r = 0; r < x.rows(); ++r)
+      for (ddm::index_t k = 0; k < K; ++k) l(r, k) = std::log(1.0 / K);
+  });
+  auto field = ddm::make_routed_field<double>(make_experts(logs), flat, ddm::top_1());
+  const auto x = rows_as_x(10, 2);
+  ddm::batch<double> v(10, 2);
+  field(x.cview(), 1.0, v.view());
+  EXPECT_EQ(field.expert_evaluations(), 10u * K);
+  EXPECT_EQ(field.relative_cost(), 1.0);
+  for (int k = 0; k < K; ++k) EXPECT_EQ(logs[static_cast<std::size_t>(k)].calls, 1) << k;
+  for (ddm::index_t r = 0; r < 10; ++r)
+    for (ddm::index_t c = 0; c < 2; ++c) {
+      double mean = 0;
+      for (int k = 0; k < K; ++k) mean += value(k, x(r, c), 1.0) / K;
+      EXPECT_NEAR(v(r, c), mean, 1e-13);
+    }
 }
 
 TEST(RoutedField, ObserversSeeTheDecisionAndPerCallCounts) {

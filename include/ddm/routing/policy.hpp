@@ -9,9 +9,14 @@
 //   threshold{m}      every expert with p_k >= m, renormalized
 //   scheduled{t*, early, late}   `early` while t > t*, `late` for t <= t*
 //
-// Ties are broken by the lowest expert index, so a decision is a pure function of p. Policies
-// that filter by a probability always keep the most probable expert, so no row is ever left
-// without one.
+// Ties at the selection boundary are split, not broken: when the last expert a policy keeps is
+// exactly tied (equal probabilities) with experts it would drop, every tied expert is kept and
+// they share that place's mass through the usual renormalization (top-1 of (0.5, 0.5) keeps both,
+// 0.5 each). A router that sees only equal priors (t = 1) thus sends no row to expert 0 alone, a
+// decision stays a pure function of p that does not depend on the experts' order, and the cost
+// counts the extra experts. Ties at probability 0 are not extended: they carry no mass to share.
+// Policies that filter by a probability always keep the most probable expert, so no row is ever
+// left without one.
 //
 // Every policy is a small trivially copyable value with a member
 //     bool apply_row(const T* p, int K, double t, T* w, std::uint8_t* selected) const
@@ -50,14 +55,27 @@ DDM_HOST_DEVICE inline bool valid_probability_row(const T* p, int num_experts) n
   return true;
 }
 
-/// The most probable expert not yet selected; ties go to the lowest index. -1 when every expert
-/// is selected.
+/// The most probable expert not yet selected; among equal ones the lowest index (the policies
+/// then keep the others through keep_boundary_ties). -1 when every expert is selected.
 template <class T>
 DDM_HOST_DEVICE inline int most_probable_unselected(const T* p, int num_experts, const std::uint8_t* selected) noexcept {
   int best = -1;
   for (int k = 0; k < num_experts; ++k)
     if (selected[k] == 0 && (best < 0 || p[k] > p[best])) best = k;
   return best;
+}
+
+/// The tie rule: the least probable selected expert is the boundary; every unselected expert
+/// exactly as probable is selected too, unless that probability is 0. Call it after a policy's
+/// own selection and before the weights.
+template <class T>
+DDM_HOST_DEVICE inline void keep_boundary_ties(const T* p, int num_experts, std::uint8_t* selected) noexcept {
+  int boundary = -1;
+  for (int k = 0; k < num_experts; ++k)
+    if (selected[k] != 0 && (boundary < 0 || p[k] < p[boundary])) boundary = k;
+  if (boundary < 0 || !(static_cast<double>(p[boundary]) > 0.0)) return;
+  for (int k = 0; k < num_experts; ++k)
+    if (p[k] == p[boundary]) selected[k] = 1;
 }
 
 /// w_k = p_k / sum of the selected p (0 where unselected). False when that sum is not > 0.
@@ -74,14 +92,16 @@ DDM_HOST_DEVICE inline bool renormalize_selected_row(const T* p, int num_experts
   return true;
 }
 
-/// top-k: the k most probable experts (ties: lowest index), renormalized. Needs 1 <= k <= K;
-/// false (nothing written) otherwise: past K, the (K+1)-th pick would index selected[-1].
+/// top-k: the k most probable experts (and every expert tied with the k-th), renormalized. Needs
+/// 1 <= k <= K; false (nothing written) otherwise: past K, the (K+1)-th pick would index
+/// selected[-1].
 template <class T>
 DDM_HOST_DEVICE inline bool top_k_row(const T* p, int num_experts, int k, T* w, std::uint8_t* selected) noexcept {
   if (k < 1 || k > num_experts) return false;
   if (!valid_probability_row(p, num_experts)) return false;
   for (int e = 0; e < num_experts; ++e) selected[e] = 0;
   for (int i = 0; i < k; ++i) selected[most_probable_unselected(p, num_experts, selected)] = 1;
+  keep_boundary_ties(p, num_experts, selected);
   return renormalize_selected_row(p, num_experts, selected, w);
 }
 
@@ -93,16 +113,15 @@ DDM_HOST_DEVICE inline bool full_ensemble_row(const T* p, int num_experts, doubl
   if (!valid_probability_row(p, num_experts)) return false;
   for (int e = 0; e < num_experts; ++e) selected[e] = 0;
   const int top = most_probable_unselected(p, num_experts, selected);
-  for (int e = 0; e < num_experts; ++e) {
-    const bool keep = e == top || static_cast<double>(p[e]) >= min_probability;
-    selected[e] = keep ? 1 : 0;
-    w[e] = keep ? p[e] : T(0);
-  }
+  for (int e = 0; e < num_experts; ++e)
+    selected[e] = (e == top || static_cast<double>(p[e]) >= min_probability) ? 1 : 0;
+  keep_boundary_ties(p, num_experts, selected);
+  for (int e = 0; e < num_experts; ++e) w[e] = selected[e] != 0 ? p[e] : T(0);
   return true;
 }
 
-/// Nucleus (top-p): the most probable experts, in decreasing order (ties: lowest index), until
-/// their probabilities reach top_p times the row's total; renormalized. top_p >= 1 keeps every
+/// Nucleus (top-p): the most probable experts, in decreasing order, until their probabilities
+/// reach top_p times the row's total (and every expert tied with the last one); renormalized. top_p >= 1 keeps every
 /// expert with p_k > 0. Needs 0 < top_p <= 1.
 template <class T>
 DDM_HOST_DEVICE inline bool top_p_row(const T* p, int num_experts, double top_p, T* w, std::uint8_t* selected) noexcept {
@@ -121,12 +140,13 @@ DDM_HOST_DEVICE inline bool top_p_row(const T* p, int num_experts, double top_p,
       selected[next] = 1;
       mass += static_cast<double>(p[next]);
     }
+    keep_boundary_ties(p, num_experts, selected);
   }
   return renormalize_selected_row(p, num_experts, selected, w);
 }
 
-/// Threshold: every expert with p_k >= min_probability, and always the most probable one,
-/// renormalized.
+/// Threshold: every expert with p_k >= min_probability, and always the most probable one (with
+/// the experts tied with it), renormalized.
 template <class T>
 DDM_HOST_DEVICE inline bool threshold_row(const T* p, int num_experts, double min_probability, T* w,
                                           std::uint8_t* selected) noexcept {
@@ -135,6 +155,7 @@ DDM_HOST_DEVICE inline bool threshold_row(const T* p, int num_experts, double mi
   const int top = most_probable_unselected(p, num_experts, selected);
   for (int e = 0; e < num_experts; ++e)
     selected[e] = (e == top || static_cast<double>(p[e]) >= min_probability) ? 1 : 0;
+  keep_boundary_ties(p, num_experts, selected);
   return renormalize_selected_row(p, num_experts, selected, w);
 }
 
@@ -210,7 +231,8 @@ void run_policy(const execution_context<Space>& ctx, const Policy& policy, batch
                                         "renormalize), expected the output of ddm::softmax_rows"));
 }
 
-/// The k most probable experts, weights renormalized over them. Costs k expert evaluations per row.
+/// The k most probable experts, weights renormalized over them. Costs k expert evaluations per row
+/// (more where the k-th is exactly tied with others: they are all kept).
 struct top_k {
   int k = 1;
 
