@@ -83,7 +83,7 @@ DDM_HOST_DEVICE inline bool ratio_gated_row(const T* p, int num_experts, double 
 /// Top-1 where the router's largest probability reaches `confidence`, top-2 elsewhere: spends the
 /// second expert only on the rows whose routing is uncertain. confidence = 0 is top-1, and
 /// confidence = 1 is top-2 except where one expert holds all the mass.
-struct confidence_adaptive {
+struct confidence_adaptive : row_policy<confidence_adaptive> {
   double confidence = 0.7;
 
   constexpr explicit confidence_adaptive(double confidence_) : confidence(confidence_) {
@@ -98,19 +98,12 @@ struct confidence_adaptive {
   DDM_HOST_DEVICE bool apply_row(const T* p, int num_experts, double /*t*/, T* w, std::uint8_t* selected) const noexcept {
     return confidence_adaptive_row(p, num_experts, confidence, w, selected);
   }
-
-  template <class T, class Space>
-  void select(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> probs, double t,
-              batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
-    check_policy_operands(*this, probs, weights, selected);
-    run_policy(ctx, *this, probs, t, weights, selected);
-  }
 };
 
 /// Top-2 where the runner-up is close to the top expert (p_(2) / p_(1) >= ratio), top-1 where it
 /// is not: a blend only between experts the router ranks alike. ratio = 0 is top-2; ratio = 1
 /// keeps the second expert only on an exact tie (which the tie rule keeps anyway).
-struct ratio_gated {
+struct ratio_gated : row_policy<ratio_gated> {
   double ratio = 0.5;
 
   constexpr explicit ratio_gated(double ratio_) : ratio(ratio_) {
@@ -124,13 +117,6 @@ struct ratio_gated {
   template <class T>
   DDM_HOST_DEVICE bool apply_row(const T* p, int num_experts, double /*t*/, T* w, std::uint8_t* selected) const noexcept {
     return ratio_gated_row(p, num_experts, ratio, w, selected);
-  }
-
-  template <class T, class Space>
-  void select(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> probs, double t,
-              batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
-    check_policy_operands(*this, probs, weights, selected);
-    run_policy(ctx, *this, probs, t, weights, selected);
   }
 };
 

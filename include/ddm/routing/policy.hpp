@@ -231,6 +231,20 @@ void run_policy(const execution_context<Space>& ctx, const Policy& policy, batch
                                         "renormalize), expected the output of ddm::softmax_rows"));
 }
 
+/// The select() of a policy that is its per-row apply_row: check the operands on the host, then run
+/// apply_row over the rows where the batch lives. A policy derives from row_policy<itself> instead
+/// of writing these two lines again.
+template <class Policy>
+struct row_policy {
+  template <class T, class Space>
+  void select(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> probs, double t,
+              batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
+    const auto& self = static_cast<const Policy&>(*this);
+    check_policy_operands(self, probs, weights, selected);
+    run_policy(ctx, self, probs, t, weights, selected);
+  }
+};
+
 /// The k most probable experts, weights renormalized over them. Costs k expert evaluations per row
 /// (more where the k-th is exactly tied with others: they are all kept).
 struct top_k {
@@ -266,7 +280,7 @@ struct top_k {
 /// Every expert weighted by its router probability, not renormalized (the DDM decomposition
 /// sum_k p(k | x_t) v_k). Experts with p_k < min_probability are skipped (Paris skips p < 1e-6);
 /// the most probable expert is always kept.
-struct full_ensemble {
+struct full_ensemble : row_policy<full_ensemble> {
   double min_probability = 0.0;
 
   constexpr full_ensemble() = default;
@@ -283,18 +297,11 @@ struct full_ensemble {
   DDM_HOST_DEVICE bool apply_row(const T* p, int num_experts, double /*t*/, T* w, std::uint8_t* selected) const noexcept {
     return full_ensemble_row(p, num_experts, min_probability, w, selected);
   }
-
-  template <class T, class Space>
-  void select(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> probs, double t,
-              batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
-    check_policy_operands(*this, probs, weights, selected);
-    run_policy(ctx, *this, probs, t, weights, selected);
-  }
 };
 
 /// Nucleus routing: the fewest most probable experts whose probabilities sum to at least p,
 /// renormalized.
-struct top_p {
+struct top_p : row_policy<top_p> {
   double p = 0.9;
 
   constexpr explicit top_p(double p_) : p(p_) {
@@ -307,17 +314,10 @@ struct top_p {
   DDM_HOST_DEVICE bool apply_row(const T* probs, int num_experts, double /*t*/, T* w, std::uint8_t* selected) const noexcept {
     return top_p_row(probs, num_experts, p, w, selected);
   }
-
-  template <class T, class Space>
-  void select(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> probs, double t,
-              batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
-    check_policy_operands(*this, probs, weights, selected);
-    run_policy(ctx, *this, probs, t, weights, selected);
-  }
 };
 
 /// Every expert with p_k >= min_probability (and always the most probable), renormalized.
-struct threshold {
+struct threshold : row_policy<threshold> {
   double min_probability = 0.05;
 
   constexpr explicit threshold(double min_probability_) : min_probability(min_probability_) {
@@ -330,13 +330,6 @@ struct threshold {
   template <class T>
   DDM_HOST_DEVICE bool apply_row(const T* p, int num_experts, double /*t*/, T* w, std::uint8_t* selected) const noexcept {
     return threshold_row(p, num_experts, min_probability, w, selected);
-  }
-
-  template <class T, class Space>
-  void select(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<T>, Space> probs, double t,
-              batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
-    check_policy_operands(*this, probs, weights, selected);
-    run_policy(ctx, *this, probs, t, weights, selected);
   }
 };
 
