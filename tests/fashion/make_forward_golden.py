@@ -3,7 +3,7 @@
 agreement tests (tests/fashion/fashion_test.cpp) while no trained folder exists, and as a small
 fixture that stays when one does.
 
-    /work/venv/bin/python tests/fashion/make_forward_golden.py   # writes tests/fashion/golden/tiny*
+    python3 tests/fashion/make_forward_golden.py   # needs PyTorch; writes tests/fashion/golden/tiny*
 
 The folder follows examples/03_fashion/fashion_nets.py (the contract) at a toy size (d = 8, K = 3,
 width 16, depth 2); the golden file has the layout of the contract's golden files (z, expert.<k>.t<tt>,
