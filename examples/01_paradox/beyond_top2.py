@@ -260,7 +260,11 @@ def frontier_svg(system, tau, table):
     xs = [v for k in keys for v in rows[k]["cost"][1:]] + [rows[k]["cost"][0] for k in keys]
     ys = [v for k in keys for v in rows[k]["fd"][1:]] + [rows[k]["fd"][0] for k in keys]
     x0, x1 = 0.0, max(xs) * 1.05
-    y0, y1 = min(0.0, min(ys)), max(ys) * 1.08
+    # FD spans more than a decade when one policy fails (top-1 under a sharp router): a log axis
+    # keeps the others apart.
+    log = min(ys) > 0 and max(ys) / min(ys) > 8
+    fy = math.log10 if log else (lambda v: v)
+    y0, y1 = (fy(min(ys)) - 0.05, fy(max(ys)) + 0.05) if log else (min(0.0, min(ys)), max(ys) * 1.08)
     if y1 <= y0:
         y1 = y0 + 1
 
@@ -268,7 +272,7 @@ def frontier_svg(system, tau, table):
         return L + (x - x0) / (x1 - x0) * (W - L - R)
 
     def py(y):
-        return H - B - (y - y0) / (y1 - y0) * (H - T - B)
+        return H - B - (fy(y) - y0) / (y1 - y0) * (H - T - B)
 
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (W, H),
            '<rect width="100%" height="100%" fill="white"/>',
@@ -277,17 +281,27 @@ def frontier_svg(system, tau, table):
            '<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>' % (L, H - B, W - R, H - B),
            '<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>' % (L, T, L, H - B),
            '<text x="%g" y="%g" text-anchor="middle">expert evaluations per sample</text>' % ((L + W - R) / 2, H - 12),
-           '<text x="16" y="%g" transform="rotate(-90 16 %g)" text-anchor="middle">FD (lower is better)</text>'
-           % ((T + H - B) / 2, (T + H - B) / 2)]
+           '<text x="16" y="%g" transform="rotate(-90 16 %g)" text-anchor="middle">FD (lower is better%s)</text>'
+           % ((T + H - B) / 2, (T + H - B) / 2, ", log scale" if log else "")]
     for i in range(6):
         xv = x0 + (x1 - x0) * i / 5
         yv = y0 + (y1 - y0) * i / 5
+        yv = 10 ** yv if log else yv
         out.append('<text x="%g" y="%g" text-anchor="middle">%.3g</text>' % (px(xv), H - B + 15, xv))
         out.append('<text x="%g" y="%g" text-anchor="end">%.3g</text>' % (L - 5, py(yv) + 4, yv))
         out.append('<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="#eee"/>' % (L, py(yv), W - R, py(yv)))
     front = pareto({k: (rows[k]["cost"][0], rows[k]["fd"][0]) for k in keys})
     out.append('<polyline class="pareto" fill="none" stroke="red" stroke-width="1.5" points="%s"/>'
                % " ".join("%.1f,%.1f" % (px(rows[k]["cost"][0]), py(rows[k]["fd"][0])) for k in front))
+    # Labels: placed from the top down, each moved down until it clears the ones already placed.
+    placed, label_at = [], {}
+    for k in sorted(keys, key=lambda k: py(rows[k]["fd"][0])):
+        x, y = px(rows[k]["cost"][0]) + 6, py(rows[k]["fd"][0]) - 4
+        width = 5.2 * len(k)
+        while any(abs(y - y2) < 10 and x < x2 + w2 and x2 < x + width for x2, y2, w2 in placed):
+            y += 10
+        placed.append((x, y, width))
+        label_at[k] = (x, y)
     for k in keys:
         c, f = rows[k]["cost"], rows[k]["fd"]
         color = COLORS[family(k)]
@@ -297,7 +311,7 @@ def frontier_svg(system, tau, table):
         out.append('<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>' % (px(c[0]), py(f[0]), color))
         if k in front:
             out.append('<circle cx="%.1f" cy="%.1f" r="7" fill="none" stroke="red"/>' % (px(c[0]), py(f[0])))
-        out.append('<text x="%.1f" y="%.1f" fill="%s" font-size="9">%s</text>' % (px(c[0]) + 6, py(f[0]) - 4, color, k))
+        out.append('<text x="%.1f" y="%.1f" fill="%s" font-size="9">%s</text>' % (label_at[k][0], label_at[k][1], color, k))
         out.append('</g>')
     ly = T + 10
     for name, color in COLORS.items():
