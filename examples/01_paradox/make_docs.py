@@ -14,6 +14,7 @@
      {{main:PATH:%}}        the same as a percentage
      {{TABLE}} {{QUARTILES}} {{VERDICTS}} {{SWEEP}} {{WALL}} {{MACHINE}}   generated blocks
      {{FASHION:NAME}}       the block of system NAME, between <!-- fashion:NAME:begin/end --> markers
+   The block between <!-- beyond:begin/end --> is beyond_top2.py's: the one in docs/paradox.md is kept.
 --only NAME,...: run only those fashion systems and replace their blocks in the existing
 docs/paradox.md (the analytic runs take minutes and do not change with the learned folders).
 """
@@ -204,6 +205,22 @@ def replace_blocks(text, blocks):
     return text
 
 
+def keep_beyond_block(text):
+    """The "Beyond top-2" block is beyond_top2.py's (its runs take half an hour): a regeneration
+    keeps the one docs/paradox.md already holds."""
+    begin, end = "<!-- beyond:begin -->", "<!-- beyond:end -->"
+    path = os.path.join(ROOT, "docs", "paradox.md")
+    if not os.path.exists(path):
+        return text
+    with open(path, encoding="utf-8") as f:
+        old = f.read()
+    i, j = old.find(begin), old.find(end)
+    k, m = text.find(begin), text.find(end)
+    if i < 0 or j < 0 or k < 0 or m < 0:
+        return text
+    return text[:k] + old[i:j + len(end)] + text[m + len(end):]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--program", required=True)
@@ -263,6 +280,7 @@ def main():
         return format(value, spec)
 
     text = re.sub(r"\{\{(main|sweep):([^:}]+):([^}]*)\}\}", number, text)
+    text = keep_beyond_block(text)
     left = re.findall(r"\{\{[^}]*\}\}", text)
     if left:
         sys.exit("unfilled placeholders: %s" % left)
