@@ -301,21 +301,7 @@ class fashion_system final : public study_system {
     res.stability.l_eff_cumulative_iqr = sens.cumulative_iqr();
     res.stability.l_eff_steps = sens.steps();
 
-    prog.note(tag + "Delta_refine (N vs 2N steps)");
-    const auto refine = dd::step_refinement(ctx, field, noise.cview(), schedule, integ, {.data_rms = data_rms_});
-    res.stability.delta_refine = refine.mean;
-    res.stability.delta_refine_normalizer = refine.normalizer;
-    prog.note(tag + "perturbation amplification");
-    constexpr std::uint64_t perturbation_stream = 0x9E7;  // as measure_policy, so the perturbations match
-    const auto amp = dd::perturbation_amplification(ctx, field, noise.cview(), cfg.epsilon, cfg.seed, schedule, integ,
-                                                    perturbation_stream);
-    const double ps[] = {0.5, 0.75};
-    const auto aq = dd::quantiles(amp.amplification, ps);
-    res.stability.amplification_median = aq[0];
-    res.stability.amplification_q3 = aq[1];
-    double asum = 0;
-    for (double v : amp.amplification) asum += v;
-    res.stability.amplification_mean = asum / static_cast<double>(b);
+    detail::measure_convergence(ctx, field, noise.cview(), schedule, integ, cfg, data_rms_, res.stability, prog, tag);
     res.cost.study_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     return out;
   }

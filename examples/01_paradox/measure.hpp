@@ -343,6 +343,32 @@ inline double data_rms(const ds::analytic_ddm& model) {
 
 inline std::string tag(double tau, const std::string& key) { return "tau " + std::to_string(tau).substr(0, 4) + ", " + key + ": "; }
 
+// Delta_refine (N vs 2N steps from the same noise, normalized by data_rms: the same scale for
+// every row; the default, the RMS of the fine samples, would vary with the policy) and the
+// end-to-end amplification of a perturbation of the noise (the same perturbation stream for every
+// row, so that the rows' perturbations match). Shared by every row the study measures.
+template <class T, class Space, class Field, class Schedule, class Integrator>
+void measure_convergence(const ddm::execution_context<Space>& ctx, Field& field, ddm::batch_view<const T, Space> noise,
+                         const Schedule& schedule, const Integrator& integ, const config& cfg, double data_rms,
+                         stability_numbers& out, const progress& prog, const std::string& tag) {
+  prog.note(tag + "Delta_refine (N vs 2N steps)");
+  const auto refine = dd::step_refinement(ctx, field, noise, schedule, integ, {.data_rms = data_rms});
+  out.delta_refine = refine.mean;
+  out.delta_refine_normalizer = refine.normalizer;
+
+  prog.note(tag + "perturbation amplification");
+  constexpr std::uint64_t perturbation_stream = 0x9E7;
+  const auto amp =
+      dd::perturbation_amplification(ctx, field, noise, cfg.epsilon, cfg.seed, schedule, integ, perturbation_stream);
+  const double ps[] = {0.5, 0.75};
+  const auto aq = dd::quantiles(amp.amplification, ps);
+  out.amplification_median = aq[0];
+  out.amplification_q3 = aq[1];
+  double sum = 0;
+  for (double v : amp.amplification) sum += v;
+  out.amplification_mean = sum / static_cast<double>(amp.amplification.size());
+}
+
 }  // namespace detail
 
 /// What the measurements need of the system besides its experts and router: the state's size,
@@ -429,25 +455,8 @@ measurement measure_policy(const config& cfg, const system_geometry& geo, const 
   for (double v : dis.per_sample) ss += (v - dis.integrated_mean) * (v - dis.integrated_mean);
   dis.integrated_sd = std::sqrt(ss / static_cast<double>(b));
 
-  // 3. Delta_refine: N vs 2N steps from the same noise, normalized by the true data's RMS (the same
-  //    scale for every policy; the default, the RMS of the fine samples, would vary with the policy).
-  prog.note(tag + "Delta_refine (N vs 2N steps)");
-  const auto refine = dd::step_refinement(ctx, field, noise.cview(), schedule, integ, {.data_rms = geo.data_rms});
-  res.stability.delta_refine = refine.mean;
-  res.stability.delta_refine_normalizer = refine.normalizer;
-
-  // 4. End-to-end amplification of a perturbation of the noise.
-  prog.note(tag + "perturbation amplification");
-  constexpr std::uint64_t perturbation_stream = 0x9E7;
-  const auto amp = dd::perturbation_amplification(ctx, field, noise.cview(), cfg.epsilon, cfg.seed, schedule, integ,
-                                                  perturbation_stream);
-  const double ps[] = {0.5, 0.75};
-  const auto aq = dd::quantiles(amp.amplification, ps);
-  res.stability.amplification_median = aq[0];
-  res.stability.amplification_q3 = aq[1];
-  double asum = 0;
-  for (double v : amp.amplification) asum += v;
-  res.stability.amplification_mean = asum / static_cast<double>(b);
+  // 3. and 4. Delta_refine and the end-to-end amplification of a perturbation of the noise.
+  detail::measure_convergence(ctx, field, noise.cview(), schedule, integ, cfg, geo.data_rms, res.stability, prog, tag);
 
   res.cost.study_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   return out;
