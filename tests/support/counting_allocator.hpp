@@ -1,6 +1,8 @@
 #pragma once
 // Counts every allocation of the test binary, so that a test can assert that warmed-up code
-// allocates nothing: replaces the global operator new and delete.
+// allocates nothing: replaces the global operator new and delete. Every form of new is replaced,
+// the nothrow ones too (std::stable_sort's temporary buffer uses them): a form left to the
+// runtime would allocate with it and be freed here (AddressSanitizer: alloc-dealloc-mismatch).
 //
 // Replacement allocation functions must be defined once per program: include this header from
 // exactly one translation unit of a test binary.
@@ -26,7 +28,23 @@ void* operator new(std::size_t n) { return ddm::test::counted_alloc(n, alignof(s
 void* operator new(std::size_t n, std::align_val_t a) {
   return ddm::test::counted_alloc(n, static_cast<std::size_t>(a));
 }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return ddm::test::counted_alloc(n, alignof(std::max_align_t));
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  try {
+    return ddm::test::counted_alloc(n, static_cast<std::size_t>(a));
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
 void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
