@@ -80,7 +80,7 @@ std::shared_ptr<const ddm::io::safetensors_file> random_checkpoint(const dit::di
     w.add_raw(name, ddm::io::dtype::bf16, dims, bytes);
   }
   auto file = std::make_shared<const ddm::io::safetensors_file>(ddm::io::safetensors_file::from_bytes(
-      w.to_bytes(), ddm::detail::concat("random DiT checkpoint (width ", c.hidden_size, ", depth ", c.depth, ")")));
+      w.to_bytes(), ddm::concat("random DiT checkpoint (width ", c.hidden_size, ", depth ", c.depth, ")")));
   cache[key] = file;
   return file;
 }

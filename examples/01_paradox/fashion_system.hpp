@@ -92,7 +92,7 @@ class fashion_system final : public study_system {
     const auto images = fashion::read_idx_images(data_dir / "t10k-images-idx3-ubyte.gz", &n);
     const auto labels = fashion::read_idx_labels(data_dir / "t10k-labels-idx1-ubyte.gz", 10);
     if (labels.size() != n)
-      throw ddm::io_error(ddm::detail::concat("Fashion-MNIST test set in ", data_dir.string(), ": ", n, " images but ",
+      throw ddm::io_error(ddm::concat("Fashion-MNIST test set in ", data_dir.string(), ": ", n, " images but ",
                                               labels.size(), " labels"));
     test_n_ = static_cast<ddm::index_t>(n);
     label_share_.assign(10, 0.0);

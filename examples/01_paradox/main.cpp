@@ -179,12 +179,12 @@ void check_memory(const config& c) {
       return std::string(text);
     };
     if (available != 0 && bytes > available)
-      bad_usage(ddm::detail::concat("--samples ", b, ", --dim ", d, ", --clusters ", k, " and --components ", j,
+      bad_usage(ddm::concat("--samples ", b, ", --dim ", d, ", --clusters ", k, " and --components ", j,
                                     " need at least ", gib(bytes),
                                     " of memory (8 bytes x (24 B (D + K) + 2 B D K + K J D)), more than this "
                                     "machine's ", gib(available)));
   } catch (const ddm::argument_error& e) {
-    bad_usage(ddm::detail::concat(e.what(), ": the study would not fit in memory"));
+    bad_usage(ddm::concat(e.what(), ": the study would not fit in memory"));
   }
 }
 
@@ -362,22 +362,22 @@ class output_file {
     path_ = path;
     std::error_code ec;
     if (fs::is_directory(path, ec))
-      throw std::runtime_error(ddm::detail::concat(flag, " '", path, "' is a directory, expected a file name"));
+      throw std::runtime_error(ddm::concat(flag, " '", path, "' is a directory, expected a file name"));
     temp_ = path + ".partial";
     f_.open(temp_, std::ios::binary | std::ios::trunc);
     if (!f_) {
       const int err = errno;
       temp_.clear();
-      throw std::runtime_error(ddm::detail::concat(flag, " '", path, "' cannot be written: ", std::strerror(err)));
+      throw std::runtime_error(ddm::concat(flag, " '", path, "' cannot be written: ", std::strerror(err)));
     }
   }
   void commit(const std::string& text) {
     f_ << text;
     f_.close();
-    if (!f_) throw std::runtime_error(ddm::detail::concat(flag_, " '", path_, "': writing failed"));
+    if (!f_) throw std::runtime_error(ddm::concat(flag_, " '", path_, "': writing failed"));
     std::error_code ec;
     std::filesystem::rename(temp_, path_, ec);
-    if (ec) throw std::runtime_error(ddm::detail::concat(flag_, " '", path_, "' cannot be written: ", ec.message()));
+    if (ec) throw std::runtime_error(ddm::concat(flag_, " '", path_, "' cannot be written: ", ec.message()));
     temp_.clear();
   }
 
@@ -394,14 +394,14 @@ void check_writable_dir(const char* flag, const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec || !fs::is_directory(dir))
-    throw std::runtime_error(ddm::detail::concat(flag, " '", dir, "' is not a directory that can be created",
+    throw std::runtime_error(ddm::concat(flag, " '", dir, "' is not a directory that can be created",
                                                  ec ? ": " + ec.message() : std::string()));
   const fs::path probe = fs::path(dir) / ".ddm-paradox-write-check";
   {
     std::ofstream f(probe);
     if (!f) {
       const int err = errno;
-      throw std::runtime_error(ddm::detail::concat(flag, " '", dir, "' cannot be written: ", std::strerror(err)));
+      throw std::runtime_error(ddm::concat(flag, " '", dir, "' cannot be written: ", std::strerror(err)));
     }
   }
   fs::remove(probe, ec);

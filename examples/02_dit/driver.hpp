@@ -99,7 +99,7 @@ inline void text_tables(const options& o, const dit::paris_expert_config& c, ddm
     // as garbage tokens.
     if (shape.size() != 3 || shape[0] == 0 || shape[1] != static_cast<std::uint64_t>(c.text_length) ||
         shape[2] != static_cast<std::uint64_t>(c.text_dim))
-      throw ddm::io_error(ddm::detail::concat("--text '", o.text_file, "': tensor 'text' has shape ",
+      throw ddm::io_error(ddm::concat("--text '", o.text_file, "': tensor 'text' has shape ",
                                               ddm::io::detail::shape_string(shape), ", expected (N >= 1, ",
                                               c.text_length, ", ", c.text_dim, ")"));
     text = ddm::batch<float>(static_cast<ddm::index_t>(shape[0]), width);
@@ -256,7 +256,7 @@ int sample_and_report(const options& o, const ddm::execution_context<Space>& ctx
   ddm::index_t non_finite = 0;
   for (ddm::index_t i = 0; i < final_x.size(); ++i) non_finite += std::isfinite(final_x.data()[i]) ? 0 : 1;
   if (non_finite != 0)
-    throw ddm::non_finite_error(ddm::detail::concat(
+    throw ddm::non_finite_error(ddm::concat(
         "the sampled latents hold ", non_finite, " non-finite values (NaN or infinity) of ", final_x.size(),
         ": the checkpoint's weights or the text states hold non-finite values, or the sampler diverged",
         o.out.empty() ? "" : "; nothing was written to --out"));

@@ -139,7 +139,7 @@ struct weight_view {
   /// Rows [first, first + count).
   [[nodiscard]] weight_view subrows(index_t first, index_t count) const {
     if (first < 0 || count < 0 || first + count > rows)
-      throw ddm::shape_error(ddm::detail::concat("dit::weight_view::subrows: rows [", first, ", ", first + count,
+      throw ddm::shape_error(ddm::concat("dit::weight_view::subrows: rows [", first, ", ", first + count,
                                                  ") requested, expected a range inside [0, ", rows, ")"));
     const auto* bytes = static_cast<const unsigned char*>(data);
     return {bytes + static_cast<std::size_t>(first * stride) * storage_bytes(storage), count, cols, stride, storage};
@@ -148,7 +148,7 @@ struct weight_view {
   /// The matrix as a float view; ddm::argument_error unless the storage is f32.
   [[nodiscard]] batch_view<const float, Space> as_f32(const char* where) const {
     if (storage != weight_storage::f32)
-      throw ddm::argument_error(ddm::detail::concat(where, ": the weights are stored as ", to_string(storage),
+      throw ddm::argument_error(ddm::concat(where, ": the weights are stored as ", to_string(storage),
                                                     ", expected f32 (this backend keeps float weights only)"));
     return batch_view<const float, Space>(static_cast<const float*>(data), rows, cols, stride);
   }

@@ -86,7 +86,7 @@ inline constexpr index_t max_grid_x = index_t{1} << 20;
 inline constexpr index_t max_grid_y = 65535;
 
 inline void require(bool ok, const char* where, const char* what) {
-  if (!ok) throw ddm::shape_error(ddm::detail::concat(where, ": ", what));
+  if (!ok) throw ddm::shape_error(ddm::concat(where, ": ", what));
 }
 
 inline int current_device() {
@@ -671,7 +671,7 @@ inline std::uint16_t* operand_buffer(const ddm::cuda_context& ctx, std::size_t w
     s.operand_words = 0;
     void* p = nullptr;
     ddm::cuda::check(cudaMallocAsync(&p, words * sizeof(std::uint16_t), ctx.stream()),
-                     ddm::detail::concat("cudaMallocAsync(", words * sizeof(std::uint16_t),
+                     ddm::concat("cudaMallocAsync(", words * sizeof(std::uint16_t),
                                          " bytes) for dit::linear's 16-bit operand"));
     s.operand = static_cast<std::uint16_t*>(p);
     s.operand_words = words;
@@ -683,7 +683,7 @@ inline void* lt_workspace(const ddm::cuda_context& ctx) {
   auto& s = scratch_for(ctx);
   if (s.workspace == nullptr) {
     ddm::cuda::check(cudaMallocAsync(&s.workspace, lt_workspace_bytes, ctx.stream()),
-                     ddm::detail::concat("cudaMallocAsync(", lt_workspace_bytes, " bytes) for cuBLASLt's workspace"));
+                     ddm::concat("cudaMallocAsync(", lt_workspace_bytes, " bytes) for cuBLASLt's workspace"));
     s.workspace_bytes = lt_workspace_bytes;
   }
   return s.workspace;
@@ -694,7 +694,7 @@ inline cublasLtHandle_t lt_handle() {
   thread_local std::array<cublasLtHandle_t, max_devices> handles{};
   const int device = current_device();
   if (device < 0 || device >= max_devices)
-    throw ddm::device_error(ddm::detail::concat("dit::backend<cuda_space>: device ", device, ", expected fewer than ",
+    throw ddm::device_error(ddm::concat("dit::backend<cuda_space>: device ", device, ", expected fewer than ",
                                                 max_devices, " devices"));
   auto& h = handles[static_cast<std::size_t>(device)];
   if (h == nullptr) ddm::cuda::check_blas(cublasLtCreate(&h), "cublasLtCreate");
@@ -830,18 +830,18 @@ inline void gemm(const ddm::cuda_context& ctx, index_t m, index_t n, index_t k, 
     void* workspace = lt_workspace(ctx);
     ddm::cuda::check_blas(cublasLtMatmul(lt_handle(), plan.desc, &alpha, w, plan.a, x, plan.b, &beta, y, plan.c, y,
                                          plan.c, &plan.algo, workspace, lt_workspace_bytes, ctx.stream()),
-                          ddm::detail::concat("cublasLtMatmul (dit::linear, m = ", m, ", n = ", n, ", k = ", k, ")"));
+                          ddm::concat("cublasLtMatmul (dit::linear, m = ", m, ", n = ", n, ", k = ", k, ")"));
     if (bias != nullptr && !epilogue_bias) launch_bias(ctx, y, ldc, bias, true, n, m);
     return;
   }
   if (std::max({m, n, k, lda, ldb, ldc}) > INT_MAX)
-    throw ddm::argument_error(ddm::detail::concat("dit::linear: a product of (", n, ", ", k, ") by (", k, ", ", m,
+    throw ddm::argument_error(ddm::concat("dit::linear: a product of (", n, ", ", k, ") by (", k, ", ", m,
                                                   ") exceeds cublasGemmEx's 32-bit sizes"));
   ddm::cuda::check_blas(
       cublasGemmEx(ddm::cuda::blas_for(ctx), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(n),
                    static_cast<int>(k), &alpha, w, ab_type, static_cast<int>(lda), x, ab_type, static_cast<int>(ldb),
                    &beta, y, CUDA_R_32F, static_cast<int>(ldc), compute, CUBLAS_GEMM_DEFAULT),
-      ddm::detail::concat("cublasGemmEx (dit::linear, m = ", m, ", n = ", n, ", k = ", k, ")"));
+      ddm::concat("cublasGemmEx (dit::linear, m = ", m, ", n = ", n, ", k = ", k, ")"));
   if (bias != nullptr) launch_bias(ctx, y, ldc, bias, true, n, m);
 }
 
@@ -1132,7 +1132,7 @@ struct backend<ddm::cuda_space> {
                 "out (n, D) for n indices into table (R, D)");
     for (std::size_t r = 0; r < rows.size(); ++r)
       if (rows[r] < 0 || rows[r] >= table.rows())
-        throw ddm::argument_error(ddm::detail::concat("dit::gather_rows: index ", rows[r], " at position ", r,
+        throw ddm::argument_error(ddm::concat("dit::gather_rows: index ", rows[r], " at position ", r,
                                                       ", expected a row of the table in [0, ", table.rows(), ")"));
     if (out.empty()) return;
     for (std::size_t first = 0; first < rows.size(); first += cd::chunk) {
@@ -1183,10 +1183,10 @@ struct backend<ddm::cuda_space> {
     if (tq == 0) return;
     if (tk == 0)
       throw ddm::argument_error(
-          ddm::detail::concat(where, ": no keys (k and v have 0 rows per sample), expected at least one"));
-    if (hd > 256) ddm::detail::fail_argument(where, "head size", hd, "<= 256 on the CUDA backend");
+          ddm::concat(where, ": no keys (k and v have 0 rows per sample), expected at least one"));
+    if (hd > 256) ddm::fail_argument(where, "head size", hd, "<= 256 on the CUDA backend");
     if (heads > cd::max_grid_y || tq > INT_MAX / 2 || tk > INT_MAX / 2)
-      throw ddm::argument_error(ddm::detail::concat(where, ": ", heads, " heads, ", tq, " queries, ", tk,
+      throw ddm::argument_error(ddm::concat(where, ": ", heads, " heads, ", tq, " queries, ", tk,
                                                     " keys; expected at most 65535 heads and 2^30 tokens"));
     const int device = cd::current_device();
     int optin = 0;
@@ -1195,7 +1195,7 @@ struct backend<ddm::cuda_space> {
     const bool mma = operands != weight_storage::f32 && tensor_cores_();
     const std::size_t smem = mma ? cd::mma_attention_smem_bytes(hp) : cd::attention_smem_bytes(hd);
     if (smem > static_cast<std::size_t>(optin))
-      throw ddm::argument_error(ddm::detail::concat(where, ": head size ", hd, " needs ", smem,
+      throw ddm::argument_error(ddm::concat(where, ": head size ", hd, " needs ", smem,
                                                     " bytes of shared memory per block; this device allows ", optin));
     const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
     const auto blocks = static_cast<unsigned>((tq + cd::attention_rows - 1) / cd::attention_rows);

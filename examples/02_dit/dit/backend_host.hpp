@@ -42,7 +42,7 @@ namespace dit {
 
 /// Sets the threads of the host backend (its OpenMP team; the BLAS runs one thread per call).
 inline void set_host_threads(int n) {
-  if (n < 1) ddm::detail::fail_argument("dit::set_host_threads", "n", n, ">= 1");
+  if (n < 1) ddm::fail_argument("dit::set_host_threads", "n", n, ">= 1");
 #if defined(_OPENMP)
   omp_set_num_threads(n);
 #endif
@@ -163,7 +163,7 @@ inline void load_partial16(vec16& v, const float* p, index_t n) noexcept {
 inline void store16(float* p, const vec16& v) noexcept { std::memcpy(p, &v, sizeof v); }
 
 inline void require(bool ok, const char* where, const char* what) {
-  if (!ok) throw ddm::shape_error(ddm::detail::concat(where, ": ", what));
+  if (!ok) throw ddm::shape_error(ddm::concat(where, ": ", what));
 }
 
 }  // namespace detail
@@ -508,7 +508,7 @@ struct backend<ddm::host_space> {
                     "dit::gather_rows", "out (n, D) for n indices into table (R, D)");
     for (std::size_t r = 0; r < rows.size(); ++r) {
       if (rows[r] < 0 || rows[r] >= table.rows())
-        throw ddm::argument_error(ddm::detail::concat("dit::gather_rows: index ", rows[r], " at position ", r,
+        throw ddm::argument_error(ddm::concat("dit::gather_rows: index ", rows[r], " at position ", r,
                                                       ", expected a row of the table in [0, ", table.rows(), ")"));
       std::memcpy(out.row(static_cast<index_t>(r)), table.row(rows[r]),
                   static_cast<std::size_t>(table.cols()) * sizeof(float));

@@ -26,7 +26,7 @@ inline constexpr index_t max_dimension = std::numeric_limits<int>::max();
 
 namespace detail {
 inline void check_positive(const char* where, const char* name, index_t v) {
-  if (v <= 0 || v > max_dimension) ddm::detail::fail_argument(where, name, v, "in [1, 2147483647]");
+  if (v <= 0 || v > max_dimension) ddm::fail_argument(where, name, v, "in [1, 2147483647]");
 }
 inline void check_transformer(const char* where, index_t input_size, index_t patch, index_t channels, index_t hidden,
                               index_t depth, index_t heads, double mlp_ratio, double eps) {
@@ -37,15 +37,15 @@ inline void check_transformer(const char* where, index_t input_size, index_t pat
   check_positive(where, "depth", depth);
   check_positive(where, "num_heads", heads);
   if (input_size % patch != 0)
-    throw ddm::argument_error(ddm::detail::concat(where, ": input_size ", input_size,
+    throw ddm::argument_error(ddm::concat(where, ": input_size ", input_size,
                                                   " is not a multiple of patch_size ", patch));
   if (hidden % heads != 0)
-    throw ddm::argument_error(ddm::detail::concat(where, ": hidden_size ", hidden, " is not divisible by num_heads ",
+    throw ddm::argument_error(ddm::concat(where, ": hidden_size ", hidden, " is not divisible by num_heads ",
                                                   heads));
   if (!(mlp_ratio > 0) || !(static_cast<double>(hidden) * mlp_ratio >= 1.0) ||
       !(static_cast<double>(hidden) * mlp_ratio < static_cast<double>(max_dimension) + 1.0))
-    ddm::detail::fail_argument(where, "mlp_ratio", mlp_ratio, "> 0, with hidden_size x mlp_ratio in [1, 2147483647]");
-  if (!(eps > 0)) ddm::detail::fail_argument(where, "layer_norm_eps", eps, "> 0");
+    ddm::fail_argument(where, "mlp_ratio", mlp_ratio, "> 0, with hidden_size x mlp_ratio in [1, 2147483647]");
+  if (!(eps > 0)) ddm::fail_argument(where, "layer_norm_eps", eps, "> 0");
   // The products of three sizes the models form (values per image, patch values); products of
   // two cannot overflow once each factor is bounded.
   (void)ddm::checked_size(where, "in_channels x input_size x input_size", channels, input_size, input_size);
@@ -122,7 +122,7 @@ struct dit_config {
     (void)ddm::checked_size("dit::dit_config", "out_channels x patch_size x patch_size", out_channels(), patch_size,
                             patch_size);
     if (frequency_size <= 0 || frequency_size > max_dimension || frequency_size % 2 != 0)
-      ddm::detail::fail_argument("dit::dit_config", "frequency_size", frequency_size, "a positive even number");
+      ddm::fail_argument("dit::dit_config", "frequency_size", frequency_size, "a positive even number");
   }
 
   /// "DiT-S/2" ... "DiT-XL/8": the configurations of the DiT paper (S, B, L, XL; patch 2, 4, 8).
@@ -150,7 +150,7 @@ struct dit_config {
         }
       }
     }
-    throw ddm::argument_error(ddm::detail::concat("dit::dit_config::preset: argument 'name' = ", name,
+    throw ddm::argument_error(ddm::concat("dit::dit_config::preset: argument 'name' = ", name,
                                                   ", expected DiT-{S,B,L,XL}/{2,4,8}"));
   }
 };
@@ -193,7 +193,7 @@ struct paris_expert_config {
     (void)ddm::checked_size("dit::paris_expert_config", "out_channels x patch_size x patch_size", out_channels,
                             patch_size, patch_size);
     if (frequency_size <= 0 || frequency_size > max_dimension || frequency_size % 2 != 0)
-      ddm::detail::fail_argument("dit::paris_expert_config", "frequency_size", frequency_size, "a positive even number");
+      ddm::fail_argument("dit::paris_expert_config", "frequency_size", frequency_size, "a positive even number");
   }
 };
 
@@ -225,9 +225,9 @@ struct router_config {
                               num_heads, mlp_ratio, layer_norm_eps);
     detail::check_positive("dit::router_config", "num_experts", num_experts);
     if (!(head_layer_norm_eps > 0))
-      ddm::detail::fail_argument("dit::router_config", "head_layer_norm_eps", head_layer_norm_eps, "> 0");
+      ddm::fail_argument("dit::router_config", "head_layer_norm_eps", head_layer_norm_eps, "> 0");
     if (frequency_size <= 0 || frequency_size > max_dimension || frequency_size % 2 != 0)
-      ddm::detail::fail_argument("dit::router_config", "frequency_size", frequency_size, "a positive even number");
+      ddm::fail_argument("dit::router_config", "frequency_size", frequency_size, "a positive even number");
   }
 };
 

@@ -192,17 +192,17 @@ class dit_model {
   void check_(batch_view<const float, Space> x, std::span<const float> t, std::span<const std::int32_t> y,
               batch_view<float, Space> out, index_t keep) const {
     const char* where = "dit::dit_model::forward";
-    ddm::detail::require_shape(where, "x", x, x.rows(), input_values());
+    ddm::require_shape(where, "x", x, x.rows(), input_values());
     if (static_cast<index_t>(t.size()) != x.rows() || static_cast<index_t>(y.size()) != x.rows())
-      throw ddm::shape_error(ddm::detail::concat(where, ": ", t.size(), " timesteps and ", y.size(),
+      throw ddm::shape_error(ddm::concat(where, ": ", t.size(), " timesteps and ", y.size(),
                                                  " labels for a batch of ", x.rows(), ", expected one each per sample"));
     if (keep <= 0 || keep > config_.out_channels())
-      ddm::detail::fail_argument(where, "keep", keep, "a channel count in [1, out_channels]");
-    ddm::detail::require_shape(where, "out", out, x.rows(), keep * config_.input_size * config_.input_size);
+      ddm::fail_argument(where, "keep", keep, "a channel count in [1, out_channels]");
+    ddm::require_shape(where, "out", out, x.rows(), keep * config_.input_size * config_.input_size);
     for (std::size_t i = 0; i < y.size(); ++i) {
       const bool null_label = config_.null_class && (y[i] == -1 || y[i] == config_.num_classes);
       if (!null_label && (y[i] < 0 || y[i] >= config_.num_classes))
-        throw ddm::argument_error(ddm::detail::concat(where, ": label ", y[i], " of sample ", i, ", expected [0, ",
+        throw ddm::argument_error(ddm::concat(where, ": label ", y[i], " of sample ", i, ", expected [0, ",
                                                       config_.num_classes, ")",
                                                       config_.null_class ? " or the null class (-1 or num_classes)" : ""));
     }

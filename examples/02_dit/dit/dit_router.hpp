@@ -38,7 +38,7 @@ namespace dit {
   const auto& fc1 = file.info("layers.0.mlp.0.weight").shape;
   const auto& head = file.info("head.4.weight").shape;
   if (pe.size() != 4 || pos.size() != 3 || fc1.size() != 2 || head.size() != 2 || pe[2] != pe[3])
-    throw ddm::io_error(ddm::detail::concat("ddm::io::safetensors: '", file.label(),
+    throw ddm::io_error(ddm::concat("ddm::io::safetensors: '", file.label(),
                                             "': the tensor shapes are not those of a DiT router"));
   // Every size is checked before it is used (see paris_expert_config_from).
   base.hidden_size = shape_size(file, "patch_embed.weight", 0, "hidden size (axis 0)");
@@ -110,10 +110,10 @@ class dit_router_model {
     const index_t d = config_.hidden_size;
     const index_t tokens = config_.tokens();
     const index_t seq = tokens + 1;
-    ddm::detail::require_shape(where, "x", x, b, input_values());
-    ddm::detail::require_shape(where, "logits", logits, b, config_.num_experts);
+    ddm::require_shape(where, "x", x, b, input_values());
+    ddm::require_shape(where, "logits", logits, b, config_.num_experts);
     if (static_cast<index_t>(t.size()) != b)
-      throw ddm::shape_error(ddm::detail::concat(where, ": ", t.size(), " timesteps for a batch of ", b,
+      throw ddm::shape_error(ddm::concat(where, ": ", t.size(), " timesteps for a batch of ", b,
                                                  ", expected one per sample"));
     if (b == 0) return;
     auto record = [&](std::string_view name, batch_view<float, Space> v) {

@@ -16,7 +16,7 @@ namespace dit {
 /// half = dim / 2, in float as PyTorch computes them for float32 tensors.
 [[nodiscard]] inline std::vector<float> timestep_frequencies(index_t dim, double max_period = 10000.0) {
   if (dim <= 0 || dim % 2 != 0)
-    ddm::detail::fail_argument("dit::timestep_frequencies", "dim", dim, "a positive even number");
+    ddm::fail_argument("dit::timestep_frequencies", "dim", dim, "a positive even number");
   const index_t half = dim / 2;
   const auto neg_log = static_cast<float>(-std::log(max_period));
   std::vector<float> freqs(static_cast<std::size_t>(half));
@@ -31,9 +31,9 @@ namespace dit {
 /// for float32 tensors, so that large t (up to 1000) rounds the same way.
 inline void timestep_embedding(std::span<const float> t, index_t dim, std::span<float> out,
                                double max_period = 10000.0) {
-  if (dim <= 0 || dim % 2 != 0) ddm::detail::fail_argument("dit::timestep_embedding", "dim", dim, "a positive even number");
+  if (dim <= 0 || dim % 2 != 0) ddm::fail_argument("dit::timestep_embedding", "dim", dim, "a positive even number");
   if (out.size() != t.size() * static_cast<std::size_t>(dim))
-    throw ddm::shape_error(ddm::detail::concat("dit::timestep_embedding: out has ", out.size(), " values, expected ",
+    throw ddm::shape_error(ddm::concat("dit::timestep_embedding: out has ", out.size(), " values, expected ",
                                                t.size(), " x ", dim));
   const index_t half = dim / 2;
   const auto freqs = timestep_frequencies(dim, max_period);
@@ -54,8 +54,8 @@ inline void timestep_embedding(std::span<const float> t, index_t dim, std::span<
 /// meshgrid puts w first) and sine precedes cosine, unlike the timestep embedding.
 [[nodiscard]] inline std::vector<float> sincos_pos_embed_2d(index_t dim, index_t grid) {
   if (dim <= 0 || dim % 4 != 0)
-    ddm::detail::fail_argument("dit::sincos_pos_embed_2d", "dim", dim, "a positive multiple of 4");
-  if (grid <= 0) ddm::detail::fail_argument("dit::sincos_pos_embed_2d", "grid", grid, "> 0");
+    ddm::fail_argument("dit::sincos_pos_embed_2d", "dim", dim, "a positive multiple of 4");
+  if (grid <= 0) ddm::fail_argument("dit::sincos_pos_embed_2d", "grid", grid, "> 0");
   const index_t quarter = dim / 4;
   std::vector<double> omega(static_cast<std::size_t>(quarter));
   for (index_t k = 0; k < quarter; ++k)

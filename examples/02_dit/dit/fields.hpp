@@ -60,7 +60,7 @@ template <class Space>
 std::vector<std::int32_t> conditioning_rows(const char* where, const ddm::execution_context<Space>& ctx,
                                             index_t batch_rows, index_t table_rows, const row_indices<Space>* rows) {
   if (rows == nullptr && table_rows != 1 && table_rows != batch_rows)
-    throw ddm::shape_error(ddm::detail::concat(where, ": the conditioning table has ", table_rows, " rows for a batch of ",
+    throw ddm::shape_error(ddm::concat(where, ": the conditioning table has ", table_rows, " rows for a batch of ",
                                                batch_rows, ", expected one row per sample or one row for all (a "
                                                "sub-batch must come with its row indices)"));
   std::vector<std::int32_t> out(static_cast<std::size_t>(batch_rows), 0);
@@ -73,7 +73,7 @@ std::vector<std::int32_t> conditioning_rows(const char* where, const ddm::execut
   for (index_t i = 0; i < batch_rows; ++i) {
     const std::int32_t r = out[static_cast<std::size_t>(i)];
     if (r < 0 || r >= table_rows)
-      throw ddm::argument_error(ddm::detail::concat(where, ": row ", i, " needs conditioning row ", r,
+      throw ddm::argument_error(ddm::concat(where, ": row ", i, " needs conditioning row ", r,
                                                     " but the conditioning table has ", table_rows,
                                                     " rows (one per sample of the sampled batch, or 1 for all)"));
   }
@@ -83,7 +83,7 @@ std::vector<std::int32_t> conditioning_rows(const char* where, const ddm::execut
 template <class Space>
 void check_rows(const char* where, index_t batch_rows, const row_indices<Space>& rows) {
   if (rows.rows() != batch_rows || rows.cols() != 1)
-    throw ddm::shape_error(ddm::detail::concat(where, ": argument 'rows' has shape (", rows.rows(), ", ", rows.cols(),
+    throw ddm::shape_error(ddm::concat(where, ": argument 'rows' has shape (", rows.rows(), ", ", rows.cols(),
                                                "), expected (", batch_rows, ", 1)"));
 }
 
@@ -146,7 +146,7 @@ class paris_expert_field {
       throw ddm::argument_error("dit::paris_expert_field: argument 'text' is empty, expected text-encoder states, "
                                 "one row per sample (or one row for all)");
     if (text_->cols() != model_->config().text_values())
-      throw ddm::shape_error(ddm::detail::concat("dit::paris_expert_field: argument 'text' has ", text_->cols(),
+      throw ddm::shape_error(ddm::concat("dit::paris_expert_field: argument 'text' has ", text_->cols(),
                                                  " values per row, expected text_length x text_dim = ",
                                                  model_->config().text_values()));
   }

@@ -43,7 +43,7 @@ namespace dit {
   const auto& fc1 = file.info("layers.0.mlp.0.weight").shape;
   const auto& fin = file.info("final_layer.linear.weight").shape;
   if (pe.size() != 4 || pos.size() != 3 || text.size() != 2 || fc1.size() != 2 || fin.size() != 2 || pe[2] != pe[3])
-    throw ddm::io_error(ddm::detail::concat("ddm::io::safetensors: '", file.label(),
+    throw ddm::io_error(ddm::concat("ddm::io::safetensors: '", file.label(),
                                             "': the tensor shapes are not those of a Paris-style expert"));
   // Every size is checked before it is used: patch_embed.weight (32, 4, 0, 0) is a valid empty
   // tensor whose patch would divide by zero below.
@@ -125,11 +125,11 @@ class paris_expert {
     const index_t b = x.rows();
     const index_t d = config_.hidden_size;
     const index_t tokens = config_.tokens();
-    ddm::detail::require_shape(where, "x", x, b, input_values());
-    ddm::detail::require_shape(where, "text", text, b, config_.text_values());
-    ddm::detail::require_shape(where, "out", out, b, output_values());
+    ddm::require_shape(where, "x", x, b, input_values());
+    ddm::require_shape(where, "text", text, b, config_.text_values());
+    ddm::require_shape(where, "out", out, b, output_values());
     if (static_cast<index_t>(t.size()) != b)
-      throw ddm::shape_error(ddm::detail::concat(where, ": ", t.size(), " timesteps for a batch of ", b,
+      throw ddm::shape_error(ddm::concat(where, ": ", t.size(), " timesteps for a batch of ", b,
                                                  ", expected one per sample"));
     if (b == 0) return;
     auto record = [&](std::string_view name, batch_view<float, Space> v) {
@@ -152,7 +152,7 @@ class paris_expert {
 
     // (B, L*text_dim) viewed as (B*L, text_dim): each prompt's tokens are consecutive rows.
     if (!text.is_contiguous())
-      throw ddm::argument_error(ddm::detail::concat(where, ": argument 'text' must be contiguous"));
+      throw ddm::argument_error(ddm::concat(where, ": argument 'text' must be contiguous"));
     const batch_view<const float, Space> text_tokens(text.data(), b * config_.text_length, config_.text_dim);
     auto txt = ws.get(slot::model + 4, b * config_.text_length, d);
     ops::linear(ctx, text_tokens, text_proj_.view(), text_proj_.bias_data(), txt);

@@ -63,12 +63,12 @@ inline std::optional<std::string> read_config_json(const std::filesystem::path& 
   const auto status = fs::status(file, ec);
   if (status.type() == fs::file_type::not_found) return std::nullopt;
   if (ec || status.type() != fs::file_type::regular)
-    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", file.string(), "' is not a regular file",
+    throw ddm::io_error(ddm::concat("dit::load_paris: '", file.string(), "' is not a regular file",
                                             ec ? " (" + ec.message() + ")" : std::string(), ", expected a JSON object"));
   std::ifstream in(file, std::ios::binary);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (!in && !in.eof())
-    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", file.string(), "' cannot be read"));
+    throw ddm::io_error(ddm::concat("dit::load_paris: '", file.string(), "' cannot be read"));
   return text;
 }
 
@@ -80,10 +80,10 @@ inline void apply_config_json(std::string_view text, const std::string& label, i
   try {
     j = nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::exception& e) {
-    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", label, "' is not valid JSON: ", e.what()));
+    throw ddm::io_error(ddm::concat("dit::load_paris: '", label, "' is not valid JSON: ", e.what()));
   }
   if (!j.is_object())
-    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", label, "' is a JSON ", j.type_name(),
+    throw ddm::io_error(ddm::concat("dit::load_paris: '", label, "' is a JSON ", j.type_name(),
                                             ", expected an object"));
   // Integers are sizes of the model: checked against max_dimension here, before text_values()
   // or anything else multiplies them ("text_length": 2^60 once overflowed into a null memcpy).
@@ -95,7 +95,7 @@ inline void apply_config_json(std::string_view text, const std::string& label, i
                           (it->is_number_integer() && !it->is_number_unsigned() && it->get<std::int64_t>() >= 1 &&
                            it->get<std::int64_t>() <= max_dimension);
     if (!in_range)
-      throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", label, "': '", key, "' = ", it->dump(),
+      throw ddm::io_error(ddm::concat("dit::load_paris: '", label, "': '", key, "' = ", it->dump(),
                                               ", expected an integer in [1, ", max_dimension, "]"));
     out = static_cast<index_t>(it->get<std::int64_t>());
     return true;
@@ -103,7 +103,7 @@ inline void apply_config_json(std::string_view text, const std::string& label, i
   if (!read_int("num_heads", heads)) read_int("num_attention_heads", heads);
   if (j.contains("layer_norm_eps")) {
     if (!j["layer_norm_eps"].is_number() || !(j["layer_norm_eps"].get<double>() > 0))
-      throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", label, "': 'layer_norm_eps' = ",
+      throw ddm::io_error(ddm::concat("dit::load_paris: '", label, "': 'layer_norm_eps' = ",
                                               j["layer_norm_eps"].dump(), ", expected a number > 0"));
     eps = j["layer_norm_eps"].get<double>();
   }
@@ -155,14 +155,14 @@ template <class Space = ddm::host_space>
                                                  const ddm::execution_context<Space>& ctx = {}) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(dir))
-    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", dir.string(), "' is not a directory"));
+    throw ddm::io_error(ddm::concat("dit::load_paris: '", dir.string(), "' is not a directory"));
   paris_checkpoint<Space> out;
   for (int k = 0;; ++k) {
     const fs::path sub = dir / ("expert_" + std::to_string(k));
     if (!fs::is_directory(sub)) break;
     const fs::path weights = sub / "diffusion_pytorch_model.safetensors";
     if (!fs::exists(weights))
-      throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", weights.string(), "' is missing"));
+      throw ddm::io_error(ddm::concat("dit::load_paris: '", weights.string(), "' is missing"));
     const fs::path config_path = sub / "config.json";
     const auto config_json = detail::read_config_json(config_path);
     const ddm::io::safetensors_file file(weights);
@@ -170,7 +170,7 @@ template <class Space = ddm::host_space>
     if (k == 0) {
       out.expert_config = config;
     } else if (!detail::same_structure(config, out.expert_config)) {
-      throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", weights.string(),
+      throw ddm::io_error(ddm::concat("dit::load_paris: '", weights.string(),
                                               "' does not have the configuration of expert_0 (every expert of a "
                                               "folder must share one architecture)"));
     }
@@ -178,17 +178,17 @@ template <class Space = ddm::host_space>
         std::make_shared<const paris_expert<Space>>(config, file, options.strict, ctx, options.storage));
   }
   if (out.experts.empty())
-    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", dir.string(),
+    throw ddm::io_error(ddm::concat("dit::load_paris: '", dir.string(),
                                             "' has no expert_0 folder, expected expert_0, expert_1, ... and router"));
   const fs::path router_weights = dir / "router" / "pytorch_model.safetensors";
   if (!fs::exists(router_weights))
-    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", router_weights.string(), "' is missing"));
+    throw ddm::io_error(ddm::concat("dit::load_paris: '", router_weights.string(), "' is missing"));
   const fs::path router_config_path = dir / "router" / "config.json";
   const auto router_json = detail::read_config_json(router_config_path);
   const ddm::io::safetensors_file rfile(router_weights);
   out.router_config = paris_router_config_of(rfile, router_json, router_config_path.string(), options);
   if (out.router_config.num_experts != static_cast<index_t>(out.experts.size()))
-    throw ddm::io_error(ddm::detail::concat("dit::load_paris: '", router_weights.string(), "' scores ",
+    throw ddm::io_error(ddm::concat("dit::load_paris: '", router_weights.string(), "' scores ",
                                             out.router_config.num_experts, " experts but '", dir.string(), "' holds ",
                                             out.experts.size(), " (expert_0 ... expert_", out.experts.size() - 1, ")"));
   out.router = std::make_shared<const dit_router_model<Space>>(out.router_config, rfile, options.strict, ctx,

@@ -57,7 +57,7 @@ class weight_reader {
                 weight_storage storage = weight_storage::f32)
       : file_(file), ctx_(ctx), storage_(storage) {
     if (Space::host_accessible && storage != weight_storage::f32)
-      throw ddm::argument_error(ddm::detail::concat("dit::weight_reader: argument 'storage' is ", to_string(storage),
+      throw ddm::argument_error(ddm::concat("dit::weight_reader: argument 'storage' is ", to_string(storage),
                                                     " for '", file.label(), "', expected f32: the host backend keeps "
                                                     "float weights (bf16 / f16 storage is for the CUDA backend)"));
   }
@@ -131,8 +131,8 @@ class weight_reader {
     if (unused.empty()) return;
     std::string list;
     for (std::size_t i = 0; i < unused.size() && i < 5; ++i) list += (i ? ", '" : "'") + unused[i] + "'";
-    if (unused.size() > 5) list += ddm::detail::concat(" and ", unused.size() - 5, " more");
-    throw ddm::io_error(ddm::detail::concat("ddm::io::safetensors: '", file_.label(), "': ", unused.size(),
+    if (unused.size() > 5) list += ddm::concat(" and ", unused.size() - 5, " more");
+    throw ddm::io_error(ddm::concat("ddm::io::safetensors: '", file_.label(), "': ", unused.size(),
                                             " tensor(s) not used by the ", model, " configuration: ", list,
                                             " (wrong depth or architecture? load with strict = false to ignore)"));
   }
@@ -159,7 +159,7 @@ class weight_reader {
                                         std::size_t axis, const char* what) {
   const auto& shape = file.info(name).shape;
   if (axis >= shape.size() || shape[axis] == 0 || shape[axis] > static_cast<std::uint64_t>(max_dimension))
-    throw ddm::io_error(ddm::detail::concat("ddm::io::safetensors: '", file.label(), "': tensor '", name,
+    throw ddm::io_error(ddm::concat("ddm::io::safetensors: '", file.label(), "': tensor '", name,
                                             "' has shape ", ddm::io::detail::shape_string(shape), ", whose ", what,
                                             axis < shape.size() ? "" : " (missing axis)", " is not in [1, ",
                                             max_dimension, "]"));

@@ -20,7 +20,7 @@ namespace detail {
 
 inline int blas_int(const char* where, const char* what, index_t v) {
   if (v < 0 || v > std::numeric_limits<int>::max())
-    ddm::detail::fail_argument(where, what, v, "a size that fits the BLAS's int");
+    ddm::fail_argument(where, what, v, "a size that fits the BLAS's int");
   return static_cast<int>(v);
 }
 
@@ -31,7 +31,7 @@ inline void linear_no_bias(ddm::batch_view<const float> x, const float* w, index
                            ddm::batch_view<float> y, float beta = 0.0f) {
   constexpr const char* where = "fashion::linear";
   if (x.cols() != in || y.cols() != out || y.rows() != x.rows())
-    ddm::detail::throw_error<ddm::shape_error>(where, ": x is (", x.rows(), ", ", x.cols(), "), y is (", y.rows(), ", ",
+    ddm::throw_error<ddm::shape_error>(where, ": x is (", x.rows(), ", ", x.cols(), "), y is (", y.rows(), ", ",
                                                y.cols(), "), expected x (B, ", in, ") and y (B, ", out, ")");
   if (x.rows() == 0) return;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, detail::blas_int(where, "rows", x.rows()),

@@ -74,7 +74,7 @@ inline time_mlp_field make_monolith(const std::shared_ptr<const ddm_folder>& f) 
 class learned_router {
  public:
   learned_router(std::shared_ptr<const ddm_folder> folder, double tau) : folder_(std::move(folder)), tau_(tau) {
-    if (!(tau > 0) || !std::isfinite(tau)) ddm::detail::fail_argument("fashion::learned_router", "tau", tau, "a finite value > 0");
+    if (!(tau > 0) || !std::isfinite(tau)) ddm::fail_argument("fashion::learned_router", "tau", tau, "a finite value > 0");
   }
   [[nodiscard]] std::size_t num_experts() const noexcept { return static_cast<std::size_t>(folder_->cfg.num_experts); }
   [[nodiscard]] const char* name() const noexcept { return "learned_router"; }
@@ -104,7 +104,7 @@ class learned_router {
 class oracle_router {
  public:
   oracle_router(std::shared_ptr<const ddm_folder> folder, double tau) : folder_(std::move(folder)), tau_(tau) {
-    if (!(tau > 0) || !std::isfinite(tau)) ddm::detail::fail_argument("fashion::oracle_router", "tau", tau, "a finite value > 0");
+    if (!(tau > 0) || !std::isfinite(tau)) ddm::fail_argument("fashion::oracle_router", "tau", tau, "a finite value > 0");
     const auto& p = folder_->part;
     norms_.resize(static_cast<std::size_t>(p.n));
     for (index_t i = 0; i < p.n; ++i) {
@@ -122,9 +122,9 @@ class oracle_router {
     constexpr const char* where = "fashion::oracle_router";
     const auto& p = folder_->part;
     if (x.cols() != p.d || logits.cols() != p.k || logits.rows() != x.rows())
-      ddm::detail::throw_error<ddm::shape_error>(where, ": x is (", x.rows(), ", ", x.cols(), "), logits (", logits.rows(), ", ",
+      ddm::throw_error<ddm::shape_error>(where, ": x is (", x.rows(), ", ", x.cols(), "), logits (", logits.rows(), ", ",
                                                  logits.cols(), "), expected (B, ", p.d, ") and (B, ", p.k, ")");
-    if (!(t >= 0 && t <= 1)) ddm::detail::fail_argument(where, "t", t, "a time in [0, 1]");
+    if (!(t >= 0 && t <= 1)) ddm::fail_argument(where, "t", t, "a time in [0, 1]");
     const index_t b = x.rows();
     xd_.resize(static_cast<std::size_t>(b * p.d));
     for (index_t r = 0; r < b; ++r)

@@ -63,7 +63,7 @@ struct ddm_folder {
 namespace detail {
 
 [[noreturn]] inline void fail_folder(const fs::path& file, const std::string& problem) {
-  throw ddm::io_error(ddm::detail::concat("fashion DDM folder: ", file.string(), ": ", problem));
+  throw ddm::io_error(ddm::concat("fashion DDM folder: ", file.string(), ": ", problem));
 }
 
 template <class T>
@@ -87,7 +87,7 @@ T get(const nlohmann::json& j, const fs::path& file, const std::string& path) {
 
 inline index_t positive(const nlohmann::json& j, const fs::path& file, const std::string& path, long long max = 1 << 20) {
   const auto v = get<long long>(j, file, path);
-  if (v < 1 || v > max) fail_folder(file, ddm::detail::concat("entry '", path, "' = ", v, ", expected an integer in [1, ", max, "]"));
+  if (v < 1 || v > max) fail_folder(file, ddm::concat("entry '", path, "' = ", v, ", expected an integer in [1, ", max, "]"));
   return static_cast<index_t>(v);
 }
 
@@ -108,7 +108,7 @@ class reader {
                                      ", expected " + ddm::io::detail::shape_string(shape) + " from config.json (" + why_ + ")");
     auto v = file_.read<float>(name);
     for (std::size_t i = 0; i < v.size(); ++i)
-      if (!std::isfinite(v[i])) fail_folder(file_.label(), ddm::detail::concat("tensor '", name, "' has a non-finite value at index ", i));
+      if (!std::isfinite(v[i])) fail_folder(file_.label(), ddm::concat("tensor '", name, "' has a non-finite value at index ", i));
     return v;
   }
   linear take_linear(const std::string& prefix, index_t out, index_t in) {
@@ -146,7 +146,7 @@ class reader {
 
 inline time_mlp load_time_mlp(const fs::path& path, const time_mlp_config& c, index_t in_dim, index_t out_dim,
                               const std::string& out_why) {
-  const std::string why = ddm::detail::concat("time_mlp width = ", c.width, ", depth = ", c.depth, ", hidden = ", c.hidden,
+  const std::string why = ddm::concat("time_mlp width = ", c.width, ", depth = ", c.depth, ", hidden = ", c.hidden,
                                               ", frequencies = ", c.frequencies, ", latent_dim = ", in_dim, ", ", out_why);
   reader r(path, why);
   time_mlp m;
@@ -192,7 +192,7 @@ inline folder_config read_folder_config(const fs::path& dir) {
   c.name = get<std::string>(j, file, "name");
   c.partition = get<std::string>(j, file, "partition");
   c.num_experts = positive(j, file, "num_experts", 4096);
-  if (c.num_experts < 2) detail::fail_folder(file, ddm::detail::concat("num_experts = ", c.num_experts, ", expected >= 2"));
+  if (c.num_experts < 2) detail::fail_folder(file, ddm::concat("num_experts = ", c.num_experts, ", expected >= 2"));
   c.latent_dim = positive(j, file, "latent_dim", 784);
   c.net.width = positive(j, file, "time_mlp.width");
   c.net.depth = positive(j, file, "time_mlp.depth", 1024);
@@ -209,13 +209,13 @@ inline folder_config read_folder_config(const fs::path& dir) {
   c.classifier_hidden = positive(j, file, "classifier.hidden");
   c.classifier_features = positive(j, file, "classifier.features");
   c.classes = positive(j, file, "classifier.classes", 10);
-  if (c.classes != 10) detail::fail_folder(file, ddm::detail::concat("classifier.classes = ", c.classes, ", expected 10"));
+  if (c.classes != 10) detail::fail_folder(file, ddm::concat("classifier.classes = ", c.classes, ", expected 10"));
   c.pixel_mean = get<float>(j, file, "classifier.pixel_mean");
   c.pixel_std = get<float>(j, file, "classifier.pixel_std");
   if (!(c.pixel_std > 0)) detail::fail_folder(file, "classifier.pixel_std must be > 0");
   const auto h = get<int>(j, file, "image.height"), w = get<int>(j, file, "image.width"), ch = get<int>(j, file, "image.channels");
   if (h != 28 || w != 28 || ch != 1)
-    detail::fail_folder(file, ddm::detail::concat("image is ", ch, " x ", h, " x ", w, ", expected 1 x 28 x 28"));
+    detail::fail_folder(file, ddm::concat("image is ", ch, " x ", h, " x ", w, ", expected 1 x 28 x 28"));
   c.pca_file = get<std::string>(j, file, "files.pca");
   c.partition_file = get<std::string>(j, file, "files.partition");
   c.monolith_file = get<std::string>(j, file, "files.monolith");
@@ -223,7 +223,7 @@ inline folder_config read_folder_config(const fs::path& dir) {
   c.classifier_file = get<std::string>(j, file, "files.classifier");
   c.expert_files = get<std::vector<std::string>>(j, file, "files.experts");
   if (static_cast<index_t>(c.expert_files.size()) != c.num_experts)
-    detail::fail_folder(file, ddm::detail::concat("files.experts names ", c.expert_files.size(), " files, but num_experts = ",
+    detail::fail_folder(file, ddm::concat("files.experts names ", c.expert_files.size(), " files, but num_experts = ",
                                                   c.num_experts));
   return c;
 }
@@ -237,14 +237,14 @@ inline std::shared_ptr<const ddm_folder> load_folder(const fs::path& dir) {
   const auto d = static_cast<std::uint64_t>(c.latent_dim);
   const auto k = static_cast<std::uint64_t>(c.num_experts);
   {
-    detail::reader r(dir / c.pca_file, ddm::detail::concat("latent_dim = ", d));
+    detail::reader r(dir / c.pca_file, ddm::concat("latent_dim = ", d));
     f->latent.d = c.latent_dim;
     f->latent.mean = r.take("mean", {784});
     f->latent.components = r.take("components", {d, 784});
     f->latent.scale = r.take("scale", {d});
     for (std::size_t i = 0; i < f->latent.scale.size(); ++i)
       if (!(f->latent.scale[i] > 0))
-        detail::fail_folder(dir / c.pca_file, ddm::detail::concat("tensor 'scale' has ", f->latent.scale[i], " at index ", i,
+        detail::fail_folder(dir / c.pca_file, ddm::concat("tensor 'scale' has ", f->latent.scale[i], " at index ", i,
                                                                   ", expected > 0 (square roots of PCA eigenvalues)"));
     r.finish();
   }
@@ -257,7 +257,7 @@ inline std::shared_ptr<const ddm_folder> load_folder(const fs::path& dir) {
     if (probe.contains("oracle_latents") && probe.info("oracle_latents").shape.size() == 2)
       n = probe.info("oracle_latents").shape[0];
     if (n == 0) detail::fail_folder(file, "tensor 'oracle_latents' is missing or not (N, latent_dim) with N >= 1");
-    detail::reader r(file, ddm::detail::concat("num_experts = ", k, ", latent_dim = ", d));
+    detail::reader r(file, ddm::concat("num_experts = ", k, ", latent_dim = ", d));
     auto& p = f->part;
     p.k = c.num_experts;
     p.d = c.latent_dim;
@@ -273,18 +273,18 @@ inline std::shared_ptr<const ddm_folder> load_folder(const fs::path& dir) {
     for (std::size_t i = 0; i < cl.size(); ++i) {
       const float v = cl[i];
       if (!(v >= 0) || v >= static_cast<float>(k) || v != std::floor(v))
-        detail::fail_folder(file, ddm::detail::concat("tensor 'oracle_clusters' has ", v, " at index ", i,
+        detail::fail_folder(file, ddm::concat("tensor 'oracle_clusters' has ", v, " at index ", i,
                                                       ", expected a cluster index in [0, ", k, ")"));
       p.oracle_clusters.push_back(static_cast<int>(v));
     }
   }
   for (index_t e = 0; e < c.num_experts; ++e)
     f->experts.push_back(detail::load_time_mlp(dir / c.expert_files[static_cast<std::size_t>(e)], c.net, c.latent_dim,
-                                               c.latent_dim, ddm::detail::concat("expert ", e, ": out = latent_dim")));
+                                               c.latent_dim, ddm::concat("expert ", e, ": out = latent_dim")));
   f->monolith = detail::load_time_mlp(dir / c.monolith_file, c.net, c.latent_dim, c.latent_dim, "monolith: out = latent_dim");
   f->router = detail::load_time_mlp(dir / c.router_file, c.net, c.latent_dim, c.num_experts, "router: out = num_experts");
   {
-    detail::reader r(dir / c.classifier_file, ddm::detail::concat("classifier.hidden = ", c.classifier_hidden,
+    detail::reader r(dir / c.classifier_file, ddm::concat("classifier.hidden = ", c.classifier_hidden,
                                                                   ", classifier.features = ", c.classifier_features));
     f->clf.fc1 = r.take_linear("fc1", c.classifier_hidden, 784);
     f->clf.fc2 = r.take_linear("fc2", c.classifier_features, c.classifier_hidden);

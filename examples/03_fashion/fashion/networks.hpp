@@ -113,9 +113,9 @@ class time_mlp {
   void forward(ddm::batch_view<const float> z, double t, ddm::batch_view<float> y, workspace& ws) const {
     constexpr const char* where = "fashion::time_mlp::forward";
     if (z.cols() != in_dim || y.cols() != out_dim || y.rows() != z.rows())
-      ddm::detail::throw_error<ddm::shape_error>(where, ": z is (", z.rows(), ", ", z.cols(), "), y is (", y.rows(), ", ",
+      ddm::throw_error<ddm::shape_error>(where, ": z is (", z.rows(), ", ", z.cols(), "), y is (", y.rows(), ", ",
                                                  y.cols(), "), expected (B, ", in_dim, ") and (B, ", out_dim, ")");
-    if (!std::isfinite(t)) ddm::detail::fail_argument(where, "t", t, "a finite time");
+    if (!std::isfinite(t)) ddm::fail_argument(where, "t", t, "a finite time");
     const index_t b = z.rows();
     const index_t w = cfg.width, hd = cfg.hidden;
     // The time path is one row per call: e = time2(silu(time0(emb(t)))), and each block's

@@ -20,9 +20,9 @@ namespace fashion {
 /// Writes the rows of images (N, 784) as a grid of `columns` images, 2-pixel gaps, to path.
 inline void write_png_grid(const std::filesystem::path& path, ddm::batch_view<const float> images, int columns) {
   constexpr const char* where = "fashion::write_png_grid";
-  if (images.cols() != 784) ddm::detail::throw_error<ddm::shape_error>(where, ": images have ", images.cols(), " values, expected 784 (28 x 28)");
-  if (images.rows() < 1) ddm::detail::fail_argument(where, "images.rows()", images.rows(), ">= 1");
-  if (columns < 1) ddm::detail::fail_argument(where, "columns", columns, ">= 1");
+  if (images.cols() != 784) ddm::throw_error<ddm::shape_error>(where, ": images have ", images.cols(), " values, expected 784 (28 x 28)");
+  if (images.rows() < 1) ddm::fail_argument(where, "images.rows()", images.rows(), ">= 1");
+  if (columns < 1) ddm::fail_argument(where, "columns", columns, ">= 1");
   constexpr int side = 28, gap = 2;
   const int n = static_cast<int>(images.rows());
   const int cols = std::min(columns, n);
@@ -40,16 +40,16 @@ inline void write_png_grid(const std::filesystem::path& path, ddm::batch_view<co
       }
   }
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.string().c_str(), "wb"), std::fclose);
-  if (!f) throw ddm::io_error(ddm::detail::concat(where, ": cannot write '", path.string(), "'"));
+  if (!f) throw ddm::io_error(ddm::concat(where, ": cannot write '", path.string(), "'"));
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   if (!png || !info) {
     png_destroy_write_struct(&png, &info);
-    throw ddm::io_error(ddm::detail::concat(where, ": libpng could not start"));
+    throw ddm::io_error(ddm::concat(where, ": libpng could not start"));
   }
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
-    throw ddm::io_error(ddm::detail::concat(where, ": libpng failed writing '", path.string(), "'"));
+    throw ddm::io_error(ddm::concat(where, ": libpng failed writing '", path.string(), "'"));
   }
   png_init_io(png, f.get());
   png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8, PNG_COLOR_TYPE_GRAY,

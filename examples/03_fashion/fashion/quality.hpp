@@ -36,7 +36,7 @@ struct gaussian_fit {
 
 inline gaussian_fit fit_gaussian(ddm::batch_view<const float> f) {
   const index_t n = f.rows(), d = f.cols();
-  if (n < 2) ddm::detail::fail_argument("fashion::fit_gaussian", "rows", n, ">= 2 (a covariance needs two points)");
+  if (n < 2) ddm::fail_argument("fashion::fit_gaussian", "rows", n, ">= 2 (a covariance needs two points)");
   gaussian_fit g;
   g.dim = d;
   g.mean.assign(static_cast<std::size_t>(d), 0.0);
@@ -66,9 +66,9 @@ inline std::vector<float> knn_squared(ddm::batch_view<const float> q, ddm::batch
                                       bool exclude_self = false) {
   constexpr const char* where = "fashion::knn_squared";
   if (q.cols() != r.cols())
-    ddm::detail::throw_error<ddm::shape_error>(where, ": the two sets have ", q.cols(), " and ", r.cols(), " features");
+    ddm::throw_error<ddm::shape_error>(where, ": the two sets have ", q.cols(), " and ", r.cols(), " features");
   const index_t avail = r.rows() - (exclude_self ? 1 : 0);
-  if (k < 1 || k > avail) ddm::detail::fail_argument(where, "k", k, "1 <= k <= the reference set's size (less itself)");
+  if (k < 1 || k > avail) ddm::fail_argument(where, "k", k, "1 <= k <= the reference set's size (less itself)");
   const index_t nq = q.rows(), nr = r.rows(), d = q.cols();
   std::vector<float> qn(static_cast<std::size_t>(nq)), rn(static_cast<std::size_t>(nr));
   for (index_t i = 0; i < nq; ++i) {
@@ -118,7 +118,7 @@ inline double manifold_share(ddm::batch_view<const float> q, ddm::batch_view<con
                              std::span<const float> radii2) {
   const index_t nq = q.rows(), nm = manifold.rows(), d = q.cols();
   if (static_cast<index_t>(radii2.size()) != nm)
-    ddm::detail::throw_error<ddm::shape_error>("fashion::manifold_share: ", radii2.size(), " radii for ", nm, " points");
+    ddm::throw_error<ddm::shape_error>("fashion::manifold_share: ", radii2.size(), " radii for ", nm, " points");
   std::vector<float> mc(static_cast<std::size_t>(nm * d)), mn(static_cast<std::size_t>(nm));
   for (index_t i = 0; i < nm; ++i) {
     std::copy(manifold.row(i), manifold.row(i) + d, mc.data() + i * d);

@@ -145,11 +145,11 @@ void lincomb(const execution_context<Space>& ctx, batch_view<T, Space> out, cons
   const std::array<batch_view<const T, Space>, N> views{cview(xs)...};
   for (std::size_t i = 0; i < N; ++i) {
     if (!same_shape(views[i], out))
-      detail::throw_error<shape_error>("ddm::lincomb: operand ", i, " has shape (", views[i].rows(), ", ",
+      ddm::throw_error<shape_error>("ddm::lincomb: operand ", i, " has shape (", views[i].rows(), ", ",
                                        views[i].cols(), "), expected the output's shape (", out.rows(), ", ",
                                        out.cols(), ")");
     if (!detail::alias_ok(views[i], out))
-      detail::throw_error<argument_error>("ddm::lincomb: operand ", i,
+      ddm::throw_error<argument_error>("ddm::lincomb: operand ", i,
                                           " partially overlaps the output, expected the same memory or "
                                           "disjoint memory");
   }
@@ -181,8 +181,8 @@ void row_dot(const execution_context<Space>& ctx, const A& a, const B& b, batch_
   static_assert(std::is_same_v<decltype(va), decltype(vb)> &&
                     std::is_same_v<typename decltype(va)::space, Space>,
                 "ddm::row_dot: a and b must have the same value type and live in the context's space");
-  detail::require_same_shape("ddm::row_dot", "b", vb, va);
-  detail::require_shape("ddm::row_dot", "out", out, va.rows(), 1);
+  ddm::require_same_shape("ddm::row_dot", "b", vb, va);
+  ddm::require_shape("ddm::row_dot", "out", out, va.rows(), 1);
   if (va.rows() != 0) algebra<Space>::row_dot(ctx, va, vb, out);
 }
 
@@ -193,7 +193,7 @@ void row_norm(const execution_context<Space>& ctx, const A& a, batch_view<R, Spa
   const auto va = cview(a);
   static_assert(std::is_same_v<typename decltype(va)::space, Space>,
                 "ddm::row_norm: a must live in the context's space");
-  detail::require_shape("ddm::row_norm", "out", out, va.rows(), 1);
+  ddm::require_shape("ddm::row_norm", "out", out, va.rows(), 1);
   if (va.rows() != 0) algebra<Space>::row_norm(ctx, va, out);
 }
 
@@ -209,10 +209,10 @@ template <class E, class X0, class X1, class Space>
   static_assert(std::is_same_v<decltype(ve), decltype(v0)> && std::is_same_v<decltype(ve), decltype(v1)> &&
                     std::is_same_v<typename decltype(ve)::space, Space>,
                 "ddm::max_scaled_rms: operands must share value type and the context's space");
-  detail::require_same_shape("ddm::max_scaled_rms", "x0", v0, ve);
-  detail::require_same_shape("ddm::max_scaled_rms", "x1", v1, ve);
+  ddm::require_same_shape("ddm::max_scaled_rms", "x0", v0, ve);
+  ddm::require_same_shape("ddm::max_scaled_rms", "x1", v1, ve);
   if (!(atol >= 0) || !(rtol >= 0) || !(atol + rtol > 0))
-    throw argument_error(detail::concat("ddm::max_scaled_rms: atol = ", atol, ", rtol = ", rtol,
+    throw argument_error(ddm::concat("ddm::max_scaled_rms: atol = ", atol, ", rtol = ", rtol,
                                         ", expected both >= 0 and not both 0"));
   if (ve.empty()) return 0.0;
   return algebra<Space>::max_scaled_rms(ctx, ve, v0, v1, atol, rtol);

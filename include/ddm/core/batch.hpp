@@ -79,7 +79,7 @@ class batch_view {
   /// Rows [first, first + count) as a view of the same memory.
   [[nodiscard]] constexpr batch_view subrows(index_t first, index_t count) const {
     if (first < 0 || count < 0 || first + count > rows_)
-      detail::throw_error<shape_error>("ddm::batch_view::subrows: rows [", first, ", ", first + count,
+      ddm::throw_error<shape_error>("ddm::batch_view::subrows: rows [", first, ", ", first + count,
                                        ") requested, expected a range inside [0, ", rows_, ")");
     return batch_view(data_ + first * stride_, count, cols_, stride_);
   }
@@ -95,13 +95,13 @@ class batch_view {
       : data_(data), rows_(rows), cols_(cols), stride_(cols) {}
 
   [[noreturn]] static DDM_COLD void fail_(const T* data, index_t rows, index_t cols, index_t stride) {
-    if (rows < 0) detail::fail_argument<shape_error>("ddm::batch_view", "rows", rows, ">= 0");
-    if (cols < 0) detail::fail_argument<shape_error>("ddm::batch_view", "cols", cols, ">= 0");
-    if (stride < cols) detail::fail_argument<shape_error>("ddm::batch_view", "stride", stride, ">= cols");
+    if (rows < 0) ddm::fail_argument<shape_error>("ddm::batch_view", "rows", rows, ">= 0");
+    if (cols < 0) ddm::fail_argument<shape_error>("ddm::batch_view", "cols", cols, ">= 0");
+    if (stride < cols) ddm::fail_argument<shape_error>("ddm::batch_view", "stride", stride, ">= cols");
     if (data != nullptr || rows == 0 || cols == 0)
-      detail::throw_error<shape_error>("ddm::batch_view: rows ", rows, " x stride ", stride,
+      ddm::throw_error<shape_error>("ddm::batch_view: rows ", rows, " x stride ", stride,
                                        " overflows the index type, expected a view of addressable memory");
-    detail::fail_argument<argument_error>("ddm::batch_view", "data", "nullptr", "a valid pointer for a non-empty view");
+    ddm::fail_argument<argument_error>("ddm::batch_view", "data", "nullptr", "a valid pointer for a non-empty view");
   }
 
   T* data_ = nullptr;
@@ -130,8 +130,8 @@ class batch {
 
   /// rows x cols values, zero-initialized, allocated (and later freed) through `ctx`.
   batch(const context_type& ctx, index_t rows, index_t cols) : ctx_(ctx), rows_(rows), cols_(cols) {
-    if (rows < 0) detail::fail_argument<shape_error>("ddm::batch", "rows", rows, ">= 0");
-    if (cols < 0) detail::fail_argument<shape_error>("ddm::batch", "cols", cols, ">= 0");
+    if (rows < 0) ddm::fail_argument<shape_error>("ddm::batch", "rows", rows, ">= 0");
+    if (cols < 0) ddm::fail_argument<shape_error>("ddm::batch", "cols", cols, ">= 0");
     const auto bytes = checked_bytes<T>("ddm::batch", "rows x cols", checked_size("ddm::batch", "rows x cols", rows, cols));
     data_ = static_cast<T*>(memory_resource<Space>::allocate(ctx_, bytes));
     memory_resource<Space>::zero(ctx_, data_, bytes);
@@ -237,7 +237,7 @@ template <class A, class SA, class B, class SB>
   return a.rows() == b.rows() && a.cols() == b.cols();
 }
 
-namespace detail {
+// Shape checks with ddm's messages, for any code that takes batches (public, like concat).
 template <class A, class B, class S>
 void require_same_shape(const char* where, const char* name, const batch_view<A, S>& got,
                         const batch_view<B, S>& expected_like) {
@@ -258,6 +258,5 @@ void require_non_empty(const char* where, const char* name, const batch_view<A, 
     throw_error<empty_batch_error>(where, ": argument '", name, "' is an empty batch of shape (", v.rows(),
                                    ", ", v.cols(), "), expected at least one row and one column");
 }
-}  // namespace detail
 
 }  // namespace ddm

@@ -97,7 +97,7 @@ template <detail::size_operand... I>
       product = *p;
     }
   if (!ok)
-    throw argument_error(detail::concat(where, ": ", what, " = ", detail::size_expression(factors...),
+    throw argument_error(ddm::concat(where, ": ", what, " = ", detail::size_expression(factors...),
                                         " is not a valid size (expected non-negative factors whose product is at "
                                         "most ",
                                         limit, ")"));
@@ -127,7 +127,7 @@ template <detail::size_operand... I>
   if (!ok) {
     std::string expr;
     ((expr += (expr.empty() ? "" : " + ") + std::to_string(terms)), ...);
-    throw argument_error(detail::concat(where, ": ", what, " = ", expr,
+    throw argument_error(ddm::concat(where, ": ", what, " = ", expr,
                                         " is not a valid size (expected non-negative terms whose sum is at most ",
                                         max_size, ")"));
   }

@@ -69,8 +69,10 @@ class device_error : public detail::error_impl<std::runtime_error> {
   using error_impl::error_impl;
 };
 
-namespace detail {
+// The message helpers every ddm check uses, public so that users' experts, routers and tools
+// report bad input in the same form ("where: argument 'name' = value, expected what").
 
+/// The parts streamed into one string (doubles at full precision).
 template <class... Parts>
 std::string concat(const Parts&... parts) {
   std::ostringstream os;
@@ -93,5 +95,4 @@ template <class Error = argument_error, class Value>
   throw Error(concat(where, ": argument '", name, "' = ", value, ", expected ", expected));
 }
 
-}  // namespace detail
 }  // namespace ddm

@@ -59,7 +59,7 @@ class per_sample_field {
   template <class T>
     requires std::invocable<G&, std::span<const T>, double, std::span<T>>
   void operator()(batch_view<const T> x, double t, batch_view<T> v) {
-    detail::require_same_shape("ddm::per_sample_field", "v", v, x);
+    ddm::require_same_shape("ddm::per_sample_field", "v", v, x);
     for (index_t r = 0; r < x.rows(); ++r) g_(x.row_span(r), t, v.row_span(r));
   }
 

@@ -147,7 +147,7 @@ class device_gaussian_mixture_field {
   void operator()(batch_view<const T, cuda_space> x, double t, batch_view<T, cuda_space> v) {
     constexpr const char* where = "ddm::cuda::device_gaussian_mixture_field";
     check_(x, t, where);
-    ddm::detail::require_same_shape(where, "v", v, x);
+    ddm::require_same_shape(where, "v", v, x);
     if (x.rows() == 0) return;
     const detail::scratch_plan plan = detail::plan_scratch(view_.components);
     detail::mixture_kernel<detail::mixture_op::velocity, T>
@@ -163,8 +163,8 @@ class device_gaussian_mixture_field {
            batch_view<T, cuda_space> out) {
     constexpr const char* where = "ddm::cuda::device_gaussian_mixture_field::jvp";
     check_(x, t, where);
-    ddm::detail::require_same_shape(where, "u", u, x);
-    ddm::detail::require_same_shape(where, "out", out, x);
+    ddm::require_same_shape(where, "u", u, x);
+    ddm::require_same_shape(where, "out", out, x);
     if (x.rows() == 0) return;
     const detail::scratch_plan plan = detail::plan_scratch(2 * view_.components);
     detail::mixture_kernel<detail::mixture_op::jvp, T>
@@ -183,7 +183,7 @@ class device_gaussian_mixture_field {
   void check_(batch_view<const T, cuda_space> x, double t, const char* where) const {
     synthetic::detail::check_time(where, t);
     if (x.cols() != view_.dim)
-      throw shape_error(ddm::detail::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", view_.dim));
+      throw shape_error(ddm::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", view_.dim));
   }
 
   std::shared_ptr<const detail::device_mixture_data> data_;
@@ -199,7 +199,7 @@ class device_posterior_router {
   device_posterior_router(std::shared_ptr<const detail::device_mixture_data> data, double tau, cuda_context ctx)
       : data_(std::move(data)), tau_(tau), ctx_(ctx) {
     if (!(tau > 0.0) || !std::isfinite(tau))
-      ddm::detail::fail_argument("ddm::cuda::device_posterior_router", "tau", tau, "a finite value > 0");
+      ddm::fail_argument("ddm::cuda::device_posterior_router", "tau", tau, "a finite value > 0");
   }
 
   [[nodiscard]] std::size_t num_experts() const noexcept { return static_cast<std::size_t>(data_->clusters); }
@@ -211,8 +211,8 @@ class device_posterior_router {
     constexpr const char* where = "ddm::cuda::device_posterior_router";
     synthetic::detail::check_time(where, t);
     if (x.cols() != data_->dim)
-      throw shape_error(ddm::detail::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", data_->dim));
-    ddm::detail::require_shape(where, "logits", logits, x.rows(), data_->clusters);
+      throw shape_error(ddm::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", data_->dim));
+    ddm::require_shape(where, "logits", logits, x.rows(), data_->clusters);
     if (x.rows() == 0) return;
     const detail::scratch_plan plan = detail::plan_scratch(data_->components);
     detail::cluster_logits_kernel<T>

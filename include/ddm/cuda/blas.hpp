@@ -36,7 +36,7 @@ namespace ddm::cuda {
 /// Raise ddm::device_error unless `status` is CUBLAS_STATUS_SUCCESS; `call` names the call.
 inline void check_blas(cublasStatus_t status, const char* call) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  throw device_error(ddm::detail::concat("ddm::cuda: ", call, " failed: ", cublasGetStatusString(status), " (",
+  throw device_error(ddm::concat("ddm::cuda: ", call, " failed: ", cublasGetStatusString(status), " (",
                                          cublasGetStatusName(status), ")"));
 }
 inline void check_blas(cublasStatus_t status, const std::string& call) { check_blas(status, call.c_str()); }
@@ -84,7 +84,7 @@ class blas_handle {
   int device = 0;
   DDM_CUDA_CHECK(cudaGetDevice(&device));
   if (device < 0 || device >= max_devices)
-    throw device_error(ddm::detail::concat("ddm::cuda::blas_for: device ", device, ", expected fewer than ",
+    throw device_error(ddm::concat("ddm::cuda::blas_for: device ", device, ", expected fewer than ",
                                            max_devices, " devices"));
   auto& handle = handles[static_cast<std::size_t>(device)];
   if (handle == nullptr) handle = new blas_handle();  // NOLINT: kept for the life of the process

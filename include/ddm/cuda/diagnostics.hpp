@@ -309,7 +309,7 @@ __global__ void __launch_bounds__(row_block)
 
 inline void check_device_selection(const cuda_context& ctx, const char* where,
                                    batch_view<const std::uint8_t, cuda_space> selected, index_t rows, index_t k) {
-  ddm::detail::require_shape(where, "selected", selected, rows, k);
+  ddm::require_shape(where, "selected", selected, rows, k);
   check_routing_size(where, rows, k);
   const device_scalar<int> first_bad(ctx);
   selection_check_kernel<std::uint8_t><<<row_grid(rows), row_block, 0, ctx.stream()>>>(selected.data(), selected.stride(), rows,
@@ -320,7 +320,7 @@ inline void check_device_selection(const cuda_context& ctx, const char* where,
   std::uint8_t value = 0;
   DDM_CUDA_CHECK(cudaMemcpyAsync(&value, selected.row(bad / k) + bad % k, 1, cudaMemcpyDeviceToHost, ctx.stream()));
   ctx.synchronize();
-  throw argument_error(ddm::detail::concat(where, ": argument 'selected' has value ", int{value}, " at (", bad / k, ", ",
+  throw argument_error(ddm::concat(where, ": argument 'selected' has value ", int{value}, " at (", bad / k, ", ",
                                            bad % k, "), expected 0 or 1"));
 }
 
@@ -444,7 +444,7 @@ template <class T>
                                                          batch_view<const std::uint8_t, cuda_space> selected) {
   const char* where = "ddm::diagnostics::angular_deviation";
   detail::check_expert_views(where, experts, 1);
-  ddm::detail::require_same_shape(where, "blended", blended, experts[0]);
+  ddm::require_same_shape(where, "blended", blended, experts[0]);
   const index_t rows = blended.rows();
   const auto k = static_cast<index_t>(experts.size());
   cuda::detail::check_device_selection(ctx, where, selected, rows, k);
@@ -485,10 +485,10 @@ template <class T>
                                               batch_view<const std::uint8_t, cuda_space> selected,
                                               batch_view<const T, cuda_space> centroids, double t = 0.0) {
   const char* where = "ddm::diagnostics::selected_ranks";
-  ddm::detail::require_non_empty(where, "embedded", embedded);
-  ddm::detail::require_non_empty(where, "centroids", centroids);
+  ddm::require_non_empty(where, "embedded", embedded);
+  ddm::require_non_empty(where, "centroids", centroids);
   if (centroids.cols() != embedded.cols())
-    throw shape_error(ddm::detail::concat(where, ": argument 'centroids' has ", centroids.cols(),
+    throw shape_error(ddm::concat(where, ": argument 'centroids' has ", centroids.cols(),
                                           " columns, expected the embedding dimension ", embedded.cols()));
   const index_t rows = embedded.rows();
   const index_t k = centroids.rows();

@@ -21,7 +21,7 @@ namespace ddm::cuda {
 inline void check(cudaError_t status, const char* call) {
   if (status == cudaSuccess) return;
   (void)cudaGetLastError();
-  throw device_error(ddm::detail::concat("ddm::cuda: ", call, " failed: ", cudaGetErrorString(status), " (",
+  throw device_error(ddm::concat("ddm::cuda: ", call, " failed: ", cudaGetErrorString(status), " (",
                                          cudaGetErrorName(status), ")"));
 }
 inline void check(cudaError_t status, const std::string& call) { check(status, call.c_str()); }
@@ -31,7 +31,7 @@ inline void check(cudaError_t status, const std::string& call) { check(status, c
 /// synchronization or a copy to the host), which is checked in turn.
 inline void check_launch(const char* kernel) {
   const cudaError_t status = cudaGetLastError();
-  if (status != cudaSuccess) check(status, ddm::detail::concat("launch of ", kernel));
+  if (status != cudaSuccess) check(status, ddm::concat("launch of ", kernel));
 }
 
 }  // namespace ddm::cuda

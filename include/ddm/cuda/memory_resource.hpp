@@ -29,7 +29,7 @@ struct memory_resource<cuda_space> {
     if (bytes == 0) return nullptr;
     void* p = nullptr;
     const cudaError_t status = cudaMallocAsync(&p, bytes, ctx.stream());
-    if (status != cudaSuccess) cuda::check(status, detail::concat("cudaMallocAsync(", bytes, " bytes)"));
+    if (status != cudaSuccess) cuda::check(status, ddm::concat("cudaMallocAsync(", bytes, " bytes)"));
     return p;
   }
 
@@ -43,7 +43,7 @@ struct memory_resource<cuda_space> {
   static void zero(const cuda_context& ctx, void* p, std::size_t bytes) {
     if (bytes == 0) return;
     const cudaError_t status = cudaMemsetAsync(p, 0, bytes, ctx.stream());
-    if (status != cudaSuccess) cuda::check(status, detail::concat("cudaMemsetAsync(", bytes, " bytes)"));
+    if (status != cudaSuccess) cuda::check(status, ddm::concat("cudaMemsetAsync(", bytes, " bytes)"));
   }
 };
 

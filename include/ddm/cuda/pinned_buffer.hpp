@@ -32,7 +32,7 @@ class pinned_buffer {
   explicit pinned_buffer(std::size_t size) : size_(size) {
     if (size == 0) return;
     void* p = nullptr;
-    check(cudaMallocHost(&p, size * sizeof(T)), ddm::detail::concat("cudaMallocHost(", size * sizeof(T), " bytes)"));
+    check(cudaMallocHost(&p, size * sizeof(T)), ddm::concat("cudaMallocHost(", size * sizeof(T), " bytes)"));
     data_ = static_cast<T*>(p);
     std::memset(static_cast<void*>(data_), 0, size * sizeof(T));
   }

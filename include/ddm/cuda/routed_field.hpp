@@ -211,7 +211,7 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
     DDM_CUDA_CHECK(cudaMemcpyAsync(&value, this->decision_.logits.cview().row(row) + expert, sizeof(T),
                                    cudaMemcpyDeviceToHost, this->ctx_.stream()));
     this->ctx_.synchronize();
-    throw non_finite_error(detail::concat("ddm::softmax_rows: router '", name_of(this->router_),
+    throw non_finite_error(ddm::concat("ddm::softmax_rows: router '", name_of(this->router_),
                                           "' returned the non-finite logit ", static_cast<double>(value), " for row ",
                                           row, ", expert ", expert, " at t = ", t),
                            -1, t);
@@ -251,7 +251,7 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
     ctx.synchronize();
     if (const index_t bad = cuda::detail::decode_first(report_host_[0], b * k); bad >= 0) fail_softmax_(bad, t);
     if (const index_t bad = cuda::detail::decode_first(report_host_[1], b); bad >= 0)
-      throw argument_error(detail::concat("ddm::routing_policy '", name_of(this->policy_),
+      throw argument_error(ddm::concat("ddm::routing_policy '", name_of(this->policy_),
                                           "'::select: the probabilities of row ", bad,
                                           " are invalid (a negative or non-finite value, or no positive mass to "
                                           "renormalize), expected the output of ddm::softmax_rows"));

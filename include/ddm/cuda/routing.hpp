@@ -76,7 +76,7 @@ inline constexpr int row_block = 128;
 
 inline void check_routing_size(const char* where, index_t rows, index_t experts) {
   if (rows > 0 && experts > 0 && rows > (std::numeric_limits<std::int32_t>::max() - 1) / experts)
-    throw shape_error(ddm::detail::concat(where, ": ", rows, " rows x ", experts,
+    throw shape_error(ddm::concat(where, ": ", rows, " rows x ", experts,
                                           " experts, expected B * K < 2^31 (row indices are int32)"));
 }
 

@@ -38,7 +38,7 @@ template <class T, class DstSpace, class SrcSpace>
 void copy_across(const cuda_context& ctx, batch_view<T, DstSpace> dst, batch_view<const T, SrcSpace> src,
                  cudaMemcpyKind kind, const char* where) {
   if (!same_shape(dst, src))
-    throw shape_error(ddm::detail::concat(where, ": argument 'src' has shape (", src.rows(), ", ", src.cols(),
+    throw shape_error(ddm::concat(where, ": argument 'src' has shape (", src.rows(), ", ", src.cols(),
                                           "), expected the shape of 'dst', (", dst.rows(), ", ", dst.cols(), ")"));
   if (dst.empty()) return;
   const char* direction = kind == cudaMemcpyHostToDevice ? "host to device" : "device to host";
@@ -46,7 +46,7 @@ void copy_across(const cuda_context& ctx, batch_view<T, DstSpace> dst, batch_vie
     // One flat copy: no pitch, so no limit on the row length.
     const auto bytes = static_cast<std::size_t>(dst.size()) * sizeof(T);
     check(cudaMemcpyAsync(dst.data(), src.data(), bytes, kind, ctx.stream()),
-          ddm::detail::concat("cudaMemcpyAsync(", bytes, " bytes, ", direction, ") in ", where));
+          ddm::concat("cudaMemcpyAsync(", bytes, " bytes, ", direction, ") in ", where));
     ctx.synchronize();
     return;
   }
@@ -54,7 +54,7 @@ void copy_across(const cuda_context& ctx, batch_view<T, DstSpace> dst, batch_vie
   check(cudaMemcpy2DAsync(dst.data(), static_cast<std::size_t>(dst.stride()) * sizeof(T), src.data(),
                           static_cast<std::size_t>(src.stride()) * sizeof(T), width,
                           static_cast<std::size_t>(dst.rows()), kind, ctx.stream()),
-        ddm::detail::concat("cudaMemcpy2DAsync(", dst.rows(), " rows of ", width, " bytes, ", direction, ") in ",
+        ddm::concat("cudaMemcpy2DAsync(", dst.rows(), " rows of ", width, " bytes, ", direction, ") in ",
                             where));
   ctx.synchronize();
 }

@@ -110,10 +110,10 @@ template <class T, class Space>
   static_assert(Space::host_accessible, "ddm::diagnostics::selected_ranks: host memory here; the device version (with a "
                                         "ddm::cuda_context first) lives in ddm/cuda/diagnostics.hpp");
   const char* where = "ddm::diagnostics::selected_ranks";
-  ddm::detail::require_non_empty(where, "embedded", embedded);
-  ddm::detail::require_non_empty(where, "centroids", centroids);
+  ddm::require_non_empty(where, "embedded", embedded);
+  ddm::require_non_empty(where, "centroids", centroids);
   if (centroids.cols() != embedded.cols())
-    throw shape_error(ddm::detail::concat(where, ": argument 'centroids' has ", centroids.cols(),
+    throw shape_error(ddm::concat(where, ": argument 'centroids' has ", centroids.cols(),
                                           " columns, expected the embedding dimension ", embedded.cols()));
   const index_t rows = embedded.rows();
   const index_t k = centroids.rows();
@@ -152,13 +152,13 @@ template <class T, class Space, class Embedding>
 [[nodiscard]] batch<T, Space> embedded_data_prediction(const execution_context<Space>& ctx, const char* where,
                                                        batch_view<const T, Space> x, double t,
                                                        batch_view<const T, Space> v, const Embedding& phi) {
-  ddm::detail::require_non_empty(where, "x", x);
-  ddm::detail::require_same_shape(where, "v", v, x);
-  if (!(t >= 0.0 && t <= 1.0)) ddm::detail::fail_argument(where, "t", t, "a time in [0, 1]");
+  ddm::require_non_empty(where, "x", x);
+  ddm::require_same_shape(where, "v", v, x);
+  if (!(t >= 0.0 && t <= 1.0)) ddm::fail_argument(where, "t", t, "a time in [0, 1]");
   batch<T, Space> x0(ctx, x.rows(), x.cols());
   flow::x0_hat(ctx, x, v, t, x0.view());
   const index_t e_dim = phi.dim(x.cols());
-  if (e_dim < 1) ddm::detail::fail_argument(where, "phi.dim(D)", e_dim, ">= 1");
+  if (e_dim < 1) ddm::fail_argument(where, "phi.dim(D)", e_dim, ">= 1");
   batch<T, Space> embedded(ctx, x.rows(), e_dim);
   phi(ctx, x0.cview(), embedded.view());
   return embedded;
@@ -222,7 +222,7 @@ inline constexpr double default_alignment_times[] = {0.3, 0.5, 0.7};
   std::vector<std::size_t> out;
   out.reserve(times.size());
   for (double q : times) {
-    if (!(q >= 0.0 && q <= 1.0)) ddm::detail::fail_argument("ddm::diagnostics::nearest_steps", "times", q, "times in [0, 1]");
+    if (!(q >= 0.0 && q <= 1.0)) ddm::fail_argument("ddm::diagnostics::nearest_steps", "times", q, "times in [0, 1]");
     std::size_t best = 0;
     for (std::size_t i = 1; i < s.steps(); ++i)
       if (std::abs(s[i] - q) < std::abs(s[best] - q)) best = i;

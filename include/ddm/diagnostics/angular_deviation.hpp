@@ -123,7 +123,7 @@ template <class T, class Space>
                                         "(with a ddm::cuda_context first) lives in ddm/cuda/diagnostics.hpp");
   const char* where = "ddm::diagnostics::angular_deviation";
   detail::check_expert_views(where, experts, 1);
-  ddm::detail::require_same_shape(where, "blended", blended, experts[0]);
+  ddm::require_same_shape(where, "blended", blended, experts[0]);
   const index_t rows = blended.rows();
   const auto k_count = static_cast<index_t>(experts.size());
   detail::check_selection(where, selected, rows, k_count);

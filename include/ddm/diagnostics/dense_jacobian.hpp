@@ -48,10 +48,10 @@ template <class Field, class T, class Space>
                                                              batch_view<const T, Space> x, double t,
                                                              dense_jacobian_options options = {}) {
   const char* where = "ddm::diagnostics::dense_jacobian";
-  ddm::detail::require_non_empty(where, "x", x);
+  ddm::require_non_empty(where, "x", x);
   const index_t d = x.cols();
   if (d > options.max_cols)
-    throw argument_error(ddm::detail::concat(where, ": x has ", d, " columns, expected at most max_cols = ",
+    throw argument_error(ddm::concat(where, ": x has ", d, " columns, expected at most max_cols = ",
                                              options.max_cols, " (the result holds B * D * D values and costs D "
                                                                "Jacobian-vector products; raise max_cols to allow it)"));
   jacobian_products<T, Space> products(ctx, x.rows(), d, options.derivative);

@@ -76,14 +76,14 @@ class integrated_disagreement {
     const char* where = "ddm::diagnostics::integrated_disagreement::add";
     if (total_.empty()) total_.assign(d.size(), 0.0);
     if (d.size() != total_.size())
-      throw shape_error(ddm::detail::concat(where, ": argument 'd' has ", d.size(), " values, expected ", total_.size(),
+      throw shape_error(ddm::concat(where, ": argument 'd' has ", d.size(), " values, expected ", total_.size(),
                                             " (one per row, as in the first step)"));
     if (!std::isfinite(t) || !std::isfinite(t_next))
-      throw argument_error(ddm::detail::concat(where, ": step from t = ", t, " to t_next = ", t_next, ", expected finite times"));
+      throw argument_error(ddm::concat(where, ": step from t = ", t, " to t_next = ", t_next, ", expected finite times"));
     // Checked before anything is added: a NaN would poison the row's integral for the whole run.
     for (std::size_t r = 0; r < d.size(); ++r)
       if (!std::isfinite(d[r]))
-        throw non_finite_error(ddm::detail::concat(where, ": argument 'd' has value ", d[r], " in row ", r, " at t = ",
+        throw non_finite_error(ddm::concat(where, ": argument 'd' has value ", d[r], " in row ", r, " at t = ",
                                                    t, ", expected finite distances"),
                                -1, t);
     const double dt = std::abs(t_next - t);

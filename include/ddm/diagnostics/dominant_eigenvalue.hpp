@@ -42,7 +42,7 @@ class eigenvalue_estimator {
   [[nodiscard]] power_iteration_result operator()(Field& f, batch_view<const T, Space> x, double t,
                                                   std::uint64_t stream) {
     const char* where = "ddm::diagnostics::eigenvalue_estimator";
-    ddm::detail::require_shape(where, "x", x, products_.rows(), products_.cols());
+    ddm::require_shape(where, "x", x, products_.rows(), products_.cols());
     const auto& ctx = products_.context();
     const auto rows = static_cast<std::size_t>(products_.rows());
     const std::size_t evals0 = products_.field_evaluations();

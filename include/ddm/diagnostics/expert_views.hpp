@@ -22,9 +22,9 @@ namespace ddm::diagnostics {
 template <class T, class Space>
 [[nodiscard]] std::vector<batch_view<const T, Space>> split_stacked(batch_view<const T, Space> stacked, index_t experts) {
   const char* where = "ddm::diagnostics::split_stacked";
-  if (experts < 1) ddm::detail::fail_argument(where, "experts", experts, ">= 1");
+  if (experts < 1) ddm::fail_argument(where, "experts", experts, ">= 1");
   if (stacked.rows() % experts != 0)
-    throw shape_error(ddm::detail::concat(where, ": argument 'stacked' has ", stacked.rows(), " rows, expected a multiple of ",
+    throw shape_error(ddm::concat(where, ": argument 'stacked' has ", stacked.rows(), " rows, expected a multiple of ",
                                           "experts = ", experts, " (K * B rows, expert k in rows [k B, (k + 1) B))"));
   const index_t b = stacked.rows() / experts;
   std::vector<batch_view<const T, Space>> out;
@@ -39,14 +39,14 @@ namespace detail {
 template <class T, class Space>
 void check_expert_views(const char* where, std::span<const batch_view<const T, Space>> experts, std::size_t min_experts) {
   if (experts.size() < min_experts)
-    throw argument_error(ddm::detail::concat(where, ": argument 'experts' holds ", experts.size(),
+    throw argument_error(ddm::concat(where, ": argument 'experts' holds ", experts.size(),
                                              " velocity views, expected at least ", min_experts));
   for (std::size_t k = 0; k < experts.size(); ++k) {
     if (experts[k].empty())
-      throw empty_batch_error(ddm::detail::concat(where, ": expert view ", k, " is empty (", experts[k].rows(), ", ",
+      throw empty_batch_error(ddm::concat(where, ": expert view ", k, " is empty (", experts[k].rows(), ", ",
                                                   experts[k].cols(), "), expected at least one row and one column"));
     if (!same_shape(experts[k], experts[0]))
-      throw shape_error(ddm::detail::concat(where, ": expert view ", k, " has shape (", experts[k].rows(), ", ",
+      throw shape_error(ddm::concat(where, ": expert view ", k, " has shape (", experts[k].rows(), ", ",
                                             experts[k].cols(), "), expected (", experts[0].rows(), ", ",
                                             experts[0].cols(), ") like expert view 0"));
   }
@@ -63,9 +63,9 @@ void require_finite_view(const char* where, const char* name, long index, batch_
       const double value = static_cast<double>(v(r, c));
       if (std::isfinite(value)) continue;
       if (index >= 0)
-        throw non_finite_error(ddm::detail::concat(where, ": argument '", name, "' view ", index, " holds ", value,
+        throw non_finite_error(ddm::concat(where, ": argument '", name, "' view ", index, " holds ", value,
                                                    " in row ", r, ", column ", c, ", expected finite values"));
-      throw non_finite_error(ddm::detail::concat(where, ": argument '", name, "' holds ", value, " in row ", r,
+      throw non_finite_error(ddm::concat(where, ": argument '", name, "' holds ", value, " in row ", r,
                                                  ", column ", c, ", expected finite values"));
     }
 }
@@ -73,12 +73,12 @@ void require_finite_view(const char* where, const char* name, long index, batch_
 // selected is (B, K) with values 0 or 1.
 template <class Space>
 void check_selection(const char* where, batch_view<const std::uint8_t, Space> selected, index_t rows, index_t experts) {
-  ddm::detail::require_shape(where, "selected", selected, rows, experts);
+  ddm::require_shape(where, "selected", selected, rows, experts);
   if constexpr (Space::host_accessible) {
     for (index_t r = 0; r < rows; ++r)
       for (index_t k = 0; k < experts; ++k)
         if (selected(r, k) > 1)
-          throw argument_error(ddm::detail::concat(where, ": argument 'selected' has value ", int{selected(r, k)},
+          throw argument_error(ddm::concat(where, ": argument 'selected' has value ", int{selected(r, k)},
                                                    " at (", r, ", ", k, "), expected 0 or 1"));
   }
 }

@@ -46,7 +46,7 @@ struct hutchinson_result {
 
 namespace detail {
 inline void check_probes(const char* where, std::size_t probes) {
-  if (probes < 2) ddm::detail::fail_argument(where, "probes", probes, ">= 2 (a standard error needs two probes)");
+  if (probes < 2) ddm::fail_argument(where, "probes", probes, ">= 2 (a standard error needs two probes)");
 }
 }  // namespace detail
 
@@ -67,7 +67,7 @@ class hutchinson_estimator {
   template <class Field>
   [[nodiscard]] hutchinson_result operator()(Field& f, batch_view<const T, Space> x, double t, std::uint64_t stream) {
     const char* where = "ddm::diagnostics::hutchinson_estimator";
-    ddm::detail::require_shape(where, "x", x, products_.rows(), products_.cols());
+    ddm::require_shape(where, "x", x, products_.rows(), products_.cols());
     const auto rows = static_cast<std::size_t>(products_.rows());
     const double inv_d = 1.0 / static_cast<double>(products_.cols());
     const std::size_t evals0 = products_.field_evaluations();

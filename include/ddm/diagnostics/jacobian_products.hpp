@@ -62,7 +62,7 @@ void require_disjoint(const char* where, const char* name, const char* other, co
   const auto* b0 = reinterpret_cast<const char*>(b.data());
   const bool same = a0 == b0 && a.stride() == b.stride();
   if (!a.empty() && !b.empty() && (same || !ddm::detail::alias_ok(a, b)))
-    throw argument_error(ddm::detail::concat(where, ": argument '", name, "' shares memory with '", other,
+    throw argument_error(ddm::concat(where, ": argument '", name, "' shares memory with '", other,
                                              "', expected disjoint buffers"));
 }
 }  // namespace detail
@@ -81,10 +81,10 @@ class jacobian_products {
         rms_u_(static_cast<std::size_t>(rows)),
         coef_(static_cast<std::size_t>(rows)) {
     const char* where = "ddm::diagnostics::jacobian_products";
-    if (rows < 1) ddm::detail::fail_argument<empty_batch_error>(where, "rows", rows, ">= 1");
-    if (cols < 1) ddm::detail::fail_argument<empty_batch_error>(where, "cols", cols, ">= 1");
+    if (rows < 1) ddm::fail_argument<empty_batch_error>(where, "rows", rows, ">= 1");
+    if (cols < 1) ddm::fail_argument<empty_batch_error>(where, "cols", cols, ">= 1");
     if (!(options.relative_step >= 0.0) || !std::isfinite(options.relative_step))
-      ddm::detail::fail_argument(where, "relative_step", options.relative_step, "a finite value >= 0 (0 = default)");
+      ddm::fail_argument(where, "relative_step", options.relative_step, "a finite value >= 0 (0 = default)");
     eta_ = options.relative_step > 0.0 ? options.relative_step : default_relative_step<T>();
   }
 
@@ -109,7 +109,7 @@ class jacobian_products {
       }
     } else {
       if (options_.mode == derivative_mode::exact)
-        throw argument_error(ddm::detail::concat(where, ": derivative_mode::exact was requested, but the field has "
+        throw argument_error(ddm::concat(where, ": derivative_mode::exact was requested, but the field has "
                                                         "no member jvp(x, t, u, out); expected a field with ddm::has_jvp, "
                                                         "or derivative_mode::automatic / finite_difference"));
     }
@@ -142,9 +142,9 @@ class jacobian_products {
  private:
   void check_(const char* where, batch_view<const T, Space> x, batch_view<const T, Space> u,
               batch_view<T, Space> out) const {
-    ddm::detail::require_shape(where, "x", x, rows_, cols_);
-    ddm::detail::require_shape(where, "u", u, rows_, cols_);
-    ddm::detail::require_shape(where, "out", out, rows_, cols_);
+    ddm::require_shape(where, "x", x, rows_, cols_);
+    ddm::require_shape(where, "u", u, rows_, cols_);
+    ddm::require_shape(where, "out", out, rows_, cols_);
     detail::require_disjoint(where, "out", "x", out.as_const(), x);
     detail::require_disjoint(where, "out", "u", out.as_const(), u);
   }

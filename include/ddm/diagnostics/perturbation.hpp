@@ -47,15 +47,15 @@ template <class Field, class T, class Space, class Integrator>
                                                               const time_schedule& schedule, const Integrator& integ,
                                                               sample_options sampling = {}) {
   const char* where = "ddm::diagnostics::perturbation_amplification";
-  ddm::detail::require_non_empty(where, "noise", noise);
-  ddm::detail::require_same_shape(where, "delta", delta, noise);
+  ddm::require_non_empty(where, "noise", noise);
+  ddm::require_same_shape(where, "delta", delta, noise);
   const auto rows = static_cast<std::size_t>(noise.rows());
   amplification_result result;
   result.delta_norm.resize(rows);
   row_squared_norms(ctx, delta, std::span<double>(result.delta_norm));
   for (std::size_t r = 0; r < rows; ++r) {
     if (!(result.delta_norm[r] > 0.0) || !std::isfinite(result.delta_norm[r]))
-      throw argument_error(ddm::detail::concat(where, ": row ", r, " of argument 'delta' has squared norm ",
+      throw argument_error(ddm::concat(where, ": row ", r, " of argument 'delta' has squared norm ",
                                                result.delta_norm[r], ", expected a finite, non-zero perturbation"));
     result.delta_norm[r] = std::sqrt(result.delta_norm[r]);
   }
@@ -69,7 +69,7 @@ template <class Field, class T, class Space, class Integrator>
   row_squared_norms(ctx, base.cview(), std::span<double>(result.delta_norm));
   for (std::size_t r = 0; r < rows; ++r) {
     if (!(result.delta_norm[r] > 0.0) || !std::isfinite(result.delta_norm[r]))
-      throw argument_error(ddm::detail::concat(where, ": row ", r, " of argument 'delta' is lost when added to "
+      throw argument_error(ddm::concat(where, ": row ", r, " of argument 'delta' is lost when added to "
                                                "'noise' in this value type (applied squared norm ", result.delta_norm[r],
                                                "), expected a perturbation above the resolution of the noise"));
     result.delta_norm[r] = std::sqrt(result.delta_norm[r]);
@@ -94,7 +94,7 @@ template <class Field, class T, class Space, class Integrator>
                                                               const Integrator& integ, std::uint64_t stream = 0,
                                                               sample_options sampling = {}) {
   if (!(epsilon > 0.0) || !std::isfinite(epsilon))
-    ddm::detail::fail_argument("ddm::diagnostics::perturbation_amplification", "epsilon", epsilon, "a finite value > 0");
+    ddm::fail_argument("ddm::diagnostics::perturbation_amplification", "epsilon", epsilon, "a finite value > 0");
   batch<T, Space> delta(ctx, noise.rows(), noise.cols());
   fill_normal(ctx, delta.view(), seed, stream);
   lincomb(ctx, delta.view(), {epsilon}, delta);

@@ -50,9 +50,9 @@ struct power_iteration_result {
 namespace detail {
 
 inline void check_power_options(const char* where, const power_iteration_options& o) {
-  if (o.max_iterations < 1) ddm::detail::fail_argument(where, "max_iterations", o.max_iterations, ">= 1");
+  if (o.max_iterations < 1) ddm::fail_argument(where, "max_iterations", o.max_iterations, ">= 1");
   if (!(o.tolerance >= 0.0) || !std::isfinite(o.tolerance))
-    ddm::detail::fail_argument(where, "tolerance", o.tolerance, "a finite value >= 0");
+    ddm::fail_argument(where, "tolerance", o.tolerance, "a finite value >= 0");
 }
 
 // u_r <- u_r / ||u_r||; rows of norm 0 are left as they are. `sq` holds the squared norms.

@@ -60,11 +60,11 @@ template <class Field, class T, class Space, class Integrator>
                                                 const time_schedule& fine, const Integrator& integ,
                                                 refinement_options options = {}) {
   const char* where = "ddm::diagnostics::step_refinement";
-  ddm::detail::require_non_empty(where, "noise", noise);
+  ddm::require_non_empty(where, "noise", noise);
   if (!(options.data_rms >= 0.0) || !std::isfinite(options.data_rms))
-    ddm::detail::fail_argument(where, "data_rms", options.data_rms, "a finite value >= 0 (0 = RMS of the fine samples)");
+    ddm::fail_argument(where, "data_rms", options.data_rms, "a finite value >= 0 (0 = RMS of the fine samples)");
   if (coarse.front() != fine.front() || coarse.back() != fine.back())
-    throw schedule_error(ddm::detail::concat(where, ": the coarse schedule runs from ", coarse.front(), " to ",
+    throw schedule_error(ddm::concat(where, ": the coarse schedule runs from ", coarse.front(), " to ",
                                              coarse.back(), " and the fine one from ", fine.front(), " to ", fine.back(),
                                              ", expected the same endpoints"));
   const auto rows = static_cast<std::size_t>(noise.rows());
@@ -85,7 +85,7 @@ template <class Field, class T, class Space, class Integrator>
     for (double v : sq) total += v;
     s = std::sqrt(total * inv_d / static_cast<double>(rows));
     if (!(s > 0.0) || !std::isfinite(s))
-      throw argument_error(ddm::detail::concat(where, ": the RMS of the fine samples is ", s,
+      throw argument_error(ddm::concat(where, ": the RMS of the fine samples is ", s,
                                                ", which cannot normalize; expected options.data_rms > 0 to be given"));
   }
   result.normalizer = s;

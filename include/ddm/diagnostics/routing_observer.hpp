@@ -142,18 +142,18 @@ class routing_observer {
                    routing_observer_options options = {}, Embedding phi = {}, execution_context<Space> ctx = {})
       : field_(&field), schedule_(schedule), options_(std::move(options)), phi_(std::move(phi)), ctx_(ctx) {
     constexpr const char* where = "ddm::diagnostics::routing_observer";
-    if (options_.every < 1) ddm::detail::fail_argument(where, "every", options_.every, ">= 1");
+    if (options_.every < 1) ddm::fail_argument(where, "every", options_.every, ">= 1");
     const auto k = static_cast<index_t>(field.num_experts());
-    if (k < 2) ddm::detail::fail_argument(where, "field.num_experts()", k, ">= 2 (disagreement needs two experts)");
+    if (k < 2) ddm::fail_argument(where, "field.num_experts()", k, ">= 2 (disagreement needs two experts)");
     if (!centroids.empty()) {
       if (centroids.rows() != k)
-        throw shape_error(ddm::detail::concat(where, ": argument 'centroids' has ", centroids.rows(),
+        throw shape_error(ddm::concat(where, ": argument 'centroids' has ", centroids.rows(),
                                               " rows, expected one per expert (", k, ")"));
       centroids_ = batch<T, Space>(ctx_, centroids.rows(), centroids.cols());
       copy(ctx_, centroids_.view(), centroids);
       alignment_steps_ = nearest_steps(schedule_, options_.alignment_times);
     } else if (options_.alignment_every_step) {
-      throw argument_error(ddm::detail::concat(where, ": options.alignment_every_step is set but 'centroids' is empty; "
+      throw argument_error(ddm::concat(where, ": options.alignment_every_step is set but 'centroids' is empty; "
                                                "expected the (K, E) centroids of the experts' clusters"));
     }
   }
@@ -161,9 +161,9 @@ class routing_observer {
   /// Called by sample() before the first step: keeps x_0 and clears earlier records.
   void on_start(batch_view<const T, Space> x, double t0) {
     constexpr const char* where = "ddm::diagnostics::routing_observer::on_start";
-    ddm::detail::require_non_empty(where, "x", x);
+    ddm::require_non_empty(where, "x", x);
     if (t0 != schedule_.front())
-      throw argument_error(ddm::detail::concat(where, ": the run starts at t = ", t0, ", but the observer was made for a ",
+      throw argument_error(ddm::concat(where, ": the run starts at t = ", t0, ", but the observer was made for a ",
                                                "schedule starting at ", schedule_.front(), "; expected the same schedule"));
     const auto k = static_cast<index_t>(field_->num_experts());
     if (state_.rows() != x.rows() || state_.cols() != x.cols()) {
@@ -189,10 +189,10 @@ class routing_observer {
   void operator()(const step_event<T, Space>& e) {
     constexpr const char* where = "ddm::diagnostics::routing_observer";
     if (!have_state_)
-      throw argument_error(ddm::detail::concat(where, ": a step event arrived before on_start(x, t0); expected the "
+      throw argument_error(ddm::concat(where, ": a step event arrived before on_start(x, t0); expected the "
                                                "observer to be passed to ddm::sample(), which calls on_start first"));
     if (e.index >= schedule_.steps() || e.t != schedule_[e.index] || e.t_next != schedule_[e.index + 1])
-      throw argument_error(ddm::detail::concat(where, ": step ", e.index, " runs from t = ", e.t, " to ", e.t_next,
+      throw argument_error(ddm::concat(where, ": step ", e.index, " runs from t = ", e.t, " to ", e.t_next,
                                                ", which is not a step of the observer's schedule; expected the same "
                                                "fixed-step schedule as the one sampled"));
     if (measured_(e.index)) measure_(e);
@@ -256,7 +256,7 @@ class routing_observer {
   void measure_valid_(const step_event<T, Space>& e) {
     constexpr const char* where = "ddm::diagnostics::routing_observer";
     if (state_t_ != e.t)
-      throw argument_error(ddm::detail::concat(where, ": step ", e.index, " starts at t = ", e.t,
+      throw argument_error(ddm::concat(where, ": step ", e.index, " starts at t = ", e.t,
                                                ", but the kept state is at t = ", state_t_,
                                                "; expected consecutive step events from one ddm::sample() run"));
     const double t = e.t;

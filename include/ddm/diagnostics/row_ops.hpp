@@ -71,7 +71,7 @@ namespace detail {
 template <class Span, class V>
 void require_row_count(const char* where, const char* name, const Span& s, const V& like) {
   if (static_cast<index_t>(s.size()) != like.rows())
-    throw shape_error(ddm::detail::concat(where, ": argument '", name, "' has ", s.size(),
+    throw shape_error(ddm::concat(where, ": argument '", name, "' has ", s.size(),
                                           " values, expected one per row (", like.rows(), ")"));
 }
 
@@ -79,7 +79,7 @@ void require_row_count(const char* where, const char* name, const Span& s, const
 inline void require_finite_rows(const char* where, const char* quantity, std::span<const double> values, double t) {
   for (std::size_t r = 0; r < values.size(); ++r)
     if (!std::isfinite(values[r]))
-      throw non_finite_error(ddm::detail::concat(where, ": ", quantity, " of row ", r, " is ", values[r], " at t = ",
+      throw non_finite_error(ddm::concat(where, ": ", quantity, " of row ", r, " is ", values[r], " at t = ",
                                                  t, "; the field or its derivative returned a NaN or infinity"),
                              -1, t);
 }
@@ -91,11 +91,11 @@ template <class T, class Space>
 void axpy_rows(const execution_context<Space>& ctx, batch_view<T, Space> out, batch_view<const T, Space> x,
                std::span<const double> c, batch_view<const T, Space> y) {
   const char* where = "ddm::diagnostics::axpy_rows";
-  ddm::detail::require_same_shape(where, "x", x, out);
-  ddm::detail::require_same_shape(where, "y", y, out);
+  ddm::require_same_shape(where, "x", x, out);
+  ddm::require_same_shape(where, "y", y, out);
   detail::require_row_count(where, "c", c, out);
   if (!ddm::detail::alias_ok(x, out.as_const()) || !ddm::detail::alias_ok(y, out.as_const()))
-    throw argument_error(ddm::detail::concat(where, ": an operand partially overlaps 'out', expected the same "
+    throw argument_error(ddm::concat(where, ": an operand partially overlaps 'out', expected the same "
                                                     "memory or disjoint memory"));
   if (!out.empty()) row_ops<Space>::axpy(ctx, out, x, c, y);
 }
@@ -105,10 +105,10 @@ template <class T, class Space>
 void scale_rows(const execution_context<Space>& ctx, batch_view<T, Space> out, std::span<const double> c,
                 batch_view<const T, Space> x) {
   const char* where = "ddm::diagnostics::scale_rows";
-  ddm::detail::require_same_shape(where, "x", x, out);
+  ddm::require_same_shape(where, "x", x, out);
   detail::require_row_count(where, "c", c, out);
   if (!ddm::detail::alias_ok(x, out.as_const()))
-    throw argument_error(ddm::detail::concat(where, ": 'x' partially overlaps 'out', expected the same memory or "
+    throw argument_error(ddm::concat(where, ": 'x' partially overlaps 'out', expected the same memory or "
                                                     "disjoint memory"));
   if (!out.empty()) row_ops<Space>::scale(ctx, out, c, x);
 }
@@ -118,7 +118,7 @@ template <class T, class Space>
 void row_dots(const execution_context<Space>& ctx, batch_view<const T, Space> a, batch_view<const T, Space> b,
               std::span<double> out) {
   const char* where = "ddm::diagnostics::row_dots";
-  ddm::detail::require_same_shape(where, "b", b, a);
+  ddm::require_same_shape(where, "b", b, a);
   detail::require_row_count(where, "out", out, a);
   if (a.rows() != 0) row_ops<Space>::dots(ctx, a, b, out);
 }

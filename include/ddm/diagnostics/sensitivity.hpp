@@ -85,7 +85,7 @@ class trajectory_sensitivity {
   explicit trajectory_sensitivity(Field& field, sensitivity_options options = {}, execution_context<Space> ctx = {})
       : field_(&field), options_(options), ctx_(ctx) {
     require_velocity_field<Field, T, Space>();
-    if (options.every < 1) ddm::detail::fail_argument("ddm::diagnostics::trajectory_sensitivity", "every", options.every, ">= 1");
+    if (options.every < 1) ddm::fail_argument("ddm::diagnostics::trajectory_sensitivity", "every", options.every, ">= 1");
     if (options.measure == sensitivity_measure::spectral_norm && !has_vjp<Field, T, Space>)
       throw argument_error(
           "ddm::diagnostics::trajectory_sensitivity: argument 'options.measure' = spectral_norm, but the field has "
@@ -97,7 +97,7 @@ class trajectory_sensitivity {
 
   /// Called by sample() before the first step: keeps x_0 and clears earlier records.
   void on_start(batch_view<const T, Space> x, double t0) {
-    ddm::detail::require_non_empty("ddm::diagnostics::trajectory_sensitivity::on_start", "x", x);
+    ddm::require_non_empty("ddm::diagnostics::trajectory_sensitivity::on_start", "x", x);
     if (state_.rows() != x.rows() || state_.cols() != x.cols()) {
       state_ = batch<T, Space>(ctx_, x.rows(), x.cols());
       hutchinson_.reset();
@@ -147,7 +147,7 @@ class trajectory_sensitivity {
  private:
   void measure_(std::size_t step, double t) {
     if (state_t_ != t)
-      throw argument_error(ddm::detail::concat("ddm::diagnostics::trajectory_sensitivity: step ", step, " starts at t = ", t,
+      throw argument_error(ddm::concat("ddm::diagnostics::trajectory_sensitivity: step ", step, " starts at t = ", t,
                                                ", but the kept state is at t = ", state_t_,
                                                "; expected consecutive step events from one ddm::sample() run"));
     const auto x = state_.cview();

@@ -50,7 +50,7 @@ class spectral_norm_estimator {
                   "batch_view<T> out) writing J(x, t)^T u row by row (concept ddm::has_vjp). Without one, use "
                   "estimate_frobenius (RMS singular value) or estimate_dominant_eigenvalue.");
     const char* where = "ddm::diagnostics::spectral_norm_estimator";
-    ddm::detail::require_shape(where, "x", x, products_.rows(), products_.cols());
+    ddm::require_shape(where, "x", x, products_.rows(), products_.cols());
     const auto& ctx = products_.context();
     const auto rows = static_cast<std::size_t>(products_.rows());
     const std::size_t evals0 = products_.field_evaluations();

@@ -37,10 +37,10 @@ namespace detail {
 
 inline void check_values(const char* where, const char* name, std::span<const double> v) {
   if (v.empty())
-    throw empty_batch_error(ddm::detail::concat(where, ": argument '", name, "' is empty, expected at least one value"));
+    throw empty_batch_error(ddm::concat(where, ": argument '", name, "' is empty, expected at least one value"));
   for (std::size_t i = 0; i < v.size(); ++i)
     if (!std::isfinite(v[i]))
-      throw non_finite_error(ddm::detail::concat(where, ": argument '", name, "' has value ", v[i], " at index ", i,
+      throw non_finite_error(ddm::concat(where, ": argument '", name, "' has value ", v[i], " at index ", i,
                                                  ", expected finite values"));
 }
 
@@ -49,12 +49,12 @@ inline void check_pair(const char* where, std::span<const double> x, std::span<c
   check_values(where, xn, x);
   check_values(where, yn, y);
   if (x.size() != y.size())
-    throw shape_error(ddm::detail::concat(where, ": argument '", yn, "' has ", y.size(), " values, expected as many as '",
+    throw shape_error(ddm::concat(where, ": argument '", yn, "' has ", y.size(), " values, expected as many as '",
                                           xn, "' (", x.size(), ")"));
 }
 
 inline void check_probability(const char* where, const char* name, double p) {
-  if (!(p >= 0.0 && p <= 1.0)) ddm::detail::fail_argument(where, name, p, "a value in [0, 1]");
+  if (!(p >= 0.0 && p <= 1.0)) ddm::fail_argument(where, name, p, "a value in [0, 1]");
 }
 
 // Type-7 quantile of values already sorted ascending.
@@ -146,7 +146,7 @@ struct score_bin {
   const char* where = "ddm::diagnostics::bin_by_score";
   detail::check_pair(where, score, quality, "score", "quality");
   if (bins < 1 || bins > score.size())
-    throw argument_error(ddm::detail::concat(where, ": argument 'bins' = ", bins, ", expected 1 <= bins <= ",
+    throw argument_error(ddm::concat(where, ": argument 'bins' = ", bins, ", expected 1 <= bins <= ",
                                              score.size(), " (the number of rows)"));
   const std::size_t n = score.size();
   std::vector<std::size_t> order(n);
@@ -190,7 +190,7 @@ struct score_bin {
   detail::average_ranks_into(y, order, ry);
   const auto rho = detail::pearson(rx, ry);
   if (!rho)
-    throw argument_error(ddm::detail::concat(where, ": all values of '", detail::pearson(rx, rx) ? "y" : "x",
+    throw argument_error(ddm::concat(where, ": all values of '", detail::pearson(rx, rx) ? "y" : "x",
                                              "' are equal, expected at least two distinct values (the rank "
                                              "correlation is undefined otherwise)"));
   return *rho;
@@ -218,7 +218,7 @@ struct spearman_result {
 [[nodiscard]] inline spearman_result spearman_test(std::span<const double> x, std::span<const double> y,
                                                    spearman_options options = {}) {
   const char* where = "ddm::diagnostics::spearman_test";
-  if (!(options.level > 0.0 && options.level < 1.0)) ddm::detail::fail_argument(where, "level", options.level, "a value in (0, 1)");
+  if (!(options.level > 0.0 && options.level < 1.0)) ddm::fail_argument(where, "level", options.level, "a value in (0, 1)");
   spearman_result out;
   out.rho = spearman(x, y);
   out.level = options.level;

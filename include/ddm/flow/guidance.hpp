@@ -33,7 +33,7 @@ class guided_field {
   template <class T>
     requires(velocity_field<Uncond, T, Space> && velocity_field<Cond, T, Space>)
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
-    detail::require_same_shape("ddm::guided_field", "v", v, x);
+    ddm::require_same_shape("ddm::guided_field", "v", v, x);
     auto vu = scratch_.template get<T>(ctx_, x.rows(), x.cols());
     uncond_(x, t, vu);
     cond_(x, t, v);
@@ -44,7 +44,7 @@ class guided_field {
     requires((velocity_field<Uncond, T, Space> || conditioned_velocity_field<Uncond, T, Space>) &&
              (velocity_field<Cond, T, Space> || conditioned_velocity_field<Cond, T, Space>))
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v, row_index_view<Space> rows) {
-    detail::require_same_shape("ddm::guided_field", "v", v, x);
+    ddm::require_same_shape("ddm::guided_field", "v", v, x);
     auto vu = scratch_.template get<T>(ctx_, x.rows(), x.cols());
     call_field(uncond_, x, t, vu, rows);
     call_field(cond_, x, t, v, rows);
@@ -55,7 +55,7 @@ class guided_field {
   template <class T>
     requires(has_jvp<Uncond, T, Space> && has_jvp<Cond, T, Space>)
   void jvp(batch_view<const T, Space> x, double t, batch_view<const T, Space> u, batch_view<T, Space> out) {
-    detail::require_same_shape("ddm::guided_field::jvp", "out", out, u);
+    ddm::require_same_shape("ddm::guided_field::jvp", "out", out, u);
     auto ju = scratch_.template get<T>(ctx_, u.rows(), u.cols());
     uncond_.jvp(x, t, u, ju);
     cond_.jvp(x, t, u, out);
@@ -64,7 +64,7 @@ class guided_field {
 
   [[nodiscard]] double scale() const noexcept { return scale_; }
   void set_scale(double scale) {
-    if (!std::isfinite(scale)) detail::fail_argument("ddm::guided_field", "scale", scale, "a finite guidance scale");
+    if (!std::isfinite(scale)) ddm::fail_argument("ddm::guided_field", "scale", scale, "a finite guidance scale");
     scale_ = scale;
   }
   [[nodiscard]] Uncond& unconditional() noexcept { return uncond_; }

@@ -56,7 +56,7 @@ void eps_hat(const execution_context<Space>& ctx, batch_view<const T, Space> x, 
 namespace detail {
 inline void check_guard(const char* where, double guard) {
   if (!(guard > 0.0 && guard < 0.5))
-    ddm::detail::fail_argument(where, "guard", guard, "a value in (0, 0.5)");
+    ddm::fail_argument(where, "guard", guard, "a value in (0, 0.5)");
 }
 }  // namespace detail
 
@@ -199,9 +199,9 @@ class linear_beta_timesteps {
  public:
   explicit linear_beta_timesteps(int steps = 1000, double beta_start = 1e-4, double beta_end = 0.02)
       : log_alpha_bar_(static_cast<std::size_t>(steps)) {
-    if (steps < 2) ddm::detail::fail_argument("ddm::flow::linear_beta_timesteps", "steps", steps, ">= 2");
+    if (steps < 2) ddm::fail_argument("ddm::flow::linear_beta_timesteps", "steps", steps, ">= 2");
     if (!(beta_start > 0 && beta_end < 1 && beta_start <= beta_end))
-      ddm::detail::fail_argument("ddm::flow::linear_beta_timesteps", "beta_start", beta_start,
+      ddm::fail_argument("ddm::flow::linear_beta_timesteps", "beta_start", beta_start,
                                  "0 < beta_start <= beta_end < 1");
     double acc = 0;
     for (int i = 0; i < steps; ++i) {

@@ -44,16 +44,16 @@ class time_schedule {
   void validate_(endpoint end) const {
     const char* where = "ddm::time_schedule";
     if (t_.size() < 2)
-      throw schedule_error(detail::concat(where, ": ", t_.size(), " time(s) given, expected at least 2"));
+      throw schedule_error(ddm::concat(where, ": ", t_.size(), " time(s) given, expected at least 2"));
     for (std::size_t i = 0; i < t_.size(); ++i) {
       if (!std::isfinite(t_[i]) || t_[i] < 0.0 || t_[i] > 1.0)
-        throw schedule_error(detail::concat(where, ": time ", i, " = ", t_[i], ", expected a value in [0, 1]"));
+        throw schedule_error(ddm::concat(where, ": time ", i, " = ", t_[i], ", expected a value in [0, 1]"));
       if (i > 0 && !(t_[i] < t_[i - 1]))
-        throw schedule_error(detail::concat(where, ": time ", i, " = ", t_[i], " does not decrease from time ",
+        throw schedule_error(ddm::concat(where, ": time ", i, " = ", t_[i], " does not decrease from time ",
                                             i - 1, " = ", t_[i - 1], ", expected a strictly decreasing schedule"));
     }
     if (end == endpoint::zero && t_.back() != 0.0)
-      throw schedule_error(detail::concat(where, ": the last time is ", t_.back(), ", expected 0"));
+      throw schedule_error(ddm::concat(where, ": the last time is ", t_.back(), ", expected 0"));
   }
 
   std::vector<double> t_;
@@ -63,22 +63,22 @@ namespace schedules {
 
 namespace detail {
 inline void check_steps(const char* where, long steps) {
-  if (steps < 1) ddm::detail::fail_argument<schedule_error>(where, "steps", steps, ">= 1");
+  if (steps < 1) ddm::fail_argument<schedule_error>(where, "steps", steps, ">= 1");
 }
 inline void check_range(const char* where, double t_max, double t_min, bool allow_one, bool allow_zero) {
   const bool max_ok = t_max > 0.0 && (allow_one ? t_max <= 1.0 : t_max < 1.0);
   if (!max_ok)
-    ddm::detail::fail_argument<schedule_error>(where, "t_max", t_max, allow_one ? "a value in (0, 1]" : "a value in (0, 1)");
+    ddm::fail_argument<schedule_error>(where, "t_max", t_max, allow_one ? "a value in (0, 1]" : "a value in (0, 1)");
   const bool min_ok = (allow_zero ? t_min >= 0.0 : t_min > 0.0) && t_min < t_max;
   if (!min_ok)
-    ddm::detail::fail_argument<schedule_error>(where, "t_min", t_min,
+    ddm::fail_argument<schedule_error>(where, "t_min", t_min,
                                                allow_zero ? "0 <= t_min < t_max" : "0 < t_min < t_max");
 }
 }  // namespace detail
 
 /// The SD3 / Flux time shift: s t / (1 + (s - 1) t). It translates lambda by -log s.
 [[nodiscard]] inline double shift(double t, double s) {
-  if (!(s > 0.0) || !std::isfinite(s)) ddm::detail::fail_argument<schedule_error>("ddm::schedules::shift", "s", s, "a finite value > 0");
+  if (!(s > 0.0) || !std::isfinite(s)) ddm::fail_argument<schedule_error>("ddm::schedules::shift", "s", s, "a finite value > 0");
   return s * t / (1.0 + (s - 1.0) * t);
 }
 
@@ -111,9 +111,9 @@ inline void check_range(const char* where, double t_max, double t_min, bool allo
   const char* where = "ddm::schedules::karras";
   detail::check_steps(where, steps);
   detail::check_range(where, t_max, t_min, true, false);
-  if (!(rho > 0.0) || !std::isfinite(rho)) ddm::detail::fail_argument<schedule_error>(where, "rho", rho, "a finite value > 0");
+  if (!(rho > 0.0) || !std::isfinite(rho)) ddm::fail_argument<schedule_error>(where, "rho", rho, "a finite value > 0");
   const long n = end_at_zero ? steps : steps + 1;  // points before the optional final zero
-  if (n < 2) ddm::detail::fail_argument<schedule_error>(where, "steps", steps, end_at_zero ? ">= 2 when ending at zero" : ">= 1");
+  if (n < 2) ddm::fail_argument<schedule_error>(where, "steps", steps, end_at_zero ? ">= 2 when ending at zero" : ">= 1");
   const double a = std::pow(t_max, 1.0 / rho);
   const double b = std::pow(t_min, 1.0 / rho);
   std::vector<double> t;
@@ -134,7 +134,7 @@ inline void check_range(const char* where, double t_max, double t_min, bool allo
   detail::check_steps(where, steps);
   detail::check_range(where, t_max, t_min, false, false);
   const long n = end_at_zero ? steps : steps + 1;
-  if (n < 2) ddm::detail::fail_argument<schedule_error>(where, "steps", steps, end_at_zero ? ">= 2 when ending at zero" : ">= 1");
+  if (n < 2) ddm::fail_argument<schedule_error>(where, "steps", steps, end_at_zero ? ">= 2 when ending at zero" : ">= 1");
   const double l0 = flow::lambda(t_max);
   const double l1 = flow::lambda(t_min);
   std::vector<double> t;

@@ -88,11 +88,11 @@ struct adaptive_rk {
   void validate() const {
     const char* where = "ddm::adaptive_rk";
     if (!(rtol >= 0) || !(atol >= 0) || !(rtol + atol > 0))
-      throw argument_error(detail::concat(where, ": rtol = ", rtol, ", atol = ", atol, ", expected both >= 0 and not both 0"));
-    if (!(safety > 0 && safety <= 1)) detail::fail_argument(where, "safety", safety, "a value in (0, 1]");
-    if (!(initial_step >= 0 && initial_step <= 1)) detail::fail_argument(where, "initial_step", initial_step, "a value in [0, 1]");
-    if (!(min_step > 0 && min_step < 1)) detail::fail_argument(where, "min_step", min_step, "a value in (0, 1)");
-    if (max_steps == 0) detail::fail_argument(where, "max_steps", max_steps, ">= 1");
+      throw argument_error(ddm::concat(where, ": rtol = ", rtol, ", atol = ", atol, ", expected both >= 0 and not both 0"));
+    if (!(safety > 0 && safety <= 1)) ddm::fail_argument(where, "safety", safety, "a value in (0, 1]");
+    if (!(initial_step >= 0 && initial_step <= 1)) ddm::fail_argument(where, "initial_step", initial_step, "a value in [0, 1]");
+    if (!(min_step > 0 && min_step < 1)) ddm::fail_argument(where, "min_step", min_step, "a value in (0, 1)");
+    if (max_steps == 0) ddm::fail_argument(where, "max_steps", max_steps, ">= 1");
   }
 
   template <class T, class Space>
@@ -125,7 +125,7 @@ struct adaptive_rk {
       std::size_t taken = 0;
       while (dir * (t_next - tc) > 0) {
         if (++taken > opt_.max_steps)
-          throw argument_error(detail::concat("ddm::adaptive_rk::step: more than max_steps = ", opt_.max_steps,
+          throw argument_error(ddm::concat("ddm::adaptive_rk::step: more than max_steps = ", opt_.max_steps,
                                               " internal steps between t = ", t, " and t_next = ", t_next,
                                               ", expected the error control to converge (raise rtol/atol or max_steps)"));
         double dt = dir * std::min(h_, std::abs(t_next - tc));
@@ -152,7 +152,7 @@ struct adaptive_rk {
           const double shrink = std::isfinite(e) ? std::clamp(opt_.safety * std::pow(e, -1.0 / (q + 1.0)), 0.2, 1.0) : 0.2;
           h_ = std::abs(dt) * shrink;
           if (h_ < opt_.min_step)
-            throw argument_error(detail::concat("ddm::adaptive_rk::step: step size ", h_, " at t = ", tc,
+            throw argument_error(ddm::concat("ddm::adaptive_rk::step: step size ", h_, " at t = ", tc,
                                                 " fell below min_step = ", opt_.min_step,
                                                 ", expected the field to be smooth enough for rtol = ", opt_.rtol,
                                                 " and atol = ", opt_.atol));

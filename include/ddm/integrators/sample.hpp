@@ -135,7 +135,7 @@ sample_result sample(const execution_context<Space>& ctx, const sample_options& 
                      batch_view<T, Space> x, const time_schedule& schedule, const Integrator& integ,
                      Observers&&... observers) {
   detail::check_sample_arguments<Field, T, Space, Integrator, Observers...>();
-  detail::require_non_empty("ddm::sample", "x", x);
+  ddm::require_non_empty("ddm::sample", "x", x);
   auto stepper = integ.template make_stepper<T>(ctx, x.rows(), x.cols());
   return detail::run_steps(ctx, options, field, x, schedule, stepper, observers...);
 }
@@ -171,7 +171,7 @@ class sampler {
   sample_result operator()(Field&& field, batch_view<T, Space> x, const time_schedule& schedule,
                            Observers&&... observers) {
     detail::check_sample_arguments<Field, T, Space, Integrator, Observers...>();
-    detail::require_shape("ddm::sampler", "x", x, rows_, cols_);
+    ddm::require_shape("ddm::sampler", "x", x, rows_, cols_);
     stepper_.reset();
     return detail::run_steps(ctx_, options_, field, x, schedule, stepper_, observers...);
   }
@@ -188,7 +188,7 @@ class sampler {
  private:
   static stepper_type make_(const Integrator& integ, const execution_context<Space>& ctx, index_t rows, index_t cols) {
     if (rows < 1 || cols < 1)
-      detail::throw_error<empty_batch_error>("ddm::sampler: shape (", rows, ", ", cols,
+      ddm::throw_error<empty_batch_error>("ddm::sampler: shape (", rows, ", ", cols,
                                              ") given, expected at least one row and one column");
     return integ.template make_stepper<T>(ctx, rows, cols);
   }

@@ -51,7 +51,7 @@ class mapped_file {
     }
     if (!S_ISREG(st.st_mode)) {
       ::close(fd);
-      throw io_error(ddm::detail::concat("ddm::io::mapped_file: '", path_.string(), "' is not a regular file"));
+      throw io_error(ddm::concat("ddm::io::mapped_file: '", path_.string(), "' is not a regular file"));
     }
     size_ = static_cast<std::size_t>(st.st_size);
     if (size_ != 0) {
@@ -95,7 +95,7 @@ class mapped_file {
 
  private:
   [[noreturn]] void fail_(const char* what, int err) const {
-    throw io_error(ddm::detail::concat("ddm::io::mapped_file: ", what, " '", path_.string(), "': ",
+    throw io_error(ddm::concat("ddm::io::mapped_file: ", what, " '", path_.string(), "': ",
                                        std::strerror(err)));
   }
   void release_() noexcept {

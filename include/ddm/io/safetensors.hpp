@@ -90,10 +90,10 @@ inline std::string shape_string(std::span<const std::uint64_t> shape) {
 }
 
 [[noreturn]] inline void fail_file(const std::string& label, const std::string& problem) {
-  throw io_error(ddm::detail::concat("ddm::io::safetensors: '", label, "': ", problem));
+  throw io_error(ddm::concat("ddm::io::safetensors: '", label, "': ", problem));
 }
 [[noreturn]] inline void fail_tensor(const std::string& label, std::string_view tensor, const std::string& problem) {
-  throw io_error(ddm::detail::concat("ddm::io::safetensors: '", label, "': tensor '", tensor, "': ", problem));
+  throw io_error(ddm::concat("ddm::io::safetensors: '", label, "': tensor '", tensor, "': ", problem));
 }
 
 // Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF). Returns the offset
@@ -177,7 +177,7 @@ class header_builder final : public nlohmann::json_sax<nlohmann::json> {
   bool key(string_t& k) override {
     if (!keys_.back().insert(k).second) {
       if (stack_.size() == 1) fail_tensor(label_, k, "the name appears twice in the header");
-      fail_file(label_, ddm::detail::concat("the key '", k, "' appears twice in one object of the header",
+      fail_file(label_, ddm::concat("the key '", k, "' appears twice in one object of the header",
                                             stack_.size() == 2 && in_metadata_ ? " ('__metadata__')" : ""));
     }
     if (stack_.size() == 1) in_metadata_ = k == "__metadata__";
@@ -199,7 +199,7 @@ class header_builder final : public nlohmann::json_sax<nlohmann::json> {
   }
   bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
                    const nlohmann::detail::exception& e) override {
-    fail_file(label_, ddm::detail::concat("the header is not valid JSON: ", e.what()));
+    fail_file(label_, ddm::concat("the header is not valid JSON: ", e.what()));
   }
 
  private:
@@ -225,7 +225,7 @@ class header_builder final : public nlohmann::json_sax<nlohmann::json> {
   }
   void open_(json&& container) {
     if (stack_.size() >= safetensors_max_nesting)
-      fail_file(label_, ddm::detail::concat("the header nests containers deeper than ", safetensors_max_nesting,
+      fail_file(label_, ddm::concat("the header nests containers deeper than ", safetensors_max_nesting,
                                             " levels (the limit of the reference's JSON parser)"));
     stack_.push_back(place_(std::move(container)));
   }
@@ -242,22 +242,22 @@ class header_builder final : public nlohmann::json_sax<nlohmann::json> {
 inline parsed_header parse_safetensors(std::span<const std::byte> file, const std::string& label) {
   using json = nlohmann::json;
   if (file.size() < 8)
-    fail_file(label, ddm::detail::concat("the file has ", file.size(),
+    fail_file(label, ddm::concat("the file has ", file.size(),
                                          " bytes, expected at least the 8 bytes of the header length"));
   const std::uint64_t n = read_u64_le(file.data());
   if (n > safetensors_max_header_size)
-    fail_file(label, ddm::detail::concat("the header length is ", n, " bytes, more than the limit of ",
+    fail_file(label, ddm::concat("the header length is ", n, " bytes, more than the limit of ",
                                          safetensors_max_header_size));
   if (n > file.size() - 8)
-    fail_file(label, ddm::detail::concat("the header length is ", n, " bytes but only ", file.size() - 8,
+    fail_file(label, ddm::concat("the header length is ", n, " bytes but only ", file.size() - 8,
                                          " bytes follow the length (truncated file?)"));
   const std::string_view text(reinterpret_cast<const char*>(file.data() + 8), static_cast<std::size_t>(n));
   if (const auto bad = first_invalid_utf8(text); bad != std::string_view::npos)
-    fail_file(label, ddm::detail::concat("the header is not valid UTF-8 (byte ", bad, " of the header)"));
+    fail_file(label, ddm::concat("the header is not valid UTF-8 (byte ", bad, " of the header)"));
   // nlohmann's parser stops at a NUL byte as if the input ended there; JSON allows none, and
   // zero padding after the object is not the whitespace the format permits.
   if (const auto nul = text.find('\0'); nul != std::string_view::npos)
-    fail_file(label, ddm::detail::concat("the header is not valid JSON: a NUL byte at byte ", nul, " of the header"));
+    fail_file(label, ddm::concat("the header is not valid JSON: a NUL byte at byte ", nul, " of the header"));
 
   // nlohmann's lexer skips a byte-order mark; JSON text (RFC 8259) and the reference's parser
   // (serde_json) do not allow one.
@@ -270,10 +270,10 @@ inline parsed_header parse_safetensors(std::span<const std::byte> file, const st
     (void)json::sax_parse(text.begin(), text.end(), &builder, nlohmann::detail::input_format_t::json,
                           /*strict=*/true, /*ignore_comments=*/false);
   } catch (const json::exception& e) {
-    fail_file(label, ddm::detail::concat("the header is not valid JSON: ", e.what()));
+    fail_file(label, ddm::concat("the header is not valid JSON: ", e.what()));
   }
   if (!header.is_object())
-    fail_file(label, ddm::detail::concat("the header is a JSON ", header.type_name(), ", expected an object"));
+    fail_file(label, ddm::concat("the header is a JSON ", header.type_name(), ", expected an object"));
 
   parsed_header out;
   out.buffer_offset = 8 + n;
@@ -283,31 +283,31 @@ inline parsed_header parse_safetensors(std::span<const std::byte> file, const st
     if (name == "__metadata__") {
       if (value.is_null()) continue;
       if (!value.is_object())
-        fail_file(label, ddm::detail::concat("'__metadata__' is a JSON ", value.type_name(),
+        fail_file(label, ddm::concat("'__metadata__' is a JSON ", value.type_name(),
                                              ", expected an object of strings"));
       for (auto m = value.begin(); m != value.end(); ++m) {
         if (!m->is_string())
-          fail_file(label, ddm::detail::concat("'__metadata__' entry '", m.key(), "' is a JSON ", m->type_name(),
+          fail_file(label, ddm::concat("'__metadata__' entry '", m.key(), "' is a JSON ", m->type_name(),
                                                ", expected a string"));
         out.metadata.emplace(m.key(), m->get<std::string>());
       }
       continue;
     }
     if (!value.is_object())
-      fail_tensor(label, name, ddm::detail::concat("the entry is a JSON ", value.type_name(), ", expected an object"));
+      fail_tensor(label, name, ddm::concat("the entry is a JSON ", value.type_name(), ", expected an object"));
     tensor_info info;
     info.name = name;
     const auto dt = value.find("dtype");
     if (dt == value.end() || !dt->is_string()) fail_tensor(label, name, "'dtype' is missing or not a string");
     const auto parsed_dtype = dtype_from_name(dt->get_ref<const std::string&>());
     if (!parsed_dtype)
-      fail_tensor(label, name, ddm::detail::concat("unknown dtype '", dt->get_ref<const std::string&>(), "'"));
+      fail_tensor(label, name, ddm::concat("unknown dtype '", dt->get_ref<const std::string&>(), "'"));
     info.dtype = *parsed_dtype;
     const auto sh = value.find("shape");
     if (sh == value.end() || !sh->is_array()) fail_tensor(label, name, "'shape' is missing or not an array");
     for (const auto& d : *sh) {
       if (!d.is_number_unsigned())
-        fail_tensor(label, name, ddm::detail::concat("'shape' holds ", d.dump(), ", expected non-negative integers"));
+        fail_tensor(label, name, ddm::concat("'shape' holds ", d.dump(), ", expected non-negative integers"));
       info.shape.push_back(d.get<std::uint64_t>());
     }
     const auto off = value.find("data_offsets");
@@ -328,10 +328,10 @@ inline parsed_header parse_safetensors(std::span<const std::byte> file, const st
   for (const auto& t : out.tensors) {
     // Reversed offsets first: [4, 0] is not a gap after the previous tensor but no range at all.
     if (t.end < t.begin)
-      fail_tensor(label, t.name, ddm::detail::concat("data_offsets [", t.begin, ", ", t.end, "] end before they begin"));
+      fail_tensor(label, t.name, ddm::concat("data_offsets [", t.begin, ", ", t.end, "] end before they begin"));
     if (t.begin != expected_begin)
       fail_tensor(label, t.name,
-                  ddm::detail::concat("data_offsets [", t.begin, ", ", t.end, "] ",
+                  ddm::concat("data_offsets [", t.begin, ", ", t.end, "] ",
                                       t.begin > expected_begin ? "leave a gap" : "overlap the previous tensor",
                                       ": sorted by offset, tensors must tile the buffer from 0 and this one must "
                                       "begin at ",
@@ -339,28 +339,28 @@ inline parsed_header parse_safetensors(std::span<const std::byte> file, const st
     std::uint64_t elements = 1;
     for (const auto d : t.shape) {
       if (d != 0 && elements > max / d)
-        fail_tensor(label, t.name, ddm::detail::concat("the element count of shape ", shape_string(t.shape),
+        fail_tensor(label, t.name, ddm::concat("the element count of shape ", shape_string(t.shape),
                                                        " overflows 64 bits"));
       elements *= d;
     }
     const unsigned bits = bits_of(t.dtype);
     if (elements > max / bits)
-      fail_tensor(label, t.name, ddm::detail::concat("the bit count of shape ", shape_string(t.shape), " x ",
+      fail_tensor(label, t.name, ddm::concat("the bit count of shape ", shape_string(t.shape), " x ",
                                                      name_of(t.dtype), " overflows 64 bits"));
     if ((elements * bits) % 8 != 0)
-      fail_tensor(label, t.name, ddm::detail::concat("shape ", shape_string(t.shape), " of ", name_of(t.dtype),
+      fail_tensor(label, t.name, ddm::concat("shape ", shape_string(t.shape), " of ", name_of(t.dtype),
                                                      " is not a whole number of bytes"));
     const std::uint64_t bytes = elements * bits / 8;
     if (t.end - t.begin != bytes)
       fail_tensor(label, t.name,
-                  ddm::detail::concat("data_offsets [", t.begin, ", ", t.end, "] span ", t.end - t.begin,
+                  ddm::concat("data_offsets [", t.begin, ", ", t.end, "] span ", t.end - t.begin,
                                       " bytes, but shape ", shape_string(t.shape), " of ", name_of(t.dtype),
                                       " needs ", bytes));
     expected_begin = t.end;
   }
   const std::uint64_t available = file.size() - out.buffer_offset;
   if (expected_begin != available)
-    fail_file(label, ddm::detail::concat("the tensors cover ", expected_begin, " bytes of the buffer but the file has ",
+    fail_file(label, ddm::concat("the tensors cover ", expected_begin, " bytes of the buffer but the file has ",
                                          available, " bytes after the header (",
                                          expected_begin > available ? "truncated file" : "trailing bytes", ")"));
   return out;
@@ -411,7 +411,7 @@ class safetensors_file {
     const auto& t = info(name);
     if (!std::equal(t.shape.begin(), t.shape.end(), expected.begin(), expected.end()))
       detail::fail_tensor(label_, name,
-                          ddm::detail::concat("has shape ", detail::shape_string(t.shape), ", expected ",
+                          ddm::concat("has shape ", detail::shape_string(t.shape), ", expected ",
                                               detail::shape_string(expected)));
   }
   void require_shape(std::string_view name, std::initializer_list<std::uint64_t> expected) const {
@@ -425,7 +425,7 @@ class safetensors_file {
     const auto& t = info(name);
     if (out.size() != t.numel())
       detail::fail_tensor(label_, name,
-                          ddm::detail::concat("has ", t.numel(), " values (shape ", detail::shape_string(t.shape),
+                          ddm::concat("has ", t.numel(), " values (shape ", detail::shape_string(t.shape),
                                               "), but the destination holds ", out.size()));
     const std::byte* src = raw(name).data();
     const std::size_t n = out.size();
@@ -448,7 +448,7 @@ class safetensors_file {
         break;
       default:
         detail::fail_tensor(label_, name,
-                            ddm::detail::concat("has dtype ", name_of(t.dtype),
+                            ddm::concat("has dtype ", name_of(t.dtype),
                                                 ", which does not convert to a floating-point type (F16, BF16, F32 "
                                                 "and F64 do); use raw()"));
     }

@@ -41,7 +41,7 @@ class safetensors_writer {
     for (const auto d : shape) elements *= d;
     const std::uint64_t expected = elements * bits_of(type) / 8;
     if (bytes.size() != expected)
-      throw argument_error(ddm::detail::concat("ddm::io::safetensors_writer::add_raw: tensor '", name, "' has ",
+      throw argument_error(ddm::concat("ddm::io::safetensors_writer::add_raw: tensor '", name, "' has ",
                                                bytes.size(), " bytes, expected ", expected, " for its shape and dtype ",
                                                name_of(type)));
     entries_.push_back({std::move(name), type, std::move(shape), {bytes.begin(), bytes.end()}});
@@ -55,7 +55,7 @@ class safetensors_writer {
     std::uint64_t elements = 1;
     for (const auto d : shape) elements *= d;
     if (values.size() != elements)
-      throw argument_error(ddm::detail::concat("ddm::io::safetensors_writer::add: tensor '", name, "' has ",
+      throw argument_error(ddm::concat("ddm::io::safetensors_writer::add: tensor '", name, "' has ",
                                                values.size(), " values, expected ", elements, " for its shape"));
     std::vector<std::byte> bytes;
     switch (stored_as) {
@@ -72,7 +72,7 @@ class safetensors_writer {
         bytes = encode_(values, [](T v) { return float_to_bf16(static_cast<float>(v)); });
         break;
       default:
-        throw argument_error(ddm::detail::concat("ddm::io::safetensors_writer::add: tensor '", name,
+        throw argument_error(ddm::concat("ddm::io::safetensors_writer::add: tensor '", name,
                                                  "': argument 'stored_as' = ", name_of(stored_as),
                                                  ", expected F32, F64, F16 or BF16 (use add_raw for other dtypes)"));
     }
@@ -123,7 +123,7 @@ class safetensors_writer {
     const auto bytes = to_bytes();
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     if (!out || !out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size())))
-      throw io_error(ddm::detail::concat("ddm::io::safetensors_writer::write: cannot write '", path.string(), "'"));
+      throw io_error(ddm::concat("ddm::io::safetensors_writer::write: cannot write '", path.string(), "'"));
   }
 
  private:
@@ -140,7 +140,7 @@ class safetensors_writer {
                            "(the key is reserved for metadata)");
     for (const auto& e : entries_)
       if (e.name == name)
-        throw argument_error(ddm::detail::concat("ddm::io::safetensors_writer: argument 'name' = ", name,
+        throw argument_error(ddm::concat("ddm::io::safetensors_writer: argument 'name' = ", name,
                                                  ", expected a name not added before"));
   }
 

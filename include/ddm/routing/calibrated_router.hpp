@@ -45,16 +45,16 @@ class temperature_schedule {
     constexpr const char* where = "ddm::temperature_schedule";
     if (knots_.empty()) throw argument_error("ddm::temperature_schedule: argument 'knots' is empty, expected >= 1 knot");
     if (taus_.size() != knots_.size())
-      throw argument_error(detail::concat(where, ": argument 'taus' has ", taus_.size(), " values, expected one per knot (",
+      throw argument_error(ddm::concat(where, ": argument 'taus' has ", taus_.size(), " values, expected one per knot (",
                                           knots_.size(), ")"));
     for (std::size_t i = 0; i < knots_.size(); ++i) {
       if (!(knots_[i] >= 0.0 && knots_[i] <= 1.0))
-        throw argument_error(detail::concat(where, ": knot ", i, " = ", knots_[i], ", expected a time in [0, 1]"));
+        throw argument_error(ddm::concat(where, ": knot ", i, " = ", knots_[i], ", expected a time in [0, 1]"));
       if (i > 0 && !(knots_[i] > knots_[i - 1]))
-        throw argument_error(detail::concat(where, ": knot ", i, " = ", knots_[i], " after ", knots_[i - 1],
+        throw argument_error(ddm::concat(where, ": knot ", i, " = ", knots_[i], " after ", knots_[i - 1],
                                             ", expected strictly increasing knots"));
       if (!(taus_[i] > 0.0) || !std::isfinite(taus_[i]))
-        throw argument_error(detail::concat(where, ": tau ", i, " = ", taus_[i], ", expected a finite value > 0"));
+        throw argument_error(ddm::concat(where, ": tau ", i, " = ", taus_[i], ", expected a finite value > 0"));
     }
   }
 
@@ -135,7 +135,7 @@ void check_labeled_logits(const char* where, batch_view<const T> logits, std::sp
 template <class T>
 [[nodiscard]] double temperature_nll(batch_view<const T> logits, std::span<const int> labels, double tau) {
   detail::check_labeled_logits("ddm::temperature_nll", logits, labels);
-  if (!(tau > 0.0) || !std::isfinite(tau)) detail::fail_argument("ddm::temperature_nll", "tau", tau, "a finite value > 0");
+  if (!(tau > 0.0) || !std::isfinite(tau)) ddm::fail_argument("ddm::temperature_nll", "tau", tau, "a finite value > 0");
   const double beta = 1.0 / tau;
   double total = 0.0;
   for (index_t r = 0; r < logits.rows(); ++r) {
@@ -157,10 +157,10 @@ template <class T>
   constexpr const char* where = "ddm::fit_temperature";
   detail::check_labeled_logits(where, logits, labels);
   if (!(options.tau_min > 0.0) || !(options.tau_max > options.tau_min) || !std::isfinite(options.tau_max))
-    throw argument_error(detail::concat(where, ": options.tau_min = ", options.tau_min, ", options.tau_max = ",
+    throw argument_error(ddm::concat(where, ": options.tau_min = ", options.tau_min, ", options.tau_max = ",
                                         options.tau_max, ", expected 0 < tau_min < tau_max < infinity"));
   if (!(options.tolerance > 0.0))
-    detail::fail_argument(where, "options.tolerance", options.tolerance, "a value > 0");
+    ddm::fail_argument(where, "options.tolerance", options.tolerance, "a value > 0");
   bool informative = false;
   for (index_t r = 0; r < logits.rows() && !informative; ++r)
     for (index_t k = 1; k < logits.cols(); ++k)
@@ -200,9 +200,9 @@ template <class Router, class T>
                                                             std::uint64_t seed,
                                                             const temperature_fit_options& options = {}) {
   constexpr const char* where = "ddm::fit_temperature_schedule";
-  detail::require_non_empty(where, "x0", x0);
+  ddm::require_non_empty(where, "x0", x0);
   if (static_cast<index_t>(clusters.size()) != x0.rows())
-    throw shape_error(detail::concat(where, ": argument 'clusters' has ", clusters.size(),
+    throw shape_error(ddm::concat(where, ": argument 'clusters' has ", clusters.size(),
                                      " values, expected one per row of 'x0' (", x0.rows(), ")"));
   // Validates the knots before any router call (the taus are placeholders of the right shape).
   (void)temperature_schedule(knots, std::vector<double>(knots.size(), 1.0));

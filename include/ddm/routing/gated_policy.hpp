@@ -88,7 +88,7 @@ struct confidence_adaptive : row_policy<confidence_adaptive> {
 
   constexpr explicit confidence_adaptive(double confidence_) : confidence(confidence_) {
     if (!(confidence_ >= 0.0 && confidence_ <= 1.0))
-      detail::fail_argument("ddm::confidence_adaptive", "confidence", confidence_,
+      ddm::fail_argument("ddm::confidence_adaptive", "confidence", confidence_,
                             "a probability in [0, 1] (top-1 where the largest router probability reaches it)");
   }
 
@@ -108,7 +108,7 @@ struct ratio_gated : row_policy<ratio_gated> {
 
   constexpr explicit ratio_gated(double ratio_) : ratio(ratio_) {
     if (!(ratio_ >= 0.0 && ratio_ <= 1.0))
-      detail::fail_argument("ddm::ratio_gated", "ratio", ratio_,
+      ddm::fail_argument("ddm::ratio_gated", "ratio", ratio_,
                             "a value in [0, 1] (the smallest p_(2) / p_(1) that adds the second expert)");
   }
 

@@ -99,10 +99,10 @@ void group_rows_by_expert(const execution_context<Space>& ctx, batch_view<const 
                           batch_view<std::int32_t, Space> row_index, std::span<index_t> offsets) {
   constexpr const char* where = "ddm::group_rows_by_expert";
   if (offsets.size() != static_cast<std::size_t>(selected.cols() + 1))
-    throw shape_error(detail::concat(where, ": argument 'offsets' has ", offsets.size(), " entries, expected K + 1 = ",
+    throw shape_error(ddm::concat(where, ": argument 'offsets' has ", offsets.size(), " entries, expected K + 1 = ",
                                      selected.cols() + 1));
   if (row_index.cols() != 1 || row_index.rows() < selected.rows() * selected.cols())
-    throw shape_error(detail::concat(where, ": argument 'row_index' has shape (", row_index.rows(), ", ",
+    throw shape_error(ddm::concat(where, ": argument 'row_index' has shape (", row_index.rows(), ", ",
                                      row_index.cols(), "), expected (>= B * K = ", selected.rows() * selected.cols(),
                                      ", 1)"));
   expert_grouping<Space>::group(ctx, selected, row_index, offsets);
@@ -113,7 +113,7 @@ template <class U, class Space>
 void gather_rows(const execution_context<Space>& ctx, batch_view<const std::type_identity_t<U>, Space> src,
                  row_index_view<Space> rows, batch_view<U, Space> dst) {
   constexpr const char* where = "ddm::gather_rows";
-  detail::require_shape(where, "dst", dst, rows.rows(), src.cols());
+  ddm::require_shape(where, "dst", dst, rows.rows(), src.cols());
   detail::check_row_indices(ctx, where, rows, src.rows());
   if (rows.rows() != 0) expert_grouping<Space>::gather(ctx, src, rows, dst);
 }
@@ -125,9 +125,9 @@ void scatter_add_weighted(const execution_context<Space>& ctx, batch_view<T, Spa
                           batch_view<const std::type_identity_t<T>, Space> weights, index_t k,
                           row_index_view<Space> rows, batch_view<const std::type_identity_t<T>, Space> vk) {
   constexpr const char* where = "ddm::scatter_add_weighted";
-  detail::require_shape(where, "weights", weights, v.rows(), weights.cols());
-  if (k < 0 || k >= weights.cols()) detail::fail_argument(where, "k", k, "an expert index in [0, K)");
-  detail::require_shape(where, "vk", vk, rows.rows(), v.cols());
+  ddm::require_shape(where, "weights", weights, v.rows(), weights.cols());
+  if (k < 0 || k >= weights.cols()) ddm::fail_argument(where, "k", k, "an expert index in [0, K)");
+  ddm::require_shape(where, "vk", vk, rows.rows(), v.cols());
   detail::check_row_indices(ctx, where, rows, v.rows());
   if (rows.rows() != 0) expert_grouping<Space>::scatter_add(ctx, v, weights, k, rows, vk);
 }

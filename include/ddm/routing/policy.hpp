@@ -205,14 +205,14 @@ template <class Policy, class T, class Space>
 void check_policy_operands(const Policy& policy, batch_view<const T, Space> probs, batch_view<T, Space> weights,
                            batch_view<std::uint8_t, Space> selected) {
   auto fail = [&](const char* name, index_t rows, index_t cols) {
-    throw shape_error(detail::concat("ddm::routing_policy '", name_of(policy), "'::select: argument '", name,
+    throw shape_error(ddm::concat("ddm::routing_policy '", name_of(policy), "'::select: argument '", name,
                                      "' has shape (", rows, ", ", cols, "), expected (", probs.rows(), ", ",
                                      probs.cols(), ")"));
   };
   if (!same_shape(weights, probs)) fail("weights", weights.rows(), weights.cols());
   if (!same_shape(selected, probs)) fail("selected", selected.rows(), selected.cols());
   if (probs.cols() < 1)
-    throw shape_error(detail::concat("ddm::routing_policy '", name_of(policy), "'::select: argument 'probs' has ",
+    throw shape_error(ddm::concat("ddm::routing_policy '", name_of(policy), "'::select: argument 'probs' has ",
                                      probs.cols(), " columns (experts), expected >= 1"));
 }
 
@@ -225,7 +225,7 @@ void run_policy(const execution_context<Space>& ctx, const Policy& policy, batch
   if (probs.rows() == 0) return;
   const index_t bad = policy_rows<Space>::run(ctx, policy, probs, t, weights, selected);
   if (bad >= 0)
-    throw argument_error(detail::concat("ddm::routing_policy '", name_of(policy),
+    throw argument_error(ddm::concat("ddm::routing_policy '", name_of(policy),
                                         "'::select: the probabilities of row ", bad,
                                         " are invalid (a negative or non-finite value, or no positive mass to "
                                         "renormalize), expected the output of ddm::softmax_rows"));
@@ -251,7 +251,7 @@ struct top_k {
   int k = 1;
 
   constexpr explicit top_k(int k_) : k(k_) {
-    if (k_ < 1) detail::fail_argument("ddm::top_k", "k", k_, "an integer >= 1 (the number of experts per row)");
+    if (k_ < 1) ddm::fail_argument("ddm::top_k", "k", k_, "an integer >= 1 (the number of experts per row)");
   }
 
   [[nodiscard]] std::string name() const { return "top_" + std::to_string(k); }
@@ -266,7 +266,7 @@ struct top_k {
               batch_view<T, Space> weights, batch_view<std::uint8_t, Space> selected) const {
     check_policy_operands(*this, probs, weights, selected);
     if (k > probs.cols())
-      throw argument_error(detail::concat("ddm::top_k::select: k = ", k, " but the router scores only ",
+      throw argument_error(ddm::concat("ddm::top_k::select: k = ", k, " but the router scores only ",
                                           probs.cols(), " experts, expected 1 <= k <= ", probs.cols()));
     run_policy(ctx, *this, probs, t, weights, selected);
   }
@@ -286,7 +286,7 @@ struct full_ensemble : row_policy<full_ensemble> {
   constexpr full_ensemble() = default;
   constexpr explicit full_ensemble(double min_probability_) : min_probability(min_probability_) {
     if (!(min_probability_ >= 0.0 && min_probability_ <= 1.0))
-      detail::fail_argument("ddm::full_ensemble", "min_probability", min_probability_, "a value in [0, 1]");
+      ddm::fail_argument("ddm::full_ensemble", "min_probability", min_probability_, "a value in [0, 1]");
   }
 
   [[nodiscard]] std::string name() const {
@@ -305,7 +305,7 @@ struct top_p : row_policy<top_p> {
   double p = 0.9;
 
   constexpr explicit top_p(double p_) : p(p_) {
-    if (!(p_ > 0.0 && p_ <= 1.0)) detail::fail_argument("ddm::top_p", "p", p_, "a value in (0, 1]");
+    if (!(p_ > 0.0 && p_ <= 1.0)) ddm::fail_argument("ddm::top_p", "p", p_, "a value in (0, 1]");
   }
 
   [[nodiscard]] std::string name() const { return "top_p(" + detail::short_number(p) + ")"; }
@@ -322,7 +322,7 @@ struct threshold : row_policy<threshold> {
 
   constexpr explicit threshold(double min_probability_) : min_probability(min_probability_) {
     if (!(min_probability_ >= 0.0 && min_probability_ <= 1.0))
-      detail::fail_argument("ddm::threshold", "min_probability", min_probability_, "a value in [0, 1]");
+      ddm::fail_argument("ddm::threshold", "min_probability", min_probability_, "a value in [0, 1]");
   }
 
   [[nodiscard]] std::string name() const { return "threshold(" + detail::short_number(min_probability) + ")"; }
@@ -344,7 +344,7 @@ struct scheduled {
   constexpr scheduled(double t_switch_, Early early_, Late late_)
       : t_switch(t_switch_), early(std::move(early_)), late(std::move(late_)) {
     if (!(t_switch_ >= 0.0 && t_switch_ <= 1.0))
-      detail::fail_argument("ddm::scheduled", "t_switch", t_switch_, "a time in [0, 1]");
+      ddm::fail_argument("ddm::scheduled", "t_switch", t_switch_, "a time in [0, 1]");
   }
 
   /// The policy in force at time t.
@@ -448,7 +448,7 @@ class policy_function {
     const int k = static_cast<int>(probs.cols());
     for (index_t r = 0; r < probs.rows(); ++r)
       if (!valid_probability_row(probs.row(r), k))
-        throw argument_error(detail::concat("ddm::policy_fn '", name_, "': the probabilities of row ", r,
+        throw argument_error(ddm::concat("ddm::policy_fn '", name_, "': the probabilities of row ", r,
                                             " are invalid (a negative or non-finite value), expected the "
                                             "output of ddm::softmax_rows"));
     f_(probs, t, weights, selected);
@@ -459,11 +459,11 @@ class policy_function {
         any = true;
         const double w = static_cast<double>(weights(r, e));
         if (!(w >= 0.0) || !(w - w == 0.0))
-          throw argument_error(detail::concat("ddm::policy_fn '", name_, "': weight (", r, ", ", e, ") = ", w,
+          throw argument_error(ddm::concat("ddm::policy_fn '", name_, "': weight (", r, ", ", e, ") = ", w,
                                               " of a selected expert, expected a finite value >= 0"));
       }
       if (!any)
-        throw argument_error(detail::concat("ddm::policy_fn '", name_, "': row ", r,
+        throw argument_error(ddm::concat("ddm::policy_fn '", name_, "': row ", r,
                                             " has no selected expert, expected at least one per row"));
     }
   }

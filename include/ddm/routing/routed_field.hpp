@@ -104,7 +104,7 @@ class routed_field_base {
     const std::size_t k = experts_.size();
     if (k == 0) throw argument_error("ddm::routed_field: the expert set is empty, expected at least one expert");
     if (router_.num_experts() != k)
-      throw argument_error(detail::concat("ddm::routed_field: router '", name_of(router_), "' scores ",
+      throw argument_error(ddm::concat("ddm::routed_field: router '", name_of(router_), "' scores ",
                                           router_.num_experts(), " experts but the expert set holds ", k,
                                           ", expected the same number"));
     call_rows_.assign(k, 0);
@@ -126,7 +126,7 @@ class routed_field_base {
   [[nodiscard]] double temperature() const noexcept { return temperature_; }
   void set_temperature(double temperature) {
     if (!(temperature > 0.0) || !std::isfinite(temperature))
-      detail::fail_argument("ddm::routed_field::set_temperature", "temperature", temperature, "a finite value > 0");
+      ddm::fail_argument("ddm::routed_field::set_temperature", "temperature", temperature, "a finite value > 0");
     temperature_ = temperature;
   }
 
@@ -170,8 +170,8 @@ class routed_field_base {
   // The checks every call makes before any work; returns false when there is nothing to do (B = 0).
   bool begin_call_(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
     constexpr const char* where = "ddm::routed_field";
-    detail::require_same_shape(where, "v", v, x);
-    if (!(t >= 0.0 && t <= 1.0)) detail::fail_argument(where, "t", t, "a time in [0, 1]");
+    ddm::require_same_shape(where, "v", v, x);
+    if (!(t >= 0.0 && t <= 1.0)) ddm::fail_argument(where, "t", t, "a time in [0, 1]");
     if (!x.empty() && (!detail::alias_ok(x, v.as_const()) || x.data() == static_cast<const T*>(v.data())))
       throw argument_error("ddm::routed_field: argument 'v' overlaps 'x', expected separate memory (the output is "
                            "accumulated while x is still read)");
@@ -181,7 +181,7 @@ class routed_field_base {
 
   static void check_outer_rows_(batch_view<const T, Space> x, row_index_view<Space> rows) {
     if (rows.rows() != x.rows() || rows.cols() != 1)
-      throw shape_error(detail::concat("ddm::routed_field: argument 'rows' has shape (", rows.rows(), ", ",
+      throw shape_error(ddm::concat("ddm::routed_field: argument 'rows' has shape (", rows.rows(), ", ",
                                        rows.cols(), "), expected (", x.rows(), ", 1)"));
   }
 

@@ -44,7 +44,7 @@ class router_function {
  public:
   router_function(std::size_t num_experts, std::string name, F f)
       : num_experts_(num_experts), name_(std::move(name)), f_(std::move(f)) {
-    if (num_experts == 0) detail::fail_argument("ddm::router_fn", "num_experts", num_experts, ">= 1");
+    if (num_experts == 0) ddm::fail_argument("ddm::router_fn", "num_experts", num_experts, ">= 1");
   }
 
   [[nodiscard]] std::size_t num_experts() const noexcept { return num_experts_; }
@@ -55,7 +55,7 @@ class router_function {
     requires std::invocable<F&, batch_view<const T, Space>, double, batch_view<T, Space>>
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> logits) {
     if (logits.rows() != x.rows() || logits.cols() != static_cast<index_t>(num_experts_))
-      throw shape_error(detail::concat("ddm::router_fn '", name_, "': argument 'logits' has shape (", logits.rows(),
+      throw shape_error(ddm::concat("ddm::router_fn '", name_, "': argument 'logits' has shape (", logits.rows(),
                                        ", ", logits.cols(), "), expected (", x.rows(), ", ", num_experts_, ")"));
     f_(x, t, logits);
   }
@@ -110,8 +110,8 @@ class nearest_centroid_router {
   nearest_centroid_router(batch_view<const double> centroids, double tau = 1.0, Embed phi = {}, Denoiser denoiser = {})
       : k_(centroids.rows()), e_(centroids.cols()), tau_(tau), phi_(std::move(phi)), denoiser_(std::move(denoiser)) {
     constexpr const char* where = "ddm::nearest_centroid_router";
-    detail::require_non_empty(where, "centroids", centroids);
-    if (!(tau > 0.0) || !std::isfinite(tau)) detail::fail_argument(where, "tau", tau, "a finite value > 0");
+    ddm::require_non_empty(where, "centroids", centroids);
+    if (!(tau > 0.0) || !std::isfinite(tau)) ddm::fail_argument(where, "tau", tau, "a finite value > 0");
     if (!all_finite(host_context{}, centroids))
       throw argument_error("ddm::nearest_centroid_router: argument 'centroids' contains a NaN or infinity");
     centroids_.resize(static_cast<std::size_t>(k_ * e_));
@@ -134,7 +134,7 @@ class nearest_centroid_router {
     constexpr const char* where = "ddm::nearest_centroid_router";
     const index_t k_count = k_;
     const index_t e_dim = e_;
-    detail::require_shape(where, "logits", logits, x.rows(), k_count);
+    ddm::require_shape(where, "logits", logits, x.rows(), k_count);
     if (x.rows() == 0) return;
     const host_context ctx{};
     auto x0 = x0_scratch_.template get<T>(ctx, x.rows(), x.cols());

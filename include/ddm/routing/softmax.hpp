@@ -83,18 +83,18 @@ void softmax_rows(const execution_context<Space>& ctx, batch_view<const std::typ
                   double t = std::numeric_limits<double>::quiet_NaN()) {
   constexpr const char* where = "ddm::softmax_rows";
   if (!(temperature > 0.0) || !std::isfinite(temperature))
-    detail::fail_argument(where, "temperature", temperature, "a finite value > 0");
-  detail::require_same_shape(where, "probs", probs, logits);
+    ddm::fail_argument(where, "temperature", temperature, "a finite value > 0");
+  ddm::require_same_shape(where, "probs", probs, logits);
   if (logits.cols() < 1)
-    throw shape_error(detail::concat(where, ": argument 'logits' has ", logits.cols(),
+    throw shape_error(ddm::concat(where, ": argument 'logits' has ", logits.cols(),
                                      " columns (experts), expected at least 1"));
   if (logits.rows() == 0) return;
   const softmax_failure bad = routing_softmax<Space>::run(ctx, logits, 1.0 / temperature, probs);
   if (bad.row >= 0) {
     if (std::isnan(t))
-      throw non_finite_error(detail::concat(where, ": router '", router_name, "' returned the non-finite logit ",
+      throw non_finite_error(ddm::concat(where, ": router '", router_name, "' returned the non-finite logit ",
                                             bad.value, " for row ", bad.row, ", expert ", bad.expert));
-    throw non_finite_error(detail::concat(where, ": router '", router_name, "' returned the non-finite logit ",
+    throw non_finite_error(ddm::concat(where, ": router '", router_name, "' returned the non-finite logit ",
                                           bad.value, " for row ", bad.row, ", expert ", bad.expert, " at t = ", t),
                            -1, t);
   }

@@ -127,26 +127,26 @@ struct analytic_ddm_data {
 
 inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture_spec& spec) {
   constexpr const char* where = "ddm::synthetic::analytic_ddm";
-  if (spec.dim < 1) ddm::detail::fail_argument(where, "spec.dim", spec.dim, ">= 1");
+  if (spec.dim < 1) ddm::fail_argument(where, "spec.dim", spec.dim, ">= 1");
   const std::size_t j_count = spec.scales.size();
   const auto d = static_cast<std::size_t>(spec.dim);
-  if (j_count == 0) throw argument_error(ddm::detail::concat(where, ": the mixture has no components, expected >= 1"));
+  if (j_count == 0) throw argument_error(ddm::concat(where, ": the mixture has no components, expected >= 1"));
   if (spec.means.size() != j_count * d || spec.weights.size() != j_count || spec.cluster.size() != j_count)
-    throw shape_error(ddm::detail::concat(where, ": spec has ", spec.means.size(), " mean values, ", j_count,
+    throw shape_error(ddm::concat(where, ": spec has ", spec.means.size(), " mean values, ", j_count,
                                           " scales, ", spec.weights.size(), " weights and ", spec.cluster.size(),
                                           " cluster labels, expected J * D = ", j_count * d, ", J, J and J"));
   int k_count = 0;
   for (std::size_t j = 0; j < j_count; ++j) {
     if (!(spec.scales[j] > 0.0) || !std::isfinite(spec.scales[j]))
-      throw argument_error(ddm::detail::concat(where, ": spec.scales[", j, "] = ", spec.scales[j], ", expected a finite value > 0"));
+      throw argument_error(ddm::concat(where, ": spec.scales[", j, "] = ", spec.scales[j], ", expected a finite value > 0"));
     if (!(spec.weights[j] > 0.0) || !std::isfinite(spec.weights[j]))
-      throw argument_error(ddm::detail::concat(where, ": spec.weights[", j, "] = ", spec.weights[j], ", expected a finite value > 0"));
+      throw argument_error(ddm::concat(where, ": spec.weights[", j, "] = ", spec.weights[j], ", expected a finite value > 0"));
     if (spec.cluster[j] < 0)
-      throw argument_error(ddm::detail::concat(where, ": spec.cluster[", j, "] = ", spec.cluster[j], ", expected >= 0"));
+      throw argument_error(ddm::concat(where, ": spec.cluster[", j, "] = ", spec.cluster[j], ", expected >= 0"));
     k_count = std::max(k_count, spec.cluster[j] + 1);
   }
   for (double m : spec.means)
-    if (!std::isfinite(m)) throw argument_error(ddm::detail::concat(where, ": spec.means contains ", m, ", expected finite values"));
+    if (!std::isfinite(m)) throw argument_error(ddm::concat(where, ": spec.means contains ", m, ", expected finite values"));
 
   auto data = std::make_shared<analytic_ddm_data>();
   data->clusters = k_count;
@@ -175,7 +175,7 @@ inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture
   }
   for (std::size_t k = 0; k < static_cast<std::size_t>(k_count); ++k) {
     if (data->cluster_begin[k + 1] == 0)
-      throw argument_error(ddm::detail::concat(where, ": cluster ", k, " has no component, expected clusters 0..",
+      throw argument_error(ddm::concat(where, ": cluster ", k, " has no component, expected clusters 0..",
                                                k_count - 1, " to own at least one each"));
     data->cluster_begin[k + 1] += data->cluster_begin[k];
   }
@@ -208,18 +208,18 @@ inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture
 
 inline mixture_spec draw_mixture_spec(const analytic_ddm_options& o) {
   constexpr const char* where = "ddm::synthetic::analytic_ddm";
-  if (o.clusters < 1) ddm::detail::fail_argument(where, "options.clusters", o.clusters, ">= 1");
-  if (o.dim < 1) ddm::detail::fail_argument(where, "options.dim", o.dim, ">= 1");
+  if (o.clusters < 1) ddm::fail_argument(where, "options.clusters", o.clusters, ">= 1");
+  if (o.dim < 1) ddm::fail_argument(where, "options.dim", o.dim, ">= 1");
   if (o.components_per_cluster < 1)
-    ddm::detail::fail_argument(where, "options.components_per_cluster", o.components_per_cluster, ">= 1");
+    ddm::fail_argument(where, "options.components_per_cluster", o.components_per_cluster, ">= 1");
   if (!(o.cluster_spread >= 0.0) || !std::isfinite(o.cluster_spread))
-    ddm::detail::fail_argument(where, "options.cluster_spread", o.cluster_spread, "a finite value >= 0");
+    ddm::fail_argument(where, "options.cluster_spread", o.cluster_spread, "a finite value >= 0");
   if (!(o.component_spread >= 0.0) || !std::isfinite(o.component_spread))
-    ddm::detail::fail_argument(where, "options.component_spread", o.component_spread, "a finite value >= 0");
+    ddm::fail_argument(where, "options.component_spread", o.component_spread, "a finite value >= 0");
   if (!(o.min_scale > 0.0 && o.min_scale <= o.max_scale && std::isfinite(o.max_scale)))
-    ddm::detail::fail_argument(where, "options.min_scale", o.min_scale, "0 < min_scale <= max_scale < inf");
+    ddm::fail_argument(where, "options.min_scale", o.min_scale, "0 < min_scale <= max_scale < inf");
   if (!(o.max_weight_ratio >= 1.0) || !std::isfinite(o.max_weight_ratio))
-    ddm::detail::fail_argument(where, "options.max_weight_ratio", o.max_weight_ratio, "a finite value >= 1");
+    ddm::fail_argument(where, "options.max_weight_ratio", o.max_weight_ratio, "a finite value >= 1");
   // One Philox stream per kind of parameter: changing one option does not reshuffle the others.
   constexpr std::uint64_t centre_stream = 0xC0FFEE01, offset_stream = 0xC0FFEE02, scale_stream = 0xC0FFEE03,
                           weight_stream = 0xC0FFEE04, prior_stream = 0xC0FFEE05;
@@ -250,7 +250,7 @@ inline mixture_spec draw_mixture_spec(const analytic_ddm_options& o) {
 }
 
 inline void check_time(const char* where, double t) {
-  if (!(t >= 0.0 && t <= 1.0)) ddm::detail::fail_argument(where, "t", t, "a time in [0, 1]");
+  if (!(t >= 0.0 && t <= 1.0)) ddm::fail_argument(where, "t", t, "a time in [0, 1]");
 }
 
 // Host kernels: the per-row math of gaussian_mixture.hpp for a whole batch at once. Per row the
@@ -438,7 +438,7 @@ class gaussian_mixture_field {
   template <class T>
   void operator()(batch_view<const T> x, double t, batch_view<T> v) {
     check_(x, t, "ddm::synthetic::gaussian_mixture_field");
-    ddm::detail::require_same_shape("ddm::synthetic::gaussian_mixture_field", "v", v, x);
+    ddm::require_same_shape("ddm::synthetic::gaussian_mixture_field", "v", v, x);
     if (means_t_ == nullptr) {
       for (index_t r = 0; r < x.rows(); ++r) mixture_velocity_row(view_, x.row(r), t, v.row(r), scratch_.data());
       return;
@@ -465,8 +465,8 @@ class gaussian_mixture_field {
   template <class T>
   void jvp(batch_view<const T> x, double t, batch_view<const T> u, batch_view<T> out) {
     check_(x, t, "ddm::synthetic::gaussian_mixture_field::jvp");
-    ddm::detail::require_same_shape("ddm::synthetic::gaussian_mixture_field::jvp", "u", u, x);
-    ddm::detail::require_same_shape("ddm::synthetic::gaussian_mixture_field::jvp", "out", out, x);
+    ddm::require_same_shape("ddm::synthetic::gaussian_mixture_field::jvp", "u", u, x);
+    ddm::require_same_shape("ddm::synthetic::gaussian_mixture_field::jvp", "out", out, x);
     for (index_t r = 0; r < x.rows(); ++r) mixture_jvp_row(view_, x.row(r), t, u.row(r), out.row(r), scratch_.data());
   }
 
@@ -478,7 +478,7 @@ class gaussian_mixture_field {
   void check_(batch_view<const T> x, double t, const char* where) const {
     detail::check_time(where, t);
     if (x.cols() != view_.dim)
-      throw shape_error(ddm::detail::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", view_.dim));
+      throw shape_error(ddm::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", view_.dim));
   }
 
   std::shared_ptr<const detail::analytic_ddm_data> data_;
@@ -498,7 +498,7 @@ class posterior_router {
   posterior_router(std::shared_ptr<const detail::analytic_ddm_data> data, double tau)
       : data_(std::move(data)), tau_(tau), scratch_(static_cast<std::size_t>(data_->components)) {
     if (!(tau > 0.0) || !std::isfinite(tau))
-      ddm::detail::fail_argument("ddm::synthetic::posterior_router", "tau", tau, "a finite value > 0");
+      ddm::fail_argument("ddm::synthetic::posterior_router", "tau", tau, "a finite value > 0");
   }
 
   [[nodiscard]] std::size_t num_experts() const noexcept { return static_cast<std::size_t>(data_->clusters); }
@@ -510,8 +510,8 @@ class posterior_router {
     constexpr const char* where = "ddm::synthetic::posterior_router";
     detail::check_time(where, t);
     if (x.cols() != data_->dim)
-      throw shape_error(ddm::detail::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", data_->dim));
-    ddm::detail::require_shape(where, "logits", logits, x.rows(), data_->clusters);
+      throw shape_error(ddm::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", data_->dim));
+    ddm::require_shape(where, "logits", logits, x.rows(), data_->clusters);
     const mixture_view m = data_->whole();
     const int n = data_->components;
     const int stride = detail::padded_components(n);
@@ -615,9 +615,9 @@ class analytic_ddm {
   void sample_data(batch_view<T> out, std::uint64_t seed, std::span<int> component = {}) const {
     constexpr const char* where = "ddm::synthetic::analytic_ddm::sample_data";
     if (out.cols() != data_->dim)
-      throw shape_error(ddm::detail::concat(where, ": argument 'out' has ", out.cols(), " columns, expected D = ", data_->dim));
+      throw shape_error(ddm::concat(where, ": argument 'out' has ", out.cols(), " columns, expected D = ", data_->dim));
     if (!component.empty() && component.size() != static_cast<std::size_t>(out.rows()))
-      throw shape_error(ddm::detail::concat(where, ": argument 'component' has ", component.size(), " entries, expected ",
+      throw shape_error(ddm::concat(where, ": argument 'component' has ", component.size(), " entries, expected ",
                                             out.rows()));
     const auto d = static_cast<std::size_t>(data_->dim);
     for (index_t r = 0; r < out.rows(); ++r) {
@@ -637,7 +637,7 @@ class analytic_ddm {
   /// n rows of true data (see the view overload).
   template <class T = double>
   [[nodiscard]] batch<T> sample_data(index_t n, std::uint64_t seed) const {
-    if (n < 0) ddm::detail::fail_argument("ddm::synthetic::analytic_ddm::sample_data", "n", n, ">= 0");
+    if (n < 0) ddm::fail_argument("ddm::synthetic::analytic_ddm::sample_data", "n", n, ">= 0");
     batch<T> x(n, data_->dim);
     sample_data(x.view(), seed);
     return x;
@@ -646,7 +646,7 @@ class analytic_ddm {
   /// n rows of true data with their component and cluster labels.
   template <class T = double>
   [[nodiscard]] labeled_sample<T> sample_data_labeled(index_t n, std::uint64_t seed) const {
-    if (n < 0) ddm::detail::fail_argument("ddm::synthetic::analytic_ddm::sample_data_labeled", "n", n, ">= 0");
+    if (n < 0) ddm::fail_argument("ddm::synthetic::analytic_ddm::sample_data_labeled", "n", n, ">= 0");
     labeled_sample<T> s{batch<T>(n, data_->dim), std::vector<int>(static_cast<std::size_t>(n)),
                         std::vector<int>(static_cast<std::size_t>(n))};
     sample_data(s.x.view(), seed, std::span<int>(s.component));
@@ -658,7 +658,7 @@ class analytic_ddm {
   /// log p(x) of the data at one point (D values), with every constant.
   [[nodiscard]] double log_density(std::span<const double> x) const {
     if (x.size() != static_cast<std::size_t>(data_->dim))
-      throw shape_error(ddm::detail::concat("ddm::synthetic::analytic_ddm::log_density: argument 'x' has ", x.size(),
+      throw shape_error(ddm::concat("ddm::synthetic::analytic_ddm::log_density: argument 'x' has ", x.size(),
                                             " values, expected D = ", data_->dim));
     std::vector<double> scratch(static_cast<std::size_t>(data_->components));
     return mixture_log_density_row(data_->whole(), x.data(), scratch.data());

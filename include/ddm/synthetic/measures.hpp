@@ -31,11 +31,11 @@ namespace detail {
 template <class T>
 void check_samples(const char* where, const analytic_ddm& model, batch_view<const T> x, index_t min_rows) {
   if (x.cols() != model.dim())
-    throw shape_error(ddm::detail::concat(where, ": argument 'samples' has ", x.cols(), " columns, expected D = ", model.dim()));
+    throw shape_error(ddm::concat(where, ": argument 'samples' has ", x.cols(), " columns, expected D = ", model.dim()));
   if (x.rows() < min_rows)
-    throw empty_batch_error(ddm::detail::concat(where, ": argument 'samples' has ", x.rows(), " rows, expected >= ", min_rows));
+    throw empty_batch_error(ddm::concat(where, ": argument 'samples' has ", x.rows(), " rows, expected >= ", min_rows));
   if (!all_finite(host_context{}, x))
-    throw non_finite_error(ddm::detail::concat(where, ": argument 'samples' contains a NaN or infinity"));
+    throw non_finite_error(ddm::concat(where, ": argument 'samples' contains a NaN or infinity"));
 }
 }  // namespace detail
 
@@ -50,7 +50,7 @@ struct moments {
 template <class T>
 [[nodiscard]] moments sample_moments(batch_view<const T> x) {
   if (x.rows() < 2)
-    throw empty_batch_error(ddm::detail::concat("ddm::synthetic::sample_moments: argument 'x' has ", x.rows(),
+    throw empty_batch_error(ddm::concat("ddm::synthetic::sample_moments: argument 'x' has ", x.rows(),
                                                 " rows, expected >= 2"));
   const auto d = static_cast<std::size_t>(x.cols());
   moments m{x.cols(), std::vector<double>(d, 0.0), std::vector<double>(d * d, 0.0)};
@@ -87,8 +87,8 @@ template <class T>
 /// The regularized lower incomplete gamma function P(a, x) = gamma(a, x) / Gamma(a), a > 0,
 /// x >= 0: a power series below x = a + 1, a continued fraction for Q = 1 - P above.
 [[nodiscard]] inline double regularized_gamma_p(double a, double x) {
-  if (!(a > 0.0)) ddm::detail::fail_argument("ddm::synthetic::regularized_gamma_p", "a", a, "> 0");
-  if (!(x >= 0.0)) ddm::detail::fail_argument("ddm::synthetic::regularized_gamma_p", "x", x, ">= 0");
+  if (!(a > 0.0)) ddm::fail_argument("ddm::synthetic::regularized_gamma_p", "a", a, "> 0");
+  if (!(x >= 0.0)) ddm::fail_argument("ddm::synthetic::regularized_gamma_p", "x", x, ">= 0");
   if (x == 0.0) return 0.0;
   const double log_prefactor = a * std::log(x) - x - std::lgamma(a);
   constexpr double eps = 1e-16;
@@ -127,8 +127,8 @@ template <class T>
 
 /// The q-quantile of chi^2 with `dof` degrees of freedom, 0 < q < 1 (bisection on the cdf).
 [[nodiscard]] inline double chi_squared_quantile(double dof, double q) {
-  if (!(dof > 0.0)) ddm::detail::fail_argument("ddm::synthetic::chi_squared_quantile", "dof", dof, "> 0");
-  if (!(q > 0.0 && q < 1.0)) ddm::detail::fail_argument("ddm::synthetic::chi_squared_quantile", "q", q, "a value in (0, 1)");
+  if (!(dof > 0.0)) ddm::fail_argument("ddm::synthetic::chi_squared_quantile", "dof", dof, "> 0");
+  if (!(q > 0.0 && q < 1.0)) ddm::fail_argument("ddm::synthetic::chi_squared_quantile", "q", q, "a value in (0, 1)");
   double lo = 0.0;
   double hi = std::max(1.0, dof);
   while (chi_squared_cdf(dof, hi) < q) hi *= 2.0;
@@ -166,8 +166,8 @@ template <class T>
   constexpr const char* where = "ddm::synthetic::mode_statistics";
   detail::check_samples(where, model, samples, 1);
   if (!(options.quantile > 0.0 && options.quantile < 1.0))
-    ddm::detail::fail_argument(where, "options.quantile", options.quantile, "a value in (0, 1)");
-  if (options.min_hits < 1) ddm::detail::fail_argument(where, "options.min_hits", options.min_hits, ">= 1");
+    ddm::fail_argument(where, "options.quantile", options.quantile, "a value in (0, 1)");
+  if (options.min_hits < 1) ddm::fail_argument(where, "options.min_hits", options.min_hits, ">= 1");
   const auto d = static_cast<std::size_t>(model.dim());
   const std::size_t j_count = model.num_components();
   const std::size_t k_count = model.num_clusters();

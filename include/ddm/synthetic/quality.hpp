@@ -29,11 +29,11 @@ namespace ddm::synthetic {
                                              std::span<const double> mean2, batch_view<const double> cov2) {
   constexpr const char* where = "ddm::synthetic::frechet_distance";
   const auto d = static_cast<index_t>(mean1.size());
-  if (d == 0) throw empty_batch_error(ddm::detail::concat(where, ": argument 'mean1' is empty, expected D >= 1 values"));
+  if (d == 0) throw empty_batch_error(ddm::concat(where, ": argument 'mean1' is empty, expected D >= 1 values"));
   if (static_cast<index_t>(mean2.size()) != d)
-    throw shape_error(ddm::detail::concat(where, ": argument 'mean2' has ", mean2.size(), " values, expected ", d));
-  ddm::detail::require_shape(where, "cov1", cov1, d, d);
-  ddm::detail::require_shape(where, "cov2", cov2, d, d);
+    throw shape_error(ddm::concat(where, ": argument 'mean2' has ", mean2.size(), " values, expected ", d));
+  ddm::require_shape(where, "cov1", cov1, d, d);
+  ddm::require_shape(where, "cov2", cov2, d, d);
   using matrix = Eigen::MatrixXd;
   matrix c1(d, d);
   matrix c2(d, d);
@@ -43,7 +43,7 @@ namespace ddm::synthetic {
       c2(a, b) = 0.5 * (cov2(a, b) + cov2(b, a));
     }
   if (!c1.allFinite() || !c2.allFinite())
-    throw non_finite_error(ddm::detail::concat(where, ": a covariance contains a NaN or infinity"));
+    throw non_finite_error(ddm::concat(where, ": a covariance contains a NaN or infinity"));
   const Eigen::SelfAdjointEigenSolver<matrix> e1(c1);
   const Eigen::VectorXd root1 = e1.eigenvalues().cwiseMax(0.0).cwiseSqrt();
   const matrix s1 = e1.eigenvectors() * root1.asDiagonal() * e1.eigenvectors().transpose();
