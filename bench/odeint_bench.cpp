@@ -1,7 +1,7 @@
 // ddm's plain integrators against Boost.Odeint's, on the same field at equal accuracy.
 //
 // The field is the closed-form rectified flow of Gaussian data N(m, s^2 I), s = 0.5, m_c =
-// sin(c) (tests/support/gaussian_flow.hpp): its exact solution from t = 1 to t = 0 is known, so
+// sin(c) (support/gaussian_flow.hpp): its exact solution from t = 1 to t = 0 is known, so
 // the error of a run is exact. Both libraries call the very same field code (odeint through a
 // functor on std::vector<double> that wraps the vectors as ddm views), in double, so what differs
 // is the integration method, its step control and its state algebra.
@@ -34,7 +34,7 @@
 
 #include <ddm/ddm.hpp>
 
-#include "gaussian_flow.hpp"
+#include "support/gaussian_flow.hpp"
 
 namespace ddm::bench {
 namespace {

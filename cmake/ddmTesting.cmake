@@ -7,7 +7,7 @@ include(GoogleTest)
 function(ddm_add_test_suite name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBRARIES" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
-  target_link_libraries(${name} PRIVATE ddm::ddm GTest::gtest GTest::gtest_main ${ARG_LIBRARIES})
+  target_link_libraries(${name} PRIVATE ddm::ddm ddm_support GTest::gtest GTest::gtest_main ${ARG_LIBRARIES})
   target_compile_options(${name} PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wno-sign-conversion>
     $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Wshadow,-Wconversion,-Wno-sign-conversion>)

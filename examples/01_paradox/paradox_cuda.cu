@@ -17,7 +17,7 @@
 
 namespace paradox::cuda {
 
-// The routed field then decides in its fused kernel: one wait per call (ddm/cuda/routed_field.hpp).
+// The routed field then decides in its fused kernel: one wait per call (ddm/cuda/routing/routed_field.hpp).
 static_assert(ddm::device_row_policy<study_policy, float> && ddm::device_row_policy<study_policy, double>);
 
 namespace {

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include <ddm/ddm.hpp>
-#include <ddm/diagnostics/routing_observer.hpp>
+#include <ddm/diagnostics/observers/routing_observer.hpp>
 #include <ddm/io/safetensors.hpp>
 #include <ddm/io/safetensors_writer.hpp>
 #include <ddm/routing/policy.hpp>
@@ -34,7 +34,7 @@
 #define DDM_DIT_FIXTURES "tests/dit/golden"
 #endif
 
-// Declared as ddm/diagnostics/routing_observer.hpp declares it where it exists: the class whose
+// Declared as ddm/diagnostics/observers/routing_observer.hpp declares it where it exists: the class whose
 // specialization for a memory space gives the routing observer its instruments there.
 namespace ddm::diagnostics {
 template <class Space>

@@ -4,7 +4,7 @@
 
 #include <ddm/core/field.hpp>
 
-#include "../support/gaussian_flow.hpp"
+#include "support/gaussian_flow.hpp"
 
 namespace {
 

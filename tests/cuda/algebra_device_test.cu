@@ -17,7 +17,7 @@
 
 #include <ddm/cuda.hpp>
 
-#include "../support/cuda_support.hpp"
+#include "support/cuda_support.hpp"
 
 namespace {
 

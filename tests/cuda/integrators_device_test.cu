@@ -2,7 +2,7 @@
 // of them, its measured order of convergence on device equals its order on the host, and whole
 // runs on device agree with the host's, step by step.
 //
-// The device field is the closed-form Gaussian flow of tests/support/gaussian_flow.hpp, computed
+// The device field is the closed-form Gaussian flow of support/gaussian_flow.hpp, computed
 // by a small kernel with the same expression (in double) as the host field.
 
 #include <gtest/gtest.h>
@@ -14,8 +14,8 @@
 
 #include <ddm/cuda.hpp>
 
-#include "../support/cuda_support.hpp"
-#include "../support/gaussian_flow.hpp"
+#include "support/cuda_support.hpp"
+#include "support/gaussian_flow.hpp"
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include <Eigen/Dense>
 #include <ddm/ddm.hpp>
 
-#include "../support/linear_field.hpp"
+#include "support/linear_field.hpp"
 
 namespace {
 

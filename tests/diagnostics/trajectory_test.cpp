@@ -11,8 +11,8 @@
 
 #include <ddm/ddm.hpp>
 
-#include "../support/gaussian_flow.hpp"
-#include "../support/linear_field.hpp"
+#include "support/gaussian_flow.hpp"
+#include "support/linear_field.hpp"
 
 namespace {
 

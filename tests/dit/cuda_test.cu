@@ -27,7 +27,7 @@
 #include <ddm/io/safetensors.hpp>
 #include <ddm/routing/policy.hpp>
 
-#include "../support/cuda_support.hpp"
+#include "support/cuda_support.hpp"
 #include "dit/backend_cuda.cuh"
 #include "dit/backend_host.hpp"
 #include "dit/dit_model.hpp"

@@ -8,7 +8,7 @@
 #include <ddm/core/rng.hpp>
 #include <ddm/flow/parameterization.hpp>
 
-#include "../support/gaussian_flow.hpp"
+#include "support/gaussian_flow.hpp"
 
 namespace {
 

@@ -7,7 +7,7 @@
 
 #include <ddm/ddm.hpp>
 
-#include "../support/gaussian_flow.hpp"
+#include "support/gaussian_flow.hpp"
 
 namespace {
 

@@ -11,7 +11,7 @@
 
 #include <ddm/ddm.hpp>
 
-#include "../support/gaussian_flow.hpp"
+#include "support/gaussian_flow.hpp"
 
 namespace {
 

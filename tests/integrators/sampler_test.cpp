@@ -11,8 +11,8 @@
 
 #include <ddm/ddm.hpp>
 
-#include "../support/counting_allocator.hpp"  // this binary's only includer
-#include "../support/gaussian_flow.hpp"
+#include "support/counting_allocator.hpp"  // this binary's only includer
+#include "support/gaussian_flow.hpp"
 
 namespace {
 

@@ -13,7 +13,7 @@
 
 #include <ddm/ddm.hpp>
 
-#include "../support/counting_allocator.hpp"  // this binary's only includer
+#include "support/counting_allocator.hpp"  // this binary's only includer
 
 namespace {
 

@@ -19,7 +19,7 @@ namespace dit {
 
 /// experts + router + policy over the rows of `text` (one row of text states per sample, or one
 /// row for all). Everything runs on `ctx` (for ddm::cuda_space: the device routed field of
-/// ddm/cuda/routed_field.hpp, with the experts and the router enqueued on ctx's stream).
+/// ddm/cuda/routing/routed_field.hpp, with the experts and the router enqueued on ctx's stream).
 template <class Policy, class Space = ddm::host_space>
 [[nodiscard]] auto make_paris_field(const paris_checkpoint<Space>& ckpt, std::shared_ptr<const batch<float, Space>> text,
                                     Policy policy, double time_scale = 1000.0,

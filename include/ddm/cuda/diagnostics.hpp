@@ -1,13 +1,9 @@
 #pragma once
 // The diagnostics on device memory.
 //
-// - row_ops<cuda_space> (axpy_rows, scale_rows, row_dots) and fill_probe for device views: with
-//   them the Jacobian estimators of ddm/diagnostics/ (jacobian_products, Hutchinson, power
-//   iteration, dense Jacobian, the L_eff observer) run on device views unchanged. Their B
-//   per-row scalars stay on the host: a row operation copies its B coefficients to the device
-//   and a row reduction copies its B results back; both wait for the stream (the estimators are
-//   driven from the host, one reduction at a time, so the waits cost little next to the field
-//   evaluations).
+// - fill_probe for device views: with it and row_ops<cuda_space> (ddm/cuda/core/row_ops.hpp) the
+//   Jacobian estimators of ddm/diagnostics/jacobian/ (jacobian_products, Hutchinson, power
+//   iteration, dense Jacobian) and the L_eff observer run on device views unchanged.
 // - expert_disagreement(ctx, experts): the mean pairwise distance among the K expert velocities
 //   of each row through their Gram matrices, G_r = V_r V_r^T with V_r the (K, D) block of row r,
 //   from one strided batched GEMM (cuBLAS, B matrices of K x K), then
@@ -24,7 +20,7 @@
 //   selected_rank_sum; the histogram and pooled values are summed on the host in row order.
 //   NaN or infinite states or centroids are refused as on the host.
 // - routing_instruments<cuda_space>: the above for the routing observer
-//   (ddm/diagnostics/routing_observer.hpp), which then runs on device views unchanged.
+//   (ddm/diagnostics/observers/routing_observer.hpp), which then runs on device views unchanged.
 //
 // Determinism: the GEMM is cuBLAS's (reproducible run to run on one architecture and toolkit);
 // every other sum is formed in a fixed order (per thread, or a warp's fixed shuffle tree), so the
@@ -51,116 +47,29 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
-#include "ddm/cuda/algebra.hpp"
+#include "ddm/cuda/core/algebra.hpp"
 #include "ddm/cuda/blas.hpp"
 #include "ddm/cuda/context.hpp"
 #include "ddm/cuda/error.hpp"
 #include "ddm/cuda/launch.hpp"
 #include "ddm/cuda/memory_resource.hpp"
-#include "ddm/cuda/rng.hpp"
-#include "ddm/cuda/routing.hpp"
+#include "ddm/cuda/core/rng.hpp"
+#include "ddm/cuda/routing/grouping.hpp"
+#include "ddm/cuda/routing/policy.hpp"
+#include "ddm/cuda/routing/softmax.hpp"
 #include "ddm/cuda/transfer.hpp"
-#include "ddm/diagnostics/alignment.hpp"
-#include "ddm/diagnostics/angular_deviation.hpp"
-#include "ddm/diagnostics/disagreement.hpp"
-#include "ddm/diagnostics/expert_views.hpp"
-#include "ddm/diagnostics/probes.hpp"
-#include "ddm/diagnostics/routing_observer.hpp"
-#include "ddm/diagnostics/row_ops.hpp"
+#include "ddm/diagnostics/instruments/alignment.hpp"
+#include "ddm/diagnostics/instruments/angular_deviation.hpp"
+#include "ddm/diagnostics/instruments/disagreement.hpp"
+#include "ddm/diagnostics/instruments/expert_views.hpp"
+#include "ddm/diagnostics/jacobian/probes.hpp"
+#include "ddm/diagnostics/observers/routing_observer.hpp"
+#include "ddm/cuda/core/row_ops.hpp"
 #include "ddm/flow/parameterization.hpp"
 
 namespace ddm {
 
 namespace cuda::detail {
-
-// out_r = (Axpy ? x_r : 0) + c_r y_r, c in double on the device, applied in T as on the host.
-template <class T, int W, bool Axpy>
-__global__ void __launch_bounds__(elementwise_block)
-    row_scaled_kernel(T* out, index_t so, const T* x, index_t sx, const T* y, index_t sy, const double* c,
-                      index_t rows, index_t cols, index_t head, index_t vectors) {
-  constexpr int unroll = 4;
-  const index_t tid = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x;
-  const index_t threads = static_cast<index_t>(gridDim.x) * blockDim.x;
-  const index_t body_end = head + vectors * W;
-  const index_t edge = head + (cols - body_end);
-  for (index_t r = blockIdx.y * static_cast<index_t>(blockDim.y) + threadIdx.y; r < rows;
-       r += static_cast<index_t>(gridDim.y) * blockDim.y) {
-    const auto cr = static_cast<T>(c[r]);
-    T* o = out + r * so;
-    const T* px = Axpy ? x + r * sx : nullptr;
-    const T* py = y + r * sy;
-    if (tid < edge) {
-      const index_t j = tid < head ? tid : body_end + (tid - head);
-      if constexpr (Axpy) {
-        o[j] = px[j] + cr * py[j];
-      } else {
-        o[j] = cr * py[j];
-      }
-    }
-    T* o_body = o + head;
-    const T* y_body = py + head;
-    const T* x_body = Axpy ? px + head : nullptr;
-    for (index_t base = tid; base < vectors; base += threads * unroll) {
-      pack<T, W> a[unroll];
-      pack<T, W> b[unroll];
-#pragma unroll
-      for (int u = 0; u < unroll; ++u)
-        if (base + u * threads < vectors) {
-          b[u] = load_stream<T, W>(y_body, base + u * threads);
-          if constexpr (Axpy) a[u] = load_stream<T, W>(x_body, base + u * threads);
-        }
-#pragma unroll
-      for (int u = 0; u < unroll; ++u)
-        if (base + u * threads < vectors) {
-          pack<T, W> result;
-#pragma unroll
-          for (int e = 0; e < W; ++e) {
-            if constexpr (Axpy) {
-              result.v[e] = a[u].v[e] + cr * b[u].v[e];
-            } else {
-              result.v[e] = cr * b[u].v[e];
-            }
-          }
-          store_stream<T, W>(o_body, base + u * threads, result);
-        }
-    }
-  }
-}
-
-template <class T, int W, bool Axpy>
-void launch_row_scaled(const cuda_context& ctx, batch_view<T, cuda_space> out, const T* x, index_t sx,
-                       batch_view<const T, cuda_space> y, const double* c, const stream_layout& layout) {
-  static std::array<std::atomic<int>, 64> resident_cache{};
-  const index_t resident = resident_blocks(row_scaled_kernel<T, W, Axpy>, elementwise_block, resident_cache);
-  const index_t edge = out.cols() - layout.vectors * W;
-  const row_blocks shape = row_mapped_shape(out.rows(), std::max(layout.vectors, edge), 4, resident);
-  row_scaled_kernel<T, W, Axpy><<<shape.grid, shape.block, 0, ctx.stream()>>>(
-      out.data(), out.stride(), x, sx, y.data(), y.stride(), c, out.rows(), out.cols(), layout.head, layout.vectors);
-  check_launch(Axpy ? "ddm::diagnostics::axpy_rows (row_scaled_kernel)" : "ddm::diagnostics::scale_rows (row_scaled_kernel)");
-}
-
-template <bool Axpy, class T>
-void row_scaled(const cuda_context& ctx, batch_view<T, cuda_space> out, batch_view<const T, cuda_space> x,
-                std::span<const double> c, batch_view<const T, cuda_space> y) {
-  const index_t rows = out.rows();
-  // The coefficients live in the caller's pageable memory, which the caller may change as soon
-  // as this returns (the Jacobian estimators flip their signs at once): the blocking copy
-  // guarantees they have reached the device.
-  batch<double, cuda_space> coefficients(ctx, 1, rows);
-  ddm::copy(ctx, coefficients.view(), batch_view<const double>(c.data(), 1, rows));
-  const stream_layout layout = Axpy ? make_stream_layout<T>(std::array<const void*, 3>{out.data(), x.data(), y.data()},
-                                                            std::array<index_t, 3>{out.stride(), x.stride(), y.stride()},
-                                                            rows, out.cols())
-                                    : make_stream_layout<T>(std::array<const void*, 2>{out.data(), y.data()},
-                                                            std::array<index_t, 2>{out.stride(), y.stride()}, rows,
-                                                            out.cols());
-  const T* xp = Axpy ? x.data() : nullptr;
-  if (layout.width > 1) {
-    launch_row_scaled<T, vector_width<T>, Axpy>(ctx, out, xp, x.stride(), y, coefficients.data(), layout);
-  } else {
-    launch_row_scaled<T, 1, Axpy>(ctx, out, xp, x.stride(), y, coefficients.data(), layout);
-  }
-}
 
 template <class T>
 __global__ void __launch_bounds__(elementwise_block)
@@ -361,33 +270,8 @@ void require_finite_device_view(const cuda_context& ctx, const char* where, cons
 
 namespace diagnostics {
 
-/// Per-row operations on device views (see the header comment).
-template <>
-struct row_ops<cuda_space> {
-  template <class T>
-  static void axpy(const cuda_context& ctx, batch_view<T, cuda_space> out, batch_view<const T, cuda_space> x,
-                   std::span<const double> c, batch_view<const T, cuda_space> y) {
-    cuda::detail::row_scaled<true>(ctx, out, x, c, y);
-  }
-
-  template <class T>
-  static void scale(const cuda_context& ctx, batch_view<T, cuda_space> out, std::span<const double> c,
-                    batch_view<const T, cuda_space> x) {
-    cuda::detail::row_scaled<false>(ctx, out, x, c, x);
-  }
-
-  /// Waits for the stream.
-  template <class T>
-  static void dots(const cuda_context& ctx, batch_view<const T, cuda_space> a, batch_view<const T, cuda_space> b,
-                   std::span<double> out) {
-    batch<double, cuda_space> device_out(ctx, a.rows(), 1);
-    ddm::row_dot(ctx, a, b, device_out.view());
-    ddm::copy(ctx, batch_view<double>(out.data(), a.rows(), 1), device_out);
-  }
-};
-
 /// Probe values in a device view: the same numbers as the host's fill_probe (Rademacher: bit for
-/// bit; Gaussian: fill_normal's agreement, see ddm/cuda/rng.hpp).
+/// bit; Gaussian: fill_normal's agreement, see ddm/cuda/core/rng.hpp).
 template <class T>
 void fill_probe(const cuda_context& ctx, batch_view<T, cuda_space> z, probe_kind kind, std::uint64_t seed,
                 std::uint64_t stream) {
@@ -423,7 +307,7 @@ template <class T>
   cuda::check_launch("ddm::diagnostics::expert_disagreement (gram_disagreement_kernel)");
   std::vector<double> out(static_cast<std::size_t>(rows));
   ddm::copy(ctx, batch_view<double>(out.data(), rows, 1), d);
-  detail::require_finite_rows(where, "the expert disagreement", out, 0.0);
+  ddm::require_finite_rows(where, "the expert disagreement", out, 0.0);
   return out;
 }
 
@@ -435,7 +319,7 @@ template <class T>
   return expert_disagreement(ctx, std::span<const batch_view<const T, cuda_space>>(views));
 }
 
-/// The angular deviation for device views (see ddm/diagnostics/angular_deviation.hpp). Waits for
+/// The angular deviation for device views (see ddm/diagnostics/instruments/angular_deviation.hpp). Waits for
 /// the stream.
 template <class T>
 [[nodiscard]] angular_deviation_result angular_deviation(const cuda_context& ctx,

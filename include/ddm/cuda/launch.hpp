@@ -222,4 +222,38 @@ class device_scalar {
   T* p_ = nullptr;
 };
 
+
+// The row-mapped geometry, shared by routing, the routed field and the diagnostics.
+
+/// Threads per block of the kernels that give each row of a (B, K) decision one thread.
+inline constexpr int row_block = 128;
+
+[[nodiscard]] inline unsigned row_grid(index_t rows) {
+  return static_cast<unsigned>(std::clamp<index_t>((rows + row_block - 1) / row_block, 1, max_grid_x));
+}
+
+// The first failure in some order is kept as `limit - index` under an atomic maximum, so that the
+// smallest index wins whatever the order the threads run in, and 0 means "none".
+__device__ __forceinline__ void record_first(int* word, index_t limit, index_t index) {
+  atomicMax(word, static_cast<int>(limit - index));
+}
+[[nodiscard]] inline index_t decode_first(int word, index_t limit) { return word > 0 ? limit - word : -1; }
+
+/// Block shape of the row-mapped kernels (gather, scatter-add, combine): blockDim.x threads along
+/// a row (32 to elementwise_block, as the row's work needs), blockDim.y rows per block.
+struct row_blocks {
+  dim3 block;
+  dim3 grid;
+};
+
+[[nodiscard]] inline row_blocks row_mapped_shape(index_t rows, index_t work_items, int per_thread, index_t resident) {
+  index_t tx = 32;
+  while (tx < elementwise_block && tx * per_thread < work_items) tx *= 2;
+  const index_t ty = elementwise_block / tx;
+  const index_t bx = std::clamp<index_t>((work_items + tx * per_thread - 1) / (tx * per_thread), 1, resident);
+  const index_t by = std::clamp<index_t>((rows + ty - 1) / ty, 1, max_grid_y);
+  return {dim3(static_cast<unsigned>(tx), static_cast<unsigned>(ty), 1U),
+          dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by), 1U)};
+}
+
 }  // namespace ddm::cuda::detail

@@ -73,7 +73,7 @@ namespace detail {
 /// What every memory space's routed field shares: the experts, router and policy, the decision
 /// buffers, the cost counters, the accessors and the observers. The call itself (routed_field's
 /// operator()) is written per memory space: the host one below, the CUDA one in
-/// ddm/cuda/routed_field.hpp.
+/// ddm/cuda/routing/routed_field.hpp.
 template <class Experts, class Router, class Policy, class T, class Space>
 class routed_field_base {
   static_assert(expert_set<Experts, T, Space>,

@@ -1,5 +1,5 @@
 #pragma once
-// Per-row operations the diagnostics need beyond the state algebra: scaling each row of a (B, D)
+// The state algebra's per-row operations, which the diagnostics use: scaling each row of a (B, D)
 // batch by its own coefficient, and per-row reductions read back into host memory.
 //
 //   axpy_rows(ctx, out, x, c, y)    out_r = x_r + c_r y_r
@@ -23,12 +23,12 @@
 #include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
 
-namespace ddm::diagnostics {
+namespace ddm {
 
 template <class Space>
 struct row_ops {
   static_assert(sizeof(Space) == 0,
-                "ddm::diagnostics: there are no per-row operations for this memory space. For "
+                "ddm: there are no per-row operations for this memory space. For "
                 "ddm::cuda_space, include <ddm/cuda.hpp> and link ddm::cuda.");
 };
 
@@ -67,7 +67,7 @@ struct row_ops<host_space> {
   }
 };
 
-namespace detail {
+// Checks on the per-row host spans, in the form of require_shape.
 template <class Span, class V>
 void require_row_count(const char* where, const char* name, const Span& s, const V& like) {
   if (static_cast<index_t>(s.size()) != like.rows())
@@ -84,16 +84,15 @@ inline void require_finite_rows(const char* where, const char* quantity, std::sp
                              -1, t);
 }
 
-}  // namespace detail
 
 /// out_r = x_r + c[r] * y_r. `out` may coincide with x or y.
 template <class T, class Space>
 void axpy_rows(const execution_context<Space>& ctx, batch_view<T, Space> out, batch_view<const T, Space> x,
                std::span<const double> c, batch_view<const T, Space> y) {
-  const char* where = "ddm::diagnostics::axpy_rows";
+  const char* where = "ddm::axpy_rows";
   ddm::require_same_shape(where, "x", x, out);
   ddm::require_same_shape(where, "y", y, out);
-  detail::require_row_count(where, "c", c, out);
+  ddm::require_row_count(where, "c", c, out);
   if (!ddm::detail::alias_ok(x, out.as_const()) || !ddm::detail::alias_ok(y, out.as_const()))
     throw argument_error(ddm::concat(where, ": an operand partially overlaps 'out', expected the same "
                                                     "memory or disjoint memory"));
@@ -104,9 +103,9 @@ void axpy_rows(const execution_context<Space>& ctx, batch_view<T, Space> out, ba
 template <class T, class Space>
 void scale_rows(const execution_context<Space>& ctx, batch_view<T, Space> out, std::span<const double> c,
                 batch_view<const T, Space> x) {
-  const char* where = "ddm::diagnostics::scale_rows";
+  const char* where = "ddm::scale_rows";
   ddm::require_same_shape(where, "x", x, out);
-  detail::require_row_count(where, "c", c, out);
+  ddm::require_row_count(where, "c", c, out);
   if (!ddm::detail::alias_ok(x, out.as_const()))
     throw argument_error(ddm::concat(where, ": 'x' partially overlaps 'out', expected the same memory or "
                                                     "disjoint memory"));
@@ -117,9 +116,9 @@ void scale_rows(const execution_context<Space>& ctx, batch_view<T, Space> out, s
 template <class T, class Space>
 void row_dots(const execution_context<Space>& ctx, batch_view<const T, Space> a, batch_view<const T, Space> b,
               std::span<double> out) {
-  const char* where = "ddm::diagnostics::row_dots";
+  const char* where = "ddm::row_dots";
   ddm::require_same_shape(where, "b", b, a);
-  detail::require_row_count(where, "out", out, a);
+  ddm::require_row_count(where, "out", out, a);
   if (a.rows() != 0) row_ops<Space>::dots(ctx, a, b, out);
 }
 
@@ -129,4 +128,4 @@ void row_squared_norms(const execution_context<Space>& ctx, batch_view<const T, 
   row_dots(ctx, a, a, out);
 }
 
-}  // namespace ddm::diagnostics
+}  // namespace ddm

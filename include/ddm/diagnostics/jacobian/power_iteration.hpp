@@ -18,9 +18,9 @@
 
 #include "ddm/core/batch.hpp"
 #include "ddm/core/error.hpp"
-#include "ddm/diagnostics/jacobian_products.hpp"
-#include "ddm/diagnostics/probes.hpp"
-#include "ddm/diagnostics/row_ops.hpp"
+#include "ddm/diagnostics/jacobian/jacobian_products.hpp"
+#include "ddm/diagnostics/jacobian/probes.hpp"
+#include "ddm/core/row_ops.hpp"
 
 namespace ddm::diagnostics {
 

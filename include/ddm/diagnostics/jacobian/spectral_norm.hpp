@@ -19,9 +19,9 @@
 
 #include "ddm/core/batch.hpp"
 #include "ddm/core/field.hpp"
-#include "ddm/diagnostics/jacobian_products.hpp"
-#include "ddm/diagnostics/power_iteration.hpp"
-#include "ddm/diagnostics/row_ops.hpp"
+#include "ddm/diagnostics/jacobian/jacobian_products.hpp"
+#include "ddm/diagnostics/jacobian/power_iteration.hpp"
+#include "ddm/core/row_ops.hpp"
 
 namespace ddm::diagnostics {
 
@@ -84,7 +84,7 @@ class spectral_norm_estimator {
       detail::normalize_rows(ctx, u_.view(), std::span<double>(sq));
     }
     for (double& v : s2) v = std::sqrt(v);
-    detail::require_finite_rows(where, "the spectral norm", s2, t);
+    ddm::require_finite_rows(where, "the spectral norm", s2, t);
     result.value = std::move(s2);
     result.field_evaluations = products_.field_evaluations() - evals0;
     result.exact_products = products_.exact_products() - exact0;

@@ -17,7 +17,7 @@
 #include "ddm/core/algebra.hpp"
 #include "ddm/core/batch.hpp"
 #include "ddm/core/error.hpp"
-#include "ddm/diagnostics/jacobian_products.hpp"
+#include "ddm/diagnostics/jacobian/jacobian_products.hpp"
 
 namespace ddm::diagnostics {
 

@@ -40,7 +40,7 @@
 #include "ddm/cuda/error.hpp"
 #include "ddm/cuda/launch.hpp"
 #include "ddm/cuda/memory_resource.hpp"
-#include "ddm/cuda/routed_field.hpp"
+#include "ddm/cuda/routing/routed_field.hpp"
 #include "ddm/cuda/transfer.hpp"
 #include "ddm/routing/ensemble.hpp"
 #include "ddm/synthetic/analytic_ddm.hpp"

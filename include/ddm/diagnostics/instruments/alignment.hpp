@@ -35,7 +35,7 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
-#include "ddm/diagnostics/expert_views.hpp"
+#include "ddm/diagnostics/instruments/expert_views.hpp"
 #include "ddm/flow/parameterization.hpp"
 #include "ddm/flow/schedule.hpp"
 

@@ -21,9 +21,9 @@
 
 #include "ddm/core/batch.hpp"
 #include "ddm/core/error.hpp"
-#include "ddm/diagnostics/jacobian_products.hpp"
-#include "ddm/diagnostics/probes.hpp"
-#include "ddm/diagnostics/row_ops.hpp"
+#include "ddm/diagnostics/jacobian/jacobian_products.hpp"
+#include "ddm/diagnostics/jacobian/probes.hpp"
+#include "ddm/core/row_ops.hpp"
 
 namespace ddm::diagnostics {
 
@@ -92,7 +92,7 @@ class hutchinson_estimator {
     result.standard_error.resize(rows);
     const double p = static_cast<double>(options_.probes);
     for (std::size_t r = 0; r < rows; ++r) result.standard_error[r] = std::sqrt(m2[r] / (p - 1.0) / p);
-    detail::require_finite_rows(where, "the estimate of ||J||_F^2 / D", mean, t);
+    ddm::require_finite_rows(where, "the estimate of ||J||_F^2 / D", mean, t);
     result.mean = std::move(mean);
     result.field_evaluations = products_.field_evaluations() - evals0;
     result.exact_products = products_.exact_products() - exact0;

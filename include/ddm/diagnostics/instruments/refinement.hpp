@@ -22,7 +22,7 @@
 #include "ddm/core/algebra.hpp"
 #include "ddm/core/batch.hpp"
 #include "ddm/core/error.hpp"
-#include "ddm/diagnostics/row_ops.hpp"
+#include "ddm/core/row_ops.hpp"
 #include "ddm/flow/schedule.hpp"
 #include "ddm/integrators/sample.hpp"
 
@@ -97,7 +97,7 @@ template <class Field, class T, class Space, class Integrator>
     result.per_row[r] = std::sqrt(sq[r] * inv_d) / s;
     sum += result.per_row[r];
   }
-  detail::require_finite_rows(where, "Delta_refine", result.per_row, coarse.back());
+  ddm::require_finite_rows(where, "Delta_refine", result.per_row, coarse.back());
   result.mean = sum / static_cast<double>(rows);
   return result;
 }

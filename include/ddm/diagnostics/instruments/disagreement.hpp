@@ -22,8 +22,8 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
-#include "ddm/diagnostics/expert_views.hpp"
-#include "ddm/diagnostics/row_ops.hpp"
+#include "ddm/diagnostics/instruments/expert_views.hpp"
+#include "ddm/core/row_ops.hpp"
 
 namespace ddm::diagnostics {
 
@@ -57,7 +57,7 @@ template <class T, class Space>
     for (std::size_t k = 0; k < experts.size(); ++k) ptr[k] = experts[k].row(static_cast<index_t>(r));
     d[r] = mean_pairwise_distance(ptr.data(), static_cast<int>(experts.size()), experts[0].cols());
   }
-  detail::require_finite_rows(where, "the expert disagreement", d, 0.0);
+  ddm::require_finite_rows(where, "the expert disagreement", d, 0.0);
   return d;
 }
 

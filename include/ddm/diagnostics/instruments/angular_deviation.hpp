@@ -36,7 +36,7 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
-#include "ddm/diagnostics/expert_views.hpp"
+#include "ddm/diagnostics/instruments/expert_views.hpp"
 
 namespace ddm::diagnostics {
 

@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "ddm/core/batch.hpp"
-#include "ddm/diagnostics/jacobian_products.hpp"
-#include "ddm/diagnostics/power_iteration.hpp"
-#include "ddm/diagnostics/row_ops.hpp"
+#include "ddm/diagnostics/jacobian/jacobian_products.hpp"
+#include "ddm/diagnostics/jacobian/power_iteration.hpp"
+#include "ddm/core/row_ops.hpp"
 
 namespace ddm::diagnostics {
 
@@ -75,7 +75,7 @@ class eigenvalue_estimator {
       copy(ctx, u_.view(), w_.cview());
       detail::normalize_rows(ctx, u_.view(), std::span<double>(sq));
     }
-    detail::require_finite_rows(where, "the dominant eigenvalue", mu, t);
+    ddm::require_finite_rows(where, "the dominant eigenvalue", mu, t);
     result.value = std::move(mu);
     result.field_evaluations = products_.field_evaluations() - evals0;
     result.exact_products = products_.exact_products() - exact0;

@@ -1,17 +1,8 @@
 #pragma once
-// Routing on device memory: the CUDA backends of ddm/routing/ (routing_softmax, policy_rows and
-// expert_grouping for ddm::cuda_space), so that softmax_rows, every policy's select,
-// group_rows_by_expert, gather_rows and scatter_add_weighted take device views, and the kernels
-// the device routed field (ddm/cuda/routed_field.hpp) is built from.
+// Grouping rows by expert on device memory: the CUDA backend of ddm/routing/grouping.hpp
+// (expert_grouping<cuda_space>): group_rows_by_expert, gather_rows and scatter_add_weighted on
+// device views, and the kernels the device routed field is built from.
 //
-// What runs where:
-//   softmax, policies   one thread per row running the host's per-row code (softmax_row,
-//                       policy.apply_row: the same functions, compiled for the device). A failure
-//                       (a non-finite logit, invalid probabilities) is recorded in a device word
-//                       as the first failing index in row-major order (an integer atomic maximum
-//                       of limit - index: deterministic). The standalone functions read that word
-//                       back, so they wait for the stream; the routed field reads it together with
-//                       the per-expert counts, in its one copy to the host per call.
 //   grouping            a counting sort of the selected (row, expert) pairs by expert: the (B, K)
 //                       selection is written expert-major as 0/1 flags, and CUB's exclusive scan
 //                       (cub::DeviceScan::ExclusiveSum, integer: exact and deterministic) gives
@@ -33,12 +24,9 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
 #include <span>
-#include <type_traits>
 #include <vector>
 
 #include <cub/device/device_scan.cuh>
@@ -53,83 +41,11 @@
 #include "ddm/cuda/error.hpp"
 #include "ddm/cuda/launch.hpp"
 #include "ddm/cuda/memory_resource.hpp"
+#include "ddm/cuda/routing/softmax.hpp"
 #include "ddm/routing/grouping.hpp"
-#include "ddm/routing/policy.hpp"
-#include "ddm/routing/softmax.hpp"
 
 namespace ddm {
-
-/// A policy whose per-row decision can run in a device kernel: trivially copyable (it is passed
-/// by value) with apply_row(p, K, t, w, selected) (DDM_HOST_DEVICE). Every policy ddm provides
-/// qualifies, scheduled ones included; any_routing_policy (type-erased) does not.
-template <class P, class T>
-concept device_row_policy =
-    std::is_trivially_copyable_v<P> &&
-    requires(const P& p, const T* probs, int k, double t, T* w, std::uint8_t* selected) {
-      { p.apply_row(probs, k, t, w, selected) } -> std::convertible_to<bool>;
-    };
-
 namespace cuda::detail {
-
-/// Threads per block of the kernels that give each row of a (B, K) decision one thread.
-inline constexpr int row_block = 128;
-
-inline void check_routing_size(const char* where, index_t rows, index_t experts) {
-  if (rows > 0 && experts > 0 && rows > (std::numeric_limits<std::int32_t>::max() - 1) / experts)
-    throw shape_error(ddm::concat(where, ": ", rows, " rows x ", experts,
-                                          " experts, expected B * K < 2^31 (row indices are int32)"));
-}
-
-[[nodiscard]] inline unsigned row_grid(index_t rows) {
-  return static_cast<unsigned>(std::clamp<index_t>((rows + row_block - 1) / row_block, 1, max_grid_x));
-}
-
-// The first failure in some order is kept as `limit - index` under an atomic maximum, so that the
-// smallest index wins whatever the order the threads run in, and 0 means "none".
-__device__ __forceinline__ void record_first(int* word, index_t limit, index_t index) {
-  atomicMax(word, static_cast<int>(limit - index));
-}
-[[nodiscard]] inline index_t decode_first(int word, index_t limit) { return word > 0 ? limit - word : -1; }
-
-template <class T>
-__global__ void __launch_bounds__(row_block)
-    softmax_kernel(const T* logits, index_t sl, T* probs, index_t sp, index_t rows, int k, double inv_temperature,
-                   int* first_bad) {
-  for (index_t r = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; r < rows;
-       r += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const int bad = softmax_row(logits + r * sl, k, inv_temperature, probs + r * sp);
-    if (bad >= 0) record_first(first_bad, rows * k, r * k + bad);
-  }
-}
-
-template <class Policy, class T>
-__global__ void __launch_bounds__(row_block)
-    policy_kernel(const Policy policy, const T* probs, index_t sp, double t, T* w, index_t sw, std::uint8_t* selected,
-                  index_t ss, index_t rows, int k, int* first_bad) {
-  for (index_t r = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; r < rows;
-       r += static_cast<index_t>(gridDim.x) * blockDim.x)
-    if (!policy.apply_row(probs + r * sp, k, t, w + r * sw, selected + r * ss)) record_first(first_bad, rows, r);
-}
-
-/// The routed field's decision in one kernel: softmax (with the temperature) then the policy, per
-/// row, on contiguous (B, K) buffers. status[0] receives the first non-finite logit (row-major
-/// index), status[1] the first row the policy rejected. A row with a bad logit is not given to the
-/// policy (its report would only repeat the cause).
-template <class Policy, class T>
-__global__ void __launch_bounds__(row_block)
-    decide_kernel(const Policy policy, const T* logits, T* probs, T* w, std::uint8_t* selected, index_t rows, int k,
-                  double inv_temperature, double t, int* status) {
-  for (index_t r = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; r < rows;
-       r += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    const index_t o = r * k;
-    const int bad = softmax_row(logits + o, k, inv_temperature, probs + o);
-    if (bad >= 0) {
-      record_first(status, rows * k, o + bad);
-      continue;
-    }
-    if (!policy.apply_row(probs + o, k, t, w + o, selected + o)) record_first(status + 1, rows, r);
-  }
-}
 
 // (Kernels are templates, even where one instantiation is all there is, so that a header can
 // define them in every translation unit that includes it.)
@@ -171,23 +87,6 @@ __global__ void __launch_bounds__(elementwise_block)
       if (r == 0) offsets[e] = p;
       if (e == k - 1 && r == rows - 1) offsets[k] = p + (chosen ? 1 : 0);
     }
-}
-
-/// Block shape of the row-mapped kernels (gather, scatter-add, combine): blockDim.x threads along
-/// a row (32 to elementwise_block, as the row's work needs), blockDim.y rows per block.
-struct row_blocks {
-  dim3 block;
-  dim3 grid;
-};
-
-[[nodiscard]] inline row_blocks row_mapped_shape(index_t rows, index_t work_items, int per_thread, index_t resident) {
-  index_t tx = 32;
-  while (tx < elementwise_block && tx * per_thread < work_items) tx *= 2;
-  const index_t ty = elementwise_block / tx;
-  const index_t bx = std::clamp<index_t>((work_items + tx * per_thread - 1) / (tx * per_thread), 1, resident);
-  const index_t by = std::clamp<index_t>((rows + ty - 1) / ty, 1, max_grid_y);
-  return {dim3(static_cast<unsigned>(tx), static_cast<unsigned>(ty), 1U),
-          dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by), 1U)};
 }
 
 // dst(i, :) = src(rows(i), :).
@@ -328,54 +227,6 @@ class expert_grouper {
 };
 
 }  // namespace cuda::detail
-
-/// Softmax of device rows: one thread per row (softmax_row). Waits for the stream to learn
-/// whether a logit was non-finite.
-template <>
-struct routing_softmax<cuda_space> {
-  template <class T>
-  static softmax_failure run(const cuda_context& ctx, batch_view<const T, cuda_space> logits, double inv_temperature,
-                             batch_view<T, cuda_space> probs) {
-    const index_t rows = logits.rows();
-    const int k = static_cast<int>(logits.cols());
-    cuda::detail::check_routing_size("ddm::softmax_rows", rows, k);
-    const cuda::detail::device_scalar<int> first_bad(ctx);
-    cuda::detail::softmax_kernel<T><<<cuda::detail::row_grid(rows), cuda::detail::row_block, 0, ctx.stream()>>>(
-        logits.data(), logits.stride(), probs.data(), probs.stride(), rows, k, inv_temperature, first_bad.get());
-    cuda::check_launch("ddm::softmax_rows (softmax_kernel)");
-    const index_t bad = cuda::detail::decode_first(first_bad.read(), rows * k);
-    if (bad < 0) return {};
-    const index_t row = bad / k;
-    const int expert = static_cast<int>(bad % k);
-    T value{};
-    DDM_CUDA_CHECK(cudaMemcpyAsync(&value, logits.row(row) + expert, sizeof(T), cudaMemcpyDeviceToHost, ctx.stream()));
-    ctx.synchronize();
-    return {row, expert, static_cast<double>(value)};
-  }
-};
-
-/// A policy over device rows: one thread per row running policy.apply_row. Waits for the stream
-/// to learn whether a row's probabilities were rejected.
-template <>
-struct policy_rows<cuda_space> {
-  template <class Policy, class T>
-  static index_t run(const cuda_context& ctx, const Policy& policy, batch_view<const T, cuda_space> probs, double t,
-                     batch_view<T, cuda_space> weights, batch_view<std::uint8_t, cuda_space> selected) {
-    static_assert(device_row_policy<Policy, T>,
-                  "ddm: this routing policy cannot run on device views: a device policy must be trivially copyable "
-                  "and offer a DDM_HOST_DEVICE member apply_row(p, K, t, w, selected) (see ddm/routing/policy.hpp)");
-    const index_t rows = probs.rows();
-    const int k = static_cast<int>(probs.cols());
-    cuda::detail::check_routing_size("ddm::routing_policy::select", rows, k);
-    const cuda::detail::device_scalar<int> first_bad(ctx);
-    cuda::detail::policy_kernel<Policy, T>
-        <<<cuda::detail::row_grid(rows), cuda::detail::row_block, 0, ctx.stream()>>>(
-            policy, probs.data(), probs.stride(), t, weights.data(), weights.stride(), selected.data(),
-            selected.stride(), rows, k, first_bad.get());
-    cuda::check_launch("ddm::routing_policy::select (policy_kernel)");
-    return cuda::detail::decode_first(first_bad.read(), rows);
-  }
-};
 
 /// Grouping, gathering and scatter-adding device rows (see the header comment).
 template <>

@@ -27,7 +27,7 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/error.hpp"
 #include "ddm/core/rng.hpp"
-#include "ddm/diagnostics/row_ops.hpp"
+#include "ddm/core/row_ops.hpp"
 #include "ddm/flow/schedule.hpp"
 #include "ddm/integrators/sample.hpp"
 
@@ -82,7 +82,7 @@ template <class Field, class T, class Space, class Integrator>
   row_squared_norms(ctx, moved.cview(), std::span<double>(result.amplification));
   for (std::size_t r = 0; r < rows; ++r)
     result.amplification[r] = std::sqrt(result.amplification[r]) / result.delta_norm[r];
-  detail::require_finite_rows(where, "the amplification", result.amplification, schedule.back());
+  ddm::require_finite_rows(where, "the amplification", result.amplification, schedule.back());
   return result;
 }
 

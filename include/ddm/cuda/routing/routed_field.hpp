@@ -54,13 +54,15 @@
 #include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
 #include "ddm/core/scratch.hpp"
-#include "ddm/cuda/algebra.hpp"
+#include "ddm/cuda/core/algebra.hpp"
 #include "ddm/cuda/context.hpp"
 #include "ddm/cuda/error.hpp"
 #include "ddm/cuda/launch.hpp"
 #include "ddm/cuda/memory_resource.hpp"
 #include "ddm/cuda/pinned_buffer.hpp"
-#include "ddm/cuda/routing.hpp"
+#include "ddm/cuda/routing/grouping.hpp"
+#include "ddm/cuda/routing/policy.hpp"
+#include "ddm/cuda/routing/softmax.hpp"
 #include "ddm/routing/routed_field.hpp"
 
 namespace ddm {

@@ -32,7 +32,7 @@
 #include "ddm/core/error.hpp"
 #include "ddm/core/field.hpp"
 #include "ddm/core/memory_space.hpp"
-#include "ddm/diagnostics/row_ops.hpp"
+#include "ddm/core/row_ops.hpp"
 
 namespace ddm::diagnostics {
 
