@@ -119,7 +119,7 @@ TEST(Convergence, AdaptivePairsMeetTheirTolerance) {
     ddm::copy(ddm::host_context{}, x.view(), z);
     const auto r = ddm::sample(f, x, ddm::time_schedule({1.0, 0.0}), integ);
     const double err = ddm::test::max_abs_diff(x.cview(), exact.cview());
-    std::printf("[ measured ] %-6s tol %.0e: error %.2e, %zu accepted, %zu rejected, %zu evaluations\n", integ.name,
+    std::printf("[ measured ] %-6s tol %.0e: error %.2e, %zu accepted, %zu rejected, %zu evaluations\n", integ.name(),
                 tol, err, r.accepted_steps, r.rejected_steps, r.field_evaluations);
     EXPECT_GT(r.accepted_steps, 0U);
     EXPECT_EQ(r.steps, 1U);
