@@ -91,11 +91,11 @@ sampling
                         router's logits / tau (default 1)
   --seed S              seed of the noise, probes, perturbation and statistics (default 1)
   --policies LIST       comma-separated policies (ddm::policy_by_name, docs/routing.md), each one of
-                        @POLICIES@: e.g. confidence:C is top-1 where the
-                        largest router probability is >= C, else top-2; ratio:R is top-2 with the
-                        second expert only where p2 / p1 >= R; A_then_B@S is A while t > S, then B
-                        (A, B any form but a schedule). Default: top1, top2, full, full_then_top2,
-                        top2_then_full
+                        @POLICIES@.
+                        confidence:C is top-1 where the largest router probability is >= C, else
+                        top-2; ratio:R is top-2 with the second expert only where p2 / p1 >= R;
+                        A_then_B@S is A while t > S, then B (A, B any form but a schedule).
+                        Default: top1, top2, full, full_then_top2, top2_then_full
   --t-switch T          where a schedule A_then_B written without @S switches, in (0, 1) (default 0.5)
   --sweep-switch LIST   run each schedule A_then_B of --policies (written without @S) at every switch
                         time of LIST instead (e.g. 0.2,0.4,0.6,0.8: rows full_then_top2@0.2, ...)
