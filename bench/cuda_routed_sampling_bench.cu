@@ -59,18 +59,6 @@ namespace {
 
 constexpr std::size_t steps = 8;
 
-/// Calls fn(policy) with the concrete policy behind a label (make_policy's choices, unerased).
-template <class Fn>
-void with_policy(policy_id p, Fn&& fn) {
-  switch (p) {
-    case policy_id::top1: fn(top_1()); return;
-    case policy_id::top2: fn(top_2()); return;
-    case policy_id::full: fn(full_ensemble{}); return;
-    case policy_id::top_p: fn(top_p{0.9}); return;
-    case policy_id::scheduled: fn(scheduled{0.5, full_ensemble{}, top_2()}); return;
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The linear routed field on the device
 
@@ -168,17 +156,17 @@ void run(benchmark::State& state, routed_case c) {
   if (skipped_without_gpu(state)) return;
   const cuda_context ctx;
   with_solver(c.solver, [&](const auto& integ) {
-    with_policy(c.policy, [&](auto policy) {
-      if (c.field == field_id::analytic) {
-        const cuda::device_analytic_ddm model(ctx, analytic_model(c.k, c.d));
-        auto field = cuda::make_analytic_routed_field<value_t>(model, 1.0, policy);
-        run_case(state, ctx, field, integ, c);
-      } else {
-        auto field = make_routed_field<value_t, cuda_space>(device_linear_experts(ctx, c.k),
-                                                            device_linear_router(ctx, c.k), policy, ctx);
-        run_case(state, ctx, field, integ, c);
-      }
-    });
+    // A ddm::builtin_policy decides in the routed field's fused kernel, like the policy it holds.
+    const builtin_policy policy = make_policy(c.policy);
+    if (c.field == field_id::analytic) {
+      const cuda::device_analytic_ddm model(ctx, analytic_model(c.k, c.d));
+      auto field = cuda::make_analytic_routed_field<value_t>(model, 1.0, policy);
+      run_case(state, ctx, field, integ, c);
+    } else {
+      auto field = make_routed_field<value_t, cuda_space>(device_linear_experts(ctx, c.k),
+                                                          device_linear_router(ctx, c.k), policy, ctx);
+      run_case(state, ctx, field, integ, c);
+    }
   });
 }
 
@@ -191,24 +179,24 @@ void add(const routed_case& c) {
 void register_benchmarks(const options& opt) {
   for (field_id f : {field_id::analytic, field_id::linear}) {
     if (opt.shapes == grid::smoke) {
-      for (solver_id s : all_solvers)
-        for (policy_id p : all_policies)
+      for (const auto& s : all_solvers())
+        for (const char* p : all_policies)
           for (int k : {2, 8}) add({f, s, p, k, 16, 64});
       continue;
     }
     const bool analytic = f == field_id::analytic;
     const index_t cross_b = 4096;
     const index_t cross_d = analytic ? 1024 : 16384;
-    for (solver_id s : all_solvers)
-      for (policy_id p : all_policies)
+    for (const auto& s : all_solvers())
+      for (const char* p : all_policies)
         for (int k : {2, 8, 16}) add({f, s, p, k, cross_b, cross_d});
     const std::vector<index_t> rows = analytic ? std::vector<index_t>{64, 1024, 4096, 16384}
                                                : std::vector<index_t>{64, 1024, 4096};
     const std::vector<index_t> cols = analytic ? std::vector<index_t>{64, 1024, 16384}
                                                : std::vector<index_t>{1024, 16384, 65536};
     const index_t cap = analytic ? (index_t{1} << 26) : (index_t{1} << 28);
-    for (solver_id s : {solver_id::euler, solver_id::dpmpp_2m})
-      for (policy_id p : {policy_id::top1, policy_id::top2, policy_id::full})
+    for (const char* s : {euler::name(), dpmpp_2m::name()})
+      for (const char* p : {"top1", "top2", "full"})
         for (index_t b : rows)
           for (index_t d : cols) {
             if (b * d > cap || (b == cross_b && d == cross_d)) continue;  // the cross above has it

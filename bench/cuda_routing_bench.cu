@@ -100,7 +100,7 @@ void routed_gather_combine(benchmark::State& state) {
       ddm::expert_grouping<cuda_space>::gather(ctx, x.cview(), g.row_index.cview().subrows(first, n),
                                                x_sub.view().subrows(0, n));
     }
-    ddm::cuda::detail::combine_routed(ctx, v.view(), g.weights.cview(), g.slot.cview(), stack.cview());
+    ddm::cuda::combine_routed(ctx, v.view(), g.weights.cview(), g.slot.cview(), stack.cview());
   });
   state.counters["k"] = k;
 }

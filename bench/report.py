@@ -61,7 +61,8 @@ def parse(name):
     parts = [p for p in name.split("/") if p not in ("real_time", "manual_time")]
     plain, keyed = [], {}
     for p in parts:
-        m = re.fullmatch(r"([A-Za-z]+):(.+)", p)
+        # Only the size keys: a policy spec such as top_p:0.9 or confidence:0.7 is a plain part.
+        m = re.fullmatch(r"(K|B|D|eps):(.+)", p)
         if m:
             keyed[m.group(1)] = float(m.group(2)) if "." in m.group(2) or "e" in m.group(2) else int(m.group(2))
         else:
@@ -90,8 +91,8 @@ def table(header, rows):
 
 # ---------------------------------------------------------------------------------------------
 
-SOLVERS = ["euler", "heun", "dpm++2m", "dpm++2s", "dpm++3m", "adaptive_bs32"]
-POLICIES = ["top1", "top2", "full", "top_p0.9", "sched_full_top2"]
+SOLVERS = ["euler", "heun", "dpm++2m", "dpm++2s", "dpm++3m", "bs32"]
+POLICIES = ["top1", "top2", "full", "top_p:0.9", "full_then_top2@0.5"]
 
 
 def routed(results, suite="routing"):

@@ -87,17 +87,17 @@ void add(const routed_case& c) {
 void register_benchmarks(const options& opt) {
   for (field_id f : {field_id::analytic, field_id::linear}) {
     if (opt.shapes == grid::smoke) {
-      for (solver_id s : all_solvers)
-        for (policy_id p : all_policies)
+      for (const auto& s : all_solvers())
+        for (const char* p : all_policies)
           for (int k : {2, 8}) add({f, s, p, k, 16, 64});
       continue;
     }
-    for (solver_id s : all_solvers)
-      for (policy_id p : all_policies)
+    for (const auto& s : all_solvers())
+      for (const char* p : all_policies)
         for (int k : {2, 8, 16}) add({f, s, p, k, 64, 1024});
     const index_t cap = f == field_id::analytic ? (index_t{1} << 22) : (index_t{1} << 26);
-    for (solver_id s : {solver_id::euler, solver_id::dpmpp_2m})
-      for (policy_id p : {policy_id::top1, policy_id::top2, policy_id::full})
+    for (const char* s : {euler::name(), dpmpp_2m::name()})
+      for (const char* p : {"top1", "top2", "full"})
         for (index_t b : {1, 64, 1024})
           for (index_t d : {64, 1024, 16384, 65536}) {
             if (b * d > cap || (b == 64 && d == 1024)) continue;  // (64, 1024) is in the cross above

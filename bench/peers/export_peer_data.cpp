@@ -101,14 +101,14 @@ void export_check(const std::string& dir, int k, index_t b, index_t d) {
   ddm::fill_normal(ddm::host_context{}, noise.view(), 2026);
   out.push_back(f64("noise", {b, d}, noise.data(), static_cast<std::size_t>(b * d)));
   const auto schedule = ddm::schedules::uniform(8);
-  for (ddm::bench::solver_id s : {ddm::bench::solver_id::euler, ddm::bench::solver_id::dpmpp_2m})
-    for (ddm::bench::policy_id p : {ddm::bench::policy_id::top1, ddm::bench::policy_id::top2, ddm::bench::policy_id::full}) {
+  for (const std::string s : {ddm::euler::name(), ddm::dpmpp_2m::name()})
+    for (const std::string p : {"top1", "top2", "full"}) {
       ddm::batch<double> x(b, d);
       ddm::copy(ddm::host_context{}, x.view(), noise);
       auto field = ddm::make_routed_field<double>(model.experts(), model.router(1.0),
-                                                  ddm::bench::make_policy<double>(p));
+                                                  ddm::bench::make_policy(p));
       ddm::bench::with_solver(s, [&](const auto& integ) { (void)ddm::sample(field, x, schedule, integ); });
-      out.push_back(f64(std::string("sample/") + ddm::bench::solver_label(s) + "/" + ddm::bench::policy_label(p), {b, d},
+      out.push_back(f64("sample/" + s + "/" + p, {b, d},
                         x.data(), static_cast<std::size_t>(b * d)));
     }
   const std::string path = dir + "/check_K" + std::to_string(k) + "_B" + std::to_string(b) + "_D" + std::to_string(d) +

@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <ddm/ddm.hpp>
 
@@ -30,34 +32,14 @@ using value_t = float;
 // ---------------------------------------------------------------------------------------------
 // Policies
 
-enum class policy_id { top1, top2, full, top_p, scheduled };
+// The policies of the grid, by their ddm::policy_by_name specs (the benchmarks' names use them as
+// they are): top_p:0.9 is nucleus routing at 0.9, full_then_top2@0.5 the full ensemble while
+// t > 0.5 and top-2 below.
+inline constexpr const char* all_policies[] = {"top1", "top2", "full", "top_p:0.9", "full_then_top2@0.5"};
 
-inline constexpr policy_id all_policies[] = {policy_id::top1, policy_id::top2, policy_id::full, policy_id::top_p,
-                                             policy_id::scheduled};
-
-[[nodiscard]] inline const char* policy_label(policy_id p) {
-  switch (p) {
-    case policy_id::top1: return "top1";
-    case policy_id::top2: return "top2";
-    case policy_id::full: return "full";
-    case policy_id::top_p: return "top_p0.9";
-    case policy_id::scheduled: return "sched_full_top2";
-  }
-  return "?";
-}
-
-/// The policy behind a label. scheduled: the full ensemble while t > 0.5, top-2 below.
-template <class T = value_t>
-[[nodiscard]] any_routing_policy<T> make_policy(policy_id p) {
-  switch (p) {
-    case policy_id::top1: return top_1();
-    case policy_id::top2: return top_2();
-    case policy_id::full: return full_ensemble{};
-    case policy_id::top_p: return top_p{0.9};
-    case policy_id::scheduled: return scheduled{0.5, full_ensemble{}, top_2()};
-  }
-  return top_1();
-}
+/// The policy behind a spec: a ddm::builtin_policy, which both the host and the device routed field
+/// take as it is (on a device it decides in the fused kernel).
+[[nodiscard]] inline builtin_policy make_policy(const std::string& spec) { return policy_by_name(spec); }
 
 // ---------------------------------------------------------------------------------------------
 // The linear routed field
@@ -116,36 +98,19 @@ struct row_mean_router_fn {
 // Solvers: the integrator, its label, and the passes its lincombs make in one run over
 // uniform(N) from t = 1 to t = 0 (N >= 4). Field evaluations are counted apart.
 
-enum class solver_id { euler, heun, dpmpp_2m, dpmpp_2s, dpmpp_3m, adaptive };
+/// The solvers of the grid, by their names (ddm::with_integrator); bs32 is Bogacki-Shampine 3(2)
+/// at its default rtol = 1e-3, atol = 1e-4.
+using bench_integrators = integrator_list<euler, heun, dpmpp_2m, dpmpp_2s, dpmpp_3m, adaptive_bs32>;
 
-inline constexpr solver_id all_solvers[] = {solver_id::euler,    solver_id::heun,     solver_id::dpmpp_2m,
-                                            solver_id::dpmpp_2s, solver_id::dpmpp_3m, solver_id::adaptive};
-
-[[nodiscard]] inline const char* solver_label(solver_id s) {
-  switch (s) {
-    case solver_id::euler: return "euler";
-    case solver_id::heun: return "heun";
-    case solver_id::dpmpp_2m: return "dpm++2m";
-    case solver_id::dpmpp_2s: return "dpm++2s";
-    case solver_id::dpmpp_3m: return "dpm++3m";
-    case solver_id::adaptive: return "adaptive_bs32";
-  }
-  return "?";
+inline const std::vector<std::string>& all_solvers() {
+  static const std::vector<std::string> names = integrator_names(bench_integrators{});
+  return names;
 }
 
-/// Calls fn(integrator) with the integrator behind the label (adaptive: Bogacki-Shampine 3(2) at
-/// its default rtol = 1e-3, atol = 1e-4).
+/// Calls fn(integrator) with the solver of that name.
 template <class Fn>
-decltype(auto) with_solver(solver_id s, Fn&& fn) {
-  switch (s) {
-    case solver_id::euler: return fn(euler{});
-    case solver_id::heun: return fn(heun{});
-    case solver_id::dpmpp_2m: return fn(dpmpp_2m{});
-    case solver_id::dpmpp_2s: return fn(dpmpp_2s{});
-    case solver_id::dpmpp_3m: return fn(dpmpp_3m{});
-    case solver_id::adaptive: return fn(adaptive_bs32{});
-  }
-  return fn(euler{});
+decltype(auto) with_solver(const std::string& name, Fn&& fn) {
+  return with_integrator(name, std::forward<Fn>(fn), bench_integrators{});
 }
 
 // euler: x += dt v reads x, v and writes x.
@@ -183,8 +148,8 @@ enum class field_id { analytic, linear };
 
 struct routed_case {
   field_id field;
-  solver_id solver;
-  policy_id policy;
+  std::string solver;  // a name of bench_integrators
+  std::string policy;  // a spec of all_policies
   int k;
   index_t b;
   index_t d;
@@ -193,7 +158,7 @@ struct routed_case {
 [[nodiscard]] inline std::string routed_case_name(const routed_case& c) {
   char buf[160];
   std::snprintf(buf, sizeof buf, "routed/%s/%s/%s/K:%d/B:%td/D:%td", c.field == field_id::analytic ? "analytic" : "linear",
-                solver_label(c.solver), policy_label(c.policy), c.k, c.b, c.d);
+                c.solver.c_str(), c.policy.c_str(), c.k, c.b, c.d);
   return buf;
 }
 

@@ -27,7 +27,7 @@ int main() {
   ddm::fill_normal(ddm::host_context{}, noise.view(), /*seed=*/2026);
 
   // Each sample ends at m + s * noise exactly; report the RMS error of each integrator.
-  auto run = [&](const char* name, const auto& integrator, long steps) {
+  auto run = [&](const auto& integrator, long steps) {
     ddm::batch<float> x(batch_size, dim);
     ddm::copy(ddm::host_context{}, x.view(), noise);
     double path = 0;  // an observer: the mean distance travelled per sample
@@ -43,16 +43,17 @@ int main() {
         const double e = x(r, c) - (m + s * noise(r, c));
         err += e * e;
       }
-    std::printf("%-9s %3ld steps %4zu evaluations  RMS error %.2e  path length of sample 0: %.3f\n", name, steps,
+    std::printf("%-9s %3ld steps %4zu evaluations  RMS error %.2e  path length of sample 0: %.3f\n",
+                ddm::name_of(integrator).c_str(), steps,
                 result.field_evaluations, std::sqrt(err / double(batch_size * dim)), path);
   };
 
   std::printf("ddm %d.%d.%d quickstart: %td samples of Gaussian data in %td dimensions\n", DDM_VERSION_MAJOR,
               DDM_VERSION_MINOR, DDM_VERSION_PATCH, batch_size, dim);
-  run("euler", ddm::euler{}, 20);
-  run("heun", ddm::heun{}, 10);
-  run("dpm++2m", ddm::dpmpp_2m{}, 20);
-  run("dpm++2s", ddm::dpmpp_2s{}, 10);
-  run("dpm++3m", ddm::dpmpp_3m{}, 20);
+  run(ddm::euler{}, 20);
+  run(ddm::heun{}, 10);
+  run(ddm::dpmpp_2m{}, 20);
+  run(ddm::dpmpp_2s{}, 10);
+  run(ddm::dpmpp_3m{}, 20);
   return 0;
 }

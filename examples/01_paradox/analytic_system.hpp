@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <span>
 #include <string>
-#include <variant>
 
 #include <ddm/synthetic/quality.hpp>
 
@@ -24,20 +23,21 @@ class analytic_system final : public study_system {
   [[nodiscard]] std::string name() const override { return "analytic"; }
   [[nodiscard]] std::size_t num_experts() const override { return model_.num_clusters(); }
   [[nodiscard]] system_geometry geometry() const override {
-    return {model_.dim(), model_.centroids(), detail::data_rms(model_)};
+    return {model_.dim(), model_.centroids(), data_rms(model_)};
   }
 
   [[nodiscard]] measurement measure(const config& c, const std::string& key, double tau,
                                     const progress& prog) const override {
     const host_source source{&model_};
     const auto geo = geometry();
-    return std::visit(
+    return ddm::with_integrator(
+        c.integrator,
         [&](const auto& i) {
           if (c.prec == precision::float32)
             return measure_policy<float, ddm::host_space>(c, geo, source, key, tau, i, prog);
           return measure_policy<double, ddm::host_space>(c, geo, source, key, tau, i, prog);
         },
-        make_integrator(c.integrator));
+        study_integrators{});
   }
 
   [[nodiscard]] quality_numbers quality(ddm::batch_view<const double> samples) const override {

@@ -343,13 +343,13 @@ def run_gated(program, work):
 
 def bad_flags(program):
     cases = [["--nope"], ["--samples", "abc"], ["--samples"], ["--integrator", "rk4"], ["--device", "tpu"],
-             ["--policies", "top3"], ["--precision", "half"], ["--tau", "0"], ["--t-switch", "1.5"], ["--sweep-tau", "1,x"], ["--quiet=1"],
+             ["--policies", "top0"], ["--policies", "top3x"], ["--precision", "half"], ["--tau", "0"], ["--t-switch", "1.5"], ["--sweep-tau", "1,x"], ["--quiet=1"],
              # beyond int: narrowing would wrap (K = 2, D = 1) and run silently
              ["--clusters", "4294967298"], ["--dim", "4294967297"], ["--components", "4294967297"],
              ["--system", "mnist"], ["--models"],
              # the gated policies' parameters and the switch times
              ["--policies", "confidence:1.5"], ["--policies", "ratio:x"], ["--policies", "confidence:"],
-             ["--policies", "top1@0.3"], ["--policies", "full_then_top2@1"], ["--sweep-switch", "0.3,1.2"],
+             ["--policies", "top1@0.3"], ["--policies", "full_then_top2@1"], ["--policies", "top2_then_top1_then_full@0.3"], ["--sweep-switch", "0.3,1.2"],
              ["--policies", "top1,top2", "--sweep-switch", "0.3"]]
     for args in cases:
         r = subprocess.run([program] + args, capture_output=True, text=True)

@@ -31,7 +31,6 @@
 
 namespace paradox {
 
-namespace detail {
 
 /// The experts of a folder with the learned (oracle = false) or the oracle router.
 struct fashion_source {
@@ -40,7 +39,7 @@ struct fashion_source {
 
   [[nodiscard]] ddm::host_context context() const noexcept { return {}; }
   template <class T>
-  [[nodiscard]] auto routed_field(double tau, const study_policy& policy) const {
+  [[nodiscard]] auto routed_field(double tau, const ddm::builtin_policy& policy) const {
     return ddm::make_routed_field<T, ddm::host_space>(fashion::make_experts(folder), router_(tau), policy, context());
   }
 
@@ -70,7 +69,6 @@ inline std::vector<float> to_float(ddm::batch_view<const double> x) {
   return out;
 }
 
-}  // namespace detail
 
 class fashion_system final : public study_system {
  public:
@@ -115,7 +113,7 @@ class fashion_system final : public study_system {
 
   [[nodiscard]] measurement measure(const config& c, const std::string& key, double tau,
                                     const progress& prog) const override {
-    return measure_with(c, detail::fashion_source{folder_, false}, key, tau, prog);
+    return measure_with(c, fashion_source{folder_, false}, key, tau, prog);
   }
 
   [[nodiscard]] std::vector<policy_result> baselines(const config& c, const progress& prog) const override {
@@ -123,7 +121,7 @@ class fashion_system final : public study_system {
     out.push_back(finish_policy(c, *this, measure_monolith(c, prog), c.tau, prog));
     for (const char* key : {"top1", "top2", "full"}) {
       out.push_back(finish_policy(c, *this,
-                                  measure_with(c, detail::fashion_source{folder_, true}, key, c.tau, prog,
+                                  measure_with(c, fashion_source{folder_, true}, key, c.tau, prog,
                                                std::string("oracle_") + key),
                                   c.tau, prog));
     }
@@ -239,7 +237,7 @@ class fashion_system final : public study_system {
   };
   embedded embed_(ddm::batch_view<const double> samples) const {
     const auto b = samples.rows();
-    const auto z = detail::to_float(samples);
+    const auto z = to_float(samples);
     std::vector<float> images(static_cast<std::size_t>(b * 784));
     folder_->latent.decode(ddm::batch_view<const float>(z.data(), b, samples.cols()), ddm::batch_view<float>(images.data(), b, 784));
     embedded e;
@@ -251,16 +249,17 @@ class fashion_system final : public study_system {
   }
   [[nodiscard]] ddm::batch_view<const float> test_view_() const { return {test_features_.data(), test_n_, nf_}; }
 
-  measurement measure_with(const config& c, const detail::fashion_source& source, const std::string& key, double tau,
+  measurement measure_with(const config& c, const fashion_source& source, const std::string& key, double tau,
                            const progress& prog, const std::string& row_key = {}) const {
     const auto geo = geometry();
-    return std::visit(
+    return ddm::with_integrator(
+        c.integrator,
         [&](const auto& i) {
           if (c.prec == precision::float32)
             return measure_policy<float, ddm::host_space>(c, geo, source, key, tau, i, prog, row_key);
           return measure_policy<double, ddm::host_space>(c, geo, source, key, tau, i, prog, row_key);
         },
-        make_integrator(c.integrator));
+        study_integrators{});
   }
 
   // The instruments that apply to one network (no router, no experts to disagree): quality,
@@ -277,7 +276,7 @@ class fashion_system final : public study_system {
     policy_result& res = out.result;
     res.key = "monolith";
     res.name = "monolith";
-    const std::string tag = detail::tag(cfg.tau, res.key);
+    const std::string tag = progress_tag(cfg.tau, res.key);
     ddm::batch<T> noise(b, d);
     ddm::fill_normal(ctx, noise.view(), cfg.seed);
     prog.note(tag + "sampling");
@@ -289,30 +288,31 @@ class fashion_system final : public study_system {
     res.cost.field_evaluations = run.field_evaluations;
     res.cost.expert_evaluations_per_sample = static_cast<double>(run.field_evaluations);
     res.cost.relative_cost = 1.0 / static_cast<double>(folder_->cfg.num_experts);
-    out.samples = detail::convert<double>(x.cview());
+    out.samples = convert<double>(x.cview());
 
     prog.note(tag + "observing (L_eff)");
     ddm::batch<T> y(b, d);
     ddm::copy(ctx, y.view(), noise.cview());
     auto sens = dd::make_trajectory_sensitivity<T, ddm::host_space>(field, {.every = cfg.leff_every}, ctx);
     ddm::sample(ctx, ddm::sample_options{}, field, y.view(), schedule, integ, sens);
-    res.observed_run_bit_identical = detail::same_bits(y.cview(), x.cview());
+    res.observed_run_bit_identical = same_bits(y.cview(), x.cview());
     res.stability.l_eff_median = dd::median(sens.row_mean());
     res.stability.l_eff_cumulative_iqr = sens.cumulative_iqr();
     res.stability.l_eff_steps = sens.steps();
 
-    detail::measure_convergence(ctx, field, noise.cview(), schedule, integ, cfg, data_rms_, res.stability, prog, tag);
+    measure_convergence(ctx, field, noise.cview(), schedule, integ, cfg, data_rms_, res.stability, prog, tag);
     res.cost.study_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     return out;
   }
 
   measurement measure_monolith(const config& c, const progress& prog) const {
-    return std::visit(
+    return ddm::with_integrator(
+        c.integrator,
         [&](const auto& i) {
           if (c.prec == precision::float32) return measure_monolith_<float>(c, i, prog);
           return measure_monolith_<double>(c, i, prog);
         },
-        make_integrator(c.integrator));
+        study_integrators{});
   }
 
   std::string name_;

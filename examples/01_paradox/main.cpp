@@ -19,7 +19,6 @@
 #include <sstream>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
 
 #include <unistd.h>
@@ -49,7 +48,26 @@ namespace {
 
 using paradox::config;
 
-const char* const usage_text = R"(usage: ddm-paradox [options]
+// The usage text, with the integrators and the policy forms from ddm's registry.
+std::string usage_text() {
+  // The forms, wrapped to the usage text's columns.
+  std::string policy_forms;
+  std::size_t column = 24;
+  for (const auto& form : ddm::policy_spec_forms()) {
+    if (!policy_forms.empty()) {
+      policy_forms += ",";
+      if (column + form.size() + 2 > 100) {
+        policy_forms += "\n" + std::string(24, ' ');
+        column = 24;
+      } else {
+        policy_forms += " ";
+        ++column;
+      }
+    }
+    policy_forms += form;
+    column += form.size() + 1;
+  }
+  std::string text = R"(usage: ddm-paradox [options]
 
 Samples a DDM under several routing policies and measures quality, stability, alignment,
 disagreement and cost; prints a table and verdicts (docs/paradox.md).
@@ -67,18 +85,20 @@ model (analytic)
 sampling
   --samples B           samples per policy (default 2000; fashion systems 500)
   --steps N             uniform steps from t = 1 to 0 (default 32; fashion systems 16)
-  --integrator NAME     euler | heun | dpm++2m | dpm++3m (default heun)
+  --integrator NAME     @INTEGRATORS@ (default heun)
   --tau X               router temperature: the exact posterior p(k | x_t)^(1/tau); 1 = perfect router,
                         > 1 = under-confident like a trained one (default 4); fashion systems: the learned
                         router's logits / tau (default 1)
   --seed S              seed of the noise, probes, perturbation and statistics (default 1)
-  --policies LIST       comma-separated, from top1, top2, full, full_then_top2, top2_then_full (default: all
-                        five), confidence:C (top-1 where the largest router probability is >= C, else
-                        top-2), ratio:R (top-2, the second expert only where p2 / p1 >= R), and
-                        full_then_top2@S, top2_then_full@S (switching at S)
-  --t-switch T          where the scheduled policies switch, in (0, 1) (default 0.5)
-  --sweep-switch LIST   run each scheduled policy of --policies at every switch time of LIST instead
-                        (e.g. 0.2,0.4,0.6,0.8: rows full_then_top2@0.2, ...)
+  --policies LIST       comma-separated policies (ddm::policy_by_name, docs/routing.md), each one of
+                        @POLICIES@.
+                        confidence:C is top-1 where the largest router probability is >= C, else
+                        top-2; ratio:R is top-2 with the second expert only where p2 / p1 >= R;
+                        A_then_B@S is A while t > S, then B (A, B any form but a schedule).
+                        Default: top1, top2, full, full_then_top2, top2_then_full
+  --t-switch T          where a schedule A_then_B written without @S switches, in (0, 1) (default 0.5)
+  --sweep-switch LIST   run each schedule A_then_B of --policies (written without @S) at every switch
+                        time of LIST instead (e.g. 0.2,0.4,0.6,0.8: rows full_then_top2@0.2, ...)
 study
   --sweep-tau LIST      also run the study at each temperature of LIST (e.g. 1,2,4,8) and print a summary
   --leff-every N        measure L_eff every N-th step (default 1)
@@ -96,9 +116,17 @@ output
   --quiet               no progress on stderr
   --help                this message
 )";
+  auto put = [&](const std::string& key, const std::string& value) { text.replace(text.find(key), key.size(), value); };
+  std::string integrators;
+  for (const auto& n : ddm::integrator_names(paradox::study_integrators{}))
+    integrators += (integrators.empty() ? "" : " | ") + n;
+  put("@INTEGRATORS@", integrators);
+  put("@POLICIES@", policy_forms);
+  return text;
+}
 
 [[noreturn]] void bad_usage(const std::string& message) {
-  std::fprintf(stderr, "ddm-paradox: %s\n\n%s", message.c_str(), usage_text);
+  std::fprintf(stderr, "ddm-paradox: %s\n\n%s", message.c_str(), usage_text().c_str());
   std::exit(2);
 }
 
@@ -217,7 +245,7 @@ config parse(int argc, char** argv) {
       return argv[++i];
     };
     if (flag == "--help" || flag == "-h") {
-      std::fputs(usage_text, stdout);
+      std::fputs(usage_text().c_str(), stdout);
       std::exit(0);
     } else if (flag == "--clusters") {
       c.model.clusters = static_cast<int>(to_integer(flag, next(), 2, max_clusters));
@@ -235,8 +263,11 @@ config parse(int argc, char** argv) {
       c.steps_given = true;
     } else if (flag == "--integrator") {
       c.integrator = next();
-      if (c.integrator != "euler" && c.integrator != "heun" && c.integrator != "dpm++2m" && c.integrator != "dpm++3m")
-        bad_usage("unknown integrator '" + c.integrator + "' (expected euler, heun, dpm++2m or dpm++3m)");
+      try {
+        ddm::with_integrator(c.integrator, [](const auto&) {}, paradox::study_integrators{});
+      } catch (const ddm::argument_error& e) {
+        bad_usage(e.what());
+      }
     } else if (flag == "--tau") {
       c.tau = to_double(flag, next());
       if (!(c.tau > 0)) bad_usage("option --tau expects a value > 0");
@@ -248,8 +279,11 @@ config parse(int argc, char** argv) {
       if (c.policies.empty()) bad_usage("option --policies expects at least one policy");
       for (const auto& p : c.policies) {
         try {
-          (void)paradox::study_policy::from_key(p, 0.5);
-        } catch (const std::invalid_argument& e) {
+          const auto policy = ddm::policy_by_name(p);
+          // A schedule that never switches (S = 0 or 1) is one of its halves under another name.
+          if (policy.is_scheduled() && !(policy.t_switch() > 0 && policy.t_switch() < 1))
+            bad_usage("policy '" + p + "': expected a switch time in (0, 1) after '@'");
+        } catch (const ddm::argument_error& e) {
           bad_usage(e.what());
         }
       }
@@ -320,19 +354,20 @@ config parse(int argc, char** argv) {
       bad_usage("unknown option '" + flag + "'");
     }
   }
-  // --sweep-switch: each plain scheduled policy becomes one row per switch time (key@S).
+  // --sweep-switch: each schedule written without its switch time becomes one row per switch time
+  // (key@S).
   if (!sweep_switch.empty()) {
     std::vector<std::string> expanded;
     bool any = false;
     for (const auto& p : c.policies) {
-      if (p != "full_then_top2" && p != "top2_then_full") {
+      if (p.find("_then_") == std::string::npos || p.find('@') != std::string::npos) {
         expanded.push_back(p);
         continue;
       }
       any = true;
       for (const auto& t : sweep_switch) expanded.push_back(p + "@" + t);
     }
-    if (!any) bad_usage("option --sweep-switch needs full_then_top2 or top2_then_full in --policies");
+    if (!any) bad_usage("option --sweep-switch needs a schedule A_then_B without @S (e.g. full_then_top2) in --policies");
     c.policies = std::move(expanded);
   }
   // GPUs are built for float; the host's float run is the one a device run compares with.
@@ -531,8 +566,8 @@ int main(int argc, char** argv) {
       for (const auto& s : sweep) {
         const auto sv = paradox::compute_verdicts(s, k_experts, quality_name);
         std::printf("%6g", s.tau);
-        for (const auto& p : s.policies) std::printf(" %15s", paradox::detail::fmt(p.quality.frechet).c_str());
-        for (const auto& p : s.policies) std::printf(" %15s", paradox::detail::fmt(p.stability.delta_refine).c_str());
+        for (const auto& p : s.policies) std::printf(" %15s", paradox::fmt(p.quality.frechet).c_str());
+        for (const auto& p : s.policies) std::printf(" %15s", paradox::fmt(p.stability.delta_refine).c_str());
         auto w = [](const std::optional<bool>& h) { return !h ? "n/a" : (*h ? "yes" : "no"); };
         std::printf("  %7s  %7s  %7s  %9s\n", w(sv.paradox.holds), w(sv.paradox_vs_top2.holds),
                     w(sv.sparse_better_aligned.holds), w(sv.quality_falls_with_disagreement.holds));

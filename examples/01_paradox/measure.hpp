@@ -21,7 +21,6 @@
 #include <string>
 #include <type_traits>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include <ddm/ddm.hpp>
@@ -65,148 +64,11 @@ struct config {
   bool samples_given = false, steps_given = false, tau_given = false;  ///< else the system's defaults
 };
 
-/// The policies the study knows, by the name used on the command line and in the JSON. Beside
-/// these, parametrized keys: confidence:C (ddm::confidence_adaptive{C}), ratio:R
-/// (ddm::ratio_gated{R}), and a scheduled key with its own switch time, full_then_top2@S
-/// (what --sweep-switch expands to).
-inline const std::vector<std::string>& known_policies() {
-  static const std::vector<std::string> names{"top1", "top2", "full", "full_then_top2", "top2_then_full"};
-  return names;
-}
-
-namespace detail {
-
-// The number after a key's prefix ("0.7" of "confidence:0.7"), or nullopt when it does not parse
-// completely.
-inline std::optional<double> key_number(const std::string& text) {
-  if (text.empty()) return std::nullopt;
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  if (end != text.c_str() + text.size() || !std::isfinite(v)) return std::nullopt;
-  return v;
-}
-
-}  // namespace detail
-
-/// Every policy of the study as one type: top-k, the full ensemble, or a gated policy
-/// (confidence_adaptive, ratio_gated), or a schedule of two of them switching at t_switch. One type
-/// keeps the routed field to one instantiation per value type and memory space, and it is a
-/// ddm::device_row_policy (trivially copyable, with a DDM_HOST_DEVICE apply_row), so that on a GPU
-/// the routed field decides in its fused kernel (one wait per call) instead of through a
-/// type-erased policy (three). name() and select() are those of the ddm policy it stands for
-/// (top_k, full_ensemble, confidence_adaptive, ratio_gated, scheduled), so the names, the host's
-/// numbers and the errors are ddm's.
-class study_policy {
- public:
-  /// The policy of a command-line key; std::invalid_argument naming the key and what was expected.
-  [[nodiscard]] static study_policy from_key(const std::string& key, double t_switch) {
-    const part top1{kind::top, ddm::top_1()};
-    const part top2{kind::top, ddm::top_2()};
-    const part full{kind::full};
-    std::string base = key;
-    if (const auto at = key.find('@'); at != std::string::npos) {
-      base = key.substr(0, at);
-      const auto s = detail::key_number(key.substr(at + 1));
-      if (base != "full_then_top2" && base != "top2_then_full")
-        throw std::invalid_argument("policy '" + key + "': only full_then_top2 and top2_then_full take @S");
-      if (!s || !(*s > 0 && *s < 1))
-        throw std::invalid_argument("policy '" + key + "': expected a switch time in (0, 1) after '@'");
-      t_switch = *s;
-    }
-    if (base == "top1") return study_policy(top1);
-    if (base == "top2") return study_policy(top2);
-    if (base == "full") return study_policy(full);
-    if (base == "full_then_top2") return study_policy(full, top2, t_switch);
-    if (base == "top2_then_full") return study_policy(top2, full, t_switch);
-    for (const char* prefix : {"confidence:", "ratio:"}) {
-      const std::string p(prefix);
-      if (base.rfind(p, 0) != 0) continue;
-      const auto v = detail::key_number(base.substr(p.size()));
-      if (!v || !(*v >= 0 && *v <= 1))
-        throw std::invalid_argument("policy '" + key + "': expected a value in [0, 1] after '" + p + "'");
-      part g{p == "confidence:" ? kind::confidence : kind::ratio};
-      if (g.k == kind::confidence) g.confidence = ddm::confidence_adaptive{*v};
-      else g.ratio = ddm::ratio_gated{*v};
-      return study_policy(g);
-    }
-    throw std::invalid_argument("unknown policy '" + key +
-                                "' (expected top1, top2, full, full_then_top2, top2_then_full, full_then_top2@S, "
-                                "top2_then_full@S, confidence:C or ratio:R)");
-  }
-
-  [[nodiscard]] std::string name() const {
-    return visit_<std::string>([](const auto& p) { return std::string(p.name()); });
-  }
-
-  template <class T, class Space>
-  void select(const ddm::execution_context<Space>& ctx, ddm::batch_view<const std::type_identity_t<T>, Space> probs,
-              double t, ddm::batch_view<T, Space> weights, ddm::batch_view<std::uint8_t, Space> selected) const {
-    visit_<void>([&](const auto& p) { p.select(ctx, probs, t, weights, selected); });
-  }
-
-  /// The per-row decision of the policy in force at t (as ddm::scheduled: early while t > t_switch).
-  template <class T>
-  DDM_HOST_DEVICE bool apply_row(const T* p, int num_experts, double t, T* w, std::uint8_t* selected) const noexcept {
-    const part& in_force = !scheduled_ || t > t_switch_ ? early_ : late_;
-    switch (in_force.k) {
-      case kind::full: return in_force.all.apply_row(p, num_experts, t, w, selected);
-      case kind::confidence: return in_force.confidence.apply_row(p, num_experts, t, w, selected);
-      case kind::ratio: return in_force.ratio.apply_row(p, num_experts, t, w, selected);
-      default: return in_force.top.apply_row(p, num_experts, t, w, selected);
-    }
-  }
-
- private:
-  enum class kind : std::uint8_t { top, full, confidence, ratio };
-  struct part {
-    kind k = kind::top;
-    ddm::top_k top{1};
-    ddm::full_ensemble all{};
-    ddm::confidence_adaptive confidence{0.5};  // placeholders unless k says so
-    ddm::ratio_gated ratio{0.5};
-  };
-
-  explicit study_policy(part only) : early_(only), late_(only) {}
-  study_policy(part early, part late, double t_switch)
-      : early_(early), late_(late), t_switch_(t_switch), scheduled_(true) {}
-
-  // Calls f with the ddm policy this one stands for. The scheduled keys pair top-k and the full
-  // ensemble only (from_key builds no other schedule).
-  template <class R, class F>
-  R visit_(F&& f) const {
-    if (!scheduled_) {
-      switch (early_.k) {
-        case kind::full: return f(early_.all);
-        case kind::confidence: return f(early_.confidence);
-        case kind::ratio: return f(early_.ratio);
-        default: return f(early_.top);
-      }
-    }
-    const bool early_full = early_.k == kind::full, late_full = late_.k == kind::full;
-    if (early_full && late_full) return f(ddm::scheduled{t_switch_, early_.all, late_.all});
-    if (early_full) return f(ddm::scheduled{t_switch_, early_.all, late_.top});
-    if (late_full) return f(ddm::scheduled{t_switch_, early_.top, late_.all});
-    return f(ddm::scheduled{t_switch_, early_.top, late_.top});
-  }
-
-  part early_;
-  part late_;
-  double t_switch_ = 0.0;
-  bool scheduled_ = false;
-};
-
-static_assert(ddm::routing_policy<study_policy, double> && ddm::routing_policy<study_policy, float>);
-
-using any_integrator = std::variant<ddm::euler, ddm::heun, ddm::dpmpp_2m, ddm::dpmpp_3m>;
-
-/// The integrator named on the command line (euler, heun, dpm++2m, dpm++3m).
-inline any_integrator make_integrator(const std::string& name) {
-  if (name == "euler") return ddm::euler{};
-  if (name == "heun") return ddm::heun{};
-  if (name == "dpm++2m") return ddm::dpmpp_2m{};
-  if (name == "dpm++3m") return ddm::dpmpp_3m{};
-  throw std::invalid_argument("unknown integrator '" + name + "'");
-}
+/// The integrators the study offers by name (ddm::with_integrator's list): the fixed-step ones
+/// whose step count is the study's N (Delta_refine compares N with 2N steps; an adaptive pair
+/// chooses its own steps). Each one instantiates the whole measurement, on the device too, so the
+/// list stays short.
+using study_integrators = ddm::integrator_list<ddm::euler, ddm::heun, ddm::dpmpp_2m, ddm::dpmpp_3m>;
 
 /// The analytic DDM's experts and router on the host.
 struct host_source {
@@ -214,7 +76,7 @@ struct host_source {
 
   [[nodiscard]] ddm::host_context context() const noexcept { return {}; }
   template <class T>
-  [[nodiscard]] auto routed_field(double tau, const study_policy& policy) const {
+  [[nodiscard]] auto routed_field(double tau, const ddm::builtin_policy& policy) const {
     return ddm::make_routed_field<T, ddm::host_space>(model->experts(), model->router(tau), policy, context());
   }
 };
@@ -300,7 +162,6 @@ struct measurement {
   ddm::batch<double> samples;  // (B, D)
 };
 
-namespace detail {
 
 // A host copy of x (from any memory space): one copy, and one wait on a device.
 template <class T, class Space>
@@ -341,7 +202,7 @@ inline double data_rms(const ds::analytic_ddm& model) {
   return std::sqrt(s / static_cast<double>(model.dim()));
 }
 
-inline std::string tag(double tau, const std::string& key) { return "tau " + std::to_string(tau).substr(0, 4) + ", " + key + ": "; }
+inline std::string progress_tag(double tau, const std::string& key) { return "tau " + std::to_string(tau).substr(0, 4) + ", " + key + ": "; }
 
 // Delta_refine (N vs 2N steps from the same noise, normalized by data_rms: the same scale for
 // every row; the default, the RMS of the fine samples, would vary with the policy) and the
@@ -369,7 +230,6 @@ void measure_convergence(const ddm::execution_context<Space>& ctx, Field& field,
   out.amplification_mean = sum / static_cast<double>(amp.amplification.size());
 }
 
-}  // namespace detail
 
 /// What the measurements need of the system besides its experts and router: the state's size,
 /// the clusters' centroids in the state's space (alignment ranks) and the data's RMS over all
@@ -389,14 +249,14 @@ measurement measure_policy(const config& cfg, const system_geometry& geo, const 
   const auto t_start = std::chrono::steady_clock::now();
   const ddm::execution_context<Space> ctx = source.context();
   const auto schedule = ddm::schedules::uniform(cfg.steps);
-  auto field = source.template routed_field<T>(tau, study_policy::from_key(key, cfg.t_switch));
+  auto field = source.template routed_field<T>(tau, ddm::policy_by_name(key, cfg.t_switch));
   const auto b = cfg.samples;
   const auto d = geo.dim;
   measurement out;
   policy_result& res = out.result;
   res.key = row_key.empty() ? key : row_key;  // a baseline's row runs a study policy under its own name
   res.name = field.policy().name();
-  const std::string tag = detail::tag(tau, res.key);
+  const std::string tag = progress_tag(tau, res.key);
 
   ddm::batch<T, Space> noise(ctx, b, d);
   ddm::fill_normal(ctx, noise.view(), cfg.seed);
@@ -406,32 +266,32 @@ measurement measure_policy(const config& cfg, const system_geometry& geo, const 
   ddm::batch<T, Space> x(ctx, b, d);
   ddm::copy(ctx, x.view(), noise.cview());
   field.reset_counts();
-  detail::finish_work(ctx);
+  finish_work(ctx);
   const auto t0 = std::chrono::steady_clock::now();
   const auto run = ddm::sample(ctx, ddm::sample_options{}, field, x.view(), schedule, integ);
-  detail::finish_work(ctx);
+  finish_work(ctx);
   res.cost.sampling_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.cost.field_evaluations = run.field_evaluations;
   res.cost.expert_evaluations_per_sample = static_cast<double>(field.expert_evaluations()) / static_cast<double>(b);
   res.cost.relative_cost = field.relative_cost();
-  const auto samples = detail::host_copy(ctx, x.cview());
+  const auto samples = host_copy(ctx, x.cview());
   if constexpr (std::is_same_v<T, double>) {
-    out.samples = detail::host_copy(ddm::host_context{}, samples.cview());
+    out.samples = host_copy(ddm::host_context{}, samples.cview());
   } else {
-    out.samples = detail::convert<double>(samples.cview());
+    out.samples = convert<double>(samples.cview());
   }
 
   // 2. The same noise again with the observers: L_eff, disagreement, angles, alignment.
   prog.note(tag + "observing (L_eff, disagreement, angles, ranks)");
   ddm::copy(ctx, x.view(), noise.cview());
   auto sens = dd::make_trajectory_sensitivity<T, Space>(field, {.every = cfg.leff_every}, ctx);
-  const auto centroids_host = detail::convert<T>(geo.centroids);
+  const auto centroids_host = convert<T>(geo.centroids);
   ddm::batch<T, Space> centroids(ctx, centroids_host.rows(), centroids_host.cols());
   ddm::copy(ctx, centroids.view(), centroids_host.cview());
   auto routing = dd::make_routing_observer<T, Space>(field, schedule, centroids.cview(),
                                                      {.alignment_every_step = true}, {}, ctx);
   ddm::sample(ctx, ddm::sample_options{}, field, x.view(), schedule, integ, sens, routing);
-  res.observed_run_bit_identical = detail::same_bits(detail::host_copy(ctx, x.cview()).cview(), samples.cview());
+  res.observed_run_bit_identical = same_bits(host_copy(ctx, x.cview()).cview(), samples.cview());
 
   res.stability.l_eff_median = dd::median(sens.row_mean());
   res.stability.l_eff_cumulative_iqr = sens.cumulative_iqr();
@@ -456,7 +316,7 @@ measurement measure_policy(const config& cfg, const system_geometry& geo, const 
   dis.integrated_sd = std::sqrt(ss / static_cast<double>(b));
 
   // 3. and 4. Delta_refine and the end-to-end amplification of a perturbation of the noise.
-  detail::measure_convergence(ctx, field, noise.cview(), schedule, integ, cfg, geo.data_rms, res.stability, prog, tag);
+  measure_convergence(ctx, field, noise.cview(), schedule, integ, cfg, geo.data_rms, res.stability, prog, tag);
 
   res.cost.study_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   return out;

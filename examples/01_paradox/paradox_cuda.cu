@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <limits>
 #include <string>
-#include <variant>
 
 #include "device.hpp"
 #include "measure.hpp"
@@ -18,7 +17,7 @@
 namespace paradox::cuda {
 
 // The routed field then decides in its fused kernel: one wait per call (ddm/cuda/routing/routed_field.hpp).
-static_assert(ddm::device_row_policy<study_policy, float> && ddm::device_row_policy<study_policy, double>);
+static_assert(ddm::device_row_policy<ddm::builtin_policy, float> && ddm::device_row_policy<ddm::builtin_policy, double>);
 
 namespace {
 
@@ -28,7 +27,7 @@ struct device_source {
 
   [[nodiscard]] ddm::cuda_context context() const noexcept { return dev->context(); }
   template <class T>
-  [[nodiscard]] auto routed_field(double tau, const study_policy& policy) const {
+  [[nodiscard]] auto routed_field(double tau, const ddm::builtin_policy& policy) const {
     return ddm::cuda::make_analytic_routed_field<T>(*dev, tau, policy);
   }
 };
@@ -59,14 +58,15 @@ measurement measure_policy(const config& cfg, const ds::analytic_ddm& model, con
   const ddm::cuda::stream stream;  // declared first: every buffer below is freed on it
   const ddm::cuda::device_analytic_ddm dev(stream.context(), model);
   const device_source source{&dev};
-  const system_geometry geo{model.dim(), model.centroids(), detail::data_rms(model)};
-  return std::visit(
+  const system_geometry geo{model.dim(), model.centroids(), data_rms(model)};
+  return ddm::with_integrator(
+      cfg.integrator,
       [&](const auto& integ) {
         if (cfg.prec == precision::float32)
           return paradox::measure_policy<float, ddm::cuda_space>(cfg, geo, source, key, tau, integ, prog);
         return paradox::measure_policy<double, ddm::cuda_space>(cfg, geo, source, key, tau, integ, prog);
       },
-      make_integrator(cfg.integrator));
+      study_integrators{});
 }
 
 }  // namespace paradox::cuda

@@ -48,7 +48,6 @@ struct verdicts {
   }
 };
 
-namespace detail {
 
 inline std::string fmt(double v, int precision = 3) {
   char buf[64];
@@ -63,7 +62,7 @@ inline std::string fmt(double v, int precision = 3) {
 }
 inline std::string fmt(const std::optional<double>& v, int precision = 3) { return v ? fmt(*v, precision) : "undef"; }
 
-inline const policy_result* find(const tau_result& r, const std::string& key) {
+inline const policy_result* find_policy(const tau_result& r, const std::string& key) {
   for (const auto& p : r.policies)
     if (p.key == key) return &p;
   return nullptr;
@@ -71,7 +70,7 @@ inline const policy_result* find(const tau_result& r, const std::string& key) {
 
 // Full compared with `others` on one number: full must be below every other (lowest) or above.
 template <class Get>
-verdict compare(std::string key, std::string claim, const policy_result& full, const std::vector<const policy_result*>& others,
+verdict compare_policies(std::string key, std::string claim, const policy_result& full, const std::vector<const policy_result*>& others,
                 Get get, bool lowest, const char* what) {
   verdict v{std::move(key), std::move(claim), std::nullopt, ""};
   if (others.empty()) {
@@ -90,13 +89,12 @@ verdict compare(std::string key, std::string claim, const policy_result& full, c
   return v;
 }
 
-}  // namespace detail
 
 /// The verdicts for one temperature's results. K is the number of experts.
 inline verdicts compute_verdicts(const tau_result& r, std::size_t k, const std::string& quality_name = "NLL") {
   verdicts out;
-  const auto* full = detail::find(r, "full");
-  const auto* top2 = detail::find(r, "top2");
+  const auto* full = find_policy(r, "full");
+  const auto* top2 = find_policy(r, "top2");
   std::vector<const policy_result*> others;
   for (const auto& p : r.policies)
     if (p.key != "full") others.push_back(&p);
@@ -135,11 +133,11 @@ inline verdicts compute_verdicts(const tau_result& r, std::size_t k, const std::
     out.paradox_vs_top2.key = "paradox_vs_top2";
     out.paradox_vs_top2.claim = c_pair;
   } else {
-    out.lowest_delta_refine = detail::compare("lowest_delta_refine", c_delta, *full, others, delta, true, "Delta_refine");
-    out.lowest_l_eff = detail::compare("lowest_l_eff", c_leff, *full, others, leff, true, "L_eff");
-    out.worst_quality = detail::compare("worst_quality", c_fd, *full, others, fd, false, "FD");
-    out.lowest_cumulative_iqr = detail::compare("lowest_cumulative_iqr", c_ciqr, *full, others, ciqr, true, "cum. IQR");
-    out.lowest_amplification = detail::compare("lowest_amplification", c_amp, *full, others, amp, true, "amplification");
+    out.lowest_delta_refine = compare_policies("lowest_delta_refine", c_delta, *full, others, delta, true, "Delta_refine");
+    out.lowest_l_eff = compare_policies("lowest_l_eff", c_leff, *full, others, leff, true, "L_eff");
+    out.worst_quality = compare_policies("worst_quality", c_fd, *full, others, fd, false, "FD");
+    out.lowest_cumulative_iqr = compare_policies("lowest_cumulative_iqr", c_ciqr, *full, others, ciqr, true, "cum. IQR");
+    out.lowest_amplification = compare_policies("lowest_amplification", c_amp, *full, others, amp, true, "amplification");
     out.paradox = {"paradox", c_paradox, std::nullopt, ""};
     if (out.lowest_delta_refine.holds && out.lowest_l_eff.holds && out.worst_quality.holds) {
       out.paradox.holds = *out.lowest_delta_refine.holds && *out.lowest_l_eff.holds && *out.worst_quality.holds;
@@ -155,11 +153,11 @@ inline verdicts compute_verdicts(const tau_result& r, std::size_t k, const std::
       const bool b = full->stability.l_eff_median < top2->stability.l_eff_median;
       const bool c = full->quality.frechet > top2->quality.frechet;
       out.paradox_vs_top2.holds = a && b && c;
-      out.paradox_vs_top2.evidence = "Delta_refine " + detail::fmt(full->stability.delta_refine) + " vs " +
-                                     detail::fmt(top2->stability.delta_refine) + (a ? "" : " (!)") + "; L_eff " +
-                                     detail::fmt(full->stability.l_eff_median) + " vs " +
-                                     detail::fmt(top2->stability.l_eff_median) + (b ? "" : " (!)") + "; FD " +
-                                     detail::fmt(full->quality.frechet) + " vs " + detail::fmt(top2->quality.frechet) +
+      out.paradox_vs_top2.evidence = "Delta_refine " + fmt(full->stability.delta_refine) + " vs " +
+                                     fmt(top2->stability.delta_refine) + (a ? "" : " (!)") + "; L_eff " +
+                                     fmt(full->stability.l_eff_median) + " vs " +
+                                     fmt(top2->stability.l_eff_median) + (b ? "" : " (!)") + "; FD " +
+                                     fmt(full->quality.frechet) + " vs " + fmt(top2->quality.frechet) +
                                      (c ? "" : " (!)");
     }
   }
@@ -170,21 +168,21 @@ inline verdicts compute_verdicts(const tau_result& r, std::size_t k, const std::
                                                                         : (static_cast<double>(k) + 1.0) / 2.0;
   out.sparse_better_aligned = {"sparse_better_aligned",
                                "sparse policies (top-1, top-2) select better-aligned experts: mean rank at t = 0.3, 0.5, "
-                               "0.7 below the full ensemble's " + detail::fmt(full_rank),
+                               "0.7 below the full ensemble's " + fmt(full_rank),
                                std::nullopt, "neither top-1 nor top-2 was run"};
   {
     bool any = false, ok = true;
     std::string ev;
     for (const char* key : {"top1", "top2"})
-      if (const auto* p = detail::find(r, key)) {
+      if (const auto* p = find_policy(r, key)) {
         any = true;
         const bool good = p->alignment.mean_rank && *p->alignment.mean_rank < full_rank;
         ok = ok && good;
-        ev += std::string(ev.empty() ? "" : "; ") + key + " " + detail::fmt(p->alignment.mean_rank) + (good ? "" : " (!)");
+        ev += std::string(ev.empty() ? "" : "; ") + key + " " + fmt(p->alignment.mean_rank) + (good ? "" : " (!)");
       }
     if (any) {
       out.sparse_better_aligned.holds = ok;
-      out.sparse_better_aligned.evidence = ev + " vs full " + detail::fmt(full_rank);
+      out.sparse_better_aligned.evidence = ev + " vs full " + fmt(full_rank);
     }
   }
   out.selected_experts_closer = {"selected_experts_closer",
@@ -194,7 +192,7 @@ inline verdicts compute_verdicts(const tau_result& r, std::size_t k, const std::
   if (top2 != nullptr) {
     if (top2->alignment.angular_gap) {
       out.selected_experts_closer.holds = *top2->alignment.angular_gap > 0;
-      out.selected_experts_closer.evidence = "top2 gap " + detail::fmt(*top2->alignment.angular_gap);
+      out.selected_experts_closer.evidence = "top2 gap " + fmt(*top2->alignment.angular_gap);
     } else {
       out.selected_experts_closer.evidence = "top-2's angular gap is undefined";
     }
@@ -212,7 +210,7 @@ inline verdicts compute_verdicts(const tau_result& r, std::size_t k, const std::
       out.monotonic_by_policy.emplace_back(p.key, p.disagreement.monotonic);
       ok = ok && p.disagreement.monotonic;
       ev += std::string(ev.empty() ? "" : "; ") + p.key + (p.disagreement.monotonic ? " yes" : " no") + " (rho " +
-            detail::fmt(p.disagreement.spearman.rho, 2) + ")";
+            fmt(p.disagreement.spearman.rho, 2) + ")";
     }
     out.quality_falls_with_disagreement.holds = ok;
     out.quality_falls_with_disagreement.evidence = ev;
@@ -232,18 +230,18 @@ inline void print_table(std::FILE* f, const tau_result& r, const quality_numbers
   for (const auto& p : r.policies) {
     const auto& s = p.stability;
     std::fprintf(f, "%-15s %7s %7s %6s %6s | %8s %8s %9s %8s | %5s %7s | %7s %6s %8s | %7s %8s\n", p.key.c_str(),
-                 detail::fmt(p.quality.frechet).c_str(), detail::fmt(p.quality.nll).c_str(),
-                 detail::fmt(p.quality.coverage, 2).c_str(), detail::fmt(p.quality.precision, 2).c_str(),
-                 detail::fmt(s.l_eff_median).c_str(), detail::fmt(s.l_eff_cumulative_iqr).c_str(),
-                 detail::fmt(s.delta_refine).c_str(), detail::fmt(s.amplification_median).c_str(),
-                 detail::fmt(p.alignment.mean_rank).c_str(), detail::fmt(p.alignment.angular_gap, 2).c_str(),
-                 detail::fmt(p.disagreement.integrated_mean).c_str(), detail::fmt(p.disagreement.spearman.rho, 2).c_str(),
-                 p.disagreement.spearman.p_value ? detail::fmt(*p.disagreement.spearman.p_value, 2).c_str() : "n/a",
-                 detail::fmt(p.cost.expert_evaluations_per_sample).c_str(), detail::fmt(p.cost.sampling_seconds, 2).c_str());
+                 fmt(p.quality.frechet).c_str(), fmt(p.quality.nll).c_str(),
+                 fmt(p.quality.coverage, 2).c_str(), fmt(p.quality.precision, 2).c_str(),
+                 fmt(s.l_eff_median).c_str(), fmt(s.l_eff_cumulative_iqr).c_str(),
+                 fmt(s.delta_refine).c_str(), fmt(s.amplification_median).c_str(),
+                 fmt(p.alignment.mean_rank).c_str(), fmt(p.alignment.angular_gap, 2).c_str(),
+                 fmt(p.disagreement.integrated_mean).c_str(), fmt(p.disagreement.spearman.rho, 2).c_str(),
+                 p.disagreement.spearman.p_value ? fmt(*p.disagreement.spearman.p_value, 2).c_str() : "n/a",
+                 fmt(p.cost.expert_evaluations_per_sample).c_str(), fmt(p.cost.sampling_seconds, 2).c_str());
   }
   std::fprintf(f, "%-15s %7s %7s %6s %6s |   (as many true samples: the floor of each quality measure at this n)\n",
-               "true data", detail::fmt(reference.frechet).c_str(), detail::fmt(reference.nll).c_str(),
-               detail::fmt(reference.coverage, 2).c_str(), detail::fmt(reference.precision, 2).c_str());
+               "true data", fmt(reference.frechet).c_str(), fmt(reference.nll).c_str(),
+               fmt(reference.coverage, 2).c_str(), fmt(reference.precision, 2).c_str());
 }
 
 inline void print_quartiles(std::FILE* f, const tau_result& r, const std::string& quality_name = "NLL") {
@@ -252,7 +250,7 @@ inline void print_quartiles(std::FILE* f, const tau_result& r, const std::string
   for (const auto& p : r.policies) {
     if (p.disagreement.quartiles.empty()) continue;  // one network: nothing disagrees
     std::fprintf(f, "%-15s", p.key.c_str());
-    for (const auto& q : p.disagreement.quartiles) std::fprintf(f, " %9s", detail::fmt(q.quality_mean).c_str());
+    for (const auto& q : p.disagreement.quartiles) std::fprintf(f, " %9s", fmt(q.quality_mean).c_str());
     std::fprintf(f, "   %s\n", p.disagreement.monotonic ? "monotonic" : "not monotonic");
   }
 }
@@ -261,8 +259,8 @@ inline void print_quartiles(std::FILE* f, const tau_result& r, const std::string
 inline void print_recall(std::FILE* f, const tau_result& r, const quality_numbers& reference) {
   std::fprintf(f, "\n%-15s %9s %9s %9s %9s\n", "policy", "precision", "recall", "classes", "class TV");
   auto row = [&](const std::string& key, const quality_numbers& q) {
-    std::fprintf(f, "%-15s %9s %9s %9s %9s\n", key.c_str(), detail::fmt(q.precision).c_str(), detail::fmt(q.recall).c_str(),
-                 detail::fmt(q.coverage * 10, 2).c_str(), detail::fmt(q.cluster_tv).c_str());
+    std::fprintf(f, "%-15s %9s %9s %9s %9s\n", key.c_str(), fmt(q.precision).c_str(), fmt(q.recall).c_str(),
+                 fmt(q.coverage * 10, 2).c_str(), fmt(q.cluster_tv).c_str());
   };
   for (const auto& p : r.policies) row(p.key, p.quality);
   row("true data", reference);
@@ -457,7 +455,7 @@ inline void write_outputs(const std::string& dir, const tau_result& r, const std
           << ',' << (p.alignment.angular_gap ? std::to_string(*p.alignment.angular_gap) : "") << '\n';
   }
 
-  const std::string tau = detail::fmt(r.tau);
+  const std::string tau = fmt(r.tau);
   {
     svg::plot p{"Trajectory sensitivity L_eff (median, IQR band), tau = " + tau, "t (sampling runs from 1 to 0)",
                 "L_eff (RMS singular value of J)", {}, true, false, {}};
@@ -513,7 +511,7 @@ inline void write_outputs(const std::string& dir, const tau_result& r, const std
       const std::string& key = pol.key;
       svg::series s{key, {}, {}, {}, {}, true};
       for (const auto& t : sweep)
-        if (const auto* pr = detail::find(t, key)) {
+        if (const auto* pr = find_policy(t, key)) {
           s.x.push_back(t.tau);
           s.y.push_back(pr->quality.frechet);
         }

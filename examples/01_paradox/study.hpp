@@ -34,7 +34,7 @@ inline policy_result finish_policy(const config& cfg, const study_system& sys, m
     dis.monotonic = true;
     for (std::size_t i = 1; i < dis.quartiles.size(); ++i)
       dis.monotonic = dis.monotonic && dis.quartiles[i].quality_mean > dis.quartiles[i - 1].quality_mean;
-    prog.note(detail::tag(tau, res.key) + "Spearman test");
+    prog.note(progress_tag(tau, res.key) + "Spearman test");
     dis.spearman = dd::spearman_test(dis.per_sample, dis.per_sample_nll,
                                      {.permutations = cfg.permutations, .bootstrap = cfg.bootstrap, .seed = cfg.seed});
   }

@@ -33,7 +33,6 @@ struct plot {
   std::vector<std::string> x_tick_labels;  ///< when not empty: category axis, label i at x = i + 1
 };
 
-namespace detail {
 
 inline std::string num(double v) {
   char buf[32];
@@ -117,7 +116,6 @@ inline std::string tick_label(double v) {
   return buf;
 }
 
-}  // namespace detail
 
 /// Writes the plot to `path`; returns false (and writes nothing) when it cannot open the file.
 inline bool write(const plot& p, const std::string& path) {
@@ -161,48 +159,48 @@ inline bool write(const plot& p, const std::string& path) {
   o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height << "\" viewBox=\"0 0 "
     << width << ' ' << height << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  o << "<text x=\"" << left + pw / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">" << detail::escape(p.title)
+  o << "<text x=\"" << left + pw / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">" << escape(p.title)
     << "</text>\n";
 
   // Grid and ticks.
   if (p.log_y) {
     for (double e = std::ceil(y_lo); e <= y_hi; e += 1.0) {
       const double y = sy_raw(e);
-      o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << detail::num(y) << "\" y2=\"" << detail::num(y)
+      o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << num(y) << "\" y2=\"" << num(y)
         << "\" stroke=\"#ddd\"/>\n";
-      o << "<text x=\"" << left - 6 << "\" y=\"" << detail::num(y + 4) << "\" text-anchor=\"end\">"
-        << detail::tick_label(std::pow(10.0, e)) << "</text>\n";
+      o << "<text x=\"" << left - 6 << "\" y=\"" << num(y + 4) << "\" text-anchor=\"end\">"
+        << tick_label(std::pow(10.0, e)) << "</text>\n";
     }
   } else {
-    for (double v : detail::ticks(y_lo, y_hi)) {
+    for (double v : ticks(y_lo, y_hi)) {
       const double y = sy_raw(v);
-      o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << detail::num(y) << "\" y2=\"" << detail::num(y)
+      o << "<line x1=\"" << left << "\" x2=\"" << left + pw << "\" y1=\"" << num(y) << "\" y2=\"" << num(y)
         << "\" stroke=\"#ddd\"/>\n";
-      o << "<text x=\"" << left - 6 << "\" y=\"" << detail::num(y + 4) << "\" text-anchor=\"end\">" << detail::tick_label(v)
+      o << "<text x=\"" << left - 6 << "\" y=\"" << num(y + 4) << "\" text-anchor=\"end\">" << tick_label(v)
         << "</text>\n";
     }
   }
   if (!p.x_tick_labels.empty()) {
     for (std::size_t i = 0; i < p.x_tick_labels.size(); ++i) {
       const double x = sx(static_cast<double>(i + 1));
-      o << "<text x=\"" << detail::num(x) << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">"
-        << detail::escape(p.x_tick_labels[i]) << "</text>\n";
+      o << "<text x=\"" << num(x) << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">"
+        << escape(p.x_tick_labels[i]) << "</text>\n";
     }
   } else {
-    for (double v : detail::ticks(x_lo, x_hi)) {
+    for (double v : ticks(x_lo, x_hi)) {
       const double x = sx(v);
-      o << "<line x1=\"" << detail::num(x) << "\" x2=\"" << detail::num(x) << "\" y1=\"" << top << "\" y2=\"" << top + ph
+      o << "<line x1=\"" << num(x) << "\" x2=\"" << num(x) << "\" y1=\"" << top << "\" y2=\"" << top + ph
         << "\" stroke=\"#eee\"/>\n";
-      o << "<text x=\"" << detail::num(x) << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">"
-        << detail::tick_label(v) << "</text>\n";
+      o << "<text x=\"" << num(x) << "\" y=\"" << top + ph + 18 << "\" text-anchor=\"middle\">"
+        << tick_label(v) << "</text>\n";
     }
   }
   o << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
     << "\" fill=\"none\" stroke=\"#444\"/>\n";
-  o << "<text x=\"" << left + pw / 2 << "\" y=\"" << height - 16 << "\" text-anchor=\"middle\">" << detail::escape(p.x_label)
+  o << "<text x=\"" << left + pw / 2 << "\" y=\"" << height - 16 << "\" text-anchor=\"middle\">" << escape(p.x_label)
     << "</text>\n";
   o << "<text transform=\"translate(18," << top + ph / 2 << ") rotate(-90)\" text-anchor=\"middle\">"
-    << detail::escape(p.y_label) << (p.log_y ? " (log scale)" : "") << "</text>\n";
+    << escape(p.y_label) << (p.log_y ? " (log scale)" : "") << "</text>\n";
 
   // Bands first, then lines and markers on top.
   for (std::size_t s = 0; s < p.lines.size(); ++s) {
@@ -212,34 +210,34 @@ inline bool write(const plot& p, const std::string& path) {
     bool any = false;
     for (std::size_t i = 0; i < l.x.size(); ++i)
       if (std::isfinite(l.hi[i]) && (!p.log_y || l.hi[i] > 0)) {
-        pts << detail::num(sx(l.x[i])) << ',' << detail::num(sy(l.hi[i])) << ' ';
+        pts << num(sx(l.x[i])) << ',' << num(sy(l.hi[i])) << ' ';
         any = true;
       }
     for (std::size_t i = l.x.size(); i-- > 0;)
-      if (std::isfinite(l.lo[i]) && (!p.log_y || l.lo[i] > 0)) pts << detail::num(sx(l.x[i])) << ',' << detail::num(sy(l.lo[i])) << ' ';
+      if (std::isfinite(l.lo[i]) && (!p.log_y || l.lo[i] > 0)) pts << num(sx(l.x[i])) << ',' << num(sy(l.lo[i])) << ' ';
     // Faint fills, so that overlapping bands stay apart, each outlined in its series' colour and dashes.
     if (any)
-      o << "<polygon points=\"" << pts.str() << "\" fill=\"" << detail::colour(s) << "\" fill-opacity=\"0.08\" stroke=\""
-        << detail::colour(s) << "\" stroke-opacity=\"0.7\" stroke-width=\"0.8\" stroke-dasharray=\"" << detail::dashes(s)
+      o << "<polygon points=\"" << pts.str() << "\" fill=\"" << colour(s) << "\" fill-opacity=\"0.08\" stroke=\""
+        << colour(s) << "\" stroke-opacity=\"0.7\" stroke-width=\"0.8\" stroke-dasharray=\"" << dashes(s)
         << "\"/>\n";
   }
   for (std::size_t s = 0; s < p.lines.size(); ++s) {
     const auto& l = p.lines[s];
     std::ostringstream pts;
     for (std::size_t i = 0; i < l.x.size(); ++i)
-      if (std::isfinite(l.y[i]) && (!p.log_y || l.y[i] > 0)) pts << detail::num(sx(l.x[i])) << ',' << detail::num(sy(l.y[i])) << ' ';
-    const double w = detail::stroke_width(s, p.lines.size());
-    o << "<polyline points=\"" << pts.str() << "\" fill=\"none\" stroke=\"" << detail::colour(s) << "\" stroke-width=\"" << w
-      << "\" stroke-dasharray=\"" << detail::dashes(s) << "\" stroke-linejoin=\"round\"/>\n";
+      if (std::isfinite(l.y[i]) && (!p.log_y || l.y[i] > 0)) pts << num(sx(l.x[i])) << ',' << num(sy(l.y[i])) << ' ';
+    const double w = stroke_width(s, p.lines.size());
+    o << "<polyline points=\"" << pts.str() << "\" fill=\"none\" stroke=\"" << colour(s) << "\" stroke-width=\"" << w
+      << "\" stroke-dasharray=\"" << dashes(s) << "\" stroke-linejoin=\"round\"/>\n";
     if (l.markers)
       for (std::size_t i = 0; i < l.x.size(); ++i)
         if (std::isfinite(l.y[i]) && (!p.log_y || l.y[i] > 0))
-          o << detail::marker(s, sx(l.x[i]), sy(l.y[i]), detail::colour(s)) << "\n";
+          o << marker(s, sx(l.x[i]), sy(l.y[i]), colour(s)) << "\n";
     const double ly = top + 14 + 20.0 * static_cast<double>(s);
     o << "<line x1=\"" << left + pw + 10 << "\" x2=\"" << left + pw + 40 << "\" y1=\"" << ly << "\" y2=\"" << ly
-      << "\" stroke=\"" << detail::colour(s) << "\" stroke-width=\"2\" stroke-dasharray=\"" << detail::dashes(s) << "\"/>\n";
-    if (l.markers) o << detail::marker(s, left + pw + 25, ly, detail::colour(s)) << "\n";
-    o << "<text x=\"" << left + pw + 44 << "\" y=\"" << ly + 4 << "\">" << detail::escape(l.label) << "</text>\n";
+      << "\" stroke=\"" << colour(s) << "\" stroke-width=\"2\" stroke-dasharray=\"" << dashes(s) << "\"/>\n";
+    if (l.markers) o << marker(s, left + pw + 25, ly, colour(s)) << "\n";
+    o << "<text x=\"" << left + pw + 44 << "\" y=\"" << ly + 4 << "\">" << escape(l.label) << "</text>\n";
   }
   o << "</svg>\n";
 

@@ -141,7 +141,7 @@ struct distance_to_data {
 struct midpoint {
   static constexpr int order = 2;
   static constexpr int evaluations_per_step = 2;
-  static constexpr const char* name = "midpoint";
+  static constexpr const char* name() noexcept { return "midpoint"; }
 
   [[nodiscard]] std::size_t evaluations(const ddm::time_schedule& s) const noexcept { return 2 * s.steps(); }
 
@@ -201,7 +201,7 @@ int main() {
   ddm::copy(ddm::host_context{}, x.view(), noise.cview());
   distance_to_data watch{&centroids, {}, {}, {}};
   const auto result = ddm::sample(exact, x, schedule, midpoint{}, watch);
-  std::printf("full ensemble, %s, %zu steps, %zu field evaluations\n", midpoint::name, result.steps,
+  std::printf("full ensemble, %s, %zu steps, %zu field evaluations\n", midpoint::name(), result.steps,
               result.field_evaluations);
   std::printf("  t      mean / max distance to the nearest data point\n");
   for (std::size_t i = 0; i < watch.t_next.size(); i += 6)

@@ -40,6 +40,8 @@
 #include "ddm/io/dtype.hpp"
 #include "ddm/io/float16.hpp"
 #include "ddm/io/mapped_file.hpp"
+#include "ddm/registry/integrators.hpp"
+#include "ddm/registry/policies.hpp"
 #include "ddm/routing/calibrated_router.hpp"
 #include "ddm/routing/ensemble.hpp"
 #include "ddm/routing/gated_policy.hpp"

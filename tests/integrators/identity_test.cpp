@@ -108,8 +108,8 @@ TEST(Identities, FieldEvaluationsMatchTheDeclaredCounts) {
         wiggly_field{}(xs, t, v);
       };
       const auto r = ddm::sample(counted, x, s, integ);
-      EXPECT_EQ(static_cast<std::size_t>(calls), integ.evaluations(s)) << integ.name;
-      EXPECT_EQ(r.field_evaluations, integ.evaluations(s)) << integ.name;
+      EXPECT_EQ(static_cast<std::size_t>(calls), integ.evaluations(s)) << integ.name();
+      EXPECT_EQ(r.field_evaluations, integ.evaluations(s)) << integ.name();
       EXPECT_LE(integ.evaluations(s), s.steps() * static_cast<std::size_t>(integ.evaluations_per_step));
     }
   };

@@ -46,10 +46,10 @@ void check_runs_equal_sample(const Integrator& integ) {
   const ddm::sample_result ra = run(f, a, second);
   ddm::copy(ctx, b.view(), noise);
   const ddm::sample_result rb = ddm::sample(f, b, second, integ);
-  EXPECT_TRUE(same_bits(a, b)) << Integrator::name;
-  EXPECT_EQ(ra.field_evaluations, rb.field_evaluations) << Integrator::name;
-  EXPECT_EQ(ra.accepted_steps, rb.accepted_steps) << Integrator::name;
-  EXPECT_EQ(ra.rejected_steps, rb.rejected_steps) << Integrator::name;
+  EXPECT_TRUE(same_bits(a, b)) << Integrator::name();
+  EXPECT_EQ(ra.field_evaluations, rb.field_evaluations) << Integrator::name();
+  EXPECT_EQ(ra.accepted_steps, rb.accepted_steps) << Integrator::name();
+  EXPECT_EQ(ra.rejected_steps, rb.rejected_steps) << Integrator::name();
 }
 
 TEST(Sampler, EveryRunEqualsAFreshSample) {

@@ -28,7 +28,7 @@ struct bogacki_shampine_32 {
   static constexpr int order = 3;
   static constexpr int embedded_order = 2;
   static constexpr bool fsal = true;
-  static constexpr const char* name = "bs32";
+  static constexpr const char* name() noexcept { return "bs32"; }
   static constexpr std::array<double, stages> c{0.0, 0.5, 0.75, 1.0};
   static constexpr std::array<std::array<double, stages>, stages> a{{
       {0, 0, 0, 0},
@@ -46,7 +46,7 @@ struct dormand_prince_54 {
   static constexpr int order = 5;
   static constexpr int embedded_order = 4;
   static constexpr bool fsal = true;
-  static constexpr const char* name = "dopri5";
+  static constexpr const char* name() noexcept { return "dopri5"; }
   static constexpr std::array<double, stages> c{0.0, 0.2, 0.3, 0.8, 8.0 / 9, 1.0, 1.0};
   static constexpr std::array<std::array<double, stages>, stages> a{{
       {0, 0, 0, 0, 0, 0, 0},
@@ -73,7 +73,7 @@ struct adaptive_stats {
 template <class Tableau = bogacki_shampine_32>
 struct adaptive_rk {
   static constexpr int order = Tableau::order;
-  static constexpr const char* name = Tableau::name;
+  static constexpr const char* name() noexcept { return Tableau::name(); }
 
   double rtol = 1e-3;
   double atol = 1e-4;

@@ -63,7 +63,7 @@ struct dpmpp_multistep {
   static_assert(Order >= 1 && Order <= 3, "ddm::dpmpp_multistep: order must be 1, 2 or 3");
   static constexpr int order = Order;
   static constexpr int evaluations_per_step = 1;
-  static constexpr const char* name = Order == 1 ? "dpm++1" : (Order == 2 ? "dpm++2m" : "dpm++3m");
+  static constexpr const char* name() noexcept { return Order == 1 ? "dpm++1" : (Order == 2 ? "dpm++2m" : "dpm++3m"); }
 
   /// 3M only: use the reference codes' D2 (half the Taylor value; second order). See above.
   bool reference_d2 = false;
@@ -171,7 +171,7 @@ using dpmpp_3m = dpmpp_multistep<3>;
 struct dpmpp_2s {
   static constexpr int order = 2;
   static constexpr int evaluations_per_step = 2;
-  static constexpr const char* name = "dpm++2s";
+  static constexpr const char* name() noexcept { return "dpm++2s"; }
 
   [[nodiscard]] std::size_t evaluations(const time_schedule& s) const noexcept {
     std::size_t n = 0;

@@ -8,7 +8,7 @@ namespace ddm {
 struct euler {
   static constexpr int order = 1;
   static constexpr int evaluations_per_step = 1;
-  static constexpr const char* name = "euler";
+  static constexpr const char* name() noexcept { return "euler"; }
 
   [[nodiscard]] std::size_t evaluations(const time_schedule& s) const noexcept { return s.steps(); }
 
@@ -47,7 +47,7 @@ struct euler {
 struct ddim {
   static constexpr int order = 1;
   static constexpr int evaluations_per_step = 1;
-  static constexpr const char* name = "ddim";
+  static constexpr const char* name() noexcept { return "ddim"; }
 
   [[nodiscard]] std::size_t evaluations(const time_schedule& s) const noexcept { return s.steps(); }
 

@@ -12,7 +12,7 @@ namespace ddm {
 struct heun {
   static constexpr int order = 2;
   static constexpr int evaluations_per_step = 2;
-  static constexpr const char* name = "heun";
+  static constexpr const char* name() noexcept { return "heun"; }
 
   [[nodiscard]] std::size_t evaluations(const time_schedule& s) const noexcept {
     return 2 * s.steps() - (s.ends_at_zero() ? 1 : 0);

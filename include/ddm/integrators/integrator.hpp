@@ -23,12 +23,13 @@
 
 namespace ddm {
 
-/// I describes an integrator: static order and name, field evaluations for a schedule, and a
+/// I describes an integrator: static order and name() (ddm::named, and static so that a registry
+/// reads it without an instance), field evaluations for a schedule, and a
 /// stepper for value type T in Space.
 template <class I, class T, class Space = host_space>
 concept integrator = requires(const I& i, const execution_context<Space>& ctx, const time_schedule& s) {
   { I::order } -> std::convertible_to<int>;
-  { I::name } -> std::convertible_to<const char*>;
+  { I::name() } -> std::convertible_to<const char*>;
   { i.template make_stepper<T>(ctx, index_t{}, index_t{}) };
 };
 

@@ -154,6 +154,24 @@ void combine_routed(const cuda_context& ctx, batch_view<T, cuda_space> v, batch_
 
 }  // namespace cuda::detail
 
+namespace cuda {
+
+/// The routed field's last step on its own: v(r) = sum_k weights(r, k) * stack(slot(r, k)) over the
+/// experts with slot(r, k) >= 0, where stack holds the experts' outputs for their gathered rows
+/// (an expert's rows contiguous, as ddm::group_rows_by_expert orders them) and slot(r, k) is the
+/// stack row of row r's output from expert k (-1 where k is not selected). For code that groups
+/// rows itself and for benchmarks of the step; one kernel, no synchronization.
+template <class T>
+void combine_routed(const cuda_context& ctx, batch_view<T, cuda_space> v, batch_view<const T, cuda_space> weights,
+                    batch_view<const std::int32_t, cuda_space> slot, batch_view<const T, cuda_space> stack) {
+  require_shape("ddm::cuda::combine_routed", "weights", weights, v.rows(), weights.cols());
+  require_shape("ddm::cuda::combine_routed", "slot", slot, v.rows(), weights.cols());
+  require_shape("ddm::cuda::combine_routed", "stack", stack, stack.rows(), v.cols());
+  detail::combine_routed(ctx, v, weights, slot, stack);
+}
+
+}  // namespace cuda
+
 template <class Experts, class Router, class Policy, class T>
 class routed_field<Experts, Router, Policy, T, cuda_space>
     : public detail::routed_field_base<Experts, Router, Policy, T, cuda_space> {
