@@ -85,8 +85,6 @@ inline const char* usage_text =
 /// The run on a CUDA device (run_cuda.cu; a build without CUDA says so and returns 1).
 int run_cuda(const options& o);
 
-namespace detail {
-
 // Text states on the host: from --text, or (for the random fixture) deterministic stand-ins: a
 // different "prompt" per sample and one "empty prompt" row.
 inline void text_tables(const options& o, const dit::paris_expert_config& c, ddm::batch<float>& text,
@@ -100,7 +98,7 @@ inline void text_tables(const options& o, const dit::paris_expert_config& c, ddm
     if (shape.size() != 3 || shape[0] == 0 || shape[1] != static_cast<std::uint64_t>(c.text_length) ||
         shape[2] != static_cast<std::uint64_t>(c.text_dim))
       throw ddm::io_error(ddm::concat("--text '", o.text_file, "': tensor 'text' has shape ",
-                                              ddm::io::detail::shape_string(shape), ", expected (N >= 1, ",
+                                              dit::shape_text(shape), ", expected (N >= 1, ",
                                               c.text_length, ", ", c.text_dim, ")"));
     text = ddm::batch<float>(static_cast<ddm::index_t>(shape[0]), width);
     f.read_into("text", std::span<float>(text.data(), static_cast<std::size_t>(text.size())));
@@ -309,8 +307,6 @@ int with_policy(const options& o, const ddm::execution_context<Space>& ctx, cons
   return dispatch(field);
 }
 
-}  // namespace detail
-
 /// Loads the folder into `ctx`'s memory and samples it (see the header comment).
 template <class Space>
 int run_folder(const options& o, const ddm::execution_context<Space>& ctx, const char* backend) {
@@ -318,9 +314,9 @@ int run_folder(const options& o, const ddm::execution_context<Space>& ctx, const
   dit::paris_options load;
   load.storage = storage_of(o.storage);
   const auto ckpt = dit::load_paris<Space>(o.checkpoint, load, ctx);
-  if (o.policy == "top1") return detail::with_policy(o, ctx, ckpt, ddm::top_1(), backend);
-  if (o.policy == "top2") return detail::with_policy(o, ctx, ckpt, ddm::top_2(), backend);
-  if (o.policy == "full") return detail::with_policy(o, ctx, ckpt, ddm::full_ensemble{}, backend);
+  if (o.policy == "top1") return with_policy(o, ctx, ckpt, ddm::top_1(), backend);
+  if (o.policy == "top2") return with_policy(o, ctx, ckpt, ddm::top_2(), backend);
+  if (o.policy == "full") return with_policy(o, ctx, ckpt, ddm::full_ensemble{}, backend);
   usage("--policy must be top1, top2 or full");
 }
 

@@ -46,24 +46,19 @@ class dit_model {
     weight_reader<Space> r(file, ctx, storage);
     const index_t d = config_.hidden_size;
     const auto u = weight_reader<Space>::u;
-    x_embedder_ = patch_embedder<Space>::load(r, "x_embedder.proj.weight", "x_embedder.proj.bias", config_.geometry(), d);
-    pos_embed_ = load_pos_embed(r, "pos_embed", config_.tokens(), d, config_.input_size / config_.patch_size, false);
-    t_embedder_ = timestep_embedder<Space>::load(r, "t_embedder.mlp", d, config_.frequency_size);
+    const auto& names = original_dit_names;
+    stem_ = stem_weights<Space>::load(r, names, config_);
     labels_ = r.tensor("y_embedder.embedding_table.weight", {u(config_.label_rows()), u(d)}, config_.label_rows(), d);
     blocks_.reserve(static_cast<std::size_t>(config_.depth));
     for (index_t i = 0; i < config_.depth; ++i) {
-      const std::string p = "blocks." + std::to_string(i) + ".";
       block b;
-      b.adaln = r.linear(p + "adaLN_modulation.1", 6 * d, d);
-      b.layers.qkv = r.linear(p + "attn.qkv", 3 * d, d);
-      b.layers.proj = r.linear(p + "attn.proj", d, d);
-      b.layers.fc1 = r.linear(p + "mlp.fc1", config_.mlp_hidden(), d);
-      b.layers.fc2 = r.linear(p + "mlp.fc2", d, config_.mlp_hidden());
+      b.adaln = r.linear(names.in_block(i, "adaLN_modulation.1"), 6 * d, d);
+      b.layers = attention_mlp_weights<Space>::load(r, names, i, config_);
       blocks_.push_back(std::move(b));
     }
     final_adaln_ = r.linear("final_layer.adaLN_modulation.1", 2 * d, d);
     final_linear_ = r.linear("final_layer.linear", config_.patch_size * config_.patch_size * config_.out_channels(), d);
-    if (strict) r.require_all_used("DiT");
+    if (strict) r.require_all_used(std::string(names.model));
   }
 
   /// Opens `path` and loads it (see the constructor).
@@ -115,13 +110,9 @@ class dit_model {
 
   [[nodiscard]] const dit_config& config() const noexcept { return config_; }
   /// Values per sample of the input latent (C*H*W).
-  [[nodiscard]] index_t input_values() const noexcept {
-    return config_.in_channels * config_.input_size * config_.input_size;
-  }
+  [[nodiscard]] index_t input_values() const noexcept { return config_.input_values(); }
   /// Values per sample of the full output (C_out*H*W).
-  [[nodiscard]] index_t output_values() const noexcept {
-    return config_.out_channels() * config_.input_size * config_.input_size;
-  }
+  [[nodiscard]] index_t output_values() const noexcept { return config_.output_values(); }
 
   /// x (B, C*H*W) NCHW latents; t: B model timesteps (0..999 for the DDPM-trained checkpoints);
   /// y: B class labels in [0, num_classes), or num_classes (also -1) for the null class;
@@ -141,12 +132,11 @@ class dit_model {
     };
 
     auto xs = ws.get(slot::model, b * tokens, d);
-    x_embedder_.forward(ctx, x, ws, xs);
-    add_pos_embed(ctx, xs, b, pos_embed_);
+    stem_.embed(ctx, x, ws, xs);
     record("x_embed", xs);
 
     auto temb = ws.get(slot::model + 1, b, d);
-    t_embedder_.forward(ctx, t, ws, temb);
+    stem_.time_embed.forward(ctx, t, ws, temb);
     record("t_emb", temb);
     std::vector<std::int32_t> labels(y.begin(), y.end());
     for (auto& l : labels)
@@ -209,9 +199,7 @@ class dit_model {
   }
 
   dit_config config_;
-  patch_embedder<Space> x_embedder_;
-  batch<float, Space> pos_embed_;
-  timestep_embedder<Space> t_embedder_;
+  stem_weights<Space> stem_;
   batch<float, Space> labels_;
   std::vector<block> blocks_;
   linear_weights<Space> final_adaln_;

@@ -51,11 +51,11 @@ enum class output_kind {
   x0,        ///< the data
 };
 
-namespace detail {
-
-// Which conditioning row each row of x uses: identity, broadcast of row 0, or the given indices.
-// Indices in device memory are copied to the host first (one wait for the device; none when the
-// table has a single row, which every row uses).
+/// Which row of a conditioning table of `table_rows` rows each of `batch_rows` rows of x uses:
+/// identity, broadcast of row 0, or the given indices (a routed sub-batch's original rows), each
+/// checked against the table. Indices in device memory are copied to the host first (one wait for
+/// the device; none when the table has a single row, which every row uses). `where` names the
+/// caller in messages.
 template <class Space>
 std::vector<std::int32_t> conditioning_rows(const char* where, const ddm::execution_context<Space>& ctx,
                                             index_t batch_rows, index_t table_rows, const row_indices<Space>* rows) {
@@ -80,14 +80,13 @@ std::vector<std::int32_t> conditioning_rows(const char* where, const ddm::execut
   return out;
 }
 
+/// Row indices for a batch of `batch_rows` rows must be (batch_rows, 1).
 template <class Space>
-void check_rows(const char* where, index_t batch_rows, const row_indices<Space>& rows) {
+void check_row_indices(const char* where, index_t batch_rows, const row_indices<Space>& rows) {
   if (rows.rows() != batch_rows || rows.cols() != 1)
     throw ddm::shape_error(ddm::concat(where, ": argument 'rows' has shape (", rows.rows(), ", ", rows.cols(),
                                                "), expected (", batch_rows, ", 1)"));
 }
-
-}  // namespace detail
 
 /// The original class-conditional DiT as a field: calls the network at time_scale * t with each
 /// row's class label and returns the first in_channels output channels (eps for the DDPM
@@ -107,7 +106,7 @@ class dit_expert_field {
 
   void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v) { run_(x, t, v, nullptr); }
   void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v, row_indices<Space> rows) {
-    detail::check_rows("dit::dit_expert_field", x.rows(), rows);
+    check_row_indices("dit::dit_expert_field", x.rows(), rows);
     run_(x, t, v, &rows);
   }
 
@@ -118,7 +117,7 @@ class dit_expert_field {
 
  private:
   void run_(batch_view<const float, Space> x, double t, batch_view<float, Space> v, const row_indices<Space>* rows) {
-    const auto which = detail::conditioning_rows("dit::dit_expert_field", ctx_, x.rows(),
+    const auto which = conditioning_rows("dit::dit_expert_field", ctx_, x.rows(),
                                                  static_cast<index_t>(labels_.size()), rows);
     std::vector<std::int32_t> y(which.size());
     for (std::size_t i = 0; i < which.size(); ++i) y[i] = labels_[static_cast<std::size_t>(which[i])];
@@ -153,7 +152,7 @@ class paris_expert_field {
 
   void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v) { run_(x, t, v, nullptr); }
   void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v, row_indices<Space> rows) {
-    detail::check_rows("dit::paris_expert_field", x.rows(), rows);
+    check_row_indices("dit::paris_expert_field", x.rows(), rows);
     run_(x, t, v, &rows);
   }
 
@@ -163,7 +162,7 @@ class paris_expert_field {
 
  private:
   void run_(batch_view<const float, Space> x, double t, batch_view<float, Space> v, const row_indices<Space>* rows) {
-    const auto which = detail::conditioning_rows("dit::paris_expert_field", ctx_, x.rows(), text_->rows(), rows);
+    const auto which = conditioning_rows("dit::paris_expert_field", ctx_, x.rows(), text_->rows(), rows);
     // Gather each row's text states unless the table already lines up with x.
     batch_view<const float, Space> text = text_->cview();
     bool identity = text_->rows() == x.rows();
