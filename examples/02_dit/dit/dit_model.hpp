@@ -78,33 +78,35 @@ class dit_model {
     const u d = static_cast<u>(config.hidden_size);
     const u h = static_cast<u>(config.mlp_hidden());
     const u p = static_cast<u>(config.patch_size);
+    const auto& n = original_dit_names;
+    auto leaf = tensor_names::join;
     std::vector<std::pair<std::string, std::vector<u>>> out{
-        {"x_embedder.proj.weight", {d, static_cast<u>(config.in_channels), p, p}},
-        {"x_embedder.proj.bias", {d}},
-        {"pos_embed", {1, static_cast<u>(config.tokens()), d}},
-        {"t_embedder.mlp.0.weight", {d, static_cast<u>(config.frequency_size)}},
-        {"t_embedder.mlp.0.bias", {d}},
-        {"t_embedder.mlp.2.weight", {d, d}},
-        {"t_embedder.mlp.2.bias", {d}},
+        {leaf(n.patch_embed, "weight"), {d, static_cast<u>(config.in_channels), p, p}},
+        {leaf(n.patch_embed, "bias"), {d}},
+        {std::string(n.pos_embed), {1, static_cast<u>(config.tokens()), d}},
+        {leaf(n.time_embed, "0.weight"), {d, static_cast<u>(config.frequency_size)}},
+        {leaf(n.time_embed, "0.bias"), {d}},
+        {leaf(n.time_embed, "2.weight"), {d, d}},
+        {leaf(n.time_embed, "2.bias"), {d}},
         {"y_embedder.embedding_table.weight", {static_cast<u>(config.label_rows()), d}}};
     for (index_t i = 0; i < config.depth; ++i) {
-      const std::string b = "blocks." + std::to_string(i) + ".";
-      out.push_back({b + "adaLN_modulation.1.weight", {6 * d, d}});
-      out.push_back({b + "adaLN_modulation.1.bias", {6 * d}});
-      out.push_back({b + "attn.qkv.weight", {3 * d, d}});
-      out.push_back({b + "attn.qkv.bias", {3 * d}});
-      out.push_back({b + "attn.proj.weight", {d, d}});
-      out.push_back({b + "attn.proj.bias", {d}});
-      out.push_back({b + "mlp.fc1.weight", {h, d}});
-      out.push_back({b + "mlp.fc1.bias", {h}});
-      out.push_back({b + "mlp.fc2.weight", {d, h}});
-      out.push_back({b + "mlp.fc2.bias", {d}});
+      auto in_block = [&](std::string_view name) { return n.in_block(i, name); };
+      out.push_back({in_block("adaLN_modulation.1.weight"), {6 * d, d}});
+      out.push_back({in_block("adaLN_modulation.1.bias"), {6 * d}});
+      out.push_back({in_block(n.qkv_weight), {3 * d, d}});
+      out.push_back({in_block(n.qkv_bias), {3 * d}});
+      out.push_back({in_block(leaf(n.attn_proj, "weight")), {d, d}});
+      out.push_back({in_block(leaf(n.attn_proj, "bias")), {d}});
+      out.push_back({in_block(leaf(n.fc1, "weight")), {h, d}});
+      out.push_back({in_block(leaf(n.fc1, "bias")), {h}});
+      out.push_back({in_block(leaf(n.fc2, "weight")), {d, h}});
+      out.push_back({in_block(leaf(n.fc2, "bias")), {d}});
     }
     const u final_out = p * p * static_cast<u>(config.out_channels());
     out.push_back({"final_layer.adaLN_modulation.1.weight", {2 * d, d}});
     out.push_back({"final_layer.adaLN_modulation.1.bias", {2 * d}});
-    out.push_back({"final_layer.linear.weight", {final_out, d}});
-    out.push_back({"final_layer.linear.bias", {final_out}});
+    out.push_back({leaf(n.output, "weight"), {final_out, d}});
+    out.push_back({leaf(n.output, "bias"), {final_out}});
     return out;
   }
 
