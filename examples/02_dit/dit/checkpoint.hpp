@@ -204,8 +204,9 @@ inline void read_transformer_sizes(const ddm::io::safetensors_file& file, const 
   if (!h.num_heads)
     throw ddm::io_error(ddm::concat(where, ": the head count of '", file.label(),
                                     "' is in neither its shapes nor its metadata ('num_heads'): pass it (ddm-dit "
-                                    "--heads N, or hyperparameters::num_heads). The DiT paper's models have S 6, "
-                                    "B 12, L 16 and XL 16 heads"));
+                                    "--heads N for a DiT file, 'num_heads' in a Paris folder's config.json, or "
+                                    "hyperparameters::num_heads). The DiT paper's models have S 6, B 12, L 16 and "
+                                    "XL 16 heads"));
   c.num_heads = *h.num_heads;
 }
 
