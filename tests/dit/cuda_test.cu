@@ -337,6 +337,29 @@ TEST(DitCudaOps, FusedProducersEqualTheirCompositionsBitForBit) {
   }
 }
 
+TEST(DitCudaOps, ReleasedScratchIsAllocatedAgainAndGivesTheSameProduct) {
+  // dit::release_cuda_scratch frees a stream's 16-bit operand and cuBLASLt workspace in stream
+  // order; the next product on that stream allocates them afresh and computes the same bits.
+  DDM_TEST_REQUIRE_GPU();
+  const ddm::cuda::stream stream;  // outlives every batch below
+  const ddm::cuda_context ctx = stream.context();
+  const index_t m = 64, k = 96, n = 80;
+  const auto x = host_noise(m, k, 91);
+  const auto w = host_noise(n, k, 92, 1.0 / std::sqrt(double(k)));
+  const auto dx = to_device(ctx, x);
+  for (const auto storage : {dit::weight_storage::f32, dit::weight_storage::bf16}) {
+    const device_weights dw(ctx, w.cview(), storage);
+    batch<float, cuda_space> y1(ctx, m, n), y2(ctx, m, n);
+    device_ops::linear(ctx, dx.view.as_const(), dw.view(), nullptr, y1.view());
+    dit::release_cuda_scratch(ctx);
+    dit::release_cuda_scratch(ctx);  // nothing left to free: a no-op
+    device_ops::linear(ctx, dx.view.as_const(), dw.view(), nullptr, y2.view());
+    EXPECT_EQ(to_vector(ctx, y1.cview()), to_vector(ctx, y2.cview())) << dit::to_string(storage);
+  }
+  dit::release_cuda_scratch(ctx);
+  ctx.synchronize();
+}
+
 TEST(DitCudaOps, Tf32IsOffByDefaultAndWithinItsBoundWhenOn) {
   DDM_TEST_REQUIRE_GPU();
   const ddm::cuda_context ctx{};
