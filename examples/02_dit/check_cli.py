@@ -7,14 +7,17 @@ Every malformed number or name exits with status 2 and the usage message (not an
 exception, not a partial parse such as "3x" -> 3); a --text file whose 'text' or 'uncond' tensor
 has the right number of values but the wrong (length, width) is refused with a message naming the
 tensor; and a well-formed --text file samples (so the checks are not simply stricter than valid
-input). Errors carry the program's prefix once. With --fixtures, a copy of the tiny Paris folder
-whose experts hold a NaN weight must fail with a message and leave no --out file.
+input). Errors carry the program's prefix once. --help describes every flag of the usage line
+with its default. With --fixtures, a copy of the tiny Paris folder whose experts hold a NaN weight
+must fail with a message and leave no --out file, and an original DiT checkpoint (dit_a) samples
+with its head count from --heads or from its metadata, and is refused by name without either.
 """
 
 import argparse
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -73,6 +76,81 @@ def check_nan_weights(a):
     print("[ measured ] NaN weights in %d experts refused after sampling, nothing written" % k)
 
 
+def with_metadata(source, target, metadata):
+    """A copy of a safetensors file with `metadata` (str -> str) as its '__metadata__'."""
+    with open(source, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(target, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data)
+
+
+def check_help(a):
+    """Every flag of the usage line has a paragraph in --help that states its default."""
+    r = run(a.program, ["--help"])
+    if r.returncode != 0:
+        fail("--help: exit %d" % r.returncode)
+        return
+    usage = r.stdout[:r.stdout.index("\n\n")] if "\n\n" in r.stdout else r.stdout
+    flags = sorted(set(re.findall(r"\[(--[a-z-]+)", usage)))
+    paragraphs = {}
+    current = None
+    for line in r.stdout.splitlines():
+        m = re.match(r"^  (--[a-z-]+)", line)
+        if m:
+            current = m.group(1)
+            paragraphs[current] = line
+        elif current and line.startswith("    "):
+            paragraphs[current] += " " + line.strip()
+        else:
+            current = None
+    for flag in flags:
+        if flag not in paragraphs:
+            fail("--help does not describe %s" % flag)
+        elif "default" not in paragraphs[flag]:
+            fail("--help does not give the default of %s: %r" % (flag, paragraphs[flag]))
+    if len(flags) < 17:
+        fail("the usage line names only %d flags: %s" % (len(flags), flags))
+    print("[ measured ] --help describes %d flags, each with its default" % len(flags))
+
+
+def check_dit_file(a):
+    """An original DiT checkpoint: the head count from --heads or the metadata, else refused."""
+    dit = os.path.join(a.fixtures, "dit_a.safetensors")
+    common = ["--checkpoint", dit, "--steps", "2", "--batch", "2"]
+    r = run(a.program, common + ["--heads", "1"])
+    if r.returncode != 0 or "DiT (width 72, depth 2, 1 heads" not in r.stdout or "final latents" not in r.stdout:
+        fail("dit_a with --heads 1: exit %d, stdout %r, stderr %r" % (r.returncode, r.stdout[-300:], r.stderr[-300:]))
+    r = run(a.program, common)
+    if r.returncode != 1 or "--heads N" not in r.stderr:
+        fail("dit_a without a head count: exit %d, stderr %r; expected exit 1 naming --heads" %
+             (r.returncode, r.stderr[-300:]))
+    tagged = os.path.join(a.work, "dit_a_with_heads.safetensors")
+    with_metadata(dit, tagged, {"format": "pt", "num_heads": "1"})
+    r = run(a.program, ["--checkpoint", tagged, "--steps", "2", "--batch", "2", "--guided-channels", "3"])
+    if r.returncode != 0 or "1 heads" not in r.stdout or "on 3 of 4 eps channels" not in r.stdout:
+        fail("dit_a with num_heads in its metadata: exit %d, stdout %r, stderr %r" %
+             (r.returncode, r.stdout[-300:], r.stderr[-300:]))
+    refused = [(["--heads", "1", "--class", "10"], 1, "--class 10"),
+               (["--heads", "1", "--guided-channels", "5"], 1, "--guided-channels 5"),
+               (["--heads", "5"], 1, "not divisible by num_heads 5"),
+               (["--heads", "1", "--policy", "top1"], 2, "--policy and --text are for Paris-layout folders"),
+               (["--heads", "0"], 2, "--heads expects an integer")]
+    for args, code, message in refused:
+        r = run(a.program, common + args)
+        if r.returncode != code or message not in r.stderr:
+            fail("%s: exit %d, stderr %r; expected exit %d and %r" % (args, r.returncode, r.stderr[-300:], code, message))
+    r = run(a.program, ["--heads", "2"])
+    if r.returncode != 2 or "are for an original DiT checkpoint" not in r.stderr:
+        fail("--heads with a folder: exit %d, stderr %r" % (r.returncode, r.stderr[-300:]))
+    print("[ measured ] an original DiT checkpoint sampled (head count from --heads and from metadata), "
+          "%d misuses refused" % (len(refused) + 2))
+
+
 def run(program, args):
     return subprocess.run([program] + args, capture_output=True, text=True, timeout=120)
 
@@ -127,8 +205,10 @@ def main():
         fail("a well-formed --text file: exit %d, stderr %r" % (r.returncode, r.stderr[-300:]))
     print("[ measured ] %d malformed --text files refused, a well-formed one sampled" % len(cases))
 
+    check_help(a)
     if a.fixtures:
         check_nan_weights(a)
+        check_dit_file(a)
 
     if failures:
         print("%d check(s) failed" % len(failures))

@@ -3,13 +3,18 @@
 // the host, run_cuda.cu for a CUDA device. Values cross between the spaces only through
 // ddm::copy (the noise, the text states, the per-step summaries printed, the final latents).
 //
-// A run: load the folder, build the routed field (experts with guidance inside, the DiT router,
+// A run on a Paris-layout folder: load the folder, build the routed field (experts with guidance inside, the DiT router,
 // the policy), sample from noise with a progress printer and -- unless --diagnostics 0 -- ddm's
 // routing_observer (expert disagreement and its trajectory integral, angular deviation of the
 // selected and non-selected experts), then print the routing counts and the diagnostics. On a
 // device the observer needs its device instruments (ddm::diagnostics::routing_instruments
 // <cuda_space>, ddm/cuda/diagnostics.hpp, in ddm versions that have them); without them a device
 // run reports the routing counts alone and says why.
+//
+// A run on an original DiT checkpoint (one safetensors file in the facebookresearch/DiT layout):
+// read its configuration from the file (the head count from --heads or its metadata), guide it
+// with the null class on --guided-channels eps channels, turn its DDPM eps into a rectified-flow
+// velocity (dit::ddpm_velocity) and sample it from noise with the same progress printer.
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,6 +34,8 @@
 #include <ddm/io/safetensors_writer.hpp>
 #include <ddm/routing/policy.hpp>
 
+#include "dit/checkpoint.hpp"
+#include "dit/fields.hpp"
 #include "dit/paris_routed.hpp"
 
 #ifndef DDM_DIT_FIXTURES
@@ -60,15 +68,24 @@ struct options {
   long steps = 20;
   long batch = 4;
   long diagnostics = 5;  // routing_observer every N steps; 0: off
+  bool diagnostics_set = false;
   double cfg = 4.0;
   unsigned long long seed = 2026;
   int threads = 0;
+  // An original DiT checkpoint only:
+  long heads = 0;            // 0: from the checkpoint's metadata
+  long class_label = -1;     // -1: sample i gets class i mod num_classes
+  long guided_channels = 0;  // 0: every eps channel
 };
 
+/// Whether --checkpoint names one original DiT file (else a Paris-layout folder).
+[[nodiscard]] inline bool is_dit_file(const options& o) { return std::filesystem::is_regular_file(o.checkpoint); }
+
 inline const char* usage_text =
-    "usage: ddm-dit [--checkpoint DIR] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy top1|top2|full]\n"
+    "usage: ddm-dit [--checkpoint PATH] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy top1|top2|full]\n"
     "               [--steps N] [--solver euler|heun|dpm2m] [--batch B] [--cfg S] [--seed N] [--text FILE]\n"
-    "               [--diagnostics N] [--threads N] [--out FILE]\n";
+    "               [--diagnostics N] [--threads N] [--out FILE] [--heads N] [--class N]\n"
+    "               [--guided-channels N] [--help]\n";
 
 [[noreturn]] inline void usage(const char* why) {
   std::fprintf(stderr, "ddm-dit: %s\n%s", why, usage_text);
@@ -85,8 +102,6 @@ inline const char* usage_text =
 /// The run on a CUDA device (run_cuda.cu; a build without CUDA says so and returns 1).
 int run_cuda(const options& o);
 
-namespace detail {
-
 // Text states on the host: from --text, or (for the random fixture) deterministic stand-ins: a
 // different "prompt" per sample and one "empty prompt" row.
 inline void text_tables(const options& o, const dit::paris_expert_config& c, ddm::batch<float>& text,
@@ -100,7 +115,7 @@ inline void text_tables(const options& o, const dit::paris_expert_config& c, ddm
     if (shape.size() != 3 || shape[0] == 0 || shape[1] != static_cast<std::uint64_t>(c.text_length) ||
         shape[2] != static_cast<std::uint64_t>(c.text_dim))
       throw ddm::io_error(ddm::concat("--text '", o.text_file, "': tensor 'text' has shape ",
-                                              ddm::io::detail::shape_string(shape), ", expected (N >= 1, ",
+                                              dit::shape_text(shape), ", expected (N >= 1, ",
                                               c.text_length, ", ", c.text_dim, ")"));
     text = ddm::batch<float>(static_cast<ddm::index_t>(shape[0]), width);
     f.read_into("text", std::span<float>(text.data(), static_cast<std::size_t>(text.size())));
@@ -178,6 +193,46 @@ void print_diagnostics(const options& o, const Observer& diagnostics) {
   std::printf("\n");
 }
 
+/// The end of every run: refuse non-finite latents, print their range, write --out.
+template <class Space>
+int finish(const options& o, const ddm::execution_context<Space>& ctx, ddm::batch_view<const float, Space> x) {
+  const ddm::index_t samples = x.rows();
+  const ddm::index_t values = x.cols();
+  const auto final_x = on_host(ctx, x);
+  // A checkpoint with NaN weights samples NaN latents without any step failing (no diagnostic
+  // looks at them); refuse them before anything, a --out file above all, claims a result.
+  ddm::index_t non_finite = 0;
+  for (ddm::index_t i = 0; i < final_x.size(); ++i) non_finite += std::isfinite(final_x.data()[i]) ? 0 : 1;
+  if (non_finite != 0)
+    throw ddm::non_finite_error(ddm::concat(
+        "the sampled latents hold ", non_finite, " non-finite values (NaN or infinity) of ", final_x.size(),
+        ": the checkpoint's weights or the text states hold non-finite values, or the sampler diverged",
+        o.out.empty() ? "" : "; nothing was written to --out"));
+  double lo = 1e300, hi = -1e300, mean = 0;
+  for (ddm::index_t i = 0; i < final_x.size(); ++i) {
+    lo = std::min(lo, double(final_x.data()[i]));
+    hi = std::max(hi, double(final_x.data()[i]));
+    mean += final_x.data()[i];
+  }
+  std::printf("final latents: min %.3f  max %.3f  mean %.4f\n", lo, hi, mean / double(final_x.size()));
+  if (!o.out.empty()) {
+    ddm::io::safetensors_writer w;
+    if (is_dit_file(o)) {
+      w.set_metadata("cfg", std::to_string(o.cfg));
+    } else {
+      w.set_metadata("policy", o.policy);
+    }
+    w.set_metadata("checkpoint", o.checkpoint);
+    w.set_metadata("steps", std::to_string(o.steps));
+    w.set_metadata("device", o.device);
+    w.add("latents", {static_cast<std::uint64_t>(samples), static_cast<std::uint64_t>(values)},
+          std::span<const float>(final_x.data(), static_cast<std::size_t>(final_x.size())));
+    w.write(o.out);
+    std::printf("latents written to %s\n", o.out.c_str());
+  }
+  return 0;
+}
+
 template <class Space, class Field, class Integrator>
 int sample_and_report(const options& o, const ddm::execution_context<Space>& ctx, Field& field,
                       const Integrator& integrator, ddm::index_t values, ddm::index_t samples) {
@@ -250,34 +305,7 @@ int sample_and_report(const options& o, const ddm::execution_context<Space>& ctx
                   "angle report\n");
   }
 
-  const auto final_x = on_host(ctx, x.cview());
-  // A checkpoint with NaN weights samples NaN latents without any step failing (no diagnostic
-  // looks at them); refuse them before anything, a --out file above all, claims a result.
-  ddm::index_t non_finite = 0;
-  for (ddm::index_t i = 0; i < final_x.size(); ++i) non_finite += std::isfinite(final_x.data()[i]) ? 0 : 1;
-  if (non_finite != 0)
-    throw ddm::non_finite_error(ddm::concat(
-        "the sampled latents hold ", non_finite, " non-finite values (NaN or infinity) of ", final_x.size(),
-        ": the checkpoint's weights or the text states hold non-finite values, or the sampler diverged",
-        o.out.empty() ? "" : "; nothing was written to --out"));
-  double lo = 1e300, hi = -1e300, mean = 0;
-  for (ddm::index_t i = 0; i < final_x.size(); ++i) {
-    lo = std::min(lo, double(final_x.data()[i]));
-    hi = std::max(hi, double(final_x.data()[i]));
-    mean += final_x.data()[i];
-  }
-  std::printf("final latents: min %.3f  max %.3f  mean %.4f\n", lo, hi, mean / double(final_x.size()));
-  if (!o.out.empty()) {
-    ddm::io::safetensors_writer w;
-    w.set_metadata("policy", o.policy);
-    w.set_metadata("steps", std::to_string(o.steps));
-    w.set_metadata("device", o.device);
-    w.add("latents", {static_cast<std::uint64_t>(samples), static_cast<std::uint64_t>(values)},
-          std::span<const float>(final_x.data(), static_cast<std::size_t>(final_x.size())));
-    w.write(o.out);
-    std::printf("latents written to %s\n", o.out.c_str());
-  }
-  return 0;
+  return finish(o, ctx, x.cview());
 }
 
 template <class Space, class Policy>
@@ -309,7 +337,65 @@ int with_policy(const options& o, const ddm::execution_context<Space>& ctx, cons
   return dispatch(field);
 }
 
-}  // namespace detail
+/// Samples an original DiT checkpoint (see the header comment).
+template <class Space>
+int run_dit(const options& o, const ddm::execution_context<Space>& ctx, const char* backend) {
+  std::printf("loading %s\n", o.checkpoint.c_str());
+  dit::hyperparameters given;
+  if (o.heads > 0) given.num_heads = o.heads;
+  const auto model = dit::load_dit<Space>(o.checkpoint, given, ctx, storage_of(o.storage));
+  const auto& c = model->config();
+  if (o.class_label >= c.num_classes)
+    throw ddm::argument_error(ddm::concat("--class ", o.class_label, ": the checkpoint has ", c.num_classes,
+                                          " classes, expected a label in [0, ", c.num_classes, ")"));
+  if (o.guided_channels > c.in_channels)
+    throw ddm::argument_error(ddm::concat("--guided-channels ", o.guided_channels, ": the checkpoint's latents have ",
+                                          c.in_channels, " channels, expected [0, ", c.in_channels, "]"));
+  const ddm::index_t samples = o.batch;
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(samples));
+  for (ddm::index_t i = 0; i < samples; ++i)
+    labels[static_cast<std::size_t>(i)] =
+        static_cast<std::int32_t>(o.class_label >= 0 ? o.class_label : i % c.num_classes);
+  const ddm::index_t guided = o.guided_channels == 0 ? c.in_channels : o.guided_channels;
+  std::printf("DiT (width %td, depth %td, %td heads, patch %td, %td x %td x %td latents, %td classes%s), guidance "
+              "%.2f on %td of %td eps channels, %td samples, %ld %s steps, %s, %s weights\n",
+              c.hidden_size, c.depth, c.num_heads, c.patch_size, c.in_channels, c.input_size, c.input_size,
+              c.num_classes, c.learn_sigma ? ", learned sigma unused" : "", o.cfg, o.cfg == 1.0 ? 0 : guided,
+              c.in_channels, samples, o.steps, o.solver.c_str(), backend, o.storage.c_str());
+  if (o.diagnostics_set && o.diagnostics > 0)
+    std::printf("(--diagnostics: a single DiT has no routing to diagnose; ignored)\n");
+
+  ddm::batch<float> noise(samples, model->input_values());
+  ddm::fill_normal(ddm::host_context{}, noise.view(), o.seed);  // the same noise on every device
+  ddm::batch<float, Space> x(ctx, samples, model->input_values());
+  ddm::copy(ctx, x.view(), noise.cview());
+  std::printf("%5s %8s %8s %10s\n", "step", "t", "t_next", "|v| rms");
+  auto progress = [&](const ddm::step_event<float, Space>& e) {
+    const auto v = on_host(ctx, e.v);
+    double sum = 0;
+    for (ddm::index_t i = 0; i < v.size(); ++i) sum += double(v.data()[i]) * v.data()[i];
+    std::printf("%5zu %8.4f %8.4f %10.4f\n", e.index, e.t, e.t_next, std::sqrt(sum / double(v.size())));
+  };
+  const auto schedule = ddm::schedules::uniform(o.steps);
+  auto run = [&](auto field) {
+    const auto start = std::chrono::steady_clock::now();
+    auto go = [&](const auto& integrator) { return ddm::sample(field, x, schedule, integrator, progress); };
+    ddm::sample_result result;
+    if (o.solver == "euler") result = go(ddm::euler{});
+    else if (o.solver == "heun") result = go(ddm::heun{});
+    else if (o.solver == "dpm2m") result = go(ddm::dpmpp_2m{});
+    else usage("--solver must be euler, heun or dpm2m");
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("\n%zu steps, %zu field calls in %.2f s (%.1f ms per call)\n", result.steps,
+                result.field_evaluations, seconds, 1e3 * seconds / double(result.field_evaluations));
+    return finish(o, ctx, x.cview());
+  };
+  // DDPM timesteps come from the VP adapter, so the fields take them as they are (time_scale 1).
+  if (o.cfg == 1.0) return run(dit::ddpm_velocity(dit::dit_expert_field<Space>(model, labels, 1.0, ctx), 1e-4, ctx));
+  return run(dit::ddpm_velocity(
+      dit::dit_guided_field<Space>(model, labels, o.cfg, static_cast<ddm::index_t>(o.guided_channels), 1.0, ctx),
+      1e-4, ctx));
+}
 
 /// Loads the folder into `ctx`'s memory and samples it (see the header comment).
 template <class Space>
@@ -318,10 +404,17 @@ int run_folder(const options& o, const ddm::execution_context<Space>& ctx, const
   dit::paris_options load;
   load.storage = storage_of(o.storage);
   const auto ckpt = dit::load_paris<Space>(o.checkpoint, load, ctx);
-  if (o.policy == "top1") return detail::with_policy(o, ctx, ckpt, ddm::top_1(), backend);
-  if (o.policy == "top2") return detail::with_policy(o, ctx, ckpt, ddm::top_2(), backend);
-  if (o.policy == "full") return detail::with_policy(o, ctx, ckpt, ddm::full_ensemble{}, backend);
+  if (o.policy == "top1") return with_policy(o, ctx, ckpt, ddm::top_1(), backend);
+  if (o.policy == "top2") return with_policy(o, ctx, ckpt, ddm::top_2(), backend);
+  if (o.policy == "full") return with_policy(o, ctx, ckpt, ddm::full_ensemble{}, backend);
   usage("--policy must be top1, top2 or full");
+}
+
+/// A run on whatever --checkpoint names: one original DiT file, or a Paris-layout folder.
+template <class Space>
+int run_checkpoint(const options& o, const ddm::execution_context<Space>& ctx, const char* backend) {
+  if (is_dit_file(o)) return run_dit(o, ctx, backend);
+  return run_folder(o, ctx, backend);
 }
 
 }  // namespace ddm_dit

@@ -1,12 +1,13 @@
-// Sampling a DDM of DiT experts: a Paris-layout folder (expert_k/diffusion_pytorch_model.safetensors
+// Sampling DiT networks: an original DiT checkpoint (one facebookresearch/DiT-layout safetensors
+// file), or a DDM of DiT experts: a Paris-layout folder (expert_k/diffusion_pytorch_model.safetensors
 // and router/pytorch_model.safetensors) becomes one ddm velocity field -- the experts, the DiT
 // router and a routing policy combined by ddm::routed_field -- and is integrated from noise
 // (t = 1) to data (t = 0) on the CPU or a CUDA device, while observers report which experts the
 // router picked and ddm's routing diagnostics (expert disagreement, angular deviation).
 //
-//   ddm-dit [--checkpoint DIR] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy top1|top2|full]
+//   ddm-dit [--checkpoint PATH] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy top1|top2|full]
 //           [--steps N] [--solver euler|heun|dpm2m] [--batch B] [--cfg S] [--seed N] [--text FILE]
-//           [--diagnostics N] [--threads N] [--out FILE]
+//           [--diagnostics N] [--threads N] [--out FILE] [--heads N] [--class N] [--guided-channels N]
 //
 // Without --checkpoint it runs the tiny random-weight fixture of the tests (three experts and a
 // router of width 32), which exercises every piece but makes no images. With real Paris weights,
@@ -57,31 +58,45 @@ double number_of(const std::string& flag, const std::string& v) {
   return d;
 }
 
-// What --help adds to the usage line: every flag, what it does and its default.
+// What --help adds to the usage line: every flag, what it does and its default (check_cli.py
+// checks that each flag of the usage line is described here with its default).
 const char* const help_text = R"(
-Samples a DDM of DiT experts and a router, read from a Paris-layout folder of safetensors files
-(docs/dit.md), and prints the routing and, with --diagnostics, its disagreement and alignment.
+Samples a diffusion model of DiT networks and prints its trajectory. --checkpoint names either
+  - a Paris-layout folder (expert_k/ and router/ safetensors files, docs/dit.md): the experts and
+    the router combined by a routing policy; prints the routing and, with --diagnostics, the
+    experts' disagreement and alignment; or
+  - one original DiT checkpoint (facebookresearch/DiT's state_dict saved as safetensors): class-
+    conditional, guided with the null class, its DDPM eps turned into a rectified-flow velocity.
 
-  --checkpoint DIR   the model folder: config.json, one safetensors file per expert and one for the
-                     router (default: tests/dit/golden/paris_tiny, three random width-32 experts that
-                     exercise the pipeline but generate nothing)
+  --checkpoint PATH  a Paris-layout folder or an original DiT .safetensors file (default:
+                     tests/dit/golden/paris_tiny, three random width-32 experts that exercise the
+                     pipeline but generate nothing)
   --device cpu|cuda  where the models run (default cpu; cuda needs a build with CUDA and a GPU)
   --storage f32|bf16|f16
                      how the Linear weights are kept on the GPU (default f32; bf16/f16 need --device cuda)
   --policy top1|top2|full
-                     the routing policy: the 1 or 2 most probable experts, or the full ensemble (default top2)
+                     folders: the routing policy, the 1 or 2 most probable experts or the full
+                     ensemble (default top2)
   --steps N          uniform sampling steps from t = 1 to 0, 1 <= N <= 1,000,000 (default 20)
   --solver euler|heun|dpm2m
                      the integrator (default euler; dpm2m = DPM-Solver++ 2M)
   --batch B          samples, 1 <= B <= 2^20 (default 4); with --text, the file's number of prompts instead
   --cfg S            classifier-free guidance scale (default 4; 1 = the conditional model alone)
   --seed N           seed of the starting noise and of the stand-in text states (default 2026)
-  --text FILE        text states: a safetensors file with 'text' (N, length, width) and optionally
-                     'uncond' (1, length, width) (default: random stand-ins, one per sample)
-  --diagnostics N    attach the routing observer every N-th step; 0 = off (default 5)
+  --text FILE        folders: text states, a safetensors file with 'text' (N, length, width) and
+                     optionally 'uncond' (1, length, width) (default: random stand-ins, one per sample)
+  --diagnostics N    folders: attach the routing observer every N-th step; 0 = off (default 5)
   --threads N        CPU threads of the host backend; 0 = OMP_NUM_THREADS or OpenMP's default (default 0)
   --out FILE         write the final latents as a safetensors file ('latents', (B, C*H*W); default: none)
-  --help, -h         this message
+  --heads N          DiT file: attention heads, which its shapes cannot reveal (default: the file's
+                     metadata 'num_heads'; an error when neither gives it. DiT-S 6, B 12, L 16, XL 16)
+  --class N          DiT file: the class label of every sample (default: sample i gets class
+                     i mod num_classes)
+  --guided-channels N
+                     DiT file: guide the first N eps channels and take the conditional prediction
+                     on the rest; 3 reproduces the official forward_with_cfg (default 0: every channel,
+                     the standard formula)
+  --help, -h         this message (default: off)
 )";
 
 // Size flags have bounds that no run comes near, so that a mistyped value is refused with the
@@ -92,6 +107,7 @@ constexpr long long max_batch = 1 << 20;
 ddm_dit::options parse(int argc, char** argv) {
   constexpr long long int_max = std::numeric_limits<int>::max();
   ddm_dit::options o;
+  bool policy_set = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -100,17 +116,26 @@ ddm_dit::options parse(int argc, char** argv) {
     };
     if (a == "--checkpoint") o.checkpoint = value();
     else if (a == "--device") o.device = value();
+    else if (a == "--policy") {
+      o.policy = value();
+      policy_set = true;
+    }
     else if (a == "--storage") o.storage = value();
-    else if (a == "--policy") o.policy = value();
     else if (a == "--solver") o.solver = value();
     else if (a == "--steps") o.steps = integer_of(a, value(), 1, max_steps);
     else if (a == "--batch") o.batch = integer_of(a, value(), 1, max_batch);
     else if (a == "--cfg") o.cfg = number_of(a, value());
     else if (a == "--seed") o.seed = static_cast<unsigned long long>(integer_of(a, value(), 0, std::numeric_limits<long long>::max()));
     else if (a == "--text") o.text_file = value();
-    else if (a == "--diagnostics") o.diagnostics = integer_of(a, value(), 0, int_max);
+    else if (a == "--diagnostics") {
+      o.diagnostics = integer_of(a, value(), 0, int_max);
+      o.diagnostics_set = true;
+    }
     else if (a == "--threads") o.threads = static_cast<int>(integer_of(a, value(), 0, 4096));
     else if (a == "--out") o.out = value();
+    else if (a == "--heads") o.heads = integer_of(a, value(), 1, int_max);
+    else if (a == "--class") o.class_label = integer_of(a, value(), 0, int_max);
+    else if (a == "--guided-channels") o.guided_channels = integer_of(a, value(), 0, int_max);
     else if (a == "--help" || a == "-h") {
       std::printf("%s%s", ddm_dit::usage_text, help_text);
       std::exit(0);
@@ -123,6 +148,15 @@ ddm_dit::options parse(int argc, char** argv) {
   if (o.policy != "top1" && o.policy != "top2" && o.policy != "full") ddm_dit::usage("--policy must be top1, top2 or full");
   if (o.solver != "euler" && o.solver != "heun" && o.solver != "dpm2m")
     ddm_dit::usage("--solver must be euler, heun or dpm2m");
+  // Flags of the other kind of checkpoint would be ignored without a word: refused instead.
+  if (ddm_dit::is_dit_file(o)) {
+    if (policy_set || !o.text_file.empty())
+      ddm_dit::usage(("--policy and --text are for Paris-layout folders; '" + o.checkpoint +
+                      "' is one original DiT checkpoint").c_str());
+  } else if (o.heads != 0 || o.class_label != -1 || o.guided_channels != 0) {
+    ddm_dit::usage(("--heads, --class and --guided-channels are for an original DiT checkpoint (one .safetensors "
+                    "file); '" + o.checkpoint + "' is not a file").c_str());
+  }
   if (ddm_dit::storage_of(o.storage) != dit::weight_storage::f32 && o.device != "cuda")
     ddm_dit::usage("--storage bf16 / f16 needs --device cuda (the CPU backend keeps float weights)");
   return o;
@@ -145,7 +179,7 @@ int main(int argc, char** argv) {
     if (o.device == "cuda") return ddm_dit::run_cuda(o);
     if (o.threads > 0) dit::set_host_threads(o.threads);
     const std::string backend = "CPU (" + std::to_string(dit::host_threads()) + " threads, " + dit::host_blas_name() + ")";
-    return ddm_dit::run_folder<ddm::host_space>(o, ddm::host_context{}, backend.c_str());
+    return ddm_dit::run_checkpoint<ddm::host_space>(o, ddm::host_context{}, backend.c_str());
   } catch (const ddm::error& e) {
     std::fprintf(stderr, "ddm-dit: %s\n", e.message());
     return 1;

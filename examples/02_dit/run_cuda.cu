@@ -20,5 +20,5 @@ int ddm_dit::run_cuda(const options& o) {
   DDM_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
   const std::string backend = std::string("CUDA (") + prop.name + ", TF32 " + (dit::cuda_tf32() ? "on" : "off") + ")";
   const ddm::cuda::stream stream;  // outlives every batch of the run
-  return run_folder<ddm::cuda_space>(o, stream.context(), backend.c_str());
+  return run_checkpoint<ddm::cuda_space>(o, stream.context(), backend.c_str());
 }

@@ -337,6 +337,29 @@ TEST(DitCudaOps, FusedProducersEqualTheirCompositionsBitForBit) {
   }
 }
 
+TEST(DitCudaOps, ReleasedScratchIsAllocatedAgainAndGivesTheSameProduct) {
+  // dit::release_cuda_scratch frees a stream's 16-bit operand and cuBLASLt workspace in stream
+  // order; the next product on that stream allocates them afresh and computes the same bits.
+  DDM_TEST_REQUIRE_GPU();
+  const ddm::cuda::stream stream;  // outlives every batch below
+  const ddm::cuda_context ctx = stream.context();
+  const index_t m = 64, k = 96, n = 80;
+  const auto x = host_noise(m, k, 91);
+  const auto w = host_noise(n, k, 92, 1.0 / std::sqrt(double(k)));
+  const auto dx = to_device(ctx, x);
+  for (const auto storage : {dit::weight_storage::f32, dit::weight_storage::bf16}) {
+    const device_weights dw(ctx, w.cview(), storage);
+    batch<float, cuda_space> y1(ctx, m, n), y2(ctx, m, n);
+    device_ops::linear(ctx, dx.view.as_const(), dw.view(), nullptr, y1.view());
+    dit::release_cuda_scratch(ctx);
+    dit::release_cuda_scratch(ctx);  // nothing left to free: a no-op
+    device_ops::linear(ctx, dx.view.as_const(), dw.view(), nullptr, y2.view());
+    EXPECT_EQ(to_vector(ctx, y1.cview()), to_vector(ctx, y2.cview())) << dit::to_string(storage);
+  }
+  dit::release_cuda_scratch(ctx);
+  ctx.synchronize();
+}
+
 TEST(DitCudaOps, Tf32IsOffByDefaultAndWithinItsBoundWhenOn) {
   DDM_TEST_REQUIRE_GPU();
   const ddm::cuda_context ctx{};
@@ -480,10 +503,10 @@ TEST(DitCudaOps, PatchesGathersAndTimestepsEqualTheHost) {
 // Host-side properties of the device code: these run with or without a GPU.
 
 TEST(DitCudaIndexMath, PatchifyAndUnpatchifyKernelsReadWhatTheHostBackendReads) {
-  // The kernels' index maps (cuda_detail::patchify_source / unpatchify_source) evaluated on the
+  // The kernels' index maps (gpu::patchify_source / unpatchify_source) evaluated on the
   // host against the host backend's results, element by element, on a non-square 3-channel
   // geometry with patch 4 and on DiT's own shape (4 x 8 x 8, patch 2).
-  namespace cd = dit::cuda_detail;
+  namespace cd = dit::gpu;
   for (const dit::patch_geometry g : {dit::patch_geometry{3, 8, 12, 4}, dit::patch_geometry{4, 8, 8, 2}}) {
     const index_t b = 2, t = g.tokens(), p = g.patch;
     const auto x = host_noise(b, g.channels * g.height * g.width, 91);
@@ -518,7 +541,7 @@ TEST(DitCudaIndexMath, UnpatchifyRefusesAnImageThatIsNotWholePatches) {
   // leaves those pixels unwritten). The views stand for device memory and are never touched.
   const dit::patch_geometry g{1, 9, 8, 2};
   const index_t b = 2, c_out = 1;
-  const auto last = dit::cuda_detail::unpatchify_source(b - 1, 9 * 8 - 1, g.tokens(), g.grid_w(), g.patch, g.height,
+  const auto last = dit::gpu::unpatchify_source(b - 1, 9 * 8 - 1, g.tokens(), g.grid_w(), g.patch, g.height,
                                                         g.width, c_out);
   EXPECT_GE(last.row, b * g.tokens());
   std::vector<float> tokens(static_cast<std::size_t>(b * g.tokens() * 4));
@@ -535,7 +558,7 @@ TEST(DitCudaIndexMath, AlignmentToldToCublasLtDividesTheAddressAndThePitch) {
   const std::size_t pitches[] = {0, 4, 90, 192, 4096, 2304, 4608};
   for (const auto base : bases)
     for (const auto pitch : pitches) {
-      const auto a = dit::cuda_detail::alignment_of(reinterpret_cast<const void*>(base), pitch);
+      const auto a = dit::gpu::alignment_of(reinterpret_cast<const void*>(base), pitch);
       EXPECT_TRUE(a >= 1 && a <= 256 && (a & (a - 1)) == 0) << a;
       EXPECT_EQ(base % a, 0u) << "base " << base << " pitch " << pitch;
       EXPECT_EQ(pitch % a, 0u) << "base " << base << " pitch " << pitch;

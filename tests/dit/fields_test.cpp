@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <numeric>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include <ddm/io/safetensors_writer.hpp>
 
 #include "dit/backend_host.hpp"
+#include "dit/checkpoint.hpp"
 #include "dit/fields.hpp"
 #include "dit/paris_loader.hpp"
 #include "golden_support.hpp"
@@ -116,6 +118,63 @@ TEST(DitFields, RouterAdapterIsADdmRouterAtTheScaledTime) {
     for (int k = 0; k < 3; ++k) worst = std::max(worst, double(std::abs(logits(0, k) - want[r * 3 + k])));
   }
   EXPECT_LE(worst, 1e-4);
+}
+
+// facebookresearch/DiT's forward_with_cfg, evaluated in PyTorch (make_cfg_golden.py), against
+// dit_guided_field with the official three guided channels and with every channel guided. Each
+// row at its own timestep through the row-index path (labels picked by original row).
+TEST(DitFields, GuidedFieldMatchesTheOfficialForwardWithCfgOnThreeOrAllChannels) {
+  const ddm::io::safetensors_file golden(fixture("dit_a.cfg.golden.safetensors"));
+  const auto model = dit::load_dit(fixture("dit_a.safetensors"), {.num_heads = 1});
+  const auto& c = model->config();
+  const double scale = std::stod(golden.metadata().at("scale"));
+  const auto x = golden.read<float>("input.x");
+  const auto t = golden.read<float>("input.t");
+  const auto y = golden.read<float>("input.y");
+  std::vector<std::int32_t> labels;
+  for (const float l : y) labels.push_back(static_cast<std::int32_t>(l));
+  const ddm::index_t n = model->input_values();
+  const ddm::index_t out_row = model->output_values();  // the golden keeps all 2C channels
+  for (const auto& [name, channels] : {std::pair<std::string, ddm::index_t>{"output.three", 3}, {"output.all", 0}}) {
+    const auto want = golden.read<float>(name);
+    dit::dit_guided_field<> field(model, labels, scale, channels);
+    EXPECT_EQ(field.guided_channels(), channels == 0 ? c.in_channels : channels);
+    double worst = 0, largest = 0;
+    for (std::size_t r = 0; r < t.size(); ++r) {
+      ddm::batch<float> v(1, n);
+      const std::int32_t idx[1] = {static_cast<std::int32_t>(r)};
+      field(ddm::batch_view<const float>(x.data() + r * static_cast<std::size_t>(n), 1, n), t[r], v.view(),
+            dit::row_indices<ddm::host_space>(idx, 1, 1));
+      for (ddm::index_t i = 0; i < n; ++i) {
+        const double w = want[r * static_cast<std::size_t>(out_row) + static_cast<std::size_t>(i)];
+        worst = std::max(worst, std::abs(double(v(0, i)) - w));
+        largest = std::max(largest, std::abs(w));
+      }
+    }
+    std::printf("[ measured ] guided DiT vs forward_with_cfg (%s): max abs error %.2e (values up to %.2f)\n",
+                name.c_str(), worst, largest);
+    EXPECT_LE(worst, 1e-4) << name;
+  }
+  // The two references differ (in the fourth channel), so the comparison above tells them apart.
+  const auto three = golden.read<float>("output.three");
+  const auto all = golden.read<float>("output.all");
+  double differ = 0;
+  for (std::size_t i = 0; i < three.size(); ++i) differ = std::max(differ, double(std::abs(three[i] - all[i])));
+  EXPECT_GT(differ, 1e-2);
+}
+
+TEST(DitFields, GuidedFieldRefusesAModelWithoutNullClassAndBadChannelCounts) {
+  const auto a = dit::load_dit(fixture("dit_a.safetensors"), {.num_heads = 1});
+  EXPECT_THROW(dit::dit_guided_field<>(a, {1}, 4.0, 5), ddm::argument_error);
+  EXPECT_THROW(dit::dit_guided_field<>(a, {1}, 4.0, -1), ddm::argument_error);
+  EXPECT_THROW(dit::dit_guided_field<>(a, {1}, std::nan(""), 0), ddm::argument_error);
+  const auto b = dit::load_dit(fixture("dit_b.safetensors"), {.num_heads = 4, .input_size = 16, .num_classes = 5});
+  try {
+    dit::dit_guided_field<> f(b, {1}, 4.0);
+    ADD_FAILURE() << "a model without the null class was guided";
+  } catch (const ddm::argument_error& e) {
+    EXPECT_NE(std::string(e.message()).find("has no null class"), std::string::npos) << e.message();
+  }
 }
 
 TEST(DitFields, DdpmDitBecomesARectifiedFlowVelocity) {

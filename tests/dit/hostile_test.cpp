@@ -13,6 +13,7 @@
 #include <ddm/io/safetensors_writer.hpp>
 
 #include "dit/backend_host.hpp"
+#include "dit/checkpoint.hpp"
 #include "dit/paris_expert.hpp"
 #include "dit/paris_loader.hpp"
 #include "golden_support.hpp"
@@ -38,7 +39,7 @@ ddm::io::safetensors_file with_empty_tensor(const fs::path& source, const std::s
 
 std::string paris_error(const ddm::io::safetensors_file& f) {
   try {
-    const auto config = dit::paris_expert_config_from(f);
+    const auto config = dit::paris_expert_config_from_checkpoint(f, {.num_heads = 2});
     (void)dit::paris_expert<>(config, f);
   } catch (const ddm::error& e) {
     return e.message();
@@ -68,7 +69,7 @@ TEST(DitHostile, AnMlpWidthBeyondTheBoundEndsWithAnError) {
                                                  {std::uint64_t{std::numeric_limits<std::int64_t>::max()}, 0}));
   EXPECT_NE(msg.find("tensor 'layers.0.mlp.0.weight'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("MLP width"), std::string::npos) << msg;
-  EXPECT_EQ(dit::detail::mlp_ratio_for(std::numeric_limits<dit::index_t>::max(), 32), 0.0);
+  EXPECT_EQ(dit::mlp_ratio_for(std::numeric_limits<dit::index_t>::max(), 32), 0.0);
 }
 
 // A copy of the tiny Paris folder whose expert_0/config.json is `config` (or a directory).

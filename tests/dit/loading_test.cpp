@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include <ddm/io/safetensors_writer.hpp>
 
 #include "dit/backend_host.hpp"
+#include "dit/checkpoint.hpp"
 #include "dit/dit_model.hpp"
 #include "dit/dit_router.hpp"
 #include "dit/paris_expert.hpp"
@@ -137,14 +139,102 @@ TEST(DitLoading, CheckpointLayoutListsExactlyTheTensorsOfACheckpoint) {
   EXPECT_EQ(values, dit_a_config().parameter_count());
 }
 
+// `source` with `metadata` added (the tensors as they are).
+ddm::io::safetensors_file with_metadata(const std::string& source, const std::map<std::string, std::string>& metadata) {
+  const ddm::io::safetensors_file in(fixture(source));
+  ddm::io::safetensors_writer w;
+  for (const auto& t : in.tensors()) w.add_raw(t.name, t.dtype, t.shape, in.raw(t.name));
+  for (const auto& [k, v] : metadata) w.set_metadata(k, v);
+  return ddm::io::safetensors_file::from_bytes(w.to_bytes(), source + " with metadata");
+}
+
+void expect_same_config(const dit::dit_config& got, const dit::dit_config& want) {
+  EXPECT_EQ(got.input_size, want.input_size);
+  EXPECT_EQ(got.patch_size, want.patch_size);
+  EXPECT_EQ(got.in_channels, want.in_channels);
+  EXPECT_EQ(got.hidden_size, want.hidden_size);
+  EXPECT_EQ(got.depth, want.depth);
+  EXPECT_EQ(got.num_heads, want.num_heads);
+  EXPECT_EQ(got.mlp_hidden(), want.mlp_hidden());
+  EXPECT_EQ(got.num_classes, want.num_classes);
+  EXPECT_EQ(got.null_class, want.null_class);
+  EXPECT_EQ(got.learn_sigma, want.learn_sigma);
+  EXPECT_EQ(got.layer_norm_eps, want.layer_norm_eps);
+}
+
+TEST(DitLoading, OriginalDitConfigurationIsReadFromTheCheckpoint) {
+  // dit_a: one head of 72, learn_sigma, 10 classes + the null class, pos_embed stored. The head
+  // count is the one value its shapes cannot give: from the caller, or from the metadata.
+  const ddm::io::safetensors_file a(fixture("dit_a.safetensors"));
+  const auto want_a = dit_a_config();
+  expect_same_config(dit::dit_config_from_checkpoint(a, {.num_heads = 1}), want_a);
+  expect_same_config(dit::dit_config_from_checkpoint(with_metadata("dit_a.safetensors", {{"num_heads", "1"}})),
+                     want_a);
+  // The caller's value wins over the metadata's (a flag corrects a wrong file).
+  EXPECT_EQ(dit::dit_config_from_checkpoint(with_metadata("dit_a.safetensors", {{"num_heads", "8"}}),
+                                            {.num_heads = 1})
+                .num_heads,
+            1);
+  EXPECT_NO_THROW((void)dit::load_dit(fixture("dit_a.safetensors"), {.num_heads = 1}));
+
+  // dit_b: four heads of 8, no learn_sigma, 5 classes and no null class, and no pos_embed
+  // (computed): the latent size must be given too, and the class count, since a table of 5 rows
+  // reads as 4 classes and the null class (DiT's training default) otherwise.
+  const ddm::io::safetensors_file bgold(fixture("dit_b.golden.safetensors"));
+  const auto want_b = dit_test::dit_config_of(dit_test::config_of(bgold));
+  const ddm::io::safetensors_file b(fixture("dit_b.safetensors"));
+  ASSERT_FALSE(b.contains("pos_embed"));
+  expect_same_config(
+      dit::dit_config_from_checkpoint(b, {.num_heads = want_b.num_heads, .input_size = want_b.input_size,
+                                          .num_classes = want_b.num_classes}),
+      want_b);
+  expect_same_config(dit::dit_config_from_checkpoint(
+                         with_metadata("dit_b.safetensors", {{"num_heads", std::to_string(want_b.num_heads)},
+                                                             {"input_size", std::to_string(want_b.input_size)},
+                                                             {"num_classes", std::to_string(want_b.num_classes)}})),
+                     want_b);
+  const auto guessed = dit::dit_config_from_checkpoint(b, {.num_heads = 4, .input_size = want_b.input_size});
+  EXPECT_EQ(guessed.num_classes, want_b.num_classes - 1);
+  EXPECT_TRUE(guessed.null_class);
+}
+
+TEST(DitLoading, WhatACheckpointCannotTellIsAskedForByName) {
+  const ddm::io::safetensors_file a(fixture("dit_a.safetensors"));
+  auto error = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const ddm::error& e) {
+      return e.message();
+    }
+    return "no error";
+  };
+  auto msg = error([&] { (void)dit::dit_config_from_checkpoint(a); });
+  EXPECT_NE(msg.find("head count of '"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--heads N"), std::string::npos) << msg;
+  const ddm::io::safetensors_file b(fixture("dit_b.safetensors"));
+  msg = error([&] { (void)dit::dit_config_from_checkpoint(b, {.num_heads = 4}); });
+  EXPECT_NE(msg.find("has no 'pos_embed'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("input_size"), std::string::npos) << msg;
+  msg = error([&] { (void)dit::dit_config_from_checkpoint(with_metadata("dit_a.safetensors", {{"num_heads", "x1"}})); });
+  EXPECT_NE(msg.find("metadata 'num_heads' = 'x1', expected an integer"), std::string::npos) << msg;
+  // 11 label rows: 10 classes + null, or 11 classes without; 12 classes fit neither.
+  msg = error([&] { (void)dit::dit_config_from_checkpoint(a, {.num_heads = 1, .num_classes = 12}); });
+  EXPECT_NE(msg.find("11 rows for num_classes = 12"), std::string::npos) << msg;
+  const auto no_null = dit::dit_config_from_checkpoint(a, {.num_heads = 1, .num_classes = 11});
+  EXPECT_EQ(no_null.num_classes, 11);
+  EXPECT_FALSE(no_null.null_class);
+  // A Paris expert is not an original DiT.
+  const ddm::io::safetensors_file expert(fixture("paris_tiny/expert_0/diffusion_pytorch_model.safetensors"));
+  msg = error([&] { (void)dit::dit_config_from_checkpoint(expert, {.num_heads = 2}); });
+  EXPECT_NE(msg.find("not a DiT checkpoint"), std::string::npos) << msg;
+}
+
 TEST(DitLoading, ParisAndRouterConfigurationsAreReadOffTheShapes) {
   const ddm::io::safetensors_file expert(fixture("paris_tiny/expert_0/diffusion_pytorch_model.safetensors"));
   const ddm::io::safetensors_file golden(fixture("paris_tiny/expert_0.golden.safetensors"));
   const auto want = dit_test::paris_config_of(dit_test::config_of(golden));
-  dit::paris_expert_config base;
-  base.num_heads = want.num_heads;
-  base.text_length = want.text_length;
-  const auto got = dit::paris_expert_config_from(expert, base);
+  const auto got =
+      dit::paris_expert_config_from_checkpoint(expert, {.num_heads = want.num_heads, .text_length = want.text_length});
   EXPECT_EQ(got.hidden_size, want.hidden_size);
   EXPECT_EQ(got.depth, want.depth);
   EXPECT_EQ(got.patch_size, want.patch_size);
@@ -158,16 +248,14 @@ TEST(DitLoading, ParisAndRouterConfigurationsAreReadOffTheShapes) {
   const ddm::io::safetensors_file router(fixture("paris_tiny/router/pytorch_model.safetensors"));
   const ddm::io::safetensors_file rgolden(fixture("paris_tiny/router.golden.safetensors"));
   const auto rwant = dit_test::router_config_of(dit_test::config_of(rgolden));
-  dit::router_config rbase;
-  rbase.num_heads = rwant.num_heads;
-  const auto rgot = dit::router_config_from(router, rbase);
+  const auto rgot = dit::router_config_from_checkpoint(router, {.num_heads = rwant.num_heads});
   EXPECT_EQ(rgot.hidden_size, rwant.hidden_size);
   EXPECT_EQ(rgot.depth, rwant.depth);
   EXPECT_EQ(rgot.num_experts, rwant.num_experts);
   EXPECT_EQ(rgot.input_size, rwant.input_size);
   EXPECT_NO_THROW(dit::dit_router_model<>(rgot, router));
   // A router checkpoint is not an expert.
-  EXPECT_THROW((void)dit::paris_expert_config_from(router), ddm::io_error);
+  EXPECT_THROW((void)dit::paris_expert_config_from_checkpoint(router, {.num_heads = 1}), ddm::io_error);
 }
 
 TEST(DitLoading, MlpWidthReadOffTheShapesSurvivesTheRatioRoundTrip) {
@@ -179,7 +267,7 @@ TEST(DitLoading, MlpWidthReadOffTheShapesSurvivesTheRatioRoundTrip) {
     for (ddm::index_t f = 1; f <= 4 * h + 8; ++f, ++checked) {
       dit::paris_expert_config c;
       c.hidden_size = h;
-      c.mlp_ratio = dit::detail::mlp_ratio_for(f, h);
+      c.mlp_ratio = dit::mlp_ratio_for(f, h);
       ASSERT_EQ(c.mlp_hidden(), f) << "hidden " << h << ", width " << f;
     }
   std::printf("[ measured ] %zu (hidden, width) pairs round-trip\n", checked);
@@ -195,7 +283,7 @@ TEST(DitLoading, MlpWidthReadOffTheShapesSurvivesTheRatioRoundTrip) {
   we.add("layers.0.scale_shift_table", {6, d}, zeros(6 * d));
   we.add("final_layer.linear.weight", {16, d}, zeros(16 * d));
   const auto expert = ddm::io::safetensors_file::from_bytes(we.to_bytes(), "expert with MLP 15 of 11");
-  EXPECT_EQ(dit::paris_expert_config_from(expert).mlp_hidden(), 15);
+  EXPECT_EQ(dit::paris_expert_config_from_checkpoint(expert, {.num_heads = 1}).mlp_hidden(), 15);
   ddm::io::safetensors_writer wr;
   wr.add("patch_embed.weight", {d, 4, 2, 2}, zeros(d * 16));
   wr.add("pos_embed", {1, 16, d}, zeros(16 * d));
@@ -203,7 +291,7 @@ TEST(DitLoading, MlpWidthReadOffTheShapesSurvivesTheRatioRoundTrip) {
   wr.add("layers.0.adaLN_modulation.1.weight", {6 * d, d}, zeros(6 * d * d));
   wr.add("head.4.weight", {3, d}, zeros(3 * d));
   const auto router = ddm::io::safetensors_file::from_bytes(wr.to_bytes(), "router with MLP 15 of 11");
-  EXPECT_EQ(dit::router_config_from(router).mlp_hidden(), 15);
+  EXPECT_EQ(dit::router_config_from_checkpoint(router, {.num_heads = 1}).mlp_hidden(), 15);
 }
 
 TEST(DitForward, EachSampleIsIndependentOfTheRestOfTheBatch) {

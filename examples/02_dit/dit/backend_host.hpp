@@ -57,7 +57,9 @@ inline void set_host_threads(int n) {
 #endif
 }
 
-namespace detail {
+// The host backend's building blocks (threads, the vectorizable exp, 16-float vectors), named
+// and tested on their own (tests/dit/backend_test.cpp).
+namespace host {
 // Debian's OpenBLAS is built with DYNAMIC_ARCH and picks its kernels from the CPU model. On CPUs
 // it does not know (new models, many virtual machines) it falls back to the SSE3 "Prescott"
 // kernels, 3-5x slower than the AVX2 / AVX-512 ones, without a word. Say so once, with the fix.
@@ -80,9 +82,9 @@ inline void warn_if_blas_kernels_are_generic() {
   (void)warned;
 #endif
 }
-}  // namespace detail
+}  // namespace host
 
-namespace detail {
+namespace host {
 // Once per process: the BLAS computes each block on the calling thread (see the top of the file),
 // and a warning if OpenBLAS picked generic kernels.
 inline void prepare_blas() {
@@ -95,7 +97,7 @@ inline void prepare_blas() {
   }();
   (void)done;
 }
-}  // namespace detail
+}  // namespace host
 
 /// The number of threads the host backend's own loops use.
 [[nodiscard]] inline int host_threads() noexcept {
@@ -106,7 +108,7 @@ inline void prepare_blas() {
 #endif
 }
 
-namespace detail {
+namespace host {
 
 // Runs body(i) for i in [0, n), in parallel when the total work is large enough to pay for
 // waking the thread team (about 256k scalar operations, some 0.1 ms on one core): smaller loops
@@ -166,7 +168,7 @@ inline void require(bool ok, const char* where, const char* what) {
   if (!ok) throw ddm::shape_error(ddm::concat(where, ": ", what));
 }
 
-}  // namespace detail
+}  // namespace host
 
 template <>
 struct backend<ddm::host_space> {
@@ -179,16 +181,16 @@ struct backend<ddm::host_space> {
   /// weights, y (M, N). Any row strides.
   static void linear(const context& /*ctx*/, view<const float> x, view<const float> w, const float* bias,
                      view<float> y, bool accumulate = false) {
-    detail::require(x.cols() == w.cols() && y.rows() == x.rows() && y.cols() == w.rows(), "dit::linear",
+    host::require(x.cols() == w.cols() && y.rows() == x.rows() && y.cols() == w.rows(), "dit::linear",
                     "shapes must be x (M, K), w (N, K), y (M, N)");
     const index_t m = x.rows();
     const index_t n = w.rows();
     const index_t k = x.cols();
     if (m == 0 || n == 0) return;
-    detail::prepare_blas();
+    host::prepare_blas();
     float beta = accumulate ? 1.0f : 0.0f;
     if (bias != nullptr) {
-      detail::parallel_for(m, n, [&](index_t r) {
+      host::parallel_for(m, n, [&](index_t r) {
         float* row = y.row(r);
         if (accumulate) {
           for (index_t j = 0; j < n; ++j) row[j] += bias[j];
@@ -210,7 +212,7 @@ struct backend<ddm::host_space> {
     const index_t extent = split_rows ? m : n;
     const index_t parts = m * n * k >= (index_t{1} << 20) ? std::min<index_t>(threads, (extent + 15) / 16) : 1;
     const index_t step = (extent + parts - 1) / parts;
-    detail::parallel_for(parts, index_t{1} << 18, [&](index_t part) {
+    host::parallel_for(parts, index_t{1} << 18, [&](index_t part) {
       const index_t first = part * step;
       const index_t count = std::min(step, extent - first);
       if (count <= 0) return;
@@ -236,9 +238,9 @@ struct backend<ddm::host_space> {
   /// null). Statistics accumulate in double. y may be x.
   static void layer_norm(const context& /*ctx*/, view<const float> x, double eps, const float* gamma,
                          const float* beta, view<float> y) {
-    detail::require(ddm::same_shape(x, y), "dit::layer_norm", "x and y must have the same shape");
+    host::require(ddm::same_shape(x, y), "dit::layer_norm", "x and y must have the same shape");
     const index_t d = x.cols();
-    detail::parallel_for(x.rows(), 4 * d, [&](index_t r) {
+    host::parallel_for(x.rows(), 4 * d, [&](index_t r) {
       float mean;
       float inv;
       moments_(x.row(r), d, eps, mean, inv);
@@ -257,12 +259,12 @@ struct backend<ddm::host_space> {
   /// row; shift and scale are (B, D) (any stride). y may be x.
   static void layer_norm_modulate(const context& /*ctx*/, view<const float> x, double eps, view<const float> shift,
                                   view<const float> scale, view<float> y) {
-    detail::require(ddm::same_shape(x, y) && shift.cols() == x.cols() && ddm::same_shape(shift, scale) &&
+    host::require(ddm::same_shape(x, y) && shift.cols() == x.cols() && ddm::same_shape(shift, scale) &&
                         shift.rows() > 0 && x.rows() % shift.rows() == 0,
                     "dit::layer_norm_modulate", "x, y (B*T, D); shift, scale (B, D)");
     const index_t d = x.cols();
     const index_t per_sample = x.rows() / shift.rows();
-    detail::parallel_for(x.rows(), 4 * d, [&](index_t r) {
+    host::parallel_for(x.rows(), 4 * d, [&](index_t r) {
       float mean;
       float inv;
       moments_(x.row(r), d, eps, mean, inv);
@@ -276,13 +278,13 @@ struct backend<ddm::host_space> {
 
   /// x += gate_b * y (gate (B, D), any stride), or x += y when gate is empty.
   static void gated_residual(const context& /*ctx*/, view<float> x, view<const float> gate, view<const float> y) {
-    detail::require(ddm::same_shape(x, y), "dit::gated_residual", "x and y must have the same shape");
+    host::require(ddm::same_shape(x, y), "dit::gated_residual", "x and y must have the same shape");
     const bool gated = !gate.empty();
-    detail::require(!gated || (gate.cols() == x.cols() && x.rows() % gate.rows() == 0), "dit::gated_residual",
+    host::require(!gated || (gate.cols() == x.cols() && x.rows() % gate.rows() == 0), "dit::gated_residual",
                     "gate must be (B, D) with B dividing the rows of x");
     const index_t d = x.cols();
     const index_t per_sample = gated ? x.rows() / gate.rows() : 1;
-    detail::parallel_for(x.rows(), d, [&](index_t r) {
+    host::parallel_for(x.rows(), d, [&](index_t r) {
       float* out = x.row(r);
       const float* in = y.row(r);
       if (gated) {
@@ -296,11 +298,11 @@ struct backend<ddm::host_space> {
 
   /// y(r, :) = x(r, :) + v(0, :). y may be x.
   static void add_row_vector(const context& /*ctx*/, view<const float> x, view<const float> v, view<float> y) {
-    detail::require(ddm::same_shape(x, y) && v.rows() == 1 && v.cols() == x.cols(), "dit::add_row_vector",
+    host::require(ddm::same_shape(x, y) && v.rows() == 1 && v.cols() == x.cols(), "dit::add_row_vector",
                     "x, y (M, N) and v (1, N)");
     const float* add = v.row(0);
     const index_t n = x.cols();
-    detail::parallel_for(x.rows(), n, [&](index_t r) {
+    host::parallel_for(x.rows(), n, [&](index_t r) {
       const float* in = x.row(r);
       float* out = y.row(r);
       for (index_t j = 0; j < n; ++j) out[j] = in[j] + add[j];
@@ -309,7 +311,7 @@ struct backend<ddm::host_space> {
 
   /// y = x * sigmoid(x).
   static void silu(const context& /*ctx*/, view<const float> x, view<float> y) {
-    elementwise_(x, y, [](float v) { return v / (1.0f + detail::exp_approx(-v)); });
+    elementwise_(x, y, [](float v) { return v / (1.0f + host::exp_approx(-v)); });
   }
 
   /// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), PyTorch's GELU(approximate="tanh").
@@ -318,7 +320,7 @@ struct backend<ddm::host_space> {
     elementwise_(x, y, [](float v) {
       constexpr float k = 0.7978845608028654f;  // sqrt(2 / pi)
       const float u = k * (v + 0.044715f * v * v * v);
-      const float tanh_u = 1.0f - 2.0f / (detail::exp_approx(2.0f * u) + 1.0f);
+      const float tanh_u = 1.0f - 2.0f / (host::exp_approx(2.0f * u) + 1.0f);
       return 0.5f * v * (1.0f + tanh_u);
     });
   }
@@ -330,7 +332,7 @@ struct backend<ddm::host_space> {
   static void attention(const context& /*ctx*/, view<const float> q, view<const float> k, view<const float> v,
                         index_t batch, index_t heads, view<float> out,
                         weight_storage /*operands*/ = weight_storage::f32) {
-    detail::require(batch > 0 && heads > 0 && q.rows() % batch == 0 && k.rows() % batch == 0 &&
+    host::require(batch > 0 && heads > 0 && q.rows() % batch == 0 && k.rows() % batch == 0 &&
                         ddm::same_shape(k, v) && q.cols() == k.cols() && q.cols() % heads == 0 &&
                         ddm::same_shape(q, out),
                     "dit::attention", "q, out (B*Tq, D); k, v (B*Tk, D); D divisible by heads");
@@ -349,7 +351,7 @@ struct backend<ddm::host_space> {
     constexpr index_t query_block = 64;
     const index_t tkp = (tk + jb - 1) / jb * jb;
     const index_t blocks = (tq + query_block - 1) / query_block;
-    detail::parallel_for(batch * heads * blocks, query_block * tk * hd * 4, [&](index_t task) {
+    host::parallel_for(batch * heads * blocks, query_block * tk * hd * 4, [&](index_t task) {
       const index_t b = task / (heads * blocks);
       const index_t h = (task / blocks) % heads;
       const index_t q_begin = (task % blocks) * query_block;
@@ -372,20 +374,20 @@ struct backend<ddm::host_space> {
         }
         // scores (qb, tkp) = qs (qb, hd) kt (hd, tkp)
         for (index_t j0 = 0; j0 < tkp; j0 += jb) {
-          detail::vec16 acc[qb] = {};
+          host::vec16 acc[qb] = {};
           for (index_t d = 0; d < hd; ++d) {
-            detail::vec16 kd;
-            detail::load16(kd, kt.data() + d * tkp + j0);
+            host::vec16 kd;
+            host::load16(kd, kt.data() + d * tkp + j0);
             for (index_t qi = 0; qi < qb; ++qi) acc[qi] += qs[static_cast<std::size_t>(qi * hd + d)] * kd;
           }
-          for (index_t qi = 0; qi < qb; ++qi) detail::store16(scores.data() + qi * tkp + j0, acc[qi]);
+          for (index_t qi = 0; qi < qb; ++qi) host::store16(scores.data() + qi * tkp + j0, acc[qi]);
         }
         float inv_sum[qb];
         for (index_t qi = 0; qi < qb; ++qi) {
           float* s = scores.data() + qi * tkp;
           float m = s[0];
           for (index_t j = 1; j < tk; ++j) m = std::max(m, s[j]);
-          for (index_t j = 0; j < tk; ++j) s[j] = detail::exp_approx(s[j] - m);
+          for (index_t j = 0; j < tk; ++j) s[j] = host::exp_approx(s[j] - m);
           float sum = 0.0f;
           for (index_t j = 0; j < tk; ++j) sum += s[j];
           inv_sum[qi] = 1.0f / sum;
@@ -393,22 +395,22 @@ struct backend<ddm::host_space> {
         // out (qb, hd) = scores (qb, tk) v (tk, hd), in column tiles of jb
         for (index_t d0 = 0; d0 < hd; d0 += jb) {
           const index_t nd = std::min(jb, hd - d0);
-          detail::vec16 acc[qb] = {};
+          host::vec16 acc[qb] = {};
           for (index_t j = 0; j < tk; ++j) {
             const float* vr = v.row(b * tk + j) + h * hd + d0;
             // A partial last tile (hd not a multiple of 16, e.g. 72) loads only nd values.
-            detail::vec16 vv;
+            host::vec16 vv;
             if (nd == jb) {
-              detail::load16(vv, vr);
+              host::load16(vv, vr);
             } else {
-              detail::load_partial16(vv, vr, nd);
+              host::load_partial16(vv, vr, nd);
             }
             for (index_t qi = 0; qi < qb; ++qi) acc[qi] += scores[static_cast<std::size_t>(qi * tkp + j)] * vv;
           }
           for (index_t qi = 0; qi < nq; ++qi) {
             float tile[jb];
-            const detail::vec16 scaled = acc[qi] * inv_sum[qi];
-            detail::store16(tile, scaled);
+            const host::vec16 scaled = acc[qi] * inv_sum[qi];
+            host::store16(tile, scaled);
             std::memcpy(out.row(b * tq + i0 + qi) + h * hd + d0, tile, static_cast<std::size_t>(nd) * sizeof(float));
           }
         }
@@ -444,11 +446,11 @@ struct backend<ddm::host_space> {
   static void patchify(const context& /*ctx*/, view<const float> x, const patch_geometry& g, view<float> tokens) {
     const index_t c_in = g.channels;
     const index_t p = g.patch;
-    detail::require(x.cols() == c_in * g.height * g.width && tokens.rows() == x.rows() * g.tokens() &&
+    host::require(x.cols() == c_in * g.height * g.width && tokens.rows() == x.rows() * g.tokens() &&
                         tokens.cols() == g.patch_values(c_in),
                     "dit::patchify", "x (B, C*H*W), tokens (B*T, C*p*p)");
     const index_t t = g.tokens();
-    detail::parallel_for(tokens.rows(), tokens.cols(), [&](index_t r) {
+    host::parallel_for(tokens.rows(), tokens.cols(), [&](index_t r) {
       const index_t b = r / t;
       const index_t i = (r % t) / g.grid_w();
       const index_t j = (r % t) % g.grid_w();
@@ -467,11 +469,11 @@ struct backend<ddm::host_space> {
                          view<float> x) {
     const index_t p = g.patch;
     const index_t c_out = tokens.cols() / (p * p);
-    detail::require(tokens.cols() == p * p * c_out && keep <= c_out && tokens.rows() == x.rows() * g.tokens() &&
+    host::require(tokens.cols() == p * p * c_out && keep <= c_out && tokens.rows() == x.rows() * g.tokens() &&
                         x.cols() == keep * g.height * g.width,
                     "dit::unpatchify", "tokens (B*T, p*p*C_out), x (B, keep*H*W), keep <= C_out");
     const index_t t = g.tokens();
-    detail::parallel_for(tokens.rows(), tokens.cols(), [&](index_t r) {
+    host::parallel_for(tokens.rows(), tokens.cols(), [&](index_t r) {
       const index_t b = r / t;
       const index_t i = (r % t) / g.grid_w();
       const index_t j = (r % t) % g.grid_w();
@@ -489,7 +491,7 @@ struct backend<ddm::host_space> {
   static void timestep_embedding(const context& /*ctx*/, std::span<const float> t, view<const float> freqs,
                                  view<float> out) {
     const index_t half = freqs.cols();
-    detail::require(freqs.rows() == 1 && out.rows() == static_cast<index_t>(t.size()) && out.cols() == 2 * half,
+    host::require(freqs.rows() == 1 && out.rows() == static_cast<index_t>(t.size()) && out.cols() == 2 * half,
                     "dit::timestep_embedding", "freqs (1, half), out (B, 2 half) for B timesteps");
     for (index_t r = 0; r < out.rows(); ++r) {
       float* row = out.row(r);
@@ -504,7 +506,7 @@ struct backend<ddm::host_space> {
   /// out(r, :) = table(rows[r], :). Indices are checked.
   static void gather_rows(const context& /*ctx*/, view<const float> table, std::span<const std::int32_t> rows,
                           view<float> out) {
-    detail::require(out.rows() == static_cast<index_t>(rows.size()) && out.cols() == table.cols(),
+    host::require(out.rows() == static_cast<index_t>(rows.size()) && out.cols() == table.cols(),
                     "dit::gather_rows", "out (n, D) for n indices into table (R, D)");
     for (std::size_t r = 0; r < rows.size(); ++r) {
       if (rows[r] < 0 || rows[r] >= table.rows())
@@ -521,7 +523,7 @@ struct backend<ddm::host_space> {
   }
 
   static void download(const context& /*ctx*/, view<const float> src, std::span<float> values) {
-    detail::require(static_cast<index_t>(values.size()) == src.size(), "dit::download", "sizes must agree");
+    host::require(static_cast<index_t>(values.size()) == src.size(), "dit::download", "sizes must agree");
     for (index_t r = 0; r < src.rows(); ++r)
       std::memcpy(values.data() + r * src.cols(), src.row(r), static_cast<std::size_t>(src.cols()) * sizeof(float));
   }
@@ -536,7 +538,7 @@ struct backend<ddm::host_space> {
  private:
   template <class U>
   static void upload_(std::span<const U> values, view<U> dst) {
-    detail::require(static_cast<index_t>(values.size()) == dst.size(), "dit::upload", "sizes must agree");
+    host::require(static_cast<index_t>(values.size()) == dst.size(), "dit::upload", "sizes must agree");
     for (index_t r = 0; r < dst.rows(); ++r)
       std::memcpy(dst.row(r), values.data() + r * dst.cols(), static_cast<std::size_t>(dst.cols()) * sizeof(U));
   }
@@ -556,9 +558,9 @@ struct backend<ddm::host_space> {
 
   template <class F>
   static void elementwise_(view<const float> x, view<float> y, F f) {
-    detail::require(ddm::same_shape(x, y), "dit::elementwise", "x and y must have the same shape");
+    host::require(ddm::same_shape(x, y), "dit::elementwise", "x and y must have the same shape");
     const index_t n = x.cols();
-    detail::parallel_for(x.rows(), n * 8, [&](index_t r) {
+    host::parallel_for(x.rows(), n * 8, [&](index_t r) {
       const float* in = x.row(r);
       float* out = y.row(r);
       for (index_t j = 0; j < n; ++j) out[j] = f(in[j]);

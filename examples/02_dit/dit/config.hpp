@@ -2,8 +2,10 @@
 // Configurations of the three networks: the original DiT (Peebles & Xie), the Paris-style expert
 // (adaLN-single with cross-attention to text) and the DiT router with a CLS token.
 //
-// Structural sizes can be read off a checkpoint's tensor shapes (see *_from_checkpoint in the
-// model headers); the head count and the LayerNorm epsilon cannot, and come from here.
+// One shape for the three: transformer_config holds what they share, each model adds its own.
+// Structural sizes are read off a checkpoint's tensor shapes (the *_config_from_checkpoint
+// functions of dit/checkpoint.hpp); the head count and the LayerNorm epsilon cannot be, and come
+// from the checkpoint's metadata, a config.json, the caller, or (Paris) the defaults here.
 
 #include <cmath>
 #include <cstdint>
@@ -24,65 +26,42 @@ namespace dit {
 /// shapes and config.json files, which are input like any other.
 inline constexpr index_t max_dimension = std::numeric_limits<int>::max();
 
-namespace detail {
-inline void check_positive(const char* where, const char* name, index_t v) {
+/// `v` as a structural size: an argument_error naming `where`, `name` and the value unless it lies
+/// in [1, max_dimension].
+inline void require_dimension(const char* where, const char* name, index_t v) {
   if (v <= 0 || v > max_dimension) ddm::fail_argument(where, name, v, "in [1, 2147483647]");
-}
-inline void check_transformer(const char* where, index_t input_size, index_t patch, index_t channels, index_t hidden,
-                              index_t depth, index_t heads, double mlp_ratio, double eps) {
-  check_positive(where, "input_size", input_size);
-  check_positive(where, "patch_size", patch);
-  check_positive(where, "in_channels", channels);
-  check_positive(where, "hidden_size", hidden);
-  check_positive(where, "depth", depth);
-  check_positive(where, "num_heads", heads);
-  if (input_size % patch != 0)
-    throw ddm::argument_error(ddm::concat(where, ": input_size ", input_size,
-                                                  " is not a multiple of patch_size ", patch));
-  if (hidden % heads != 0)
-    throw ddm::argument_error(ddm::concat(where, ": hidden_size ", hidden, " is not divisible by num_heads ",
-                                                  heads));
-  if (!(mlp_ratio > 0) || !(static_cast<double>(hidden) * mlp_ratio >= 1.0) ||
-      !(static_cast<double>(hidden) * mlp_ratio < static_cast<double>(max_dimension) + 1.0))
-    ddm::fail_argument(where, "mlp_ratio", mlp_ratio, "> 0, with hidden_size x mlp_ratio in [1, 2147483647]");
-  if (!(eps > 0)) ddm::fail_argument(where, "layer_norm_eps", eps, "> 0");
-  // The products of three sizes the models form (values per image, patch values); products of
-  // two cannot overflow once each factor is bounded.
-  (void)ddm::checked_size(where, "in_channels x input_size x input_size", channels, input_size, input_size);
-  (void)ddm::checked_size(where, "in_channels x patch_size x patch_size", channels, patch, patch);
 }
 
 /// The mlp_ratio that gives an MLP of `width` at `hidden`: mlp_hidden() truncates hidden * ratio
 /// as PyTorch's int(hidden * mlp_ratio) does, and width / hidden times hidden can land one ulp
 /// below width (hidden 352, width 480 gives 479.99999999999994), so the quotient is nudged up
-/// until the product truncates back to width.
+/// until the product truncates back to width. 0 for sizes outside [1, max_dimension], which
+/// validate() then refuses.
 [[nodiscard]] inline double mlp_ratio_for(index_t width, index_t hidden) {
-  // validate() reports bad sizes; past max_dimension the quotient would not be exact enough for
-  // the loop below to end (a width of 2^63 - 1 never truncates back to itself).
+  // Past max_dimension the quotient would not be exact enough for the loop below to end (a width
+  // of 2^63 - 1 never truncates back to itself).
   if (hidden <= 0 || width <= 0 || hidden > max_dimension || width > max_dimension) return 0.0;
   double r = static_cast<double>(width) / static_cast<double>(hidden);
   while (static_cast<index_t>(static_cast<double>(hidden) * r) < width)
     r = std::nextafter(r, std::numeric_limits<double>::infinity());
   return r;
 }
-}  // namespace detail
 
-/// The original class-conditional DiT (facebookresearch/DiT, models.py).
-struct dit_config {
-  index_t input_size = 32;   ///< latent height = width
+/// What the three networks share: a patch-embedded square latent, `depth` blocks of `num_heads`-head
+/// self-attention and an MLP of hidden_size x mlp_ratio, sinusoidal timestep features. The model
+/// configurations below extend it; `*_config_from_checkpoint` (dit/checkpoint.hpp) read it off a
+/// checkpoint's shapes, except num_heads and layer_norm_eps, which shapes cannot reveal.
+struct transformer_config {
+  index_t input_size = 32;  ///< latent height = width
   index_t patch_size = 2;
   index_t in_channels = 4;
   index_t hidden_size = 1152;
   index_t depth = 28;
   index_t num_heads = 16;
   double mlp_ratio = 4.0;
-  index_t num_classes = 1000;
-  bool null_class = true;    ///< the label table has a row num_classes for "no class" (class_dropout_prob > 0)
-  bool learn_sigma = true;   ///< 2 * in_channels outputs: eps, then the variance interpolation
-  double layer_norm_eps = 1e-6;
+  double layer_norm_eps = 1e-6;  ///< the blocks' affine-free LayerNorms
   index_t frequency_size = 256;
 
-  [[nodiscard]] index_t out_channels() const noexcept { return learn_sigma ? 2 * in_channels : in_channels; }
   [[nodiscard]] index_t mlp_hidden() const noexcept {
     return static_cast<index_t>(static_cast<double>(hidden_size) * mlp_ratio);
   }
@@ -90,7 +69,51 @@ struct dit_config {
     return {in_channels, input_size, input_size, patch_size};
   }
   [[nodiscard]] index_t tokens() const noexcept { return geometry().tokens(); }
+  /// Values per sample of the input latent (C*H*W).
+  [[nodiscard]] index_t input_values() const noexcept { return in_channels * input_size * input_size; }
+
+ protected:
+  /// The checks every network needs; `out_channels` is the output's channel count.
+  void validate_transformer(const char* where, index_t out_channels) const {
+    require_dimension(where, "input_size", input_size);
+    require_dimension(where, "patch_size", patch_size);
+    require_dimension(where, "in_channels", in_channels);
+    require_dimension(where, "hidden_size", hidden_size);
+    require_dimension(where, "depth", depth);
+    require_dimension(where, "num_heads", num_heads);
+    require_dimension(where, "out_channels", out_channels);
+    if (input_size % patch_size != 0)
+      throw ddm::argument_error(
+          ddm::concat(where, ": input_size ", input_size, " is not a multiple of patch_size ", patch_size));
+    if (hidden_size % num_heads != 0)
+      throw ddm::argument_error(
+          ddm::concat(where, ": hidden_size ", hidden_size, " is not divisible by num_heads ", num_heads));
+    if (!(mlp_ratio > 0) || !(static_cast<double>(hidden_size) * mlp_ratio >= 1.0) ||
+        !(static_cast<double>(hidden_size) * mlp_ratio < static_cast<double>(max_dimension) + 1.0))
+      ddm::fail_argument(where, "mlp_ratio", mlp_ratio, "> 0, with hidden_size x mlp_ratio in [1, 2147483647]");
+    if (!(layer_norm_eps > 0)) ddm::fail_argument(where, "layer_norm_eps", layer_norm_eps, "> 0");
+    if (frequency_size <= 0 || frequency_size > max_dimension || frequency_size % 2 != 0)
+      ddm::fail_argument(where, "frequency_size", frequency_size, "a positive even number");
+    // The products of three sizes the models form (values per image, patch values); products of
+    // two cannot overflow once each factor is bounded.
+    (void)ddm::checked_size(where, "in_channels x input_size x input_size", in_channels, input_size, input_size);
+    (void)ddm::checked_size(where, "in_channels x patch_size x patch_size", in_channels, patch_size, patch_size);
+    (void)ddm::checked_size(where, "out_channels x input_size x input_size", out_channels, input_size, input_size);
+    (void)ddm::checked_size(where, "out_channels x patch_size x patch_size", out_channels, patch_size, patch_size);
+  }
+};
+
+/// The original class-conditional DiT (facebookresearch/DiT, models.py). Defaults: DiT-XL/2 at
+/// 256 px with 1000 classes.
+struct dit_config : transformer_config {
+  index_t num_classes = 1000;
+  bool null_class = true;    ///< the label table has a row num_classes for "no class" (class_dropout_prob > 0)
+  bool learn_sigma = true;   ///< 2 * in_channels outputs: eps, then the variance interpolation
+
+  [[nodiscard]] index_t out_channels() const noexcept { return learn_sigma ? 2 * in_channels : in_channels; }
   [[nodiscard]] index_t label_rows() const noexcept { return num_classes + (null_class ? 1 : 0); }
+  /// Values per sample of the full output (C_out*H*W).
+  [[nodiscard]] index_t output_values() const noexcept { return out_channels() * input_size * input_size; }
 
   /// Multiply-accumulates of one forward of one sample: patch embedding, timestep MLP, per block
   /// the adaLN product, qkv, scores and values, projection and MLP, and the final layer (adaLN and
@@ -114,15 +137,8 @@ struct dit_config {
   }
 
   void validate() const {
-    detail::check_transformer("dit::dit_config", input_size, patch_size, in_channels, hidden_size, depth, num_heads,
-                              mlp_ratio, layer_norm_eps);
-    detail::check_positive("dit::dit_config", "num_classes", num_classes);
-    (void)ddm::checked_size("dit::dit_config", "out_channels x input_size x input_size", out_channels(), input_size,
-                            input_size);
-    (void)ddm::checked_size("dit::dit_config", "out_channels x patch_size x patch_size", out_channels(), patch_size,
-                            patch_size);
-    if (frequency_size <= 0 || frequency_size > max_dimension || frequency_size % 2 != 0)
-      ddm::fail_argument("dit::dit_config", "frequency_size", frequency_size, "a positive even number");
+    validate_transformer("dit::dit_config", out_channels());
+    require_dimension("dit::dit_config", "num_classes", num_classes);
   }
 
   /// "DiT-S/2" ... "DiT-XL/8": the configurations of the DiT paper (S, B, L, XL; patch 2, 4, 8).
@@ -156,78 +172,48 @@ struct dit_config {
 };
 
 /// The Paris-style expert: adaLN-single (one shared t_block, a per-block scale_shift_table),
-/// self-attention, cross-attention to projected text embeddings, MLP; predicts velocity.
-struct paris_expert_config {
-  index_t input_size = 32;
-  index_t patch_size = 2;
-  index_t in_channels = 4;
+/// self-attention, cross-attention to projected text embeddings, MLP; predicts velocity. Defaults:
+/// the released Paris expert (DiT-XL/2 sizes).
+struct paris_expert_config : transformer_config {
   index_t out_channels = 4;
-  index_t hidden_size = 1152;
-  index_t depth = 28;
-  index_t num_heads = 16;
-  double mlp_ratio = 4.0;
   index_t text_dim = 768;    ///< width of the text-encoder states (CLIP ViT-L/14)
   index_t text_length = 77;  ///< tokens per prompt
-  /// F.layer_norm's default, which the only public port uses; PixArt-alpha itself uses 1e-6.
-  double layer_norm_eps = 1e-5;
-  index_t frequency_size = 256;
 
-  [[nodiscard]] index_t mlp_hidden() const noexcept {
-    return static_cast<index_t>(static_cast<double>(hidden_size) * mlp_ratio);
-  }
-  [[nodiscard]] patch_geometry geometry() const noexcept {
-    return {in_channels, input_size, input_size, patch_size};
-  }
-  [[nodiscard]] index_t tokens() const noexcept { return geometry().tokens(); }
+  /// LayerNorm eps 1e-5: F.layer_norm's default, which the only public port uses; PixArt-alpha
+  /// itself uses 1e-6.
+  paris_expert_config() { layer_norm_eps = 1e-5; }
+
   [[nodiscard]] index_t text_values() const noexcept { return text_length * text_dim; }
+  [[nodiscard]] index_t output_values() const noexcept { return out_channels * input_size * input_size; }
 
   void validate() const {
-    detail::check_transformer("dit::paris_expert_config", input_size, patch_size, in_channels, hidden_size, depth,
-                              num_heads, mlp_ratio, layer_norm_eps);
-    detail::check_positive("dit::paris_expert_config", "out_channels", out_channels);
-    detail::check_positive("dit::paris_expert_config", "text_dim", text_dim);
-    detail::check_positive("dit::paris_expert_config", "text_length", text_length);
+    validate_transformer("dit::paris_expert_config", out_channels);
+    require_dimension("dit::paris_expert_config", "text_dim", text_dim);
+    require_dimension("dit::paris_expert_config", "text_length", text_length);
     (void)ddm::checked_size("dit::paris_expert_config", "text_length x text_dim", text_length, text_dim);
-    (void)ddm::checked_size("dit::paris_expert_config", "out_channels x input_size x input_size", out_channels,
-                            input_size, input_size);
-    (void)ddm::checked_size("dit::paris_expert_config", "out_channels x patch_size x patch_size", out_channels,
-                            patch_size, patch_size);
-    if (frequency_size <= 0 || frequency_size > max_dimension || frequency_size % 2 != 0)
-      ddm::fail_argument("dit::paris_expert_config", "frequency_size", frequency_size, "a positive even number");
   }
 };
 
 /// The DiT router: adaLN-Zero blocks over [CLS; patch tokens], an MLP head on the CLS output
-/// giving one logit per expert. Conditioned on the noisy latent and the timestep only.
-struct router_config {
-  index_t input_size = 32;
-  index_t patch_size = 2;
-  index_t in_channels = 4;
-  index_t hidden_size = 768;
-  index_t depth = 12;
-  index_t num_heads = 12;
-  double mlp_ratio = 4.0;
+/// giving one logit per expert. Conditioned on the noisy latent and the timestep only. Defaults:
+/// the released Paris router (DiT-B/2 sizes).
+struct router_config : transformer_config {
   index_t num_experts = 8;
-  double layer_norm_eps = 1e-5;       ///< the blocks' affine-free LayerNorms (F.layer_norm default)
   double head_layer_norm_eps = 1e-5;  ///< the head's nn.LayerNorm
-  index_t frequency_size = 256;
 
-  [[nodiscard]] index_t mlp_hidden() const noexcept {
-    return static_cast<index_t>(static_cast<double>(hidden_size) * mlp_ratio);
+  /// DiT-B/2 sizes; the blocks' LayerNorms use F.layer_norm's default eps, 1e-5.
+  router_config() {
+    hidden_size = 768;
+    depth = 12;
+    num_heads = 12;
+    layer_norm_eps = 1e-5;
   }
-  [[nodiscard]] patch_geometry geometry() const noexcept {
-    return {in_channels, input_size, input_size, patch_size};
-  }
-  [[nodiscard]] index_t tokens() const noexcept { return geometry().tokens(); }
 
   void validate() const {
-    detail::check_transformer("dit::router_config", input_size, patch_size, in_channels, hidden_size, depth,
-                              num_heads, mlp_ratio, layer_norm_eps);
-    detail::check_positive("dit::router_config", "num_experts", num_experts);
+    validate_transformer("dit::router_config", 1);
+    require_dimension("dit::router_config", "num_experts", num_experts);
     if (!(head_layer_norm_eps > 0))
       ddm::fail_argument("dit::router_config", "head_layer_norm_eps", head_layer_norm_eps, "> 0");
-    if (frequency_size <= 0 || frequency_size > max_dimension || frequency_size % 2 != 0)
-      ddm::fail_argument("dit::router_config", "frequency_size", frequency_size, "a positive even number");
   }
 };
 

@@ -46,24 +46,19 @@ class dit_model {
     weight_reader<Space> r(file, ctx, storage);
     const index_t d = config_.hidden_size;
     const auto u = weight_reader<Space>::u;
-    x_embedder_ = patch_embedder<Space>::load(r, "x_embedder.proj.weight", "x_embedder.proj.bias", config_.geometry(), d);
-    pos_embed_ = load_pos_embed(r, "pos_embed", config_.tokens(), d, config_.input_size / config_.patch_size, false);
-    t_embedder_ = timestep_embedder<Space>::load(r, "t_embedder.mlp", d, config_.frequency_size);
+    const auto& names = original_dit_names;
+    stem_ = stem_weights<Space>::load(r, names, config_);
     labels_ = r.tensor("y_embedder.embedding_table.weight", {u(config_.label_rows()), u(d)}, config_.label_rows(), d);
     blocks_.reserve(static_cast<std::size_t>(config_.depth));
     for (index_t i = 0; i < config_.depth; ++i) {
-      const std::string p = "blocks." + std::to_string(i) + ".";
       block b;
-      b.adaln = r.linear(p + "adaLN_modulation.1", 6 * d, d);
-      b.layers.qkv = r.linear(p + "attn.qkv", 3 * d, d);
-      b.layers.proj = r.linear(p + "attn.proj", d, d);
-      b.layers.fc1 = r.linear(p + "mlp.fc1", config_.mlp_hidden(), d);
-      b.layers.fc2 = r.linear(p + "mlp.fc2", d, config_.mlp_hidden());
+      b.adaln = r.linear(names.in_block(i, "adaLN_modulation.1"), 6 * d, d);
+      b.layers = attention_mlp_weights<Space>::load(r, names, i, config_);
       blocks_.push_back(std::move(b));
     }
     final_adaln_ = r.linear("final_layer.adaLN_modulation.1", 2 * d, d);
     final_linear_ = r.linear("final_layer.linear", config_.patch_size * config_.patch_size * config_.out_channels(), d);
-    if (strict) r.require_all_used("DiT");
+    if (strict) r.require_all_used(std::string(names.model));
   }
 
   /// Opens `path` and loads it (see the constructor).
@@ -83,45 +78,43 @@ class dit_model {
     const u d = static_cast<u>(config.hidden_size);
     const u h = static_cast<u>(config.mlp_hidden());
     const u p = static_cast<u>(config.patch_size);
+    const auto& n = original_dit_names;
+    auto leaf = tensor_names::join;
     std::vector<std::pair<std::string, std::vector<u>>> out{
-        {"x_embedder.proj.weight", {d, static_cast<u>(config.in_channels), p, p}},
-        {"x_embedder.proj.bias", {d}},
-        {"pos_embed", {1, static_cast<u>(config.tokens()), d}},
-        {"t_embedder.mlp.0.weight", {d, static_cast<u>(config.frequency_size)}},
-        {"t_embedder.mlp.0.bias", {d}},
-        {"t_embedder.mlp.2.weight", {d, d}},
-        {"t_embedder.mlp.2.bias", {d}},
+        {leaf(n.patch_embed, "weight"), {d, static_cast<u>(config.in_channels), p, p}},
+        {leaf(n.patch_embed, "bias"), {d}},
+        {std::string(n.pos_embed), {1, static_cast<u>(config.tokens()), d}},
+        {leaf(n.time_embed, "0.weight"), {d, static_cast<u>(config.frequency_size)}},
+        {leaf(n.time_embed, "0.bias"), {d}},
+        {leaf(n.time_embed, "2.weight"), {d, d}},
+        {leaf(n.time_embed, "2.bias"), {d}},
         {"y_embedder.embedding_table.weight", {static_cast<u>(config.label_rows()), d}}};
     for (index_t i = 0; i < config.depth; ++i) {
-      const std::string b = "blocks." + std::to_string(i) + ".";
-      out.push_back({b + "adaLN_modulation.1.weight", {6 * d, d}});
-      out.push_back({b + "adaLN_modulation.1.bias", {6 * d}});
-      out.push_back({b + "attn.qkv.weight", {3 * d, d}});
-      out.push_back({b + "attn.qkv.bias", {3 * d}});
-      out.push_back({b + "attn.proj.weight", {d, d}});
-      out.push_back({b + "attn.proj.bias", {d}});
-      out.push_back({b + "mlp.fc1.weight", {h, d}});
-      out.push_back({b + "mlp.fc1.bias", {h}});
-      out.push_back({b + "mlp.fc2.weight", {d, h}});
-      out.push_back({b + "mlp.fc2.bias", {d}});
+      auto in_block = [&](std::string_view name) { return n.in_block(i, name); };
+      out.push_back({in_block("adaLN_modulation.1.weight"), {6 * d, d}});
+      out.push_back({in_block("adaLN_modulation.1.bias"), {6 * d}});
+      out.push_back({in_block(n.qkv_weight), {3 * d, d}});
+      out.push_back({in_block(n.qkv_bias), {3 * d}});
+      out.push_back({in_block(leaf(n.attn_proj, "weight")), {d, d}});
+      out.push_back({in_block(leaf(n.attn_proj, "bias")), {d}});
+      out.push_back({in_block(leaf(n.fc1, "weight")), {h, d}});
+      out.push_back({in_block(leaf(n.fc1, "bias")), {h}});
+      out.push_back({in_block(leaf(n.fc2, "weight")), {d, h}});
+      out.push_back({in_block(leaf(n.fc2, "bias")), {d}});
     }
     const u final_out = p * p * static_cast<u>(config.out_channels());
     out.push_back({"final_layer.adaLN_modulation.1.weight", {2 * d, d}});
     out.push_back({"final_layer.adaLN_modulation.1.bias", {2 * d}});
-    out.push_back({"final_layer.linear.weight", {final_out, d}});
-    out.push_back({"final_layer.linear.bias", {final_out}});
+    out.push_back({leaf(n.output, "weight"), {final_out, d}});
+    out.push_back({leaf(n.output, "bias"), {final_out}});
     return out;
   }
 
   [[nodiscard]] const dit_config& config() const noexcept { return config_; }
   /// Values per sample of the input latent (C*H*W).
-  [[nodiscard]] index_t input_values() const noexcept {
-    return config_.in_channels * config_.input_size * config_.input_size;
-  }
+  [[nodiscard]] index_t input_values() const noexcept { return config_.input_values(); }
   /// Values per sample of the full output (C_out*H*W).
-  [[nodiscard]] index_t output_values() const noexcept {
-    return config_.out_channels() * config_.input_size * config_.input_size;
-  }
+  [[nodiscard]] index_t output_values() const noexcept { return config_.output_values(); }
 
   /// x (B, C*H*W) NCHW latents; t: B model timesteps (0..999 for the DDPM-trained checkpoints);
   /// y: B class labels in [0, num_classes), or num_classes (also -1) for the null class;
@@ -141,12 +134,11 @@ class dit_model {
     };
 
     auto xs = ws.get(slot::model, b * tokens, d);
-    x_embedder_.forward(ctx, x, ws, xs);
-    add_pos_embed(ctx, xs, b, pos_embed_);
+    stem_.embed(ctx, x, ws, xs);
     record("x_embed", xs);
 
     auto temb = ws.get(slot::model + 1, b, d);
-    t_embedder_.forward(ctx, t, ws, temb);
+    stem_.time_embed.forward(ctx, t, ws, temb);
     record("t_emb", temb);
     std::vector<std::int32_t> labels(y.begin(), y.end());
     for (auto& l : labels)
@@ -209,9 +201,7 @@ class dit_model {
   }
 
   dit_config config_;
-  patch_embedder<Space> x_embedder_;
-  batch<float, Space> pos_embed_;
-  timestep_embedder<Space> t_embedder_;
+  stem_weights<Space> stem_;
   batch<float, Space> labels_;
   std::vector<block> blocks_;
   linear_weights<Space> final_adaln_;

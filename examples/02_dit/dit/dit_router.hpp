@@ -31,29 +31,6 @@
 
 namespace dit {
 
-/// The structural sizes of a router read off its checkpoint's shapes; heads and epsilons from `base`.
-[[nodiscard]] inline router_config router_config_from(const ddm::io::safetensors_file& file, router_config base = {}) {
-  const auto& pe = file.info("patch_embed.weight").shape;
-  const auto& pos = file.info("pos_embed").shape;
-  const auto& fc1 = file.info("layers.0.mlp.0.weight").shape;
-  const auto& head = file.info("head.4.weight").shape;
-  if (pe.size() != 4 || pos.size() != 3 || fc1.size() != 2 || head.size() != 2 || pe[2] != pe[3])
-    throw ddm::io_error(ddm::concat("ddm::io::safetensors: '", file.label(),
-                                            "': the tensor shapes are not those of a DiT router"));
-  // Every size is checked before it is used (see paris_expert_config_from).
-  base.hidden_size = shape_size(file, "patch_embed.weight", 0, "hidden size (axis 0)");
-  base.in_channels = shape_size(file, "patch_embed.weight", 1, "input channels (axis 1)");
-  base.patch_size = shape_size(file, "patch_embed.weight", 2, "patch size (axis 2)");
-  const index_t tokens = shape_size(file, "pos_embed", 1, "token count (axis 1)");
-  const auto grid = static_cast<index_t>(std::llround(std::sqrt(static_cast<double>(tokens))));
-  base.input_size = ddm::checked_size("dit::router_config_from", "grid x patch_size", grid, base.patch_size);
-  base.mlp_ratio = detail::mlp_ratio_for(shape_size(file, "layers.0.mlp.0.weight", 0, "MLP width (axis 0)"),
-                                         base.hidden_size);
-  base.num_experts = shape_size(file, "head.4.weight", 0, "expert count (axis 0)");
-  base.depth = count_blocks(file, "layers.", ".adaLN_modulation.1.weight");
-  return base;
-}
-
 template <class Space = ddm::host_space>
 class dit_router_model {
  public:
@@ -66,26 +43,21 @@ class dit_router_model {
     weight_reader<Space> r(file, ctx, storage);
     const index_t d = config_.hidden_size;
     const auto u = weight_reader<Space>::u;
-    patch_embed_ = patch_embedder<Space>::load(r, "patch_embed.weight", "patch_embed.bias", config_.geometry(), d);
-    pos_embed_ = load_pos_embed(r, "pos_embed", config_.tokens(), d, config_.input_size / config_.patch_size, false);
-    time_embed_ = timestep_embedder<Space>::load(r, "time_embed.mlp", d, config_.frequency_size);
+    const auto& names = paris_router_names;
+    stem_ = stem_weights<Space>::load(r, names, config_);
     cls_token_ = r.tensor("cls_token", {1, 1, u(d)}, 1, d);
     layers_.reserve(static_cast<std::size_t>(config_.depth));
     for (index_t i = 0; i < config_.depth; ++i) {
-      const std::string p = "layers." + std::to_string(i) + ".";
       layer l;
-      l.adaln = r.linear(p + "adaLN_modulation.1", 6 * d, d);
-      l.layers.qkv = r.linear_named(p + "attn.in_proj_weight", p + "attn.in_proj_bias", 3 * d, d);
-      l.layers.proj = r.linear(p + "attn.out_proj", d, d);
-      l.layers.fc1 = r.linear(p + "mlp.0", config_.mlp_hidden(), d);
-      l.layers.fc2 = r.linear(p + "mlp.2", d, config_.mlp_hidden());
+      l.adaln = r.linear(names.in_block(i, "adaLN_modulation.1"), 6 * d, d);
+      l.layers = attention_mlp_weights<Space>::load(r, names, i, config_);
       layers_.push_back(std::move(l));
     }
     head0_ = r.linear("head.0", d, d);
     head_norm_weight_ = r.tensor("head.2.weight", {u(d)}, 1, d);
     head_norm_bias_ = r.tensor("head.2.bias", {u(d)}, 1, d);
     head4_ = r.linear("head.4", config_.num_experts, d);
-    if (strict) r.require_all_used("DiT router");
+    if (strict) r.require_all_used(std::string(names.model));
   }
 
   [[nodiscard]] static std::shared_ptr<const dit_router_model> load(const std::filesystem::path& path,
@@ -97,9 +69,7 @@ class dit_router_model {
   }
 
   [[nodiscard]] const router_config& config() const noexcept { return config_; }
-  [[nodiscard]] index_t input_values() const noexcept {
-    return config_.in_channels * config_.input_size * config_.input_size;
-  }
+  [[nodiscard]] index_t input_values() const noexcept { return config_.input_values(); }
 
   /// x (B, C*H*W); t: B model timesteps (sigma * 1000 in Paris); logits (B, K).
   void forward(const context& ctx, batch_view<const float, Space> x, std::span<const float> t,
@@ -121,8 +91,7 @@ class dit_router_model {
     };
 
     auto patches = ws.get(slot::model + 5, b * tokens, d);
-    patch_embed_.forward(ctx, x, ws, patches);
-    add_pos_embed(ctx, patches, b, pos_embed_);
+    stem_.embed(ctx, x, ws, patches);
     record("x_embed", patches);
     // Sequence of each sample: row 0 the CLS token, rows 1..T the patches.
     auto xs = ws.get(slot::model, b * seq, d);
@@ -132,7 +101,7 @@ class dit_router_model {
     }
 
     auto temb = ws.get(slot::model + 1, b, d);
-    time_embed_.forward(ctx, t, ws, temb);
+    stem_.time_embed.forward(ctx, t, ws, temb);
     record("t_emb", temb);
     auto st = ws.get(slot::model + 2, b, d);
     ops::silu(ctx, temb, st);
@@ -168,9 +137,7 @@ class dit_router_model {
   };
 
   router_config config_;
-  patch_embedder<Space> patch_embed_;
-  batch<float, Space> pos_embed_;
-  timestep_embedder<Space> time_embed_;
+  stem_weights<Space> stem_;
   batch<float, Space> cls_token_;
   std::vector<layer> layers_;
   linear_weights<Space> head0_;

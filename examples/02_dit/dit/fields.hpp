@@ -21,6 +21,7 @@
 // copies them to the host once per call (one wait for the device) to pick the labels or the
 // text rows; a one-row table needs no indices and waits for nothing.
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -51,11 +52,11 @@ enum class output_kind {
   x0,        ///< the data
 };
 
-namespace detail {
-
-// Which conditioning row each row of x uses: identity, broadcast of row 0, or the given indices.
-// Indices in device memory are copied to the host first (one wait for the device; none when the
-// table has a single row, which every row uses).
+/// Which row of a conditioning table of `table_rows` rows each of `batch_rows` rows of x uses:
+/// identity, broadcast of row 0, or the given indices (a routed sub-batch's original rows), each
+/// checked against the table. Indices in device memory are copied to the host first (one wait for
+/// the device; none when the table has a single row, which every row uses). `where` names the
+/// caller in messages.
 template <class Space>
 std::vector<std::int32_t> conditioning_rows(const char* where, const ddm::execution_context<Space>& ctx,
                                             index_t batch_rows, index_t table_rows, const row_indices<Space>* rows) {
@@ -80,14 +81,13 @@ std::vector<std::int32_t> conditioning_rows(const char* where, const ddm::execut
   return out;
 }
 
+/// Row indices for a batch of `batch_rows` rows must be (batch_rows, 1).
 template <class Space>
-void check_rows(const char* where, index_t batch_rows, const row_indices<Space>& rows) {
+void check_row_indices(const char* where, index_t batch_rows, const row_indices<Space>& rows) {
   if (rows.rows() != batch_rows || rows.cols() != 1)
     throw ddm::shape_error(ddm::concat(where, ": argument 'rows' has shape (", rows.rows(), ", ", rows.cols(),
                                                "), expected (", batch_rows, ", 1)"));
 }
-
-}  // namespace detail
 
 /// The original class-conditional DiT as a field: calls the network at time_scale * t with each
 /// row's class label and returns the first in_channels output channels (eps for the DDPM
@@ -96,6 +96,7 @@ void check_rows(const char* where, index_t batch_rows, const row_indices<Space>&
 template <class Space = ddm::host_space>
 class dit_expert_field {
  public:
+  using space = Space;
   dit_expert_field(std::shared_ptr<const dit_model<Space>> model, std::vector<std::int32_t> labels,
                    double time_scale = 1.0, const ddm::execution_context<Space>& ctx = {})
       : model_(std::move(model)), labels_(std::move(labels)), time_scale_(time_scale), ctx_(ctx), ws_(ctx) {
@@ -107,7 +108,7 @@ class dit_expert_field {
 
   void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v) { run_(x, t, v, nullptr); }
   void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v, row_indices<Space> rows) {
-    detail::check_rows("dit::dit_expert_field", x.rows(), rows);
+    check_row_indices("dit::dit_expert_field", x.rows(), rows);
     run_(x, t, v, &rows);
   }
 
@@ -118,7 +119,7 @@ class dit_expert_field {
 
  private:
   void run_(batch_view<const float, Space> x, double t, batch_view<float, Space> v, const row_indices<Space>* rows) {
-    const auto which = detail::conditioning_rows("dit::dit_expert_field", ctx_, x.rows(),
+    const auto which = conditioning_rows("dit::dit_expert_field", ctx_, x.rows(),
                                                  static_cast<index_t>(labels_.size()), rows);
     std::vector<std::int32_t> y(which.size());
     for (std::size_t i = 0; i < which.size(); ++i) y[i] = labels_[static_cast<std::size_t>(which[i])];
@@ -129,6 +130,79 @@ class dit_expert_field {
   std::shared_ptr<const dit_model<Space>> model_;
   std::vector<std::int32_t> labels_;
   double time_scale_;
+  [[no_unique_address]] ddm::execution_context<Space> ctx_;
+  workspace<Space> ws_;
+};
+
+/// The channels facebookresearch/DiT's forward_with_cfg guides: the first three of the four eps
+/// channels ("for exact reproducibility"; its comment calls guiding all channels the standard
+/// approach). Pass it as dit_guided_field's guided_channels to reproduce the official samples.
+inline constexpr index_t official_dit_guided_channels = 3;
+
+/// The original DiT with classifier-free guidance: eps = eps(null) + s (eps(y) - eps(null)) on the
+/// first `guided_channels` eps channels, the conditional eps on the others. guided_channels = 0
+/// (the default) guides every channel: the standard formula (Ho & Salimans), what ddm's
+/// guided_field and the Paris experts do, and the only choice that is invariant under a
+/// reordering of the latent channels; official_dit_guided_channels reproduces the official
+/// sampler. Same conventions as dit_expert_field (eps output, time_scale * t, labels per sample);
+/// wrap it with dit::ddpm_velocity. The model must have the null class.
+template <class Space = ddm::host_space>
+class dit_guided_field {
+ public:
+  using space = Space;
+  dit_guided_field(std::shared_ptr<const dit_model<Space>> model, std::vector<std::int32_t> labels, double scale,
+                   index_t guided_channels = 0, double time_scale = 1.0, const ddm::execution_context<Space>& ctx = {})
+      : cond_(model, std::move(labels), time_scale, ctx),
+        uncond_(model, {-1}, time_scale, ctx),
+        scale_(scale),
+        guided_(guided_channels == 0 ? model->config().in_channels : guided_channels),
+        ctx_(ctx),
+        ws_(ctx) {
+    const char* where = "dit::dit_guided_field";
+    if (!model->config().null_class)
+      throw ddm::argument_error(ddm::concat(where, ": the model has no null class (its label table has ",
+                                            model->config().label_rows(), " rows for ", model->config().num_classes,
+                                            " classes), so it has no unconditional prediction to guide with"));
+    if (!std::isfinite(scale)) ddm::fail_argument(where, "scale", scale, "a finite guidance scale");
+    if (guided_channels < 0 || guided_channels > model->config().in_channels)
+      ddm::fail_argument(where, "guided_channels", guided_channels,
+                         ddm::concat("in [0, ", model->config().in_channels, "] (0: every channel)").c_str());
+  }
+
+  void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v) { run_(x, t, v, nullptr); }
+  void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v, row_indices<Space> rows) {
+    check_row_indices("dit::dit_guided_field", x.rows(), rows);
+    run_(x, t, v, &rows);
+  }
+
+  [[nodiscard]] static constexpr output_kind output() noexcept { return output_kind::eps; }
+  [[nodiscard]] double scale() const noexcept { return scale_; }
+  /// How many leading eps channels are guided (in_channels when all are).
+  [[nodiscard]] index_t guided_channels() const noexcept { return guided_; }
+  [[nodiscard]] const dit_model<Space>& model() const noexcept { return cond_.model(); }
+
+ private:
+  void run_(batch_view<const float, Space> x, double t, batch_view<float, Space> v, const row_indices<Space>* rows) {
+    // Channel c of a row is the contiguous block [c H W, (c + 1) H W) (NCHW), so the guided
+    // channels are the row's leading columns.
+    const auto& c = model().config();
+    const index_t guided_values = guided_ * c.input_size * c.input_size;
+    auto vu = ws_.get(0, x.rows(), x.cols());
+    if (rows != nullptr) {
+      uncond_(x, t, vu, *rows);
+      cond_(x, t, v, *rows);
+    } else {
+      uncond_(x, t, vu);
+      cond_(x, t, v);
+    }
+    auto guided = columns(v, 0, guided_values);
+    ddm::lincomb(ctx_, guided, {scale_, 1.0 - scale_}, guided, columns(vu, 0, guided_values));
+  }
+
+  dit_expert_field<Space> cond_;
+  dit_expert_field<Space> uncond_;
+  double scale_;
+  index_t guided_;
   [[no_unique_address]] ddm::execution_context<Space> ctx_;
   workspace<Space> ws_;
 };
@@ -153,7 +227,7 @@ class paris_expert_field {
 
   void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v) { run_(x, t, v, nullptr); }
   void operator()(batch_view<const float, Space> x, double t, batch_view<float, Space> v, row_indices<Space> rows) {
-    detail::check_rows("dit::paris_expert_field", x.rows(), rows);
+    check_row_indices("dit::paris_expert_field", x.rows(), rows);
     run_(x, t, v, &rows);
   }
 
@@ -163,7 +237,7 @@ class paris_expert_field {
 
  private:
   void run_(batch_view<const float, Space> x, double t, batch_view<float, Space> v, const row_indices<Space>* rows) {
-    const auto which = detail::conditioning_rows("dit::paris_expert_field", ctx_, x.rows(), text_->rows(), rows);
+    const auto which = conditioning_rows("dit::paris_expert_field", ctx_, x.rows(), text_->rows(), rows);
     // Gather each row's text states unless the table already lines up with x.
     batch_view<const float, Space> text = text_->cview();
     bool identity = text_->rows() == x.rows();
@@ -228,10 +302,12 @@ template <output_kind Kind, class Field, class Space = ddm::host_space>
 
 /// An original (DDPM, 1000 linear-beta steps, eps-prediction) DiT as a rectified-flow velocity
 /// field: the VP adapter rescales x, maps t to the DDPM timestep and converts eps to velocity.
-template <class Space = ddm::host_space>
-[[nodiscard]] auto ddpm_velocity(dit_expert_field<Space> field, double guard = 1e-4,
-                                 const ddm::execution_context<Space>& ctx = {}) {
-  return ddm::flow::make_vp_eps_velocity<float, Space>(std::move(field), ddm::flow::linear_beta_timesteps{}, guard,
+/// Field: dit_expert_field or dit_guided_field (any field with eps output at DDPM timesteps).
+template <class Field>
+[[nodiscard]] auto ddpm_velocity(Field field, double guard = 1e-4,
+                                 const ddm::execution_context<typename Field::space>& ctx = {}) {
+  static_assert(Field::output() == output_kind::eps, "dit::ddpm_velocity: the field must predict eps");
+  return ddm::flow::make_vp_eps_velocity<float, typename Field::space>(std::move(field), ddm::flow::linear_beta_timesteps{}, guard,
                                                        ctx);
 }
 

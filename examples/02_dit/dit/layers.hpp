@@ -12,7 +12,9 @@
 #include <ddm/core/batch.hpp>
 
 #include "dit/backend.hpp"
+#include "dit/config.hpp"
 #include "dit/embeddings.hpp"
+#include "dit/tensor_names.hpp"
 #include "dit/weights.hpp"
 
 namespace dit {
@@ -95,6 +97,18 @@ struct attention_mlp_weights {
   linear_weights<Space> proj;  // (D, D)
   linear_weights<Space> fc1;   // (mlp, D)
   linear_weights<Space> fc2;   // (D, mlp)
+
+  /// Block `i` of a checkpoint with layout `names`.
+  static attention_mlp_weights load(weight_reader<Space>& r, const tensor_names& names, index_t i,
+                                    const transformer_config& c) {
+    const index_t d = c.hidden_size;
+    attention_mlp_weights w;
+    w.qkv = r.linear_named(names.in_block(i, names.qkv_weight), names.in_block(i, names.qkv_bias), 3 * d, d);
+    w.proj = r.linear(names.in_block(i, names.attn_proj), d, d);
+    w.fc1 = r.linear(names.in_block(i, names.fc1), c.mlp_hidden(), d);
+    w.fc2 = r.linear(names.in_block(i, names.fc2), d, c.mlp_hidden());
+    return w;
+  }
 };
 
 /// x += gate * Proj(Attention(LN(x) * (1 + scale) + shift)), with fused qkv.
@@ -178,5 +192,31 @@ void add_pos_embed(const ddm::execution_context<Space>& ctx, batch_view<float, S
   batch_view<float, Space> flat(tokens.data(), batch_size, pos.cols());
   backend<Space>::add_row_vector(ctx, flat.as_const(), pos.cview(), flat);
 }
+
+/// What every DiT has before its blocks: the patch embedding, the position table (the
+/// checkpoint's, or computed when it has none) and the timestep embedder.
+template <class Space>
+struct stem_weights {
+  patch_embedder<Space> patch_embed;
+  batch<float, Space> pos_embed;  // (1, T*D)
+  timestep_embedder<Space> time_embed;
+
+  static stem_weights load(weight_reader<Space>& r, const tensor_names& names, const transformer_config& c) {
+    const index_t d = c.hidden_size;
+    stem_weights w;
+    w.patch_embed = patch_embedder<Space>::load(r, tensor_names::join(names.patch_embed, "weight"),
+                                                tensor_names::join(names.patch_embed, "bias"), c.geometry(), d);
+    w.pos_embed = load_pos_embed(r, std::string(names.pos_embed), c.tokens(), d, c.input_size / c.patch_size, false);
+    w.time_embed = timestep_embedder<Space>::load(r, std::string(names.time_embed), d, c.frequency_size);
+    return w;
+  }
+
+  /// x (B, C*H*W) -> tokens (B*T, D) with positions added.
+  void embed(const ddm::execution_context<Space>& ctx, batch_view<const float, Space> x, workspace<Space>& ws,
+             batch_view<float, Space> tokens) const {
+    patch_embed.forward(ctx, x, ws, tokens);
+    add_pos_embed(ctx, tokens, x.rows(), pos_embed);
+  }
+};
 
 }  // namespace dit

@@ -33,36 +33,6 @@
 
 namespace dit {
 
-/// The structural sizes of a Paris-style expert read off its checkpoint's shapes. The head count,
-/// the LayerNorm epsilon and the text length are not in the shapes: they are taken from `base`.
-[[nodiscard]] inline paris_expert_config paris_expert_config_from(const ddm::io::safetensors_file& file,
-                                                                  paris_expert_config base = {}) {
-  const auto& pe = file.info("patch_embed.weight").shape;
-  const auto& pos = file.info("pos_embed").shape;
-  const auto& text = file.info("text_proj.weight").shape;
-  const auto& fc1 = file.info("layers.0.mlp.0.weight").shape;
-  const auto& fin = file.info("final_layer.linear.weight").shape;
-  if (pe.size() != 4 || pos.size() != 3 || text.size() != 2 || fc1.size() != 2 || fin.size() != 2 || pe[2] != pe[3])
-    throw ddm::io_error(ddm::concat("ddm::io::safetensors: '", file.label(),
-                                            "': the tensor shapes are not those of a Paris-style expert"));
-  // Every size is checked before it is used: patch_embed.weight (32, 4, 0, 0) is a valid empty
-  // tensor whose patch would divide by zero below.
-  base.hidden_size = shape_size(file, "patch_embed.weight", 0, "hidden size (axis 0)");
-  base.in_channels = shape_size(file, "patch_embed.weight", 1, "input channels (axis 1)");
-  base.patch_size = shape_size(file, "patch_embed.weight", 2, "patch size (axis 2)");
-  const index_t tokens = shape_size(file, "pos_embed", 1, "token count (axis 1)");
-  const auto grid = static_cast<index_t>(std::llround(std::sqrt(static_cast<double>(tokens))));
-  base.input_size = ddm::checked_size("dit::paris_expert_config_from", "grid x patch_size", grid, base.patch_size);
-  base.text_dim = shape_size(file, "text_proj.weight", 1, "text width (axis 1)");
-  base.mlp_ratio = detail::mlp_ratio_for(shape_size(file, "layers.0.mlp.0.weight", 0, "MLP width (axis 0)"),
-                                         base.hidden_size);
-  const index_t patch_values = ddm::checked_size("dit::paris_expert_config_from", "patch_size x patch_size",
-                                                 base.patch_size, base.patch_size);
-  base.out_channels = shape_size(file, "final_layer.linear.weight", 0, "output values per patch (axis 0)") / patch_values;
-  base.depth = count_blocks(file, "layers.", ".scale_shift_table");
-  return base;
-}
-
 template <class Space = ddm::host_space>
 class paris_expert {
  public:
@@ -75,28 +45,24 @@ class paris_expert {
     weight_reader<Space> r(file, ctx, storage);
     const index_t d = config_.hidden_size;
     const auto u = weight_reader<Space>::u;
-    patch_embed_ = patch_embedder<Space>::load(r, "patch_embed.weight", "patch_embed.bias", config_.geometry(), d);
-    pos_embed_ = load_pos_embed(r, "pos_embed", config_.tokens(), d, config_.input_size / config_.patch_size, false);
-    time_embed_ = timestep_embedder<Space>::load(r, "time_embed.mlp", d, config_.frequency_size);
+    const auto& names = paris_expert_names;
+    stem_ = stem_weights<Space>::load(r, names, config_);
     text_proj_ = r.linear("text_proj", d, config_.text_dim);
     t_block_ = r.linear("t_block.1", 6 * d, d);
     layers_.reserve(static_cast<std::size_t>(config_.depth));
     for (index_t i = 0; i < config_.depth; ++i) {
-      const std::string p = "layers." + std::to_string(i) + ".";
       layer l;
-      l.table = r.tensor(p + "scale_shift_table", {6, u(d)}, 1, 6 * d);
-      l.layers.qkv = r.linear_named(p + "attn.in_proj_weight", p + "attn.in_proj_bias", 3 * d, d);
-      l.layers.proj = r.linear(p + "attn.out_proj", d, d);
-      l.cross_in = r.linear_named(p + "cross_attn.in_proj_weight", p + "cross_attn.in_proj_bias", 3 * d, d);
-      l.cross_out = r.linear(p + "cross_attn.out_proj", d, d);
-      l.layers.fc1 = r.linear(p + "mlp.0", config_.mlp_hidden(), d);
-      l.layers.fc2 = r.linear(p + "mlp.2", d, config_.mlp_hidden());
+      l.table = r.tensor(names.in_block(i, "scale_shift_table"), {6, u(d)}, 1, 6 * d);
+      l.layers = attention_mlp_weights<Space>::load(r, names, i, config_);
+      l.cross_in = r.linear_named(names.in_block(i, "cross_attn.in_proj_weight"),
+                                  names.in_block(i, "cross_attn.in_proj_bias"), 3 * d, d);
+      l.cross_out = r.linear(names.in_block(i, "cross_attn.out_proj"), d, d);
       layers_.push_back(std::move(l));
     }
     final_table_ = r.tensor("final_layer.scale_shift_table", {2, u(d)}, 2, d);
     final_linear_ =
         r.linear("final_layer.linear", config_.patch_size * config_.patch_size * config_.out_channels, d);
-    if (strict) r.require_all_used("Paris expert");
+    if (strict) r.require_all_used(std::string(names.model));
   }
 
   [[nodiscard]] static std::shared_ptr<const paris_expert> load(const std::filesystem::path& path,
@@ -108,12 +74,8 @@ class paris_expert {
   }
 
   [[nodiscard]] const paris_expert_config& config() const noexcept { return config_; }
-  [[nodiscard]] index_t input_values() const noexcept {
-    return config_.in_channels * config_.input_size * config_.input_size;
-  }
-  [[nodiscard]] index_t output_values() const noexcept {
-    return config_.out_channels * config_.input_size * config_.input_size;
-  }
+  [[nodiscard]] index_t input_values() const noexcept { return config_.input_values(); }
+  [[nodiscard]] index_t output_values() const noexcept { return config_.output_values(); }
 
   /// x (B, C*H*W); t: B model timesteps (sigma * 1000 in Paris); text (B, L*text_dim) text-encoder
   /// states (CLIP last_hidden_state, one prompt per row); out (B, C_out*H*W) velocity.
@@ -137,12 +99,11 @@ class paris_expert {
     };
 
     auto xs = ws.get(slot::model, b * tokens, d);
-    patch_embed_.forward(ctx, x, ws, xs);
-    add_pos_embed(ctx, xs, b, pos_embed_);
+    stem_.embed(ctx, x, ws, xs);
     record("x_embed", xs);
 
     auto temb = ws.get(slot::model + 1, b, d);
-    time_embed_.forward(ctx, t, ws, temb);
+    stem_.time_embed.forward(ctx, t, ws, temb);
     record("t_emb", temb);
     auto st = ws.get(slot::model + 2, b, d);
     ops::silu(ctx, temb, st);
@@ -194,9 +155,7 @@ class paris_expert {
   };
 
   paris_expert_config config_;
-  patch_embedder<Space> patch_embed_;
-  batch<float, Space> pos_embed_;
-  timestep_embedder<Space> time_embed_;
+  stem_weights<Space> stem_;
   linear_weights<Space> text_proj_;
   linear_weights<Space> t_block_;
   std::vector<layer> layers_;

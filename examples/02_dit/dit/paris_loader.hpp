@@ -7,27 +7,22 @@
 //
 // Structural sizes (width, depth, patch, channels, text width, number of experts) are read off
 // the tensor shapes. What shapes cannot tell -- head counts, LayerNorm epsilons, the text length
-// -- comes from paris_options (defaults: the released Paris model), overridden by a folder's
-// config.json when it has "num_heads" (or "num_attention_heads"), "layer_norm_eps" and
-// "text_length" (or "max_text_length"). All experts must share one configuration, and the
-// router must score exactly as many experts as the folder holds.
+// -- comes from a folder's config.json when it has "num_heads" (or "num_attention_heads"),
+// "layer_norm_eps" and "text_length" (or "max_text_length"), else from the checkpoint's metadata,
+// else from paris_options (defaults: the released Paris model); see dit/checkpoint.hpp. All
+// experts must share one configuration, and the router must score exactly as many experts as the
+// folder holds.
 
-#include <cstdint>
 #include <filesystem>
-#include <system_error>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include <ddm/core/error.hpp>
 #include <ddm/io/safetensors.hpp>
 
+#include "dit/checkpoint.hpp"
 #include "dit/config.hpp"
 #include "dit/dit_router.hpp"
 #include "dit/paris_expert.hpp"
@@ -54,98 +49,50 @@ struct paris_checkpoint {
   dit::router_config router_config;
 };
 
-namespace detail {
-
-// The text of a folder's config.json, or nothing when the folder has none.
-inline std::optional<std::string> read_config_json(const std::filesystem::path& file) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const auto status = fs::status(file, ec);
-  if (status.type() == fs::file_type::not_found) return std::nullopt;
-  if (ec || status.type() != fs::file_type::regular)
-    throw ddm::io_error(ddm::concat("dit::load_paris: '", file.string(), "' is not a regular file",
-                                            ec ? " (" + ec.message() + ")" : std::string(), ", expected a JSON object"));
-  std::ifstream in(file, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (!in && !in.eof())
-    throw ddm::io_error(ddm::concat("dit::load_paris: '", file.string(), "' cannot be read"));
-  return text;
-}
-
-// The keys of a config.json (its text; `label` names it in messages) that shapes cannot supply;
-// missing keys change nothing.
-inline void apply_config_json(std::string_view text, const std::string& label, index_t& heads, double& eps,
-                              index_t* text_length) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text.begin(), text.end());
-  } catch (const nlohmann::json::exception& e) {
-    throw ddm::io_error(ddm::concat("dit::load_paris: '", label, "' is not valid JSON: ", e.what()));
-  }
-  if (!j.is_object())
-    throw ddm::io_error(ddm::concat("dit::load_paris: '", label, "' is a JSON ", j.type_name(),
-                                            ", expected an object"));
-  // Integers are sizes of the model: checked against max_dimension here, before text_values()
-  // or anything else multiplies them ("text_length": 2^60 once overflowed into a null memcpy).
-  auto read_int = [&](const char* key, index_t& out) {
-    const auto it = j.find(key);
-    if (it == j.end()) return false;
-    const bool in_range = (it->is_number_unsigned() && it->get<std::uint64_t>() >= 1 &&
-                           it->get<std::uint64_t>() <= static_cast<std::uint64_t>(max_dimension)) ||
-                          (it->is_number_integer() && !it->is_number_unsigned() && it->get<std::int64_t>() >= 1 &&
-                           it->get<std::int64_t>() <= max_dimension);
-    if (!in_range)
-      throw ddm::io_error(ddm::concat("dit::load_paris: '", label, "': '", key, "' = ", it->dump(),
-                                              ", expected an integer in [1, ", max_dimension, "]"));
-    out = static_cast<index_t>(it->get<std::int64_t>());
-    return true;
-  };
-  if (!read_int("num_heads", heads)) read_int("num_attention_heads", heads);
-  if (j.contains("layer_norm_eps")) {
-    if (!j["layer_norm_eps"].is_number() || !(j["layer_norm_eps"].get<double>() > 0))
-      throw ddm::io_error(ddm::concat("dit::load_paris: '", label, "': 'layer_norm_eps' = ",
-                                              j["layer_norm_eps"].dump(), ", expected a number > 0"));
-    eps = j["layer_norm_eps"].get<double>();
-  }
-  if (text_length != nullptr && !read_int("text_length", *text_length)) read_int("max_text_length", *text_length);
-}
-
-inline bool same_structure(const paris_expert_config& a, const paris_expert_config& b) {
+/// Whether two expert configurations are the same architecture (every expert of a folder must be).
+[[nodiscard]] inline bool same_structure(const paris_expert_config& a, const paris_expert_config& b) {
   return a.input_size == b.input_size && a.patch_size == b.patch_size && a.in_channels == b.in_channels &&
          a.out_channels == b.out_channels && a.hidden_size == b.hidden_size && a.depth == b.depth &&
          a.num_heads == b.num_heads && a.mlp_ratio == b.mlp_ratio && a.text_dim == b.text_dim &&
          a.text_length == b.text_length && a.layer_norm_eps == b.layer_norm_eps;
 }
 
-}  // namespace detail
+/// The hyperparameters of `options` as the fallback of the checkpoint readers (a head count or a
+/// text length of 0 gives none, so that it must come from the folder).
+[[nodiscard]] inline hyperparameters expert_fallback(const paris_options& o) {
+  hyperparameters h;
+  if (o.expert_heads > 0) h.num_heads = o.expert_heads;
+  h.layer_norm_eps = o.expert_layer_norm_eps;
+  if (o.text_length > 0) h.text_length = o.text_length;
+  return h;
+}
+
+[[nodiscard]] inline hyperparameters router_fallback(const paris_options& o) {
+  hyperparameters h;
+  if (o.router_heads > 0) h.num_heads = o.router_heads;
+  h.layer_norm_eps = o.router_layer_norm_eps;
+  return h;
+}
 
 /// The configuration of one Paris-style expert: the structural sizes read off `file`'s shapes, the
-/// rest from `options`, overridden by `config_json` (the text of the expert folder's config.json,
-/// named `config_label` in messages; nothing when the folder has none). What load_paris does for
-/// each expert, for files held in memory.
+/// rest from `config_json` (the text of the expert folder's config.json, named `config_label` in
+/// messages; nothing when the folder has none), then the file's metadata, then `options`. What
+/// load_paris does for each expert, for files held in memory.
 [[nodiscard]] inline paris_expert_config paris_expert_config_of(const ddm::io::safetensors_file& file,
                                                                 const std::optional<std::string>& config_json,
                                                                 const std::string& config_label,
                                                                 const paris_options& options = {}) {
-  paris_expert_config base;
-  base.num_heads = options.expert_heads;
-  base.layer_norm_eps = options.expert_layer_norm_eps;
-  base.text_length = options.text_length;
-  if (config_json)
-    detail::apply_config_json(*config_json, config_label, base.num_heads, base.layer_norm_eps, &base.text_length);
-  return paris_expert_config_from(file, base);
+  const hyperparameters given = config_json ? hyperparameters_from_json(*config_json, config_label) : hyperparameters{};
+  return paris_expert_config_from_checkpoint(file, given, expert_fallback(options));
 }
 
-/// The router's configuration, likewise (its config.json has no text length).
+/// The router's configuration, likewise (a text length in its config.json is not used).
 [[nodiscard]] inline router_config paris_router_config_of(const ddm::io::safetensors_file& file,
                                                           const std::optional<std::string>& config_json,
                                                           const std::string& config_label,
                                                           const paris_options& options = {}) {
-  router_config base;
-  base.num_heads = options.router_heads;
-  base.layer_norm_eps = options.router_layer_norm_eps;
-  if (config_json) detail::apply_config_json(*config_json, config_label, base.num_heads, base.layer_norm_eps, nullptr);
-  return router_config_from(file, base);
+  const hyperparameters given = config_json ? hyperparameters_from_json(*config_json, config_label) : hyperparameters{};
+  return router_config_from_checkpoint(file, given, router_fallback(options));
 }
 
 /// Loads every expert_k (k = 0, 1, ... while the folder exists) and the router of `dir` into the
@@ -164,12 +111,12 @@ template <class Space = ddm::host_space>
     if (!fs::exists(weights))
       throw ddm::io_error(ddm::concat("dit::load_paris: '", weights.string(), "' is missing"));
     const fs::path config_path = sub / "config.json";
-    const auto config_json = detail::read_config_json(config_path);
+    const auto config_json = read_config_json(config_path);
     const ddm::io::safetensors_file file(weights);
     const auto config = paris_expert_config_of(file, config_json, config_path.string(), options);
     if (k == 0) {
       out.expert_config = config;
-    } else if (!detail::same_structure(config, out.expert_config)) {
+    } else if (!same_structure(config, out.expert_config)) {
       throw ddm::io_error(ddm::concat("dit::load_paris: '", weights.string(),
                                               "' does not have the configuration of expert_0 (every expert of a "
                                               "folder must share one architecture)"));
@@ -184,7 +131,7 @@ template <class Space = ddm::host_space>
   if (!fs::exists(router_weights))
     throw ddm::io_error(ddm::concat("dit::load_paris: '", router_weights.string(), "' is missing"));
   const fs::path router_config_path = dir / "router" / "config.json";
-  const auto router_json = detail::read_config_json(router_config_path);
+  const auto router_json = read_config_json(router_config_path);
   const ddm::io::safetensors_file rfile(router_weights);
   out.router_config = paris_router_config_of(rfile, router_json, router_config_path.string(), options);
   if (out.router_config.num_experts != static_cast<index_t>(out.experts.size()))

@@ -150,6 +150,13 @@ class weight_reader {
   std::set<std::string> used_;
 };
 
+/// A tensor shape as messages print it: "[2, 16, 5]".
+[[nodiscard]] inline std::string shape_text(std::span<const std::uint64_t> shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
 /// Dimension `axis` of tensor `name` as a structural size of the model (a width, a channel count, a
 /// patch): a ddm::io_error naming the file, the tensor, its shape and `what` when the tensor has
 /// no such axis or the size is 0 or above max_dimension. Sizes read off shapes go through here
@@ -160,7 +167,7 @@ class weight_reader {
   const auto& shape = file.info(name).shape;
   if (axis >= shape.size() || shape[axis] == 0 || shape[axis] > static_cast<std::uint64_t>(max_dimension))
     throw ddm::io_error(ddm::concat("ddm::io::safetensors: '", file.label(), "': tensor '", name,
-                                            "' has shape ", ddm::io::detail::shape_string(shape), ", whose ", what,
+                                            "' has shape ", shape_text(shape), ", whose ", what,
                                             axis < shape.size() ? "" : " (missing axis)", " is not in [1, ",
                                             max_dimension, "]"));
   return static_cast<index_t>(shape[axis]);
