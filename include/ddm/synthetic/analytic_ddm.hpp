@@ -34,6 +34,8 @@
 
 #include "ddm/core/batch.hpp"
 #include "ddm/core/error.hpp"
+#include "ddm/core/memory_space.hpp"
+#include "ddm/core/parallel.hpp"
 #include "ddm/core/rng.hpp"
 #include "ddm/routing/ensemble.hpp"
 #include "ddm/synthetic/gaussian_mixture.hpp"
@@ -412,8 +414,10 @@ void mean_term(const mixture_view& m, batch_view<const T> x, batch_view<T> v, co
 /// double), with an exact jvp.
 class gaussian_mixture_field {
  public:
-  gaussian_mixture_field(std::shared_ptr<const detail::analytic_ddm_data> data, mixture_view view)
-      : data_(std::move(data)), view_(view), scratch_(2 * static_cast<std::size_t>(view.components)) {
+  /// `ctx` gives the threads its rows are split over (each row computed as one thread would).
+  gaussian_mixture_field(std::shared_ptr<const detail::analytic_ddm_data> data, mixture_view view,
+                         host_context ctx = {})
+      : data_(std::move(data)), view_(view), ctx_(ctx) {
     // The blocked kernels read the transposed means of data_; a view into other memory takes the
     // row-by-row path.
     const double* first = data_->means.data();
@@ -439,26 +443,42 @@ class gaussian_mixture_field {
   void operator()(batch_view<const T> x, double t, batch_view<T> v) {
     check_(x, t, "ddm::synthetic::gaussian_mixture_field");
     ddm::require_same_shape("ddm::synthetic::gaussian_mixture_field", "v", v, x);
+    const int n = view_.components;
+    const index_t b = x.rows();
+    const index_t row_work = 3 * index_t{n} * view_.dim;
+    const int parts = row_parts(ctx_, b, row_work);
     if (means_t_ == nullptr) {
-      for (index_t r = 0; r < x.rows(); ++r) mixture_velocity_row(view_, x.row(r), t, v.row(r), scratch_.data());
+      double* scratch = row_scratch_(parts);
+      for_row_parts(parts, b, [&](const row_range& range) {
+        double* s = scratch + 2 * static_cast<std::ptrdiff_t>(n) * range.part;
+        for (index_t r = range.begin; r < range.end; ++r) mixture_velocity_row(view_, x.row(r), t, v.row(r), s);
+      });
       return;
     }
-    const int n = view_.components;
     const int stride = detail::padded_components(n);
-    const index_t b = x.rows();
-    work_.resize(static_cast<std::size_t>(b * (stride + 1) + detail::block_rows * detail::block_cols));
+    constexpr index_t acc_size = detail::block_rows * detail::block_cols;
+    work_.resize(static_cast<std::size_t>(b * (stride + 1) + parts * acc_size));
     double* coef = work_.data();                 // (B, stride): d2, then log terms, then r_j b_j
     double* abar = coef + b * stride;            // (B)
-    double* acc = abar + b;                      // (block_rows, block_cols)
+    double* acc = abar + b;                      // (parts, block_rows, block_cols)
     time_terms_.compute(view_, t);
-    detail::squared_distances(x, means_t_, ld_, j0_, n, t, coef);
-    for (index_t r = 0; r < b; ++r) {
-      double* resp = coef + r * stride;
-      detail::log_terms_from_distances(view_, time_terms_, resp);
-      normalize_log_terms(resp, n);
-      abar[r] = velocity_coefficients(view_, t, resp);
-    }
-    detail::mean_term(view_, x, v, abar, coef, stride, acc);
+    // Each part runs the three stages on its own rows: one wake-up of the team per call.
+    for_row_parts(
+        parts, b,
+        [&](const row_range& range) {
+          const auto xs = x.subrows(range.begin, range.size());
+          double* c = coef + range.begin * stride;
+          detail::squared_distances(xs, means_t_, ld_, j0_, n, t, c);
+          for (index_t r = range.begin; r < range.end; ++r) {
+            double* resp = coef + r * stride;
+            detail::log_terms_from_distances(view_, time_terms_, resp);
+            normalize_log_terms(resp, n);
+            abar[r] = velocity_coefficients(view_, t, resp);
+          }
+          detail::mean_term(view_, xs, v.subrows(range.begin, range.size()), abar + range.begin, c, stride,
+                            acc + range.part * acc_size);
+        },
+        detail::block_rows);
   }
 
   /// out = J(x, t) u row by row, exactly.
@@ -467,8 +487,17 @@ class gaussian_mixture_field {
     check_(x, t, "ddm::synthetic::gaussian_mixture_field::jvp");
     ddm::require_same_shape("ddm::synthetic::gaussian_mixture_field::jvp", "u", u, x);
     ddm::require_same_shape("ddm::synthetic::gaussian_mixture_field::jvp", "out", out, x);
-    for (index_t r = 0; r < x.rows(); ++r) mixture_jvp_row(view_, x.row(r), t, u.row(r), out.row(r), scratch_.data());
+    const int n = view_.components;
+    const int parts = row_parts(ctx_, x.rows(), 4 * index_t{n} * view_.dim);
+    double* scratch = row_scratch_(parts);
+    for_row_parts(parts, x.rows(), [&](const row_range& range) {
+      double* s = scratch + 2 * static_cast<std::ptrdiff_t>(n) * range.part;
+      for (index_t r = range.begin; r < range.end; ++r) mixture_jvp_row(view_, x.row(r), t, u.row(r), out.row(r), s);
+    });
   }
+
+  /// The host context whose threads the field uses.
+  [[nodiscard]] const host_context& context() const noexcept { return ctx_; }
 
   /// The parameters, by pointer (valid while this field or its analytic_ddm lives).
   [[nodiscard]] const mixture_view& view() const noexcept { return view_; }
@@ -481,8 +510,15 @@ class gaussian_mixture_field {
       throw shape_error(ddm::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", view_.dim));
   }
 
+  // The row functions' scratch (2 J doubles), one per part.
+  double* row_scratch_(int parts) {
+    scratch_.resize(2 * static_cast<std::size_t>(view_.components) * static_cast<std::size_t>(parts));
+    return scratch_.data();
+  }
+
   std::shared_ptr<const detail::analytic_ddm_data> data_;
   mixture_view view_;
+  host_context ctx_;
   const double* means_t_ = nullptr;  // the transposed means the blocked kernels read, or null
   int ld_ = 0;                       // (row-by-row path): their row length
   int j0_ = 0;                       // and view_'s first component in them
@@ -495,8 +531,8 @@ class gaussian_mixture_field {
 /// per-row constant), so that softmax gives p(k | x_t)^(1/tau), renormalized.
 class posterior_router {
  public:
-  posterior_router(std::shared_ptr<const detail::analytic_ddm_data> data, double tau)
-      : data_(std::move(data)), tau_(tau), scratch_(static_cast<std::size_t>(data_->components)) {
+  posterior_router(std::shared_ptr<const detail::analytic_ddm_data> data, double tau, host_context ctx = {})
+      : data_(std::move(data)), tau_(tau), ctx_(ctx) {
     if (!(tau > 0.0) || !std::isfinite(tau))
       ddm::fail_argument("ddm::synthetic::posterior_router", "tau", tau, "a finite value > 0");
   }
@@ -517,17 +553,29 @@ class posterior_router {
     const int stride = detail::padded_components(n);
     scratch_.resize(static_cast<std::size_t>(x.rows() * stride));
     time_terms_.compute(m, t);
-    detail::squared_distances(x, data_->means_t.data(), n, 0, n, t, scratch_.data());
-    for (index_t r = 0; r < x.rows(); ++r) {
-      double* terms = scratch_.data() + r * stride;
-      detail::log_terms_from_distances(m, time_terms_, terms);
-      cluster_logits_from_terms(terms, n, data_->cluster_begin.data(), data_->clusters, 1.0 / tau_, logits.row(r));
-    }
+    double* d2 = scratch_.data();
+    for_row_ranges(
+        ctx_, x.rows(), 3 * index_t{n} * data_->dim,
+        [&](const row_range& range) {
+          detail::squared_distances(x.subrows(range.begin, range.size()), data_->means_t.data(), n, 0, n, t,
+                                    d2 + range.begin * stride);
+          for (index_t r = range.begin; r < range.end; ++r) {
+            double* terms = d2 + r * stride;
+            detail::log_terms_from_distances(m, time_terms_, terms);
+            cluster_logits_from_terms(terms, n, data_->cluster_begin.data(), data_->clusters, 1.0 / tau_,
+                                      logits.row(r));
+          }
+        },
+        detail::block_rows);
   }
+
+  /// The host context whose threads the router uses.
+  [[nodiscard]] const host_context& context() const noexcept { return ctx_; }
 
  private:
   std::shared_ptr<const detail::analytic_ddm_data> data_;
   double tau_;
+  host_context ctx_;
   std::vector<double> scratch_;
   detail::component_time_terms time_terms_;
 };
@@ -591,22 +639,24 @@ class analytic_ddm {
     return data_->cluster(static_cast<int>(k));
   }
 
-  /// Expert k: the exact velocity of cluster k's data alone.
-  [[nodiscard]] gaussian_mixture_field expert(std::size_t k) const {
+  /// Expert k: the exact velocity of cluster k's data alone, its rows split over ctx's threads.
+  [[nodiscard]] gaussian_mixture_field expert(std::size_t k, host_context ctx = {}) const {
     ddm::detail::check_expert_index("ddm::synthetic::analytic_ddm::expert", k, num_clusters());
-    return {data_, data_->cluster(static_cast<int>(k))};
+    return {data_, data_->cluster(static_cast<int>(k)), ctx};
   }
   /// All K experts, in cluster order.
-  [[nodiscard]] expert_vector<gaussian_mixture_field> experts() const {
+  [[nodiscard]] expert_vector<gaussian_mixture_field> experts(host_context ctx = {}) const {
     std::vector<gaussian_mixture_field> e;
     e.reserve(num_clusters());
-    for (std::size_t k = 0; k < num_clusters(); ++k) e.push_back(expert(k));
+    for (std::size_t k = 0; k < num_clusters(); ++k) e.push_back(expert(k, ctx));
     return expert_vector<gaussian_mixture_field>(std::move(e));
   }
   /// The exact velocity of the whole data (a perfect monolithic model).
-  [[nodiscard]] gaussian_mixture_field mixture_field() const { return {data_, data_->whole()}; }
+  [[nodiscard]] gaussian_mixture_field mixture_field(host_context ctx = {}) const {
+    return {data_, data_->whole(), ctx};
+  }
   /// The exact posterior router with temperature tau.
-  [[nodiscard]] posterior_router router(double tau = 1.0) const { return {data_, tau}; }
+  [[nodiscard]] posterior_router router(double tau = 1.0, host_context ctx = {}) const { return {data_, tau, ctx}; }
 
   /// Fill `out` (n, D) with true data: row i is mu_j + s_j z with component j drawn by uniform
   /// number i of (seed, data_choice_stream) and z by normal numbers i * D + c of
