@@ -215,12 +215,14 @@ TEST(HostThreads, ARoutedSampleGivesTheSameBits) {
   ddm::synthetic::analytic_ddm_options o;
   o.dim = 24;
   const ddm::synthetic::analytic_ddm model(o);
-  const auto z = noise<float>(53, o.dim, 14);
-  auto run = [&](const ddm::host_context& ctx, auto policy, auto integ) {
-    auto field = ddm::make_routed_field<float>(model.experts(ctx), model.router(1.0, ctx), policy, ctx);
+  const auto z = noise<float>(29, o.dim, 14);
+  auto run = [&](const ddm::host_context& ctx, auto policy, auto integ,
+                 ddm::synthetic::arithmetic arith = ddm::synthetic::arithmetic::exact) {
+    auto field =
+        ddm::make_routed_field<float>(model.experts(ctx, arith), model.router(1.0, ctx, arith), policy, ctx);
     ddm::batch<float> x(z.rows(), z.cols());
     ddm::copy(ctx, x.view(), z);
-    ddm::sample(ctx, ddm::sample_options{.check_finite = true}, field, x.view(), ddm::schedules::uniform(6), integ);
+    ddm::sample(ctx, ddm::sample_options{.check_finite = true}, field, x.view(), ddm::schedules::uniform(4), integ);
     return x;
   };
   expect_same_bits_for_every_thread_count("top-2, DPM-Solver++(2M)", [&](const ddm::host_context& ctx) {
@@ -228,6 +230,9 @@ TEST(HostThreads, ARoutedSampleGivesTheSameBits) {
   });
   expect_same_bits_for_every_thread_count("full ensemble, adaptive BS3(2)", [&](const ddm::host_context& ctx) {
     return run(ctx, ddm::full_ensemble{}, ddm::adaptive_bs32{});
+  });
+  expect_same_bits_for_every_thread_count("top-2, Heun, float arithmetic", [&](const ddm::host_context& ctx) {
+    return run(ctx, ddm::top_2(), ddm::heun{}, ddm::synthetic::arithmetic::value_type);
   });
 }
 
