@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -324,10 +325,56 @@ DDM_NOINLINE void squared_distances_tile(const T* const* x, int c0, int c1, cons
   }
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+// The float tile in explicit vectors of 8 floats (the chunk): written as the loop above with one
+// chunk, gcc 12 vectorizes the loop over columns as an in-order reduction instead, with scalar adds
+// and strided loads of the means (under callgrind, B = 64, D = 4096: 31.3M instructions against
+// 11.2M for the double tile; this one 6.7M). The same sums in the same order, one lane per component.
+template <int R, int G, class T>
+  requires std::is_same_v<T, float>
+DDM_NOINLINE void squared_distances_tile_f32(const T* const* x, int c0, int c1, const float* means_t, int ld, int j0,
+                                             int n, double shrink, double* d2, int stride) {
+  typedef float vec __attribute__((vector_size(chunk * sizeof(float))));
+  constexpr int width = G * chunk;
+  const auto sh = static_cast<float>(shrink);
+  for (int jb = 0; jb < n; jb += width) {
+    vec acc[R][G] = {};
+    const float* mu = means_t + static_cast<std::ptrdiff_t>(c0) * ld + j0 + jb;
+    for (int c = c0; c < c1; ++c, mu += ld) {
+      vec m[G];
+      for (int g = 0; g < G; ++g) std::memcpy(&m[g], mu + g * chunk, sizeof(vec));
+      for (int i = 0; i < R; ++i) {
+        const float xc = x[i][c];
+        for (int g = 0; g < G; ++g) {
+          const vec d = xc - sh * m[g];
+          acc[i][g] += d * d;
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int g = 0; g < G; ++g)
+        for (int jj = 0; jj < chunk; ++jj) d2[i * stride + jb + g * chunk + jj] += static_cast<double>(acc[i][g][jj]);
+  }
+}
+#endif
+
 template <int G, class T, class M>
 void squared_distances_tile_rows(int rows, const T* const* x, int c0, int c1, const M* means_t, int ld, int j0,
                                  int n, double shrink, double* d2, int stride) {
   static_assert(block_rows == 4, "squared_distances dispatches blocks of 1 to 4 rows");
+#if defined(__GNUC__) || defined(__clang__)
+  // One chunk (an expert's few components) only: with 2 or 4 chunks gcc vectorizes the loop above
+  // well, and better than this (the router's tile: 20.6M against 35.2M instructions).
+  if constexpr (G == 1 && std::is_same_v<M, float> && std::is_same_v<T, float>) {
+    switch (rows) {
+      case 1: squared_distances_tile_f32<1, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+      case 2: squared_distances_tile_f32<2, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+      case 3: squared_distances_tile_f32<3, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+      default: squared_distances_tile_f32<4, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+    }
+    return;
+  }
+#endif
   switch (rows) {
     case 1: squared_distances_tile<1, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
     case 2: squared_distances_tile<2, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
@@ -408,6 +455,7 @@ void mean_term(const mixture_view& m, const M* means, batch_view<const T> x, bat
       M* a = acc + i * block_cols;
       const T* xi = x.row(r0 + i) + c0;
       const auto ab = static_cast<M>(abar[r0 + i]);  // a local: abar might alias acc for all the compiler knows
+      DDM_PRAGMA_IVDEP
       for (index_t c = 0; c < width; ++c) a[c] = ab * static_cast<M>(xi[c]);
     }
     for (int j = 0; j < n; ++j) {
@@ -415,12 +463,14 @@ void mean_term(const mixture_view& m, const M* means, batch_view<const T> x, bat
       for (int i = 0; i < rows; ++i) {
         const auto w = static_cast<M>(coef[(r0 + i) * stride + j]);
         M* a = acc + i * block_cols;
+        DDM_PRAGMA_IVDEP
         for (index_t c = 0; c < width; ++c) a[c] -= w * mu[c];
       }
     }
     for (int i = 0; i < rows; ++i) {
       const M* a = acc + i * block_cols;
       T* vi = v.row(r0 + i) + c0;
+      DDM_PRAGMA_IVDEP
       for (index_t c = 0; c < width; ++c) vi[c] = static_cast<T>(a[c]);
     }
   };
