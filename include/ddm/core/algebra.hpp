@@ -28,6 +28,7 @@
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
+#include "ddm/core/parallel.hpp"
 
 namespace ddm {
 
@@ -54,81 +55,128 @@ template <class A, class B, class S>
 
 }  // namespace detail
 
-/// The host algebra: single-threaded loops written so that the compiler vectorizes them.
+/// The host algebra: loops written so that the compiler vectorizes them, their rows split over
+/// the context's threads (ddm/core/parallel.hpp). Every row (every element, for contiguous
+/// lincomb and fill) is computed by one thread exactly as a single thread computes it, and the
+/// reductions over rows are exact (a maximum, a conjunction), so any thread count gives the same
+/// bits.
 template <>
 struct algebra<host_space> {
   template <class T, std::size_t N, std::size_t... I>
-  static void lincomb(const host_context& /*ctx*/, batch_view<T> out, const std::array<T, N>& c,
+  static void lincomb(const host_context& ctx, batch_view<T> out, const std::array<T, N>& c,
                       const std::array<batch_view<const T>, N>& x, std::index_sequence<I...> /*seq*/) {
-    const bool flat = out.is_contiguous() && (x[I].is_contiguous() && ...);
-    const index_t rows = flat ? 1 : out.rows();
-    const index_t cols = flat ? out.rows() * out.cols() : out.cols();
-    for (index_t r = 0; r < rows; ++r) {
-      T* o = out.row(r);
-      const std::array<const T*, N> p{x[I].row(r)...};
-      DDM_PRAGMA_IVDEP
-      for (index_t j = 0; j < cols; ++j) o[j] = (... + (c[I] * p[I][j]));
+    if (out.is_contiguous() && (x[I].is_contiguous() && ...)) {
+      // One flat array: split it into element ranges on whole cache lines.
+      T* o = out.data();
+      const std::array<const T*, N> p{x[I].data()...};
+      for_row_ranges(
+          ctx, out.rows() * out.cols(), index_t{N},
+          [&](const row_range& range) {
+            // Locals, so that the compiler need not reload them after every store through o.
+            const std::array<T, N> k = c;
+            const std::array<const T*, N> q = p;
+            T* const w = o;
+            DDM_PRAGMA_IVDEP
+            for (index_t j = range.begin; j < range.end; ++j) w[j] = (... + (k[I] * q[I][j]));
+          },
+          index_t{64 / sizeof(T)});
+      return;
     }
-  }
-
-  template <class T>
-  static void fill(const host_context& /*ctx*/, batch_view<T> x, T value) {
-    for (index_t r = 0; r < x.rows(); ++r) std::fill_n(x.row(r), x.cols(), value);
-  }
-
-  template <class T, class R>
-  static void row_dot(const host_context& /*ctx*/, batch_view<const T> a, batch_view<const T> b,
-                      batch_view<R> out) {
-    for (index_t r = 0; r < a.rows(); ++r) {
-      const T* pa = a.row(r);
-      const T* pb = b.row(r);
-      double s = 0;
-      for (index_t j = 0; j < a.cols(); ++j) s += static_cast<double>(pa[j]) * static_cast<double>(pb[j]);
-      out(r, 0) = static_cast<R>(s);
-    }
-  }
-
-  template <class T, class R>
-  static void row_norm(const host_context& /*ctx*/, batch_view<const T> a, batch_view<R> out) {
-    for (index_t r = 0; r < a.rows(); ++r) {
-      const T* pa = a.row(r);
-      double s = 0;
-      for (index_t j = 0; j < a.cols(); ++j) s += static_cast<double>(pa[j]) * static_cast<double>(pa[j]);
-      out(r, 0) = static_cast<R>(std::sqrt(s));
-    }
-  }
-
-  template <class T>
-  static double max_scaled_rms(const host_context& /*ctx*/, batch_view<const T> err, batch_view<const T> x0,
-                               batch_view<const T> x1, double atol, double rtol) {
-    double worst = 0;
-    for (index_t r = 0; r < err.rows(); ++r) {
-      const T* e = err.row(r);
-      const T* a = x0.row(r);
-      const T* b = x1.row(r);
-      double s = 0;
-      for (index_t j = 0; j < err.cols(); ++j) {
-        const double scale =
-            atol + rtol * std::max(std::abs(static_cast<double>(a[j])), std::abs(static_cast<double>(b[j])));
-        const double q = static_cast<double>(e[j]) / scale;
-        s += q * q;
+    const index_t cols = out.cols();
+    for_row_ranges(ctx, out.rows(), cols * index_t{N}, [&](const row_range& range) {
+      const std::array<T, N> k = c;
+      for (index_t r = range.begin; r < range.end; ++r) {
+        T* o = out.row(r);
+        const std::array<const T*, N> p{x[I].row(r)...};
+        DDM_PRAGMA_IVDEP
+        for (index_t j = 0; j < cols; ++j) o[j] = (... + (k[I] * p[I][j]));
       }
-      const double rms = std::sqrt(s / static_cast<double>(err.cols()));
-      if (!(rms <= worst)) worst = rms;  // propagates NaN
-    }
-    return worst;
+    });
   }
 
   template <class T>
-  static bool all_finite(const host_context& /*ctx*/, batch_view<const T> x) {
-    for (index_t r = 0; r < x.rows(); ++r) {
-      const T* p = x.row(r);
-      // Accumulating x * 0 turns any NaN or infinity into NaN, and stays branch-free.
-      T acc = 0;
-      for (index_t j = 0; j < x.cols(); ++j) acc += p[j] * T(0);
-      if (acc != acc) return false;
+  static void fill(const host_context& ctx, batch_view<T> x, T value) {
+    if (x.is_contiguous()) {
+      T* p = x.data();
+      for_row_ranges(
+          ctx, x.rows() * x.cols(), 1,
+          [&](const row_range& range) { std::fill(p + range.begin, p + range.end, value); },
+          index_t{64 / sizeof(T)});
+      return;
     }
-    return true;
+    for_row_ranges(ctx, x.rows(), x.cols(), [&](const row_range& range) {
+      for (index_t r = range.begin; r < range.end; ++r) std::fill_n(x.row(r), x.cols(), value);
+    });
+  }
+
+  template <class T, class R>
+  static void row_dot(const host_context& ctx, batch_view<const T> a, batch_view<const T> b, batch_view<R> out) {
+    for_row_ranges(ctx, a.rows(), 2 * a.cols(), [&](const row_range& range) {
+      for (index_t r = range.begin; r < range.end; ++r) {
+        const T* pa = a.row(r);
+        const T* pb = b.row(r);
+        double s = 0;
+        for (index_t j = 0; j < a.cols(); ++j) s += static_cast<double>(pa[j]) * static_cast<double>(pb[j]);
+        out(r, 0) = static_cast<R>(s);
+      }
+    });
+  }
+
+  template <class T, class R>
+  static void row_norm(const host_context& ctx, batch_view<const T> a, batch_view<R> out) {
+    for_row_ranges(ctx, a.rows(), 2 * a.cols(), [&](const row_range& range) {
+      for (index_t r = range.begin; r < range.end; ++r) {
+        const T* pa = a.row(r);
+        double s = 0;
+        for (index_t j = 0; j < a.cols(); ++j) s += static_cast<double>(pa[j]) * static_cast<double>(pa[j]);
+        out(r, 0) = static_cast<R>(std::sqrt(s));
+      }
+    });
+  }
+
+  template <class T>
+  static double max_scaled_rms(const host_context& ctx, batch_view<const T> err, batch_view<const T> x0,
+                               batch_view<const T> x1, double atol, double rtol) {
+    // The maximum is exact, so partial maxima combine to the same value in any grouping; a NaN
+    // row makes the result NaN wherever it lies (NaN never compares <= anything, and wins).
+    auto worst_of = [](double a, double b) { return std::isnan(a) || b <= a ? a : b; };
+    return reduce_row_ranges(
+        ctx, err.rows(), 6 * err.cols(), 0.0,
+        [&](const row_range& range) {
+          double worst = 0;
+          for (index_t r = range.begin; r < range.end; ++r) {
+            const T* e = err.row(r);
+            const T* a = x0.row(r);
+            const T* b = x1.row(r);
+            double s = 0;
+            for (index_t j = 0; j < err.cols(); ++j) {
+              const double scale = atol + rtol * std::max(std::abs(static_cast<double>(a[j])),
+                                                          std::abs(static_cast<double>(b[j])));
+              const double q = static_cast<double>(e[j]) / scale;
+              s += q * q;
+            }
+            worst = worst_of(worst, std::sqrt(s / static_cast<double>(err.cols())));
+          }
+          return worst;
+        },
+        worst_of);
+  }
+
+  template <class T>
+  static bool all_finite(const host_context& ctx, batch_view<const T> x) {
+    return reduce_row_ranges(
+        ctx, x.rows(), x.cols(), true,
+        [&](const row_range& range) {
+          for (index_t r = range.begin; r < range.end; ++r) {
+            const T* p = x.row(r);
+            // Accumulating x * 0 turns any NaN or infinity into NaN, and stays branch-free.
+            T acc = 0;
+            for (index_t j = 0; j < x.cols(); ++j) acc += p[j] * T(0);
+            if (acc != acc) return false;
+          }
+          return true;
+        },
+        [](bool a, bool b) { return a && b; });
   }
 };
 

@@ -40,9 +40,26 @@ concept memory_space = requires {
 template <class Space>
 struct execution_context;
 
+/// The host context: how many threads the host primitives (the state algebra, per-row operations,
+/// routing, the analytic DDM) may split their rows over. The default, one thread, runs every loop
+/// inline on the calling thread. More threads take effect where ddm is compiled with OpenMP
+/// (link ddm::openmp, or compile with -fopenmp; ddm::host_threads_available() says which), and the
+/// results are the same bits for any thread count: each row is computed by one thread, in the
+/// order one thread would use, and reductions over rows are exact (max, and, first index).
+///
+///     ddm::host_context ctx{.threads = 8};
+///
+/// OpenMP's thread pool is the one pool: a BLAS the user calls alongside should run one thread per
+/// call (as examples/02_dit's backend sets OpenBLAS), or two pools fight over the cores.
 template <>
 struct execution_context<host_space> {
   using space = host_space;
+  /// Threads the host primitives may use (>= 1).
+  int threads = 1;
+  /// The least work (about one scalar operation per unit) worth one more thread: a loop smaller
+  /// than twice this runs inline, since waking a thread costs microseconds. Tests set it to 1 to
+  /// split even tiny batches.
+  index_t min_work_per_thread = index_t{1} << 15;
 };
 
 using host_context = execution_context<host_space>;

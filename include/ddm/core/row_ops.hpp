@@ -22,6 +22,7 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
+#include "ddm/core/parallel.hpp"
 
 namespace ddm {
 
@@ -35,30 +36,34 @@ struct row_ops {
 template <>
 struct row_ops<host_space> {
   template <class T>
-  static void axpy(const host_context& /*ctx*/, batch_view<T> out, batch_view<const T> x,
+  static void axpy(const host_context& ctx, batch_view<T> out, batch_view<const T> x,
                    std::span<const double> c, batch_view<const T> y) {
     const index_t cols = out.cols();
-    for (index_t r = 0; r < out.rows(); ++r) {
-      T* o = out.row(r);
-      const T* px = x.row(r);
-      const T* py = y.row(r);
-      const auto cr = static_cast<T>(c[static_cast<std::size_t>(r)]);
-      DDM_PRAGMA_IVDEP
-      for (index_t j = 0; j < cols; ++j) o[j] = px[j] + cr * py[j];
-    }
+    for_row_ranges(ctx, out.rows(), 2 * cols, [&](const row_range& range) {
+      for (index_t r = range.begin; r < range.end; ++r) {
+        T* o = out.row(r);
+        const T* px = x.row(r);
+        const T* py = y.row(r);
+        const auto cr = static_cast<T>(c[static_cast<std::size_t>(r)]);
+        DDM_PRAGMA_IVDEP
+        for (index_t j = 0; j < cols; ++j) o[j] = px[j] + cr * py[j];
+      }
+    });
   }
 
   template <class T>
-  static void scale(const host_context& /*ctx*/, batch_view<T> out, std::span<const double> c,
+  static void scale(const host_context& ctx, batch_view<T> out, std::span<const double> c,
                     batch_view<const T> x) {
     const index_t cols = out.cols();
-    for (index_t r = 0; r < out.rows(); ++r) {
-      T* o = out.row(r);
-      const T* px = x.row(r);
-      const auto cr = static_cast<T>(c[static_cast<std::size_t>(r)]);
-      DDM_PRAGMA_IVDEP
-      for (index_t j = 0; j < cols; ++j) o[j] = cr * px[j];
-    }
+    for_row_ranges(ctx, out.rows(), cols, [&](const row_range& range) {
+      for (index_t r = range.begin; r < range.end; ++r) {
+        T* o = out.row(r);
+        const T* px = x.row(r);
+        const auto cr = static_cast<T>(c[static_cast<std::size_t>(r)]);
+        DDM_PRAGMA_IVDEP
+        for (index_t j = 0; j < cols; ++j) o[j] = cr * px[j];
+      }
+    });
   }
 
   template <class T>

@@ -39,6 +39,7 @@
 #include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
 #include "ddm/core/name.hpp"
+#include "ddm/core/parallel.hpp"
 
 namespace ddm {
 
@@ -174,12 +175,18 @@ struct policy_rows {
 template <>
 struct policy_rows<host_space> {
   template <class Policy, class T>
-  static index_t run(const host_context& /*ctx*/, const Policy& policy, batch_view<const T> probs, double t,
+  static index_t run(const host_context& ctx, const Policy& policy, batch_view<const T> probs, double t,
                      batch_view<T> weights, batch_view<std::uint8_t> selected) {
     const int k = static_cast<int>(probs.cols());
-    for (index_t r = 0; r < probs.rows(); ++r)
-      if (!policy.apply_row(probs.row(r), k, t, weights.row(r), selected.row(r))) return r;
-    return -1;
+    // apply_row is const and per row (the row_policy contract), so rows may run on any thread.
+    return reduce_row_ranges(
+        ctx, probs.rows(), 8 * index_t{k}, index_t{-1},
+        [&](const row_range& range) {
+          for (index_t r = range.begin; r < range.end; ++r)
+            if (!policy.apply_row(probs.row(r), k, t, weights.row(r), selected.row(r))) return r;
+          return index_t{-1};
+        },
+        [](index_t a, index_t b) { return a >= 0 ? a : b; });
   }
 };
 

@@ -19,6 +19,7 @@
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
+#include "ddm/core/parallel.hpp"
 
 namespace ddm {
 
@@ -63,14 +64,22 @@ struct routing_softmax {
 template <>
 struct routing_softmax<host_space> {
   template <class T>
-  static softmax_failure run(const host_context& /*ctx*/, batch_view<const T> logits, double inv_temperature,
+  static softmax_failure run(const host_context& ctx, batch_view<const T> logits, double inv_temperature,
                              batch_view<T> probs) {
     const int k = static_cast<int>(logits.cols());
-    for (index_t r = 0; r < logits.rows(); ++r) {
-      const int bad = softmax_row(logits.row(r), k, inv_temperature, probs.row(r));
-      if (bad >= 0) return {r, bad, static_cast<double>(logits(r, bad))};
-    }
-    return {};
+    // Each part stops at its first bad row; the first part (in row order) with one names it, as a
+    // single pass over the rows would.
+    const index_t bad = reduce_row_ranges(
+        ctx, logits.rows(), 16 * index_t{k}, index_t{-1},
+        [&](const row_range& range) {
+          for (index_t r = range.begin; r < range.end; ++r)
+            if (softmax_row(logits.row(r), k, inv_temperature, probs.row(r)) >= 0) return r;
+          return index_t{-1};
+        },
+        [](index_t a, index_t b) { return a >= 0 ? a : b; });
+    if (bad < 0) return {};
+    const int expert = softmax_row(logits.row(bad), k, inv_temperature, probs.row(bad));
+    return {bad, expert, static_cast<double>(logits(bad, expert))};
   }
 };
 

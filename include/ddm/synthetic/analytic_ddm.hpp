@@ -25,15 +25,19 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "ddm/core/batch.hpp"
 #include "ddm/core/error.hpp"
+#include "ddm/core/memory_space.hpp"
+#include "ddm/core/parallel.hpp"
 #include "ddm/core/rng.hpp"
 #include "ddm/routing/ensemble.hpp"
 #include "ddm/synthetic/gaussian_mixture.hpp"
@@ -64,6 +68,18 @@ struct mixture_spec {
   std::vector<int> cluster;
 };
 
+/// How the host kernels of a field or router over float batches compute.
+enum class arithmetic {
+  /// In double, rounded once to the batch's type: float and double batches give the same values up
+  /// to that rounding, and the host matches the device's per-row code (the default).
+  exact,
+  /// In the batch's type where the work is O(B J D): squared distances in float within tiles of 64
+  /// columns (the tiles' partial sums added in double), the mean term in float; the O(B J) log
+  /// terms, normalization and coefficients stay in double. Like for like with a float32 framework;
+  /// for double batches it is `exact`. docs/performance.md gives the measured difference.
+  value_type,
+};
+
 namespace detail {
 
 // Blocking of the host kernels (see squared_distances below).
@@ -80,6 +96,9 @@ struct analytic_ddm_data {
   std::vector<double> means_t;           // (D, J) the same, transposed for the host kernels
   std::vector<double> cluster_means_t;   // cluster k's (D, J_k) block at D * cluster_begin[k]: an
                                          // expert's means, contiguous (the router reads means_t)
+  std::vector<float> means_f;            // the three arrays above in float, for arithmetic::value_type
+  std::vector<float> means_t_f;
+  std::vector<float> cluster_means_t_f;
   std::vector<double> scales;            // (J)
   std::vector<double> weights;           // (J) overall, sum 1
   std::vector<double> log_weights;       // (J) overall
@@ -191,6 +210,9 @@ inline std::shared_ptr<const analytic_ddm_data> build_analytic_ddm(const mixture
     for (std::size_t j = 0; j < width; ++j)
       for (std::size_t c = 0; c < d; ++c) block[c * width + j] = data->means[(begin + j) * d + c];
   }
+  data->means_f.assign(data->means.begin(), data->means.end());
+  data->means_t_f.assign(data->means_t.begin(), data->means_t.end());
+  data->cluster_means_t_f.assign(data->cluster_means_t.begin(), data->cluster_means_t.end());
   data->log_cluster_weights.resize(j_count);
   data->centroids.assign(static_cast<std::size_t>(k_count) * d, 0.0);
   data->mean.assign(d, 0.0);
@@ -273,32 +295,86 @@ inline void check_time(const char* where, double t) {
 // in order, for the n components, G chunks of 8 at a time: R x G vectors of accumulators. Out of
 // line: inlined into squared_distances, gcc 12 reloads the means for every row in the inner loop
 // and the expert kernel ran 2x slower (measured at B = D = 1024).
-template <int R, int G, class T>
-DDM_NOINLINE void squared_distances_tile(const T* const* x, int c0, int c1, const double* means_t, int ld, int j0, int n,
+// M is the arithmetic: double continues the running sums in d2; float sums the tile's columns
+// from zero and adds that partial sum to d2 in double, so that the float rounding error grows with
+// the 64 columns of a tile, not with D.
+template <int R, int G, class T, class M>
+DDM_NOINLINE void squared_distances_tile(const T* const* x, int c0, int c1, const M* means_t, int ld, int j0, int n,
                             double shrink, double* d2, int stride) {
   constexpr int width = G * chunk;
+  constexpr bool running = std::is_same_v<M, double>;
+  const auto sh = static_cast<M>(shrink);
   for (int jb = 0; jb < n; jb += width) {
-    double acc[R][width];
+    M acc[R][width];
     for (int i = 0; i < R; ++i)
-      for (int jj = 0; jj < width; ++jj) acc[i][jj] = d2[i * stride + jb + jj];
-    const double* mu = means_t + static_cast<std::ptrdiff_t>(c0) * ld + j0 + jb;
+      for (int jj = 0; jj < width; ++jj) acc[i][jj] = running ? static_cast<M>(d2[i * stride + jb + jj]) : M(0);
+    const M* mu = means_t + static_cast<std::ptrdiff_t>(c0) * ld + j0 + jb;
     for (int c = c0; c < c1; ++c, mu += ld)
       for (int i = 0; i < R; ++i) {
-        const double xc = static_cast<double>(x[i][c]);
+        const M xc = static_cast<M>(x[i][c]);
         for (int jj = 0; jj < width; ++jj) {
-          const double d = xc - shrink * mu[jj];
+          const M d = xc - sh * mu[jj];
           acc[i][jj] += d * d;
         }
       }
     for (int i = 0; i < R; ++i)
-      for (int jj = 0; jj < width; ++jj) d2[i * stride + jb + jj] = acc[i][jj];
+      for (int jj = 0; jj < width; ++jj) {
+        if constexpr (running) d2[i * stride + jb + jj] = acc[i][jj];
+        else d2[i * stride + jb + jj] += static_cast<double>(acc[i][jj]);
+      }
   }
 }
 
-template <int G, class T>
-void squared_distances_tile_rows(int rows, const T* const* x, int c0, int c1, const double* means_t, int ld, int j0,
+#if defined(__GNUC__) || defined(__clang__)
+// The float tile in explicit vectors of 8 floats (the chunk): written as the loop above with one
+// chunk, gcc 12 vectorizes the loop over columns as an in-order reduction instead, with scalar adds
+// and strided loads of the means (under callgrind, B = 64, D = 4096: 31.3M instructions against
+// 11.2M for the double tile; this one 6.7M). The same sums in the same order, one lane per component.
+template <int R, int G, class T>
+  requires std::is_same_v<T, float>
+DDM_NOINLINE void squared_distances_tile_f32(const T* const* x, int c0, int c1, const float* means_t, int ld, int j0,
+                                             int n, double shrink, double* d2, int stride) {
+  typedef float vec __attribute__((vector_size(chunk * sizeof(float))));
+  constexpr int width = G * chunk;
+  const auto sh = static_cast<float>(shrink);
+  for (int jb = 0; jb < n; jb += width) {
+    vec acc[R][G] = {};
+    const float* mu = means_t + static_cast<std::ptrdiff_t>(c0) * ld + j0 + jb;
+    for (int c = c0; c < c1; ++c, mu += ld) {
+      vec m[G];
+      for (int g = 0; g < G; ++g) std::memcpy(&m[g], mu + g * chunk, sizeof(vec));
+      for (int i = 0; i < R; ++i) {
+        const float xc = x[i][c];
+        for (int g = 0; g < G; ++g) {
+          const vec d = xc - sh * m[g];
+          acc[i][g] += d * d;
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int g = 0; g < G; ++g)
+        for (int jj = 0; jj < chunk; ++jj) d2[i * stride + jb + g * chunk + jj] += static_cast<double>(acc[i][g][jj]);
+  }
+}
+#endif
+
+template <int G, class T, class M>
+void squared_distances_tile_rows(int rows, const T* const* x, int c0, int c1, const M* means_t, int ld, int j0,
                                  int n, double shrink, double* d2, int stride) {
   static_assert(block_rows == 4, "squared_distances dispatches blocks of 1 to 4 rows");
+#if defined(__GNUC__) || defined(__clang__)
+  // One chunk (an expert's few components) only: with 2 or 4 chunks gcc vectorizes the loop above
+  // well, and better than this (the router's tile: 20.6M against 35.2M instructions).
+  if constexpr (G == 1 && std::is_same_v<M, float> && std::is_same_v<T, float>) {
+    switch (rows) {
+      case 1: squared_distances_tile_f32<1, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+      case 2: squared_distances_tile_f32<2, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+      case 3: squared_distances_tile_f32<3, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+      default: squared_distances_tile_f32<4, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
+    }
+    return;
+  }
+#endif
   switch (rows) {
     case 1: squared_distances_tile<1, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
     case 2: squared_distances_tile<2, G>(x, c0, c1, means_t, ld, j0, n, shrink, d2, stride); break;
@@ -309,8 +385,8 @@ void squared_distances_tile_rows(int rows, const T* const* x, int c0, int c1, co
 
 // d2(r, j) = |x_r - (1 - t) mu_{j0 + j}|^2 at d2[r * padded_components(n) + j], for every row of x
 // and n components of the transposed means (D, ld).
-template <class T>
-void squared_distances(batch_view<const T> x, const double* means_t, int ld, int j0, int n, double t, double* d2) {
+template <class T, class M>
+void squared_distances(batch_view<const T> x, const M* means_t, int ld, int j0, int n, double t, double* d2) {
   constexpr int tile = 64;  // 64 columns of 32 components: 16 KiB of means
   const int stride = padded_components(n);
   const int group = chunk_group(n);
@@ -367,30 +443,34 @@ inline void log_terms_from_distances(const mixture_view& m, const component_time
 
 // v_r = abar_r x_r - sum_j coef[r * stride + j] mu_j for every row (the sum over j in order), in
 // column blocks of block_cols; `acc` holds block_rows * block_cols doubles.
-template <class T>
-void mean_term(const mixture_view& m, batch_view<const T> x, batch_view<T> v, const double* abar,
-               const double* coef, int stride, double* acc) {
+// M is the arithmetic and `means` the (J, D) means in M (m.means itself for double).
+template <class T, class M>
+void mean_term(const mixture_view& m, const M* means, batch_view<const T> x, batch_view<T> v, const double* abar,
+               const double* coef, int stride, M* acc) {
   const int n = m.components;
   auto block = [&](index_t r0, index_t c0) {
     const index_t width = std::min<index_t>(block_cols, m.dim - c0);
     const int rows = static_cast<int>(std::min<index_t>(block_rows, x.rows() - r0));
     for (int i = 0; i < rows; ++i) {
-      double* a = acc + i * block_cols;
+      M* a = acc + i * block_cols;
       const T* xi = x.row(r0 + i) + c0;
-      const double ab = abar[r0 + i];  // a local: abar might alias acc for all the compiler knows
-      for (index_t c = 0; c < width; ++c) a[c] = ab * static_cast<double>(xi[c]);
+      const auto ab = static_cast<M>(abar[r0 + i]);  // a local: abar might alias acc for all the compiler knows
+      DDM_PRAGMA_IVDEP
+      for (index_t c = 0; c < width; ++c) a[c] = ab * static_cast<M>(xi[c]);
     }
     for (int j = 0; j < n; ++j) {
-      const double* mu = m.means + static_cast<std::ptrdiff_t>(j) * m.dim + c0;
+      const M* mu = means + static_cast<std::ptrdiff_t>(j) * m.dim + c0;
       for (int i = 0; i < rows; ++i) {
-        const double w = coef[(r0 + i) * stride + j];
-        double* a = acc + i * block_cols;
+        const auto w = static_cast<M>(coef[(r0 + i) * stride + j]);
+        M* a = acc + i * block_cols;
+        DDM_PRAGMA_IVDEP
         for (index_t c = 0; c < width; ++c) a[c] -= w * mu[c];
       }
     }
     for (int i = 0; i < rows; ++i) {
-      const double* a = acc + i * block_cols;
+      const M* a = acc + i * block_cols;
       T* vi = v.row(r0 + i) + c0;
+      DDM_PRAGMA_IVDEP
       for (index_t c = 0; c < width; ++c) vi[c] = static_cast<T>(a[c]);
     }
   };
@@ -412,8 +492,10 @@ void mean_term(const mixture_view& m, batch_view<const T> x, batch_view<T> v, co
 /// double), with an exact jvp.
 class gaussian_mixture_field {
  public:
-  gaussian_mixture_field(std::shared_ptr<const detail::analytic_ddm_data> data, mixture_view view)
-      : data_(std::move(data)), view_(view), scratch_(2 * static_cast<std::size_t>(view.components)) {
+  /// `ctx` gives the threads its rows are split over (each row computed as one thread would).
+  gaussian_mixture_field(std::shared_ptr<const detail::analytic_ddm_data> data, mixture_view view,
+                         host_context ctx = {}, arithmetic arith = arithmetic::exact)
+      : data_(std::move(data)), view_(view), ctx_(ctx), arith_(arith) {
     // The blocked kernels read the transposed means of data_; a view into other memory takes the
     // row-by-row path.
     const double* first = data_->means.data();
@@ -432,6 +514,11 @@ class gaussian_mixture_field {
           ld_ = view_.components;
           j0_ = 0;
         }
+      // The same arrays in float, at the same offsets.
+      means_t_f_ = means_t_ == data_->means_t.data()
+                       ? data_->means_t_f.data()
+                       : data_->cluster_means_t_f.data() + (means_t_ - data_->cluster_means_t.data());
+      means_f_ = data_->means_f.data() + (view_.means - first);
     }
   }
 
@@ -439,26 +526,25 @@ class gaussian_mixture_field {
   void operator()(batch_view<const T> x, double t, batch_view<T> v) {
     check_(x, t, "ddm::synthetic::gaussian_mixture_field");
     ddm::require_same_shape("ddm::synthetic::gaussian_mixture_field", "v", v, x);
+    const int n = view_.components;
+    const index_t b = x.rows();
+    const index_t row_work = 3 * index_t{n} * view_.dim;
+    const int parts = row_parts(ctx_, b, row_work);
     if (means_t_ == nullptr) {
-      for (index_t r = 0; r < x.rows(); ++r) mixture_velocity_row(view_, x.row(r), t, v.row(r), scratch_.data());
+      double* scratch = row_scratch_(parts);
+      for_row_parts(parts, b, [&](const row_range& range) {
+        double* s = scratch + 2 * static_cast<std::ptrdiff_t>(n) * range.part;
+        for (index_t r = range.begin; r < range.end; ++r) mixture_velocity_row(view_, x.row(r), t, v.row(r), s);
+      });
       return;
     }
-    const int n = view_.components;
-    const int stride = detail::padded_components(n);
-    const index_t b = x.rows();
-    work_.resize(static_cast<std::size_t>(b * (stride + 1) + detail::block_rows * detail::block_cols));
-    double* coef = work_.data();                 // (B, stride): d2, then log terms, then r_j b_j
-    double* abar = coef + b * stride;            // (B)
-    double* acc = abar + b;                      // (block_rows, block_cols)
-    time_terms_.compute(view_, t);
-    detail::squared_distances(x, means_t_, ld_, j0_, n, t, coef);
-    for (index_t r = 0; r < b; ++r) {
-      double* resp = coef + r * stride;
-      detail::log_terms_from_distances(view_, time_terms_, resp);
-      normalize_log_terms(resp, n);
-      abar[r] = velocity_coefficients(view_, t, resp);
+    if constexpr (std::is_same_v<T, float>) {
+      if (arith_ == arithmetic::value_type) {
+        blocked_(x, t, v, parts, means_t_f_, means_f_, acc_f_);
+        return;
+      }
     }
-    detail::mean_term(view_, x, v, abar, coef, stride, acc);
+    blocked_(x, t, v, parts, means_t_, view_.means, acc_);
   }
 
   /// out = J(x, t) u row by row, exactly.
@@ -467,13 +553,57 @@ class gaussian_mixture_field {
     check_(x, t, "ddm::synthetic::gaussian_mixture_field::jvp");
     ddm::require_same_shape("ddm::synthetic::gaussian_mixture_field::jvp", "u", u, x);
     ddm::require_same_shape("ddm::synthetic::gaussian_mixture_field::jvp", "out", out, x);
-    for (index_t r = 0; r < x.rows(); ++r) mixture_jvp_row(view_, x.row(r), t, u.row(r), out.row(r), scratch_.data());
+    const int n = view_.components;
+    const int parts = row_parts(ctx_, x.rows(), 4 * index_t{n} * view_.dim);
+    double* scratch = row_scratch_(parts);
+    for_row_parts(parts, x.rows(), [&](const row_range& range) {
+      double* s = scratch + 2 * static_cast<std::ptrdiff_t>(n) * range.part;
+      for (index_t r = range.begin; r < range.end; ++r) mixture_jvp_row(view_, x.row(r), t, u.row(r), out.row(r), s);
+    });
   }
+
+  /// The host context whose threads the field uses.
+  [[nodiscard]] const host_context& context() const noexcept { return ctx_; }
+  /// How the field computes for float batches.
+  [[nodiscard]] arithmetic arithmetic_of_float() const noexcept { return arith_; }
 
   /// The parameters, by pointer (valid while this field or its analytic_ddm lives).
   [[nodiscard]] const mixture_view& view() const noexcept { return view_; }
 
  private:
+  // The blocked kernels in arithmetic M over means_t (transposed) and means (row-major) in M.
+  template <class T, class M>
+  void blocked_(batch_view<const T> x, double t, batch_view<T> v, int parts, const M* means_t, const M* means,
+                std::vector<M>& acc_store) {
+    const int n = view_.components;
+    const index_t b = x.rows();
+    const int stride = detail::padded_components(n);
+    constexpr index_t acc_size = detail::block_rows * detail::block_cols;
+    work_.resize(static_cast<std::size_t>(b * (stride + 1)));
+    acc_store.resize(static_cast<std::size_t>(parts * acc_size));
+    double* coef = work_.data();                 // (B, stride): d2, then log terms, then r_j b_j
+    double* abar = coef + b * stride;            // (B)
+    M* acc = acc_store.data();                   // (parts, block_rows, block_cols)
+    time_terms_.compute(view_, t);
+    // Each part runs the three stages on its own rows: one wake-up of the team per call.
+    for_row_parts(
+        parts, b,
+        [&](const row_range& range) {
+          const auto xs = x.subrows(range.begin, range.size());
+          double* c = coef + range.begin * stride;
+          detail::squared_distances(xs, means_t, ld_, j0_, n, t, c);
+          for (index_t r = range.begin; r < range.end; ++r) {
+            double* resp = coef + r * stride;
+            detail::log_terms_from_distances(view_, time_terms_, resp);
+            normalize_log_terms(resp, n);
+            abar[r] = velocity_coefficients(view_, t, resp);
+          }
+          detail::mean_term(view_, means, xs, v.subrows(range.begin, range.size()), abar + range.begin, c, stride,
+                            acc + range.part * acc_size);
+        },
+        detail::block_rows);
+  }
+
   template <class T>
   void check_(batch_view<const T> x, double t, const char* where) const {
     detail::check_time(where, t);
@@ -481,13 +611,25 @@ class gaussian_mixture_field {
       throw shape_error(ddm::concat(where, ": argument 'x' has ", x.cols(), " columns, expected D = ", view_.dim));
   }
 
+  // The row functions' scratch (2 J doubles), one per part.
+  double* row_scratch_(int parts) {
+    scratch_.resize(2 * static_cast<std::size_t>(view_.components) * static_cast<std::size_t>(parts));
+    return scratch_.data();
+  }
+
   std::shared_ptr<const detail::analytic_ddm_data> data_;
   mixture_view view_;
+  host_context ctx_;
+  arithmetic arith_;
   const double* means_t_ = nullptr;  // the transposed means the blocked kernels read, or null
+  const float* means_t_f_ = nullptr; // the same in float (arithmetic::value_type)
+  const float* means_f_ = nullptr;   // view_.means in float
   int ld_ = 0;                       // (row-by-row path): their row length
   int j0_ = 0;                       // and view_'s first component in them
   std::vector<double> scratch_;
   std::vector<double> work_;    // the blocked kernels' workspace
+  std::vector<double> acc_;     // their accumulator blocks, one per part
+  std::vector<float> acc_f_;
   detail::component_time_terms time_terms_;
 };
 
@@ -495,8 +637,9 @@ class gaussian_mixture_field {
 /// per-row constant), so that softmax gives p(k | x_t)^(1/tau), renormalized.
 class posterior_router {
  public:
-  posterior_router(std::shared_ptr<const detail::analytic_ddm_data> data, double tau)
-      : data_(std::move(data)), tau_(tau), scratch_(static_cast<std::size_t>(data_->components)) {
+  posterior_router(std::shared_ptr<const detail::analytic_ddm_data> data, double tau, host_context ctx = {},
+                   arithmetic arith = arithmetic::exact)
+      : data_(std::move(data)), tau_(tau), ctx_(ctx), arith_(arith) {
     if (!(tau > 0.0) || !std::isfinite(tau))
       ddm::fail_argument("ddm::synthetic::posterior_router", "tau", tau, "a finite value > 0");
   }
@@ -517,17 +660,33 @@ class posterior_router {
     const int stride = detail::padded_components(n);
     scratch_.resize(static_cast<std::size_t>(x.rows() * stride));
     time_terms_.compute(m, t);
-    detail::squared_distances(x, data_->means_t.data(), n, 0, n, t, scratch_.data());
-    for (index_t r = 0; r < x.rows(); ++r) {
-      double* terms = scratch_.data() + r * stride;
-      detail::log_terms_from_distances(m, time_terms_, terms);
-      cluster_logits_from_terms(terms, n, data_->cluster_begin.data(), data_->clusters, 1.0 / tau_, logits.row(r));
-    }
+    double* d2 = scratch_.data();
+    for_row_ranges(
+        ctx_, x.rows(), 3 * index_t{n} * data_->dim,
+        [&](const row_range& range) {
+          const auto xs = x.subrows(range.begin, range.size());
+          if (std::is_same_v<T, float> && arith_ == arithmetic::value_type)
+            detail::squared_distances(xs, data_->means_t_f.data(), n, 0, n, t, d2 + range.begin * stride);
+          else
+            detail::squared_distances(xs, data_->means_t.data(), n, 0, n, t, d2 + range.begin * stride);
+          for (index_t r = range.begin; r < range.end; ++r) {
+            double* terms = d2 + r * stride;
+            detail::log_terms_from_distances(m, time_terms_, terms);
+            cluster_logits_from_terms(terms, n, data_->cluster_begin.data(), data_->clusters, 1.0 / tau_,
+                                      logits.row(r));
+          }
+        },
+        detail::block_rows);
   }
+
+  /// The host context whose threads the router uses.
+  [[nodiscard]] const host_context& context() const noexcept { return ctx_; }
 
  private:
   std::shared_ptr<const detail::analytic_ddm_data> data_;
   double tau_;
+  host_context ctx_;
+  arithmetic arith_;
   std::vector<double> scratch_;
   detail::component_time_terms time_terms_;
 };
@@ -591,22 +750,30 @@ class analytic_ddm {
     return data_->cluster(static_cast<int>(k));
   }
 
-  /// Expert k: the exact velocity of cluster k's data alone.
-  [[nodiscard]] gaussian_mixture_field expert(std::size_t k) const {
+  /// Expert k: the exact velocity of cluster k's data alone, its rows split over ctx's threads.
+  /// `arith` says how it computes on float batches (see ddm::synthetic::arithmetic).
+  [[nodiscard]] gaussian_mixture_field expert(std::size_t k, host_context ctx = {},
+                                              arithmetic arith = arithmetic::exact) const {
     ddm::detail::check_expert_index("ddm::synthetic::analytic_ddm::expert", k, num_clusters());
-    return {data_, data_->cluster(static_cast<int>(k))};
+    return {data_, data_->cluster(static_cast<int>(k)), ctx, arith};
   }
   /// All K experts, in cluster order.
-  [[nodiscard]] expert_vector<gaussian_mixture_field> experts() const {
+  [[nodiscard]] expert_vector<gaussian_mixture_field> experts(host_context ctx = {},
+                                                              arithmetic arith = arithmetic::exact) const {
     std::vector<gaussian_mixture_field> e;
     e.reserve(num_clusters());
-    for (std::size_t k = 0; k < num_clusters(); ++k) e.push_back(expert(k));
+    for (std::size_t k = 0; k < num_clusters(); ++k) e.push_back(expert(k, ctx, arith));
     return expert_vector<gaussian_mixture_field>(std::move(e));
   }
   /// The exact velocity of the whole data (a perfect monolithic model).
-  [[nodiscard]] gaussian_mixture_field mixture_field() const { return {data_, data_->whole()}; }
+  [[nodiscard]] gaussian_mixture_field mixture_field(host_context ctx = {}, arithmetic arith = arithmetic::exact) const {
+    return {data_, data_->whole(), ctx, arith};
+  }
   /// The exact posterior router with temperature tau.
-  [[nodiscard]] posterior_router router(double tau = 1.0) const { return {data_, tau}; }
+  [[nodiscard]] posterior_router router(double tau = 1.0, host_context ctx = {},
+                                        arithmetic arith = arithmetic::exact) const {
+    return {data_, tau, ctx, arith};
+  }
 
   /// Fill `out` (n, D) with true data: row i is mu_j + s_j z with component j drawn by uniform
   /// number i of (seed, data_choice_stream) and z by normal numbers i * D + c of
