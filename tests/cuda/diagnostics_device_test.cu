@@ -307,7 +307,7 @@ TYPED_TEST(DeviceDiagnostics, DisagreementThroughGramMatricesAgreesWithTheHost) 
       for (index_t j = 0; j < d; ++j) v[7](r, j) = static_cast<T>(static_cast<double>(v[6](r, j)) * (1 + 1e-6));
     std::vector<batch_view<const T>> hv;
     for (const auto& b : v) hv.push_back(b.cview());
-    const auto expect = dd::expert_disagreement(std::span<const batch_view<const T>>(hv));
+    const auto expect = dd::expert_disagreement(host, std::span<const batch_view<const T>>(hv));
     const auto bound = disagreement_bounds<T>(std::span<const batch<T>>(v));
 
     // Three device layouts: separate buffers (copied into a stack), a stacked (K B, D) batch, and
@@ -366,7 +366,7 @@ TYPED_TEST(DeviceDiagnostics, AngularDeviationAgreesWithTheHost) {
   for (index_t r = 0; r < rows; ++r)
     for (index_t e = 0; e < k; ++e) sel(r, e) = (r + e) % 3 == 0 ? 1 : 0;
   for (index_t e = 0; e < k; ++e) sel(20, e) = 1;  // every expert selected: gap undefined
-  const auto expect = dd::angular_deviation(with_zero.cview(), k, blended.cview(), sel.cview());
+  const auto expect = dd::angular_deviation(host, with_zero.cview(), k, blended.cview(), sel.cview());
 
   const auto d_stacked = ddm::cuda::to_device(ctx, with_zero);
   const auto d_blended = ddm::test::on_device<T>(ctx, blended, 2);
@@ -468,7 +468,7 @@ TYPED_TEST(DeviceDiagnostics, NonFiniteInputsAreTheHostsErrors) {
     }
     return std::string("no non_finite_error");
   };
-  const std::string host_angles = message([&] { (void)dd::angular_deviation(stacked.cview(), k, blended.cview(), sel.cview()); });
+  const std::string host_angles = message([&] { (void)dd::angular_deviation(host, stacked.cview(), k, blended.cview(), sel.cview()); });
   const auto d_stacked = ddm::cuda::to_device(ctx, stacked);
   const auto d_blended = ddm::cuda::to_device(ctx, blended);
   const auto d_sel = ddm::cuda::to_device(ctx, sel);
@@ -482,7 +482,7 @@ TYPED_TEST(DeviceDiagnostics, NonFiniteInputsAreTheHostsErrors) {
   for (index_t e = 0; e < k; ++e)
     for (index_t j = 0; j < d; ++j) centroids(e, j) = static_cast<T>(e - j);
   embedded(5, 2) = std::numeric_limits<T>::infinity();
-  const std::string host_ranks = message([&] { (void)dd::selected_ranks(embedded.cview(), sel.cview(), centroids.cview()); });
+  const std::string host_ranks = message([&] { (void)dd::selected_ranks(host, embedded.cview(), sel.cview(), centroids.cview()); });
   const auto d_embedded = ddm::cuda::to_device(ctx, embedded);
   const auto d_centroids = ddm::cuda::to_device(ctx, centroids);
   const std::string device_ranks =

@@ -1,7 +1,8 @@
-// The routing observer on the analytic DDM: it leaves the trajectory bit-identical, recomputes
-// the decision at each step's start (not the field's last call), reproduces the step's velocity
-// from that decision and the experts' velocities, integrates the disagreement as defined, and
-// reads the exact posterior router's choices as aligned.
+// The routing observer on the analytic DDM: it leaves the trajectory bit-identical, reads the
+// field's own decision at each step's start (not the field's last call) without calling the
+// router, reproduces the step's velocity from that decision and the experts' velocities,
+// integrates the disagreement as defined, and reads the exact posterior router's choices as
+// aligned.
 
 #include <gtest/gtest.h>
 
@@ -59,7 +60,39 @@ TEST(RoutingObserver, LeavesTheTrajectoryAndTheFieldsCountersUntouched) {
   EXPECT_EQ(plain.expert_evaluations(), watched.expert_evaluations());
   EXPECT_EQ(obs.steps().size(), schedule.steps());
   EXPECT_EQ(obs.expert_evaluations(), schedule.steps() * 64 * model.num_clusters());
-  EXPECT_EQ(obs.router_calls(), schedule.steps());
+}
+
+TEST(RoutingObserver, ReadsTheFieldsDecisionInsteadOfCallingTheRouter) {
+  // The router counts its calls: with the observer it is called exactly as often as without, once
+  // per field call.
+  const ds::analytic_ddm model;
+  const auto schedule = ddm::schedules::uniform(7);
+  std::size_t router_calls = 0;
+  auto exact = model.router(2.0);
+  auto counted = ddm::router_fn(model.num_clusters(), "counted",
+                                [&](ddm::batch_view<const double> x, double t, ddm::batch_view<double> logits) {
+                                  ++router_calls;
+                                  exact(x, t, logits);
+                                });
+  auto field = ddm::make_routed_field<double>(model.experts(), counted, ddm::top_2());
+  auto obs = dd::make_routing_observer<double>(field, schedule, model.centroids());
+  EXPECT_GE(field.kept_decisions(), 2u);
+  auto x = noise(model, 16, 4);
+  const auto result = ddm::sample(field, x, schedule, ddm::heun{}, obs);
+  EXPECT_EQ(router_calls, result.field_evaluations);
+  EXPECT_EQ(field.calls(), result.field_evaluations);
+  EXPECT_EQ(obs.steps().size(), schedule.steps());
+}
+
+TEST(RoutingObserver, RefusesAFieldThatKeepsTooFewDecisions) {
+  // Heun calls the field at t_i and at t_{i+1}: with one decision kept, the one at t_i is gone.
+  const ds::analytic_ddm model;
+  const auto schedule = ddm::schedules::uniform(4);
+  auto field = ddm::make_routed_field<double>(model.experts(), model.router(2.0), ddm::top_2());
+  auto obs = dd::make_routing_observer<double>(field, schedule, {}, {.alignment_times = {}});
+  field.keep_decisions(1);
+  auto x = noise(model, 8, 2);
+  EXPECT_THROW(ddm::sample(field, x, schedule, ddm::heun{}, obs), ddm::argument_error);
 }
 
 TEST(RoutingObserver, RecomputedDecisionAndExpertsReproduceTheStepsVelocity) {
@@ -122,7 +155,7 @@ TEST(RoutingObserver, IntegratedDisagreementMatchesAnIndependentRecomputation) {
         e(rec.states[i].cview(), schedule[i], v.back().view());
       }
       for (auto& b : v) views.push_back(b.cview());
-      const auto d = dd::expert_disagreement(std::span<const ddm::batch_view<const double>>(views));
+      const auto d = dd::expert_disagreement(ctx, std::span<const ddm::batch_view<const double>>(views));
       const double dt = schedule[i] - schedule[std::min(i + every, schedule.steps())];
       for (std::size_t r = 0; r < 20; ++r) expect[r] += dt * d[r];
     }

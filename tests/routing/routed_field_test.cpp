@@ -250,6 +250,50 @@ TEST(RoutedField, ObserversSeeTheDecisionAndPerCallCounts) {
   EXPECT_EQ(field.expert_evaluations(), 0u);
 }
 
+TEST(RoutedField, KeepsTheDecisionsOfItsLatestCallsForObserversToRead) {
+  // Each call records its decision once: time, call index, the (B, K) selection and the rows each
+  // expert evaluated. decision_at(t) finds the latest kept call at t, so after a Heun-like pair of
+  // calls (t_i, then t_{i+1}) the decision at t_i is still there when two are kept.
+  std::vector<call_log> logs(K);
+  auto field = ddm::make_routed_field<double>(make_experts(logs), ddm::router_fn(K, "peaked", peaked_logits),
+                                              ddm::top_2());
+  EXPECT_EQ(field.kept_decisions(), 1u);
+  EXPECT_EQ(field.decision_at(0.5), nullptr);
+  const auto x = rows_as_x(9, 2);
+  const auto y = rows_as_x(5, 2);
+  ddm::batch<double> v(9, 2), w(5, 2);
+  field(x.cview(), 0.5, v.view());
+  field(y.cview(), 0.25, w.view());
+  EXPECT_EQ(field.decision_at(0.5), nullptr) << "one kept decision: only the last call's";
+  ASSERT_NE(field.decision_at(0.25), nullptr);
+  EXPECT_EQ(field.decision_at(0.25), &field.last_decision());
+
+  field.keep_decisions(3);
+  EXPECT_EQ(&field.last_decision(), field.decision_at(0.25)) << "growing keeps the latest decision current";
+  field(x.cview(), 0.5, v.view());
+  field(y.cview(), 0.25, w.view());
+  field(x.cview(), 0.25, v.view());
+  const auto* at_half = field.decision_at(0.5);
+  const auto* at_quarter = field.decision_at(0.25);
+  ASSERT_NE(at_half, nullptr);
+  ASSERT_NE(at_quarter, nullptr);
+  EXPECT_EQ(at_half->t, 0.5);
+  EXPECT_EQ(at_half->call, 2u);
+  EXPECT_EQ(at_half->selected.rows(), 9);
+  EXPECT_EQ(at_quarter->call, 4u) << "the latest call at t = 0.25";
+  EXPECT_EQ(at_quarter->selected.rows(), 9);
+  EXPECT_EQ(at_half->selected_pairs(), 18u) << "top-2 of 9 rows";
+  std::size_t column_sum = 0;
+  for (ddm::index_t r = 0; r < at_half->selected.rows(); ++r)
+    for (ddm::index_t k = 0; k < K; ++k) column_sum += at_half->selected(r, k);
+  EXPECT_EQ(column_sum, at_half->selected_pairs());
+
+  field.keep_decisions(1);
+  EXPECT_EQ(field.last_decision().call, 4u) << "shrinking keeps the latest decision";
+  EXPECT_EQ(field.decision_at(0.5), nullptr);
+  EXPECT_THROW(field.keep_decisions(0), ddm::argument_error);
+}
+
 // Allocation-free experts and router, for the allocation count.
 struct affine_expert {
   double a;

@@ -45,13 +45,25 @@
 
 namespace ddm {
 
-/// What a routed field decided for each row of its last call; all (B, K).
+/// What a routed field decided in one call: the (B, K) decision for each row, and when and how
+/// much it cost. Recorded once per call; observers of the sampler (the routing observer) read it
+/// from the field instead of deciding again.
 template <class T, class Space = host_space>
 struct routing_decision {
-  batch<T, Space> logits;                 ///< the router's output
-  batch<T, Space> probabilities;          ///< softmax of the logits (with the field's temperature)
-  batch<T, Space> weights;                ///< the policy's weights; 0 where unselected
-  batch<std::uint8_t, Space> selected;    ///< 1 where the expert was evaluated for the row
+  batch<T, Space> logits;                 ///< (B, K) the router's output
+  batch<T, Space> probabilities;          ///< (B, K) softmax of the logits (with the field's temperature)
+  batch<T, Space> weights;                ///< (B, K) the policy's weights; 0 where unselected
+  batch<std::uint8_t, Space> selected;    ///< (B, K) 1 where the expert was evaluated for the row
+  std::size_t call = 0;                   ///< index of the call since construction or reset_counts()
+  double t = 0.0;                         ///< the time of the call
+  std::vector<std::size_t> rows_per_expert;  ///< (K) rows each expert evaluated in the call
+
+  /// Selected (row, expert) pairs: the expert row evaluations of the call.
+  [[nodiscard]] std::size_t selected_pairs() const noexcept {
+    std::size_t n = 0;
+    for (std::size_t r : rows_per_expert) n += r;
+    return n;
+  }
 };
 
 /// What observers of a routed field see after each call.
@@ -131,7 +143,34 @@ class routed_field_base {
   }
 
   /// The decision of the last call (empty before the first).
-  [[nodiscard]] const routing_decision<T, Space>& last_decision() const noexcept { return decision_; }
+  [[nodiscard]] const routing_decision<T, Space>& last_decision() const noexcept { return decisions_[current_]; }
+  /// The decision of the latest of the kept calls (keep_decisions) made at time t, or nullptr when
+  /// none of them was. A sampler's step calls the field at its start time t_i first and at later
+  /// times after, so after a step this is the decision taken at the step's start (x_i, t_i)
+  /// whenever the field keeps at least the step's number of evaluations.
+  [[nodiscard]] const routing_decision<T, Space>* decision_at(double t) const noexcept {
+    for (std::size_t back = 0; back < decisions_.size(); ++back) {
+      const auto& d = decisions_[(current_ + decisions_.size() - back) % decisions_.size()];
+      if (d.logits.empty()) break;
+      if (d.t == t) return &d;
+    }
+    return nullptr;
+  }
+  /// How many of the latest calls' decisions are kept (1 by default: last_decision() only).
+  [[nodiscard]] std::size_t kept_decisions() const noexcept { return decisions_.size(); }
+  /// Keep the decisions of the latest n calls (n >= 1); the routing observer asks for a step's worth.
+  void keep_decisions(std::size_t n) {
+    if (n < 1) ddm::fail_argument("ddm::routed_field::keep_decisions", "n", n, ">= 1");
+    if (n == decisions_.size()) return;
+    // Oldest first, so that the latest stays the current one.
+    std::vector<routing_decision<T, Space>> kept;
+    const std::size_t have = decisions_.size();
+    for (std::size_t i = 0; i < have; ++i) kept.push_back(std::move(decisions_[(current_ + 1 + i) % have]));
+    if (kept.size() > n) kept.erase(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(kept.size() - n));
+    while (kept.size() < n) kept.insert(kept.begin(), routing_decision<T, Space>{});
+    decisions_ = std::move(kept);
+    current_ = n - 1;
+  }
   /// Rows each expert evaluated in the last call.
   [[nodiscard]] std::span<const std::size_t> last_expert_rows() const noexcept { return call_rows_; }
   /// Rows each expert evaluated, summed over all calls since construction or reset_counts().
@@ -185,16 +224,24 @@ class routed_field_base {
                                        rows.cols(), "), expected (", x.rows(), ", 1)"));
   }
 
-  // The (B, K) decision buffers, reallocated only when B changes.
-  void ensure_decision_(index_t rows) {
+  // The next slot of the kept decisions, its (B, K) buffers reallocated only when B changes; the
+  // call's decision is written there and becomes last_decision().
+  routing_decision<T, Space>& next_decision_(index_t rows, double t) {
     const auto k = static_cast<index_t>(num_experts());
-    if (decision_.logits.rows() != rows) {
-      decision_.logits = batch<T, Space>(ctx_, rows, k);
-      decision_.probabilities = batch<T, Space>(ctx_, rows, k);
-      decision_.weights = batch<T, Space>(ctx_, rows, k);
-      decision_.selected = batch<std::uint8_t, Space>(ctx_, rows, k);
+    current_ = (current_ + 1) % decisions_.size();
+    auto& d = decisions_[current_];
+    if (d.logits.rows() != rows) {
+      d.logits = batch<T, Space>(ctx_, rows, k);
+      d.probabilities = batch<T, Space>(ctx_, rows, k);
+      d.weights = batch<T, Space>(ctx_, rows, k);
+      d.selected = batch<std::uint8_t, Space>(ctx_, rows, k);
     }
+    d.call = calls_;
+    d.t = t;
+    d.rows_per_expert.assign(num_experts(), 0);
+    return d;
   }
+  [[nodiscard]] routing_decision<T, Space>& decision_() noexcept { return decisions_[current_]; }
 
   void count_expert_(std::size_t k, index_t n) noexcept {
     call_rows_[k] = static_cast<std::size_t>(n);
@@ -202,19 +249,21 @@ class routed_field_base {
     ++total_calls_[k];
   }
 
-  // Counts the call and tells the observers.
+  // Counts the call, completes its decision record and tells the observers.
   void end_call_(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
     const std::size_t call = calls_++;
     rows_routed_ += static_cast<std::size_t>(x.rows());
+    auto& decision = decision_();
+    decision.rows_per_expert.assign(call_rows_.begin(), call_rows_.end());
     if (!observers_.empty()) {
       const routing_event<T, Space> event{call,
                                           t,
                                           x,
                                           v.as_const(),
-                                          decision_.logits.cview(),
-                                          decision_.probabilities.cview(),
-                                          decision_.weights.cview(),
-                                          decision_.selected.cview(),
+                                          decision.logits.cview(),
+                                          decision.probabilities.cview(),
+                                          decision.weights.cview(),
+                                          decision.selected.cview(),
                                           std::span<const std::size_t>(call_rows_)};
       for (auto& o : observers_) o(event);
     }
@@ -225,9 +274,10 @@ class routed_field_base {
   Policy policy_;
   [[no_unique_address]] execution_context<Space> ctx_;
   double temperature_ = 1.0;
-  routing_decision<T, Space> decision_;
 
  private:
+  std::vector<routing_decision<T, Space>> decisions_ = std::vector<routing_decision<T, Space>>(1);  // a ring
+  std::size_t current_ = 0;  // the slot of the last call
   std::vector<std::size_t> call_rows_;
   std::vector<std::size_t> total_rows_;
   std::vector<std::size_t> total_calls_;
@@ -263,7 +313,6 @@ class routed_field : public detail::routed_field_base<Experts, Router, Policy, T
  private:
   void reshape_(index_t rows, index_t cols) {
     const auto k = static_cast<index_t>(this->num_experts());
-    this->ensure_decision_(rows);
     row_index_ = row_index_scratch_.get(this->ctx_, rows * k, 1);
     composed_ = composed_scratch_.get(this->ctx_, rows, 1);
     x_sub_ = x_scratch_.get(this->ctx_, rows, cols);
@@ -276,9 +325,9 @@ class routed_field : public detail::routed_field_base<Experts, Router, Policy, T
     const index_t d = x.cols();
     const std::size_t k_count = this->num_experts();
     auto& ctx = this->ctx_;
-    auto& decision = this->decision_;
 
     reshape_(b, d);
+    auto& decision = this->next_decision_(b, t);
     this->router_(x, t, decision.logits.view());
     softmax_rows(ctx, decision.logits.cview(), this->temperature_, decision.probabilities.view(),
                  this->router_.name(), t);

@@ -191,7 +191,6 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
  private:
   void reshape_(index_t rows, index_t cols) {
     const auto k = static_cast<index_t>(this->num_experts());
-    this->ensure_decision_(rows);
     row_index_ = row_index_scratch_.get(this->ctx_, rows * k, 1);
     slot_ = slot_scratch_.get(this->ctx_, rows, k);
     composed_ = composed_scratch_.get(this->ctx_, rows, 1);
@@ -210,7 +209,7 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
     const index_t row = bad / k;
     const index_t expert = bad % k;
     T value{};
-    DDM_CUDA_CHECK(cudaMemcpyAsync(&value, this->decision_.logits.cview().row(row) + expert, sizeof(T),
+    DDM_CUDA_CHECK(cudaMemcpyAsync(&value, this->last_decision().logits.cview().row(row) + expert, sizeof(T),
                                    cudaMemcpyDeviceToHost, this->ctx_.stream()));
     this->ctx_.synchronize();
     throw non_finite_error(ddm::concat("ddm::softmax_rows: router '", name_of(this->router_),
@@ -227,9 +226,9 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
     const auto k = static_cast<index_t>(this->num_experts());
     cuda::detail::check_routing_size("ddm::routed_field", b, k);
     const cuda_context& ctx = this->ctx_;
-    auto& decision = this->decision_;
 
     reshape_(b, d);
+    auto& decision = this->next_decision_(b, t);
     this->router_(x, t, decision.logits.view());
     DDM_CUDA_CHECK(cudaMemsetAsync(report_.data(), 0, 2 * sizeof(int), ctx.stream()));
     if constexpr (device_row_policy<Policy, T>) {

@@ -103,12 +103,10 @@ struct alignment_result {
 };
 
 /// Ranks of the selected experts' centroids (K, E) by distance from already embedded states (B, E).
-template <class T, class Space>
-[[nodiscard]] alignment_result selected_ranks(batch_view<const T, Space> embedded,
-                                              batch_view<const std::uint8_t, Space> selected,
-                                              batch_view<const T, Space> centroids, double t = 0.0) {
-  static_assert(Space::host_accessible, "ddm::diagnostics::selected_ranks: host memory here; the device version (with a "
-                                        "ddm::cuda_context first) lives in ddm/cuda/diagnostics.hpp");
+template <class T>
+[[nodiscard]] alignment_result selected_ranks(const host_context& /*ctx*/, batch_view<const T> embedded,
+                                              batch_view<const std::uint8_t> selected, batch_view<const T> centroids,
+                                              double t = 0.0) {
   const char* where = "ddm::diagnostics::selected_ranks";
   ddm::require_non_empty(where, "embedded", embedded);
   ddm::require_non_empty(where, "centroids", centroids);
@@ -144,10 +142,18 @@ template <class T, class Space>
   return out;
 }
 
+/// The same on device views: one thread per row. Defined in
+/// ddm/cuda/diagnostics/instruments/alignment.hpp; declared here so that alignment_ranks, written
+/// once for every memory space, finds it by its name.
+template <class T>
+[[nodiscard]] alignment_result selected_ranks(const execution_context<cuda_space>& ctx,
+                                              batch_view<const T, cuda_space> embedded,
+                                              batch_view<const std::uint8_t, cuda_space> selected,
+                                              batch_view<const T, cuda_space> centroids, double t = 0.0);
+
 namespace detail {
 
-// phi(x0_hat) with x0_hat = x - t v, in x's memory space: what alignment_ranks ranks, on the host
-// and on the device (ddm/cuda/diagnostics.hpp).
+// phi(x0_hat) with x0_hat = x - t v, in x's memory space: what alignment_ranks ranks.
 template <class T, class Space, class Embedding>
 [[nodiscard]] batch<T, Space> embedded_data_prediction(const execution_context<Space>& ctx, const char* where,
                                                        batch_view<const T, Space> x, double t,
@@ -167,7 +173,7 @@ template <class T, class Space, class Embedding>
 }  // namespace detail
 
 /// Ranks of the selected experts at state x (B, D), time t, with blended velocity v (B, D):
-/// x0_hat = x - t v, embedded by phi, against the centroids (K, phi.dim(D)).
+/// x0_hat = x - t v, embedded by phi, against the centroids (K, phi.dim(D)); in any memory space.
 template <class T, class Space, class Embedding = identity_embedding>
   requires embedding<Embedding, T, Space>
 [[nodiscard]] alignment_result alignment_ranks(const execution_context<Space>& ctx, batch_view<const T, Space> x,
@@ -175,7 +181,7 @@ template <class T, class Space, class Embedding = identity_embedding>
                                                batch_view<const std::uint8_t, Space> selected,
                                                batch_view<const T, Space> centroids, const Embedding& phi = {}) {
   const auto embedded = detail::embedded_data_prediction(ctx, "ddm::diagnostics::alignment_ranks", x, t, v, phi);
-  return selected_ranks(embedded.cview(), selected, centroids, t);
+  return selected_ranks(ctx, embedded.cview(), selected, centroids, t);
 }
 
 /// Alignment as a function of t: one record per evaluated time, in the order added.
