@@ -243,6 +243,41 @@ class routed_field_base {
   }
   [[nodiscard]] routing_decision<T, Space>& decision_() noexcept { return decisions_[current_]; }
 
+  // Steps 4 and 5 of a call (the header's), the same in every memory space: each expert that any
+  // row selected is called once, on its rows gathered into x_sub (on x itself when it has every
+  // row in order), with the original row indices composed through `outer` when the field was
+  // given some. The space supplies where an expert writes, output(k, first, n) -> (n, D) view, and
+  // what is done with it, combine(k, rows, vk): the host scatter-adds each expert at once; the
+  // device writes a stack that one kernel combines afterwards, and combines nothing here.
+  template <class Output, class Combine>
+  void evaluate_experts_(batch_view<const T, Space> x, double t, const row_index_view<Space>* outer,
+                         std::span<const index_t> offsets, batch_view<std::int32_t, Space> row_index,
+                         batch_view<T, Space> x_sub, batch_view<std::int32_t, Space> composed, Output&& output,
+                         Combine&& combine) {
+    const index_t b = x.rows();
+    for (std::size_t k = 0; k < num_experts(); ++k) {
+      const index_t first = offsets[k];
+      const index_t n = offsets[k + 1] - first;
+      if (n == 0) continue;
+      const row_index_view<Space> rows = row_index.subrows(first, n).as_const();
+      batch_view<const T, Space> xk = x;
+      if (n != b) {
+        expert_grouping<Space>::gather(ctx_, x, rows, x_sub.subrows(0, n));
+        xk = x_sub.subrows(0, n).as_const();
+      }
+      row_index_view<Space> expert_rows = rows;
+      if (outer != nullptr) {
+        const auto c = composed.subrows(0, n);
+        expert_grouping<Space>::gather(ctx_, *outer, rows, c);
+        expert_rows = c.as_const();
+      }
+      const batch_view<T, Space> vk = output(k, first, n);
+      experts_.evaluate(k, xk, t, vk, expert_rows);
+      combine(k, rows, vk.as_const());
+      count_expert_(k, n);
+    }
+  }
+
   void count_expert_(std::size_t k, index_t n) noexcept {
     call_rows_[k] = static_cast<std::size_t>(n);
     total_rows_[k] += static_cast<std::size_t>(n);
@@ -323,7 +358,6 @@ class routed_field : public detail::routed_field_base<Experts, Router, Policy, T
     if (!this->begin_call_(x, t, v)) return;
     const index_t b = x.rows();
     const index_t d = x.cols();
-    const std::size_t k_count = this->num_experts();
     auto& ctx = this->ctx_;
 
     reshape_(b, d);
@@ -335,29 +369,12 @@ class routed_field : public detail::routed_field_base<Experts, Router, Policy, T
     expert_grouping<Space>::group(ctx, decision.selected.cview(), row_index_, std::span<index_t>(offsets_));
 
     fill(ctx, v, T(0));
-    for (std::size_t k = 0; k < k_count; ++k) {
-      const index_t first = offsets_[k];
-      const index_t n = offsets_[k + 1] - first;
-      if (n == 0) continue;
-      const row_index_view<Space> rows = row_index_.subrows(first, n).as_const();
-      // An expert with every row sees x itself (its rows are 0..B-1 in order): no gather.
-      batch_view<const T, Space> xk = x;
-      if (n != b) {
-        expert_grouping<Space>::gather(ctx, x, rows, x_sub_.subrows(0, n));
-        xk = x_sub_.subrows(0, n).as_const();
-      }
-      row_index_view<Space> expert_rows = rows;
-      if (outer != nullptr) {
-        const auto composed = composed_.subrows(0, n);
-        expert_grouping<Space>::gather(ctx, *outer, rows, composed);
-        expert_rows = composed.as_const();
-      }
-      auto vk = v_sub_.subrows(0, n);
-      this->experts_.evaluate(k, xk, t, vk, expert_rows);
-      expert_grouping<Space>::scatter_add(ctx, v, decision.weights.cview(), static_cast<index_t>(k), rows,
-                                          vk.as_const());
-      this->count_expert_(k, n);
-    }
+    this->evaluate_experts_(
+        x, t, outer, std::span<const index_t>(offsets_), row_index_, x_sub_, composed_,
+        [&](std::size_t, index_t, index_t n) { return v_sub_.subrows(0, n); },
+        [&](std::size_t k, row_index_view<Space> rows, batch_view<const T, Space> vk) {
+          expert_grouping<Space>::scatter_add(ctx, v, decision.weights.cview(), static_cast<index_t>(k), rows, vk);
+        });
     this->end_call_(x, t, v);
   }
 
