@@ -50,21 +50,21 @@ TYPED_TEST(DeviceDiagnostics, RowOperationsAgreeWithTheHost) {
     std::vector<double> c(rows);
     for (index_t r = 0; r < rows; ++r) c[static_cast<std::size_t>(r)] = 0.3 * static_cast<double>(r) - 7.0;
     batch<T> axpy(rows, cols), scaled(rows, cols);
-    dd::axpy_rows(host, axpy.view(), x.cview(), std::span<const double>(c), y.cview());
-    dd::scale_rows(host, scaled.view(), std::span<const double>(c), x.cview());
+    ddm::axpy_rows(host, axpy.view(), x.cview(), std::span<const double>(c), y.cview());
+    ddm::scale_rows(host, scaled.view(), std::span<const double>(c), x.cview());
     std::vector<double> dots(rows);
-    dd::row_dots(host, x.cview(), y.cview(), std::span<double>(dots));
+    ddm::row_dots(host, x.cview(), y.cview(), std::span<double>(dots));
 
     for (index_t pad : {index_t{0}, index_t{3}}) {
       const auto dx = ddm::test::on_device<T>(ctx, x, pad);
       const auto dy = ddm::test::on_device<T>(ctx, y, pad);
       auto out = ddm::test::on_device<T>(ctx, batch<T>(rows, cols), pad);
-      dd::axpy_rows(ctx, out.view, dx.view.as_const(), std::span<const double>(c), dy.view.as_const());
+      ddm::axpy_rows(ctx, out.view, dx.view.as_const(), std::span<const double>(c), dy.view.as_const());
       const auto got_axpy = ddm::cuda::to_host(ctx, out.view);
-      dd::scale_rows(ctx, out.view, std::span<const double>(c), dx.view.as_const());
+      ddm::scale_rows(ctx, out.view, std::span<const double>(c), dx.view.as_const());
       const auto got_scaled = ddm::cuda::to_host(ctx, out.view);
       std::vector<double> got_dots(rows);
-      dd::row_dots(ctx, dx.view.as_const(), dy.view.as_const(), std::span<double>(got_dots));
+      ddm::row_dots(ctx, dx.view.as_const(), dy.view.as_const(), std::span<double>(got_dots));
       const double eps = std::numeric_limits<T>::epsilon();
       for (index_t r = 0; r < rows; ++r) {
         const double cr = static_cast<double>(static_cast<T>(c[static_cast<std::size_t>(r)]));

@@ -59,11 +59,7 @@ template <class T>
                                               batch_view<const std::uint8_t, cuda_space> selected,
                                               batch_view<const T, cuda_space> centroids, double t) {
   const char* where = "ddm::diagnostics::selected_ranks";
-  ddm::require_non_empty(where, "embedded", embedded);
-  ddm::require_non_empty(where, "centroids", centroids);
-  if (centroids.cols() != embedded.cols())
-    throw shape_error(ddm::concat(where, ": argument 'centroids' has ", centroids.cols(),
-                                          " columns, expected the embedding dimension ", embedded.cols()));
+  detail::check_rank_shapes(where, embedded, centroids);
   const index_t rows = embedded.rows();
   const index_t k = centroids.rows();
   cuda::detail::check_device_selection(ctx, where, selected, rows, k);
@@ -81,22 +77,12 @@ template <class T>
   const auto h_hist = cuda::to_host(ctx, hist);
   const auto h_sum = cuda::to_host(ctx, sum);
   const auto h_count = cuda::to_host(ctx, count);
-  alignment_result out;
-  out.t = t;
-  out.mean_rank.assign(static_cast<std::size_t>(rows), std::numeric_limits<double>::quiet_NaN());
-  out.selected_count.assign(static_cast<std::size_t>(rows), 0);
-  out.rank_histogram.assign(static_cast<std::size_t>(k), 0);
+  alignment_result out = detail::empty_alignment(static_cast<std::size_t>(rows), static_cast<std::size_t>(k), t);
   for (index_t r = 0; r < rows; ++r) {
-    const auto ru = static_cast<std::size_t>(r);
     const std::uint32_t n = h_count(r, 0);
-    out.selected_count[ru] = n;
-    if (n == 0) {
-      ++out.rows_without_selection;
-      continue;
-    }
-    out.mean_rank[ru] = h_sum(r, 0) / n;
-    out.pairs += n;
-    for (index_t e = 0; e < k; ++e) out.rank_histogram[static_cast<std::size_t>(e)] += h_hist(r, e);
+    detail::add_ranked_row(out, static_cast<std::size_t>(r), n, h_sum(r, 0));
+    if (n != 0)
+      for (index_t e = 0; e < k; ++e) out.rank_histogram[static_cast<std::size_t>(e)] += h_hist(r, e);
   }
   return out;
 }
