@@ -200,8 +200,8 @@ TEST(DeviceDiagnosticsRouted, LeffOfTheRoutedFieldRunsOnTheDeviceLikeOnTheHost) 
   EXPECT_LT(worst, 1e-6);
 }
 
-// The routing observer on device views (routing_instruments<cuda_space>) follows a scheduled
-// policy's run as the host's observer does: the same decisions (selected experts per row at every
+// The routing observer on device views (device instruments, the device field's kept decisions)
+// follows a scheduled policy's run as the host's observer does: the same decisions (selected experts per row at every
 // step), the same alignment ranks, and disagreement and angles within double rounding: the Gram
 // route's relative error, D eps (|v_a| + |v_b|)^2 / d_ab^2, stays below 1e-10 unless two experts
 // agree to 1% of their norms, and the trajectories themselves agree to ~1e-14.
