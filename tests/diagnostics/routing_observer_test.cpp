@@ -1,6 +1,6 @@
 // The routing observer on the analytic DDM: it leaves the trajectory bit-identical, reads the
-// field's own decision at each step's start (not the field's last call) without calling the
-// router, reproduces the step's velocity from that decision and the experts' velocities,
+// field's own decision at each step's start (not the field's last call, nor another observer's
+// call) without calling the router, reproduces the step's velocity from that decision and the experts' velocities,
 // integrates the disagreement as defined, and reads the exact posterior router's choices as
 // aligned.
 
@@ -76,7 +76,6 @@ TEST(RoutingObserver, ReadsTheFieldsDecisionInsteadOfCallingTheRouter) {
                                 });
   auto field = ddm::make_routed_field<double>(model.experts(), counted, ddm::top_2());
   auto obs = dd::make_routing_observer<double>(field, schedule, model.centroids());
-  EXPECT_GE(field.kept_decisions(), 2u);
   auto x = noise(model, 16, 4);
   const auto result = ddm::sample(field, x, schedule, ddm::heun{}, obs);
   EXPECT_EQ(router_calls, result.field_evaluations);
@@ -84,15 +83,51 @@ TEST(RoutingObserver, ReadsTheFieldsDecisionInsteadOfCallingTheRouter) {
   EXPECT_EQ(obs.steps().size(), schedule.steps());
 }
 
-TEST(RoutingObserver, RefusesAFieldThatKeepsTooFewDecisions) {
-  // Heun calls the field at t_i and at t_{i+1}: with one decision kept, the one at t_i is gone.
+TEST(RoutingObserver, ReadsTheStepsDecisionWhenAnotherObserverCallsTheFieldFirst) {
+  // The L_eff observer, placed before the routing observer, calls the field at (x_i +- h u, t_i)
+  // after each step; the decision the routing observer reads is still the step's own. Under
+  // scheduled{0.5, full_ensemble, top_1} with Heun, the steps starting above 0.5 are seen as full
+  // ensemble steps, as without the L_eff observer.
+  const ds::analytic_ddm model;
+  const auto schedule = ddm::schedules::uniform(10);
+  auto field = ddm::make_routed_field<double>(model.experts(), model.router(2.0),
+                                              ddm::scheduled{0.5, ddm::full_ensemble{}, ddm::top_1()});
+  auto sens = dd::make_trajectory_sensitivity<double>(field);
+  auto obs = dd::make_routing_observer<double>(field, schedule, model.centroids());
+  // The full ensemble's weights are the probabilities at x, so a decision taken at a perturbed
+  // state would not reproduce the step's velocity to rounding.
+  double worst = 0.0;
+  auto check = [&](const ddm::step_event<double>& e) {
+    const auto w = obs.last_weights();
+    const auto v = obs.last_expert_velocities();
+    const auto b = e.v.rows();
+    for (ddm::index_t r = 0; r < b; ++r)
+      for (ddm::index_t c = 0; c < e.v.cols(); ++c) {
+        double s = 0.0;
+        for (ddm::index_t j = 0; j < w.cols(); ++j) s += w(r, j) * v(j * b + r, c);
+        worst = std::max(worst, std::abs(s - e.v(r, c)) / (1.0 + std::abs(e.v(r, c))));
+      }
+  };
+  auto x = noise(model, 32, 3);
+  const auto result = ddm::sample(field, x, schedule, ddm::heun{}, sens, obs, check);
+  EXPECT_GT(field.calls(), result.field_evaluations) << "the L_eff observer called the field";
+  const double k = static_cast<double>(model.num_clusters());
+  ASSERT_EQ(obs.steps().size(), schedule.steps());
+  for (const auto& s : obs.steps()) EXPECT_EQ(s.mean_selected, s.t > 0.5 ? k : 1.0) << "step " << s.step;
+  std::printf("[ measured ] with the L_eff observer first: max relative |sum_k w_k v_k - v_step| = %.3g\n", worst);
+  EXPECT_LT(worst, 1e-14);
+}
+
+TEST(RoutingObserver, RefusesAFieldSampledThroughAWrapper) {
+  // sample() marks each step's first call on the field it is given; behind a lambda the routed
+  // field is never marked, and the observer says so rather than read another call's decision.
   const ds::analytic_ddm model;
   const auto schedule = ddm::schedules::uniform(4);
   auto field = ddm::make_routed_field<double>(model.experts(), model.router(2.0), ddm::top_2());
+  auto wrapped = [&](ddm::batch_view<const double> x, double t, ddm::batch_view<double> v) { field(x, t, v); };
   auto obs = dd::make_routing_observer<double>(field, schedule, {}, {.alignment_times = {}});
-  field.keep_decisions(1);
   auto x = noise(model, 8, 2);
-  EXPECT_THROW(ddm::sample(field, x, schedule, ddm::heun{}, obs), ddm::argument_error);
+  EXPECT_THROW(ddm::sample(wrapped, x, schedule, ddm::euler{}, obs), ddm::argument_error);
 }
 
 TEST(RoutingObserver, RecomputedDecisionAndExpertsReproduceTheStepsVelocity) {

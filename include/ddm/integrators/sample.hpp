@@ -67,7 +67,9 @@ concept reads_step_start = requires {
 
 namespace detail {
 
-// Counts the field's calls and, when asked, checks what it returns.
+// Counts the field's calls and, when asked, checks what it returns. A field that records what
+// it decides per call (a routed field) is told which call starts a step (mark_step_start), so
+// that observers can read the decision taken at (x_i, t_i) after the step.
 template <class F, class Space>
 struct monitored_field {
   F* f;
@@ -75,11 +77,15 @@ struct monitored_field {
   std::size_t* count;
   const std::size_t* step;
   bool check;
+  bool step_start = false;  // the next call is the first of a step
 
   template <class T>
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
     (*f)(x, t, v);
     ++*count;
+    if constexpr (requires { f->mark_step_start(); })
+      if (step_start) f->mark_step_start();
+    step_start = false;
     if (check && !all_finite(*ctx, v))
       throw non_finite_error(concat("ddm::sample: the field returned a NaN or infinite velocity at step ", *step,
                                     " (evaluated at t = ", t, "); x was left as it was before this step"),
@@ -118,6 +124,7 @@ sample_result run_steps(const execution_context<Space>& ctx, const sample_option
     const double t = schedule[step];
     const double t_next = schedule[step + 1];
     if constexpr (keep_start) copy(ctx, start.view(), x.as_const());
+    f.step_start = true;
     stepper.step(f, x, t, t_next);
     if constexpr (sizeof...(Observers) > 0) {
       step_event<T, Space> event{step, t, t_next, x.as_const(), stepper.velocity()};

@@ -46,8 +46,8 @@
 namespace ddm {
 
 /// What a routed field decided in one call: the (B, K) decision for each row, and when and how
-/// much it cost. Recorded once per call; observers of the sampler (the routing observer) read it
-/// from the field instead of deciding again.
+/// much it cost. Recorded once per call; observers of the sampler (the routing observer) read the
+/// one of each step's start (step_decision()) from the field instead of deciding again.
 template <class T, class Space = host_space>
 struct routing_decision {
   batch<T, Space> logits;                 ///< (B, K) the router's output
@@ -143,33 +143,23 @@ class routed_field_base {
   }
 
   /// The decision of the last call (empty before the first).
-  [[nodiscard]] const routing_decision<T, Space>& last_decision() const noexcept { return decisions_[current_]; }
-  /// The decision of the latest of the kept calls (keep_decisions) made at time t, or nullptr when
-  /// none of them was. A sampler's step calls the field at its start time t_i first and at later
-  /// times after, so after a step this is the decision taken at the step's start (x_i, t_i)
-  /// whenever the field keeps at least the step's number of evaluations.
-  [[nodiscard]] const routing_decision<T, Space>* decision_at(double t) const noexcept {
-    for (std::size_t back = 0; back < decisions_.size(); ++back) {
-      const auto& d = decisions_[(current_ + decisions_.size() - back) % decisions_.size()];
-      if (d.logits.empty()) break;
-      if (d.t == t) return &d;
-    }
-    return nullptr;
+  [[nodiscard]] const routing_decision<T, Space>& last_decision() const noexcept {
+    return last_is_step_start_ ? step_decision_ : decision_;
   }
-  /// How many of the latest calls' decisions are kept (1 by default: last_decision() only).
-  [[nodiscard]] std::size_t kept_decisions() const noexcept { return decisions_.size(); }
-  /// Keep the decisions of the latest n calls (n >= 1); the routing observer asks for a step's worth.
-  void keep_decisions(std::size_t n) {
-    if (n < 1) ddm::fail_argument("ddm::routed_field::keep_decisions", "n", n, ">= 1");
-    if (n == decisions_.size()) return;
-    // Oldest first, so that the latest stays the current one.
-    std::vector<routing_decision<T, Space>> kept;
-    const std::size_t have = decisions_.size();
-    for (std::size_t i = 0; i < have; ++i) kept.push_back(std::move(decisions_[(current_ + 1 + i) % have]));
-    if (kept.size() > n) kept.erase(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(kept.size() - n));
-    while (kept.size() < n) kept.insert(kept.begin(), routing_decision<T, Space>{});
-    decisions_ = std::move(kept);
-    current_ = n - 1;
+  /// The decision of the first call of the sampler's latest step, at its start (x_i, t_i), or
+  /// nullptr when no ddm::sample() run has called this field. ddm::sample() marks that call
+  /// (mark_step_start), so the calls that follow it, Heun's corrector at t_{i+1}, a later stage,
+  /// an observer's finite differences at t_i, do not replace it. What the routing observer reads.
+  [[nodiscard]] const routing_decision<T, Space>* step_decision() const noexcept {
+    return step_decision_.logits.empty() ? nullptr : &step_decision_;
+  }
+  /// Called by ddm::sample() right after the first call of each step: that call's decision
+  /// becomes step_decision(). It swaps buffers, copies nothing and allocates nothing.
+  void mark_step_start() noexcept {
+    if (last_is_step_start_ || decision_.logits.empty()) return;
+    using std::swap;
+    swap(step_decision_, decision_);
+    last_is_step_start_ = true;
   }
   /// Rows each expert evaluated in the last call.
   [[nodiscard]] std::span<const std::size_t> last_expert_rows() const noexcept { return call_rows_; }
@@ -224,12 +214,12 @@ class routed_field_base {
                                        rows.cols(), "), expected (", x.rows(), ", 1)"));
   }
 
-  // The next slot of the kept decisions, its (B, K) buffers reallocated only when B changes; the
-  // call's decision is written there and becomes last_decision().
+  // The decision buffers of this call, reallocated only when B changes; the call's decision is
+  // written there and becomes last_decision().
   routing_decision<T, Space>& next_decision_(index_t rows, double t) {
     const auto k = static_cast<index_t>(num_experts());
-    current_ = (current_ + 1) % decisions_.size();
-    auto& d = decisions_[current_];
+    last_is_step_start_ = false;
+    auto& d = decision_;
     if (d.logits.rows() != rows) {
       d.logits = batch<T, Space>(ctx_, rows, k);
       d.probabilities = batch<T, Space>(ctx_, rows, k);
@@ -241,7 +231,7 @@ class routed_field_base {
     d.rows_per_expert.assign(num_experts(), 0);
     return d;
   }
-  [[nodiscard]] routing_decision<T, Space>& decision_() noexcept { return decisions_[current_]; }
+
 
   // Steps 4 and 5 of a call (the header's), the same in every memory space: each expert that any
   // row selected is called once, on its rows gathered into x_sub (on x itself when it has every
@@ -288,7 +278,7 @@ class routed_field_base {
   void end_call_(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
     const std::size_t call = calls_++;
     rows_routed_ += static_cast<std::size_t>(x.rows());
-    auto& decision = decision_();
+    auto& decision = decision_;
     decision.rows_per_expert.assign(call_rows_.begin(), call_rows_.end());
     if (!observers_.empty()) {
       const routing_event<T, Space> event{call,
@@ -311,8 +301,9 @@ class routed_field_base {
   double temperature_ = 1.0;
 
  private:
-  std::vector<routing_decision<T, Space>> decisions_ = std::vector<routing_decision<T, Space>>(1);  // a ring
-  std::size_t current_ = 0;  // the slot of the last call
+  routing_decision<T, Space> decision_;       // the last call's, unless it was marked as a step's start
+  routing_decision<T, Space> step_decision_;  // the first call of the sampler's latest step
+  bool last_is_step_start_ = false;           // the last call's decision is step_decision_
   std::vector<std::size_t> call_rows_;
   std::vector<std::size_t> total_rows_;
   std::vector<std::size_t> total_calls_;

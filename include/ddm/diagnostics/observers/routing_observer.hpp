@@ -4,9 +4,9 @@
 //
 //   1. reads the routing decision the field took there: the field records its decision once per
 //      call (ddm::routing_decision: probabilities, weights, selection, rows per expert), and
-//      decision_at(t_i) is the one of the step's first call, at (x_i, t_i); the observer asks the
-//      field to keep a step's worth of them (keep_decisions), so that Heun's corrector at
-//      t_{i+1}, a later stage of a multistage method, or the next step, does not hide it. Nothing
+//      ddm::sample marks each step's first call, at (x_i, t_i), whose decision the field keeps as
+//      step_decision(): Heun's corrector at t_{i+1}, a later stage, or another observer's calls
+//      of the field at t_i (the L_eff observer's finite differences) do not replace it. Nothing
 //      is decided twice: no router, softmax or policy call is the observer's;
 //   2. evaluates all K experts on x_i (experts().evaluate(k, ...), the whole batch each: the
 //      sampler itself evaluates only the selected ones), x_i being the step event's x_start (the
@@ -70,17 +70,11 @@ namespace ddm::diagnostics {
 /// What the routing observer needs of a field: the parts of a ddm::routed_field it reads the
 /// decisions from and evaluates the experts of.
 template <class F, class T, class Space = host_space>
-concept inspectable_routed_field = requires(F& f, const F& cf, double t, std::size_t n) {
+concept inspectable_routed_field = requires(F& f, const F& cf) {
   f.experts();
-  { cf.decision_at(t) } -> std::convertible_to<const routing_decision<T, Space>*>;
-  { cf.kept_decisions() } -> std::convertible_to<std::size_t>;
-  f.keep_decisions(n);
+  { cf.step_decision() } -> std::convertible_to<const routing_decision<T, Space>*>;
   { cf.num_experts() } -> std::convertible_to<std::size_t>;
 };
-
-/// Decisions the routing observer asks its field to keep: at least the field evaluations of one
-/// step of any fixed-step integrator in ddm (Heun and DPM-Solver++(2S) make two).
-inline constexpr std::size_t routing_observer_kept_decisions = 4;
 
 struct routing_observer_options {
   std::size_t every = 1;  ///< disagreement and angles at steps 0, every, 2 every, ...
@@ -105,8 +99,8 @@ struct routing_step {
 template <class T, class Field, class Embedding = identity_embedding, class Space = host_space>
 class routing_observer {
   static_assert(inspectable_routed_field<Field, T, Space>,
-                "ddm::diagnostics::routing_observer: the field has no experts(), decision_at(t), keep_decisions(n) "
-                "and num_experts() members; expected a ddm::routed_field (make_routed_field)");
+                "ddm::diagnostics::routing_observer: the field has no experts(), step_decision() and num_experts() "
+                "members; expected a ddm::routed_field (make_routed_field)");
   static_assert(embedding<Embedding, T, Space>,
                 "ddm::diagnostics::routing_observer: Embedding is not a ddm::diagnostics::embedding (dim(D) and "
                 "e(ctx, in, out))");
@@ -125,8 +119,6 @@ class routing_observer {
     if (options_.every < 1) ddm::fail_argument(where, "every", options_.every, ">= 1");
     const auto k = static_cast<index_t>(field.num_experts());
     if (k < 2) ddm::fail_argument(where, "field.num_experts()", k, ">= 2 (disagreement needs two experts)");
-    if (field.kept_decisions() < routing_observer_kept_decisions)
-      field.keep_decisions(routing_observer_kept_decisions);
     if (!centroids.empty()) {
       if (centroids.rows() != k)
         throw shape_error(ddm::concat(where, ": argument 'centroids' has ", centroids.rows(),
@@ -200,9 +192,9 @@ class routing_observer {
   [[nodiscard]] std::size_t expert_evaluations() const noexcept { return expert_evaluations_; }
   [[nodiscard]] const routing_observer_options& options() const noexcept { return options_; }
 
-  /// The field's decision at the last measured step's start, (B, K) each (valid while the field
-  /// keeps it: until its next kept_decisions() calls), and every expert's velocity there,
-  /// (K B, D) with expert k in rows [k B, (k + 1) B) (valid until the next measured step).
+  /// The field's decision at the last measured step's start, (B, K) each (valid until the field's
+  /// next step), and every expert's velocity there, (K B, D) with expert k in rows
+  /// [k B, (k + 1) B) (valid until the next measured step).
   [[nodiscard]] batch_view<const T, Space> last_probabilities() const noexcept {
     return decision_ != nullptr ? decision_->probabilities.cview() : batch_view<const T, Space>{};
   }
@@ -241,11 +233,11 @@ class routing_observer {
     const std::size_t k_count = field_->num_experts();
 
     // 1. The decision the field took at (x_i, t_i), the step's first call.
-    const routing_decision<T, Space>* decision = field_->decision_at(t);
-    if (decision == nullptr)
-      throw argument_error(ddm::concat(where, ": the field kept no decision made at t = ", t, " (step ", e.index,
-                                               ", ", field_->kept_decisions(), " kept); expected the step to call "
-                                               "this field, with at most that many calls per step (keep_decisions)"));
+    const routing_decision<T, Space>* decision = field_->step_decision();
+    if (decision == nullptr || decision->t != t)
+      throw argument_error(ddm::concat(where, ": the field holds no decision for the start of step ", e.index,
+                                               " (t = ", t, "); expected ddm::sample() to call this routed field "
+                                               "itself, not through a wrapper, so that it marks each step's first call"));
     if (decision->selected.rows() != b)
       throw shape_error(ddm::concat(where, ": the field's decision at t = ", t, " has ", decision->selected.rows(),
                                             " rows, expected the sampled batch's ", b));
