@@ -14,6 +14,10 @@
 // the driver in one copy per step that every observer shares (empty when no observer asks, so
 // that a progress bar costs no copy). An observer may also offer on_start(x, t0) and
 // on_finish(x, t_end). With no observer, the loop contains no observer code at all.
+//
+// A field that records what it decides per call (ddm::routed_field) is told which of its calls
+// starts a step (mark_step_start(), right after the step's first call), so that observers read
+// the decision taken at (x_i, t_i) and not a later call's.
 
 #include <cstddef>
 #include <type_traits>
