@@ -45,6 +45,23 @@ struct step_recorder {
   }
 };
 
+// max over (r, c) of |sum_k w_k v_k - v_step| / (1 + |v_step|), with the observer's decision
+// and expert velocities at the step's start: 0 when the decision is the one the step used.
+template <class Observer>
+double velocity_mismatch(const Observer& obs, const ddm::step_event<double>& e) {
+  const auto w = obs.last_weights();
+  const auto v = obs.last_expert_velocities();
+  const auto b = e.v.rows();
+  double worst = 0.0;
+  for (ddm::index_t r = 0; r < b; ++r)
+    for (ddm::index_t c = 0; c < e.v.cols(); ++c) {
+      double s = 0.0;
+      for (ddm::index_t k = 0; k < w.cols(); ++k) s += w(r, k) * v(k * b + r, c);
+      worst = std::max(worst, std::abs(s - e.v(r, c)) / (1.0 + std::abs(e.v(r, c))));
+    }
+  return worst;
+}
+
 TEST(RoutingObserver, LeavesTheTrajectoryAndTheFieldsCountersUntouched) {
   const ds::analytic_ddm model;
   const auto schedule = ddm::schedules::uniform(12);
@@ -97,17 +114,7 @@ TEST(RoutingObserver, ReadsTheStepsDecisionWhenAnotherObserverCallsTheFieldFirst
   // The full ensemble's weights are the probabilities at x, so a decision taken at a perturbed
   // state would not reproduce the step's velocity to rounding.
   double worst = 0.0;
-  auto check = [&](const ddm::step_event<double>& e) {
-    const auto w = obs.last_weights();
-    const auto v = obs.last_expert_velocities();
-    const auto b = e.v.rows();
-    for (ddm::index_t r = 0; r < b; ++r)
-      for (ddm::index_t c = 0; c < e.v.cols(); ++c) {
-        double s = 0.0;
-        for (ddm::index_t j = 0; j < w.cols(); ++j) s += w(r, j) * v(j * b + r, c);
-        worst = std::max(worst, std::abs(s - e.v(r, c)) / (1.0 + std::abs(e.v(r, c))));
-      }
-  };
+  auto check = [&](const ddm::step_event<double>& e) { worst = std::max(worst, velocity_mismatch(obs, e)); };
   auto x = noise(model, 32, 3);
   const auto result = ddm::sample(field, x, schedule, ddm::heun{}, sens, obs, check);
   EXPECT_GT(field.calls(), result.field_evaluations) << "the L_eff observer called the field";
@@ -137,17 +144,7 @@ TEST(RoutingObserver, RecomputedDecisionAndExpertsReproduceTheStepsVelocity) {
   auto field = ddm::make_routed_field<double>(model.experts(), model.router(2.0), ddm::top_2());
   auto obs = dd::make_routing_observer<double>(field, schedule, model.centroids());
   double worst = 0.0;
-  auto check = [&](const ddm::step_event<double>& e) {
-    const auto w = obs.last_weights();
-    const auto v = obs.last_expert_velocities();
-    const auto b = e.v.rows();
-    for (ddm::index_t r = 0; r < b; ++r)
-      for (ddm::index_t c = 0; c < e.v.cols(); ++c) {
-        double s = 0.0;
-        for (ddm::index_t k = 0; k < w.cols(); ++k) s += w(r, k) * v(k * b + r, c);
-        worst = std::max(worst, std::abs(s - e.v(r, c)) / (1.0 + std::abs(e.v(r, c))));
-      }
-  };
+  auto check = [&](const ddm::step_event<double>& e) { worst = std::max(worst, velocity_mismatch(obs, e)); };
   auto x = noise(model, 48, 9);
   ddm::sample(field, x, schedule, ddm::heun{}, obs, check);
   std::printf("[ measured ] max relative |sum_k w_k v_k - v_step| = %.3g\n", worst);
