@@ -217,8 +217,8 @@ int sample_and_report(const options& o, const ddm::execution_context<Space>& ctx
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   if (o.diagnostics > 0) {
     auto diagnostics = dd::make_routing_observer<float, Space>(
-        field, schedule, ddm::batch_view<const float, Space>{},
-        {.every = static_cast<std::size_t>(o.diagnostics), .alignment_times = {}}, {}, ctx);
+        ctx, field, schedule, ddm::batch_view<const float, Space>{},
+        {.every = static_cast<std::size_t>(o.diagnostics), .alignment_times = {}});
     const auto result = ddm::sample(field, x, schedule, integrator, progress, diagnostics);
     report_routing(result, seconds());
     print_diagnostics(o, diagnostics);

@@ -183,7 +183,7 @@ TEST(DeviceDiagnosticsRouted, LeffOfTheRoutedFieldRunsOnTheDeviceLikeOnTheHost) 
   auto h_field = ddm::make_routed_field<double>(model.experts(), model.router(1.0), ddm::full_ensemble{});
   auto d_field = ddm::cuda::make_analytic_routed_field<double>(dev, 1.0, ddm::full_ensemble{});
   auto h_sens = dd::make_trajectory_sensitivity<double>(h_field, {.every = 2});
-  auto d_sens = dd::make_trajectory_sensitivity<double, cuda_space>(d_field, {.every = 2}, ctx);
+  auto d_sens = dd::make_trajectory_sensitivity<double, cuda_space>(ctx, d_field, {.every = 2});
   batch<double> x(128, model.dim());
   ddm::fill_normal(host, x.view(), 3);
   batch<double, cuda_space> dx(ctx, 128, model.dim());
@@ -216,8 +216,8 @@ TEST(DeviceDiagnosticsRouted, RoutingObserverOnTheDeviceAgreesWithTheHost) {
   const auto schedule = ddm::schedules::uniform(8);
   const auto d_centroids = ddm::cuda::to_device(ctx, model.centroids());
   auto h_obs = dd::make_routing_observer<double>(h_field, schedule, model.centroids(), {.alignment_every_step = true});
-  auto d_obs = dd::make_routing_observer<double, cuda_space>(d_field, schedule, d_centroids.cview(),
-                                                             {.alignment_every_step = true}, {}, ctx);
+  auto d_obs = dd::make_routing_observer<double, cuda_space>(ctx, d_field, schedule, d_centroids.cview(),
+                                                             {.alignment_every_step = true});
   batch<double> x(96, model.dim());
   ddm::fill_normal(host, x.view(), 5);
   batch<double, cuda_space> dx(ctx, 96, model.dim());

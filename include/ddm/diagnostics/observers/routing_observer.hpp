@@ -112,8 +112,8 @@ class routing_observer {
   /// Watches the sampling of `field` (held by reference) along `schedule`. `centroids` (K, E) are
   /// the centres of the experts' training clusters in the embedding space of `phi`; an empty view
   /// turns the alignment ranks off.
-  routing_observer(Field& field, const time_schedule& schedule, batch_view<const T, Space> centroids,
-                   routing_observer_options options = {}, Embedding phi = {}, execution_context<Space> ctx = {})
+  routing_observer(const execution_context<Space>& ctx, Field& field, const time_schedule& schedule,
+                   batch_view<const T, Space> centroids, routing_observer_options options = {}, Embedding phi = {})
       : field_(&field), schedule_(schedule), options_(std::move(options)), phi_(std::move(phi)), ctx_(ctx) {
     constexpr const char* where = "ddm::diagnostics::routing_observer";
     if (options_.every < 1) ddm::fail_argument(where, "every", options_.every, ">= 1");
@@ -131,6 +131,11 @@ class routing_observer {
                                                "expected the (K, E) centroids of the experts' clusters"));
     }
   }
+
+  /// The same in the space's default context.
+  routing_observer(Field& field, const time_schedule& schedule, batch_view<const T, Space> centroids,
+                   routing_observer_options options = {}, Embedding phi = {})
+      : routing_observer(execution_context<Space>{}, field, schedule, centroids, std::move(options), std::move(phi)) {}
 
   /// Called by sample() before the first step: checks the schedule and clears earlier records.
   void on_start(batch_view<const T, Space> x, double t0) {
@@ -305,13 +310,23 @@ class routing_observer {
   std::size_t expert_evaluations_ = 0;
 };
 
-/// A routing_observer for batches of T, deducing the field's type.
+/// A routing_observer for batches of T, deducing the field's type; the context first, as every
+/// diagnostic takes it.
+template <class T, class Space = host_space, class Field, class Embedding = identity_embedding>
+[[nodiscard]] routing_observer<T, Field, Embedding, Space> make_routing_observer(
+    const execution_context<Space>& ctx, Field& field, const time_schedule& schedule,
+    batch_view<const T, Space> centroids, routing_observer_options options = {}, Embedding phi = {}) {
+  return routing_observer<T, Field, Embedding, Space>(ctx, field, schedule, centroids, std::move(options),
+                                                      std::move(phi));
+}
+
+/// The same in the space's default context.
 template <class T, class Space = host_space, class Field, class Embedding = identity_embedding>
 [[nodiscard]] routing_observer<T, Field, Embedding, Space> make_routing_observer(
     Field& field, const time_schedule& schedule, batch_view<const T, Space> centroids,
-    routing_observer_options options = {}, Embedding phi = {}, execution_context<Space> ctx = {}) {
-  return routing_observer<T, Field, Embedding, Space>(field, schedule, centroids, std::move(options), std::move(phi),
-                                                      ctx);
+    routing_observer_options options = {}, Embedding phi = {}) {
+  return routing_observer<T, Field, Embedding, Space>(execution_context<Space>{}, field, schedule, centroids,
+                                                      std::move(options), std::move(phi));
 }
 
 }  // namespace ddm::diagnostics

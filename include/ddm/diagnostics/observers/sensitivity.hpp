@@ -88,7 +88,11 @@ class trajectory_sensitivity {
   /// ddm::sample gives the observer x_i, the state each step's velocity was evaluated at.
   static constexpr bool reads_step_start = true;
 
-  explicit trajectory_sensitivity(Field& field, sensitivity_options options = {}, execution_context<Space> ctx = {})
+  /// The same in the space's default context.
+  explicit trajectory_sensitivity(Field& field, sensitivity_options options = {})
+      : trajectory_sensitivity(execution_context<Space>{}, field, options) {}
+
+  trajectory_sensitivity(const execution_context<Space>& ctx, Field& field, sensitivity_options options = {})
       : field_(&field), options_(options), ctx_(ctx) {
     require_velocity_field<Field, T, Space>();
     if (options.every < 1) ddm::fail_argument("ddm::diagnostics::trajectory_sensitivity", "every", options.every, ">= 1");
@@ -219,10 +223,17 @@ class trajectory_sensitivity {
 
 /// A trajectory_sensitivity observer for batches of T, deducing the field's type.
 template <class T, class Space = host_space, class Field>
+[[nodiscard]] trajectory_sensitivity<T, Field, Space> make_trajectory_sensitivity(const execution_context<Space>& ctx,
+                                                                                 Field& field,
+                                                                                 sensitivity_options options = {}) {
+  return trajectory_sensitivity<T, Field, Space>(ctx, field, options);
+}
+
+/// The same in the space's default context.
+template <class T, class Space = host_space, class Field>
 [[nodiscard]] trajectory_sensitivity<T, Field, Space> make_trajectory_sensitivity(Field& field,
-                                                                                 sensitivity_options options = {},
-                                                                                 execution_context<Space> ctx = {}) {
-  return trajectory_sensitivity<T, Field, Space>(field, options, ctx);
+                                                                                 sensitivity_options options = {}) {
+  return trajectory_sensitivity<T, Field, Space>(execution_context<Space>{}, field, options);
 }
 
 }  // namespace ddm::diagnostics
