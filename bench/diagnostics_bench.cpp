@@ -83,8 +83,8 @@ void run(benchmark::State& state, instrument which, index_t b, index_t d) {
         ++expert_calls;
       }
       const auto span = std::span<const batch_view<const value_t>>(views);
-      benchmark::DoNotOptimize(dd::expert_disagreement(span).data());
-      angles.add(dd::angular_deviation(span, e.v, e.selected));
+      benchmark::DoNotOptimize(dd::expert_disagreement(ctx, span).data());
+      angles.add(dd::angular_deviation(ctx, span, e.v, e.selected));
     });
   } else if (which == instrument::alignment) {
     field.add_observer([&](const routing_event<value_t>& e) {

@@ -293,7 +293,7 @@ class fashion_system final : public study_system {
     prog.note(tag + "observing (L_eff)");
     ddm::batch<T> y(b, d);
     ddm::copy(ctx, y.view(), noise.cview());
-    auto sens = dd::make_trajectory_sensitivity<T, ddm::host_space>(field, {.every = cfg.leff_every}, ctx);
+    auto sens = dd::make_trajectory_sensitivity<T, ddm::host_space>(ctx, field, {.every = cfg.leff_every});
     ddm::sample(ctx, ddm::sample_options{}, field, y.view(), schedule, integ, sens);
     res.observed_run_bit_identical = same_bits(y.cview(), x.cview());
     res.stability.l_eff_median = dd::median(sens.row_mean());

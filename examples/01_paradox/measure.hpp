@@ -284,12 +284,12 @@ measurement measure_policy(const config& cfg, const system_geometry& geo, const 
   // 2. The same noise again with the observers: L_eff, disagreement, angles, alignment.
   prog.note(tag + "observing (L_eff, disagreement, angles, ranks)");
   ddm::copy(ctx, x.view(), noise.cview());
-  auto sens = dd::make_trajectory_sensitivity<T, Space>(field, {.every = cfg.leff_every}, ctx);
+  auto sens = dd::make_trajectory_sensitivity<T, Space>(ctx, field, {.every = cfg.leff_every});
   const auto centroids_host = convert<T>(geo.centroids);
   ddm::batch<T, Space> centroids(ctx, centroids_host.rows(), centroids_host.cols());
   ddm::copy(ctx, centroids.view(), centroids_host.cview());
-  auto routing = dd::make_routing_observer<T, Space>(field, schedule, centroids.cview(),
-                                                     {.alignment_every_step = true}, {}, ctx);
+  auto routing = dd::make_routing_observer<T, Space>(ctx, field, schedule, centroids.cview(),
+                                                     {.alignment_every_step = true});
   ddm::sample(ctx, ddm::sample_options{}, field, x.view(), schedule, integ, sens, routing);
   res.observed_run_bit_identical = same_bits(host_copy(ctx, x.cview()).cview(), samples.cview());
 

@@ -6,10 +6,9 @@
 // A run on a Paris-layout folder: load the folder, build the routed field (experts with guidance inside, the DiT router,
 // the policy), sample from noise with a progress printer and -- unless --diagnostics 0 -- ddm's
 // routing_observer (expert disagreement and its trajectory integral, angular deviation of the
-// selected and non-selected experts), then print the routing counts and the diagnostics. On a
-// device the observer needs its device instruments (ddm::diagnostics::routing_instruments
-// <cuda_space>, ddm/cuda/diagnostics.hpp, in ddm versions that have them); without them a device
-// run reports the routing counts alone and says why.
+// selected and non-selected experts), then print the routing counts and the diagnostics. The
+// observer runs in both spaces: on a device its instruments are the device overloads that
+// <ddm/cuda.hpp> brings (ddm/cuda/diagnostics/instruments/).
 //
 // A run on an original DiT checkpoint (one safetensors file in the facebookresearch/DiT layout):
 // read its configuration from the file (the head count from --heads or its metadata), guide it
@@ -42,20 +41,7 @@
 #define DDM_DIT_FIXTURES "tests/dit/golden"
 #endif
 
-// Declared as ddm/diagnostics/observers/routing_observer.hpp declares it where it exists: the class whose
-// specialization for a memory space gives the routing observer its instruments there.
-namespace ddm::diagnostics {
-template <class Space>
-struct routing_instruments;
-}  // namespace ddm::diagnostics
-
 namespace ddm_dit {
-
-/// Whether ddm's routing observer runs on views of Space: always on the host; on a device when
-/// the instruments for it are defined (complete) in this translation unit.
-template <class Space>
-inline constexpr bool observer_runs_in =
-    Space::host_accessible || requires { sizeof(ddm::diagnostics::routing_instruments<Space>); };
 
 struct options {
   std::string checkpoint = std::string(DDM_DIT_FIXTURES) + "/paris_tiny";
@@ -273,7 +259,7 @@ int sample_and_report(const options& o, const ddm::execution_context<Space>& ctx
   auto report_routing = [&](const ddm::sample_result& result, double seconds) {
     std::printf("\n%zu steps, %zu routed-field calls in %.2f s (%.1f ms per call%s)\n", result.steps,
                 result.field_evaluations, seconds, 1e3 * seconds / double(result.field_evaluations),
-                observer_runs_in<Space> && o.diagnostics > 0 ? ", diagnostics included" : "");
+                o.diagnostics > 0 ? ", diagnostics included" : "");
     std::printf("expert evaluations per routed row: %.2f of %zu (relative cost %.3f of the full ensemble)\n",
                 field.relative_cost() * double(k), k, field.relative_cost());
     const auto rows = field.expert_rows();
@@ -284,25 +270,16 @@ int sample_and_report(const options& o, const ddm::execution_context<Space>& ctx
   };
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-  if constexpr (observer_runs_in<Space>) {
-    if (o.diagnostics > 0) {
-      auto diagnostics = dd::make_routing_observer<float, Space>(
-          field, schedule, ddm::batch_view<const float, Space>{},
-          {.every = static_cast<std::size_t>(o.diagnostics), .alignment_times = {}}, {}, ctx);
-      const auto result = ddm::sample(field, x, schedule, integrator, progress, diagnostics);
-      report_routing(result, seconds());
-      print_diagnostics(o, diagnostics);
-    } else {
-      const auto result = ddm::sample(field, x, schedule, integrator, progress);
-      report_routing(result, seconds());
-    }
+  if (o.diagnostics > 0) {
+    auto diagnostics = dd::make_routing_observer<float, Space>(
+        ctx, field, schedule, ddm::batch_view<const float, Space>{},
+        {.every = static_cast<std::size_t>(o.diagnostics), .alignment_times = {}});
+    const auto result = ddm::sample(field, x, schedule, integrator, progress, diagnostics);
+    report_routing(result, seconds());
+    print_diagnostics(o, diagnostics);
   } else {
     const auto result = ddm::sample(field, x, schedule, integrator, progress);
     report_routing(result, seconds());
-    if (o.diagnostics > 0)
-      std::printf("\ndiagnostics: this ddm's routing_observer has no device instruments "
-                  "(ddm::diagnostics::routing_instruments<cuda_space>); run with --device cpu for the disagreement and "
-                  "angle report\n");
   }
 
   return finish(o, ctx, x.cview());

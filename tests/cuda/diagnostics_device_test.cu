@@ -50,21 +50,21 @@ TYPED_TEST(DeviceDiagnostics, RowOperationsAgreeWithTheHost) {
     std::vector<double> c(rows);
     for (index_t r = 0; r < rows; ++r) c[static_cast<std::size_t>(r)] = 0.3 * static_cast<double>(r) - 7.0;
     batch<T> axpy(rows, cols), scaled(rows, cols);
-    dd::axpy_rows(host, axpy.view(), x.cview(), std::span<const double>(c), y.cview());
-    dd::scale_rows(host, scaled.view(), std::span<const double>(c), x.cview());
+    ddm::axpy_rows(host, axpy.view(), x.cview(), std::span<const double>(c), y.cview());
+    ddm::scale_rows(host, scaled.view(), std::span<const double>(c), x.cview());
     std::vector<double> dots(rows);
-    dd::row_dots(host, x.cview(), y.cview(), std::span<double>(dots));
+    ddm::row_dots(host, x.cview(), y.cview(), std::span<double>(dots));
 
     for (index_t pad : {index_t{0}, index_t{3}}) {
       const auto dx = ddm::test::on_device<T>(ctx, x, pad);
       const auto dy = ddm::test::on_device<T>(ctx, y, pad);
       auto out = ddm::test::on_device<T>(ctx, batch<T>(rows, cols), pad);
-      dd::axpy_rows(ctx, out.view, dx.view.as_const(), std::span<const double>(c), dy.view.as_const());
+      ddm::axpy_rows(ctx, out.view, dx.view.as_const(), std::span<const double>(c), dy.view.as_const());
       const auto got_axpy = ddm::cuda::to_host(ctx, out.view);
-      dd::scale_rows(ctx, out.view, std::span<const double>(c), dx.view.as_const());
+      ddm::scale_rows(ctx, out.view, std::span<const double>(c), dx.view.as_const());
       const auto got_scaled = ddm::cuda::to_host(ctx, out.view);
       std::vector<double> got_dots(rows);
-      dd::row_dots(ctx, dx.view.as_const(), dy.view.as_const(), std::span<double>(got_dots));
+      ddm::row_dots(ctx, dx.view.as_const(), dy.view.as_const(), std::span<double>(got_dots));
       const double eps = std::numeric_limits<T>::epsilon();
       for (index_t r = 0; r < rows; ++r) {
         const double cr = static_cast<double>(static_cast<T>(c[static_cast<std::size_t>(r)]));
@@ -183,7 +183,7 @@ TEST(DeviceDiagnosticsRouted, LeffOfTheRoutedFieldRunsOnTheDeviceLikeOnTheHost) 
   auto h_field = ddm::make_routed_field<double>(model.experts(), model.router(1.0), ddm::full_ensemble{});
   auto d_field = ddm::cuda::make_analytic_routed_field<double>(dev, 1.0, ddm::full_ensemble{});
   auto h_sens = dd::make_trajectory_sensitivity<double>(h_field, {.every = 2});
-  auto d_sens = dd::make_trajectory_sensitivity<double, cuda_space>(d_field, {.every = 2}, ctx);
+  auto d_sens = dd::make_trajectory_sensitivity<double, cuda_space>(ctx, d_field, {.every = 2});
   batch<double> x(128, model.dim());
   ddm::fill_normal(host, x.view(), 3);
   batch<double, cuda_space> dx(ctx, 128, model.dim());
@@ -200,8 +200,8 @@ TEST(DeviceDiagnosticsRouted, LeffOfTheRoutedFieldRunsOnTheDeviceLikeOnTheHost) 
   EXPECT_LT(worst, 1e-6);
 }
 
-// The routing observer on device views (routing_instruments<cuda_space>) follows a scheduled
-// policy's run as the host's observer does: the same decisions (selected experts per row at every
+// The routing observer on device views (device instruments, the device field's kept decisions)
+// follows a scheduled policy's run as the host's observer does: the same decisions (selected experts per row at every
 // step), the same alignment ranks, and disagreement and angles within double rounding: the Gram
 // route's relative error, D eps (|v_a| + |v_b|)^2 / d_ab^2, stays below 1e-10 unless two experts
 // agree to 1% of their norms, and the trajectories themselves agree to ~1e-14.
@@ -216,8 +216,8 @@ TEST(DeviceDiagnosticsRouted, RoutingObserverOnTheDeviceAgreesWithTheHost) {
   const auto schedule = ddm::schedules::uniform(8);
   const auto d_centroids = ddm::cuda::to_device(ctx, model.centroids());
   auto h_obs = dd::make_routing_observer<double>(h_field, schedule, model.centroids(), {.alignment_every_step = true});
-  auto d_obs = dd::make_routing_observer<double, cuda_space>(d_field, schedule, d_centroids.cview(),
-                                                             {.alignment_every_step = true}, {}, ctx);
+  auto d_obs = dd::make_routing_observer<double, cuda_space>(ctx, d_field, schedule, d_centroids.cview(),
+                                                             {.alignment_every_step = true});
   batch<double> x(96, model.dim());
   ddm::fill_normal(host, x.view(), 5);
   batch<double, cuda_space> dx(ctx, 96, model.dim());
@@ -307,7 +307,7 @@ TYPED_TEST(DeviceDiagnostics, DisagreementThroughGramMatricesAgreesWithTheHost) 
       for (index_t j = 0; j < d; ++j) v[7](r, j) = static_cast<T>(static_cast<double>(v[6](r, j)) * (1 + 1e-6));
     std::vector<batch_view<const T>> hv;
     for (const auto& b : v) hv.push_back(b.cview());
-    const auto expect = dd::expert_disagreement(std::span<const batch_view<const T>>(hv));
+    const auto expect = dd::expert_disagreement(host, std::span<const batch_view<const T>>(hv));
     const auto bound = disagreement_bounds<T>(std::span<const batch<T>>(v));
 
     // Three device layouts: separate buffers (copied into a stack), a stacked (K B, D) batch, and
@@ -366,7 +366,7 @@ TYPED_TEST(DeviceDiagnostics, AngularDeviationAgreesWithTheHost) {
   for (index_t r = 0; r < rows; ++r)
     for (index_t e = 0; e < k; ++e) sel(r, e) = (r + e) % 3 == 0 ? 1 : 0;
   for (index_t e = 0; e < k; ++e) sel(20, e) = 1;  // every expert selected: gap undefined
-  const auto expect = dd::angular_deviation(with_zero.cview(), k, blended.cview(), sel.cview());
+  const auto expect = dd::angular_deviation(host, with_zero.cview(), k, blended.cview(), sel.cview());
 
   const auto d_stacked = ddm::cuda::to_device(ctx, with_zero);
   const auto d_blended = ddm::test::on_device<T>(ctx, blended, 2);
@@ -468,7 +468,7 @@ TYPED_TEST(DeviceDiagnostics, NonFiniteInputsAreTheHostsErrors) {
     }
     return std::string("no non_finite_error");
   };
-  const std::string host_angles = message([&] { (void)dd::angular_deviation(stacked.cview(), k, blended.cview(), sel.cview()); });
+  const std::string host_angles = message([&] { (void)dd::angular_deviation(host, stacked.cview(), k, blended.cview(), sel.cview()); });
   const auto d_stacked = ddm::cuda::to_device(ctx, stacked);
   const auto d_blended = ddm::cuda::to_device(ctx, blended);
   const auto d_sel = ddm::cuda::to_device(ctx, sel);
@@ -482,7 +482,7 @@ TYPED_TEST(DeviceDiagnostics, NonFiniteInputsAreTheHostsErrors) {
   for (index_t e = 0; e < k; ++e)
     for (index_t j = 0; j < d; ++j) centroids(e, j) = static_cast<T>(e - j);
   embedded(5, 2) = std::numeric_limits<T>::infinity();
-  const std::string host_ranks = message([&] { (void)dd::selected_ranks(embedded.cview(), sel.cview(), centroids.cview()); });
+  const std::string host_ranks = message([&] { (void)dd::selected_ranks(host, embedded.cview(), sel.cview(), centroids.cview()); });
   const auto d_embedded = ddm::cuda::to_device(ctx, embedded);
   const auto d_centroids = ddm::cuda::to_device(ctx, centroids);
   const std::string device_ranks =

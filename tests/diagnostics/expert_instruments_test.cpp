@@ -53,7 +53,7 @@ TEST(ExpertDisagreement, MeanPairwiseDistanceByHand) {
   const auto e2 = rows_of({{3, 4}, {1, 1}, {-1, 0}});
   const auto e3 = rows_of({{0, 4}, {1, 1}, {1, 0}});
   const std::vector<view> experts{e1.cview(), e2.cview(), e3.cview()};
-  const auto d = dd::expert_disagreement(std::span<const view>(experts));
+  const auto d = dd::expert_disagreement(ctx, std::span<const view>(experts));
   ASSERT_EQ(d.size(), 3U);
   EXPECT_DOUBLE_EQ(d[0], 4.0);
   EXPECT_EQ(d[1], 0.0);
@@ -63,13 +63,13 @@ TEST(ExpertDisagreement, MeanPairwiseDistanceByHand) {
   ddm::batch<double> stacked(9, 2);
   for (ddm::index_t k = 0; k < 3; ++k)
     ddm::copy(ctx, stacked.view().subrows(3 * k, 3), experts[static_cast<std::size_t>(k)]);
-  EXPECT_EQ(dd::expert_disagreement(stacked.cview(), 3), d);
-  EXPECT_THROW((void)dd::expert_disagreement(stacked.cview(), 4), ddm::shape_error);
+  EXPECT_EQ(dd::expert_disagreement(ctx, stacked.cview(), 3), d);
+  EXPECT_THROW((void)dd::expert_disagreement(ctx, stacked.cview(), 4), ddm::shape_error);
   const std::vector<view> one{e1.cview()};
-  EXPECT_THROW((void)dd::expert_disagreement(std::span<const view>(one)), ddm::argument_error);
+  EXPECT_THROW((void)dd::expert_disagreement(ctx, std::span<const view>(one)), ddm::argument_error);
   const auto wrong = rows_of({{0, 0, 0}, {1, 1, 1}, {1, 0, 0}});
   const std::vector<view> mixed{e1.cview(), wrong.cview()};
-  EXPECT_THROW((void)dd::expert_disagreement(std::span<const view>(mixed)), ddm::shape_error);
+  EXPECT_THROW((void)dd::expert_disagreement(ctx, std::span<const view>(mixed)), ddm::shape_error);
 }
 
 TEST(ExpertDisagreement, TrajectoryIntegralWeightsEachStepByItsLength) {
@@ -108,7 +108,7 @@ TEST(AngularDeviation, SelectedAndUnselectedMeansAndGapByHand) {
   // Row 3: expert 0 is the zero vector (no angle); selected {0, 1}: sel = pi/2 (one angle),
   //        non = (pi + pi/4) / 2 = 5 pi/8, gap = (5 pi/8 - pi/2) / (5 pi/8) = 1/5.
   const auto sel = mask_of({{1, 0, 0, 1}, {1, 1, 1, 1}, {0, 0, 0, 0}, {1, 1, 0, 0}});
-  const auto a = dd::angular_deviation(std::span<const view>(experts), blended.cview(), sel.cview());
+  const auto a = dd::angular_deviation(ctx, std::span<const view>(experts), blended.cview(), sel.cview());
   EXPECT_NEAR(a.selected_angle[0], pi / 8, 1e-15);
   EXPECT_NEAR(a.unselected_angle[0], 3 * pi / 4, 1e-15);
   EXPECT_NEAR(a.relative_gap[0], 5.0 / 6.0, 1e-15);
@@ -164,8 +164,8 @@ TEST(AngularDeviation, BadMaskIsAnError) {
   const std::vector<view> experts{v.cview(), v.cview()};
   const auto three = mask_of({{1, 0, 0}});
   const auto two = mask_of({{1, 2}});
-  EXPECT_THROW((void)dd::angular_deviation(std::span<const view>(experts), v.cview(), three.cview()), ddm::shape_error);
-  EXPECT_THROW((void)dd::angular_deviation(std::span<const view>(experts), v.cview(), two.cview()), ddm::argument_error);
+  EXPECT_THROW((void)dd::angular_deviation(ctx, std::span<const view>(experts), v.cview(), three.cview()), ddm::shape_error);
+  EXPECT_THROW((void)dd::angular_deviation(ctx, std::span<const view>(experts), v.cview(), two.cview()), ddm::argument_error);
 }
 
 // A NaN or infinite velocity has no direction; counting it as an undefined (zero-velocity) angle,
@@ -179,7 +179,7 @@ TEST(AngularDeviation, NonFiniteVelocitiesAreErrorsNamingTheViewAndRow) {
   const auto sel = mask_of({{1, 0}, {1, 0}});
   auto message = [&](const std::vector<view>& experts, view blended) {
     try {
-      (void)dd::angular_deviation(std::span<const view>(experts), blended, sel.cview());
+      (void)dd::angular_deviation(ctx, std::span<const view>(experts), blended, sel.cview());
     } catch (const ddm::non_finite_error& e) {
       return std::string(e.what());
     }
@@ -195,7 +195,7 @@ TEST(AngularDeviation, NonFiniteVelocitiesAreErrorsNamingTheViewAndRow) {
   // A zero velocity is still an undefined angle, not an error.
   const auto zero = rows_of({{0, 0}, {0, 0}});
   const std::vector<view> experts{good.cview(), zero.cview()};
-  const auto r = dd::angular_deviation(std::span<const view>(experts), good.cview(), sel.cview());
+  const auto r = dd::angular_deviation(ctx, std::span<const view>(experts), good.cview(), sel.cview());
   EXPECT_EQ(r.undefined_angles, 2U);
 }
 
@@ -209,7 +209,7 @@ TEST(AlignmentRanks, NonFiniteStateIsAnErrorNotRankOne) {
                ddm::non_finite_error);
   const auto bad_centroids = rows_of({{0, 0}, {2, std::numeric_limits<double>::infinity()}, {0, 3}});
   const auto finite_x = rows_of({{1, 0.5}});
-  EXPECT_THROW((void)dd::selected_ranks(finite_x.cview(), sel.cview(), bad_centroids.cview()), ddm::non_finite_error);
+  EXPECT_THROW((void)dd::selected_ranks(ctx, finite_x.cview(), sel.cview(), bad_centroids.cview()), ddm::non_finite_error);
 }
 
 TEST(AlignmentRanks, RanksOfSelectedCentroidsByHand) {

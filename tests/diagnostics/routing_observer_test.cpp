@@ -1,7 +1,8 @@
-// The routing observer on the analytic DDM: it leaves the trajectory bit-identical, recomputes
-// the decision at each step's start (not the field's last call), reproduces the step's velocity
-// from that decision and the experts' velocities, integrates the disagreement as defined, and
-// reads the exact posterior router's choices as aligned.
+// The routing observer on the analytic DDM: it leaves the trajectory bit-identical, reads the
+// field's own decision at each step's start (not the field's last call, nor another observer's
+// call) without calling the router, reproduces the step's velocity from that decision and the experts' velocities,
+// integrates the disagreement as defined, and reads the exact posterior router's choices as
+// aligned.
 
 #include <gtest/gtest.h>
 
@@ -44,6 +45,23 @@ struct step_recorder {
   }
 };
 
+// max over (r, c) of |sum_k w_k v_k - v_step| / (1 + |v_step|), with the observer's decision
+// and expert velocities at the step's start: 0 when the decision is the one the step used.
+template <class Observer>
+double velocity_mismatch(const Observer& obs, const ddm::step_event<double>& e) {
+  const auto w = obs.last_weights();
+  const auto v = obs.last_expert_velocities();
+  const auto b = e.v.rows();
+  double worst = 0.0;
+  for (ddm::index_t r = 0; r < b; ++r)
+    for (ddm::index_t c = 0; c < e.v.cols(); ++c) {
+      double s = 0.0;
+      for (ddm::index_t k = 0; k < w.cols(); ++k) s += w(r, k) * v(k * b + r, c);
+      worst = std::max(worst, std::abs(s - e.v(r, c)) / (1.0 + std::abs(e.v(r, c))));
+    }
+  return worst;
+}
+
 TEST(RoutingObserver, LeavesTheTrajectoryAndTheFieldsCountersUntouched) {
   const ds::analytic_ddm model;
   const auto schedule = ddm::schedules::uniform(12);
@@ -59,7 +77,64 @@ TEST(RoutingObserver, LeavesTheTrajectoryAndTheFieldsCountersUntouched) {
   EXPECT_EQ(plain.expert_evaluations(), watched.expert_evaluations());
   EXPECT_EQ(obs.steps().size(), schedule.steps());
   EXPECT_EQ(obs.expert_evaluations(), schedule.steps() * 64 * model.num_clusters());
-  EXPECT_EQ(obs.router_calls(), schedule.steps());
+}
+
+TEST(RoutingObserver, ReadsTheFieldsDecisionInsteadOfCallingTheRouter) {
+  // The router counts its calls: with the observer it is called exactly as often as without, once
+  // per field call.
+  const ds::analytic_ddm model;
+  const auto schedule = ddm::schedules::uniform(7);
+  std::size_t router_calls = 0;
+  auto exact = model.router(2.0);
+  auto counted = ddm::router_fn(model.num_clusters(), "counted",
+                                [&](ddm::batch_view<const double> x, double t, ddm::batch_view<double> logits) {
+                                  ++router_calls;
+                                  exact(x, t, logits);
+                                });
+  auto field = ddm::make_routed_field<double>(model.experts(), counted, ddm::top_2());
+  auto obs = dd::make_routing_observer<double>(field, schedule, model.centroids());
+  auto x = noise(model, 16, 4);
+  const auto result = ddm::sample(field, x, schedule, ddm::heun{}, obs);
+  EXPECT_EQ(router_calls, result.field_evaluations);
+  EXPECT_EQ(field.calls(), result.field_evaluations);
+  EXPECT_EQ(obs.steps().size(), schedule.steps());
+}
+
+TEST(RoutingObserver, ReadsTheStepsDecisionWhenAnotherObserverCallsTheFieldFirst) {
+  // The L_eff observer, placed before the routing observer, calls the field at (x_i +- h u, t_i)
+  // after each step; the decision the routing observer reads is still the step's own. Under
+  // scheduled{0.5, full_ensemble, top_1} with Heun, the steps starting above 0.5 are seen as full
+  // ensemble steps, as without the L_eff observer.
+  const ds::analytic_ddm model;
+  const auto schedule = ddm::schedules::uniform(10);
+  auto field = ddm::make_routed_field<double>(model.experts(), model.router(2.0),
+                                              ddm::scheduled{0.5, ddm::full_ensemble{}, ddm::top_1()});
+  auto sens = dd::make_trajectory_sensitivity<double>(field);
+  auto obs = dd::make_routing_observer<double>(field, schedule, model.centroids());
+  // The full ensemble's weights are the probabilities at x, so a decision taken at a perturbed
+  // state would not reproduce the step's velocity to rounding.
+  double worst = 0.0;
+  auto check = [&](const ddm::step_event<double>& e) { worst = std::max(worst, velocity_mismatch(obs, e)); };
+  auto x = noise(model, 32, 3);
+  const auto result = ddm::sample(field, x, schedule, ddm::heun{}, sens, obs, check);
+  EXPECT_GT(field.calls(), result.field_evaluations) << "the L_eff observer called the field";
+  const double k = static_cast<double>(model.num_clusters());
+  ASSERT_EQ(obs.steps().size(), schedule.steps());
+  for (const auto& s : obs.steps()) EXPECT_EQ(s.mean_selected, s.t > 0.5 ? k : 1.0) << "step " << s.step;
+  std::printf("[ measured ] with the L_eff observer first: max relative |sum_k w_k v_k - v_step| = %.3g\n", worst);
+  EXPECT_LT(worst, 1e-14);
+}
+
+TEST(RoutingObserver, RefusesAFieldSampledThroughAWrapper) {
+  // sample() marks each step's first call on the field it is given; behind a lambda the routed
+  // field is never marked, and the observer says so rather than read another call's decision.
+  const ds::analytic_ddm model;
+  const auto schedule = ddm::schedules::uniform(4);
+  auto field = ddm::make_routed_field<double>(model.experts(), model.router(2.0), ddm::top_2());
+  auto wrapped = [&](ddm::batch_view<const double> x, double t, ddm::batch_view<double> v) { field(x, t, v); };
+  auto obs = dd::make_routing_observer<double>(field, schedule, {}, {.alignment_times = {}});
+  auto x = noise(model, 8, 2);
+  EXPECT_THROW(ddm::sample(wrapped, x, schedule, ddm::euler{}, obs), ddm::argument_error);
 }
 
 TEST(RoutingObserver, RecomputedDecisionAndExpertsReproduceTheStepsVelocity) {
@@ -69,17 +144,7 @@ TEST(RoutingObserver, RecomputedDecisionAndExpertsReproduceTheStepsVelocity) {
   auto field = ddm::make_routed_field<double>(model.experts(), model.router(2.0), ddm::top_2());
   auto obs = dd::make_routing_observer<double>(field, schedule, model.centroids());
   double worst = 0.0;
-  auto check = [&](const ddm::step_event<double>& e) {
-    const auto w = obs.last_weights();
-    const auto v = obs.last_expert_velocities();
-    const auto b = e.v.rows();
-    for (ddm::index_t r = 0; r < b; ++r)
-      for (ddm::index_t c = 0; c < e.v.cols(); ++c) {
-        double s = 0.0;
-        for (ddm::index_t k = 0; k < w.cols(); ++k) s += w(r, k) * v(k * b + r, c);
-        worst = std::max(worst, std::abs(s - e.v(r, c)) / (1.0 + std::abs(e.v(r, c))));
-      }
-  };
+  auto check = [&](const ddm::step_event<double>& e) { worst = std::max(worst, velocity_mismatch(obs, e)); };
   auto x = noise(model, 48, 9);
   ddm::sample(field, x, schedule, ddm::heun{}, obs, check);
   std::printf("[ measured ] max relative |sum_k w_k v_k - v_step| = %.3g\n", worst);
@@ -122,7 +187,7 @@ TEST(RoutingObserver, IntegratedDisagreementMatchesAnIndependentRecomputation) {
         e(rec.states[i].cview(), schedule[i], v.back().view());
       }
       for (auto& b : v) views.push_back(b.cview());
-      const auto d = dd::expert_disagreement(std::span<const ddm::batch_view<const double>>(views));
+      const auto d = dd::expert_disagreement(ctx, std::span<const ddm::batch_view<const double>>(views));
       const double dt = schedule[i] - schedule[std::min(i + every, schedule.steps())];
       for (std::size_t r = 0; r < 20; ++r) expect[r] += dt * d[r];
     }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -76,6 +77,51 @@ TEST(Sample, EventCarriesTheStateAfterAndTheVelocityAtTheStart) {
   };
   ddm::sample(flow, x, ddm::schedules::uniform(4), ddm::dpmpp_2m{}, check);
   EXPECT_EQ(ddm::test::max_abs_diff(previous.cview(), x.cview()), 0.0);
+}
+
+// An observer that reads the state at the start of each step, and checks it is x_i: the
+// previous event's x (x_0 for the first), the point the step's velocity was evaluated at.
+struct start_reader {
+  static constexpr bool reads_step_start = true;
+  ddm::batch<double> previous{6, 3};
+  ddm::batch<double> v{6, 3};
+  double worst = 0.0;
+  std::size_t events = 0;
+  void on_start(ddm::batch_view<const double> x, double) { ddm::copy(ctx, previous.view(), x); }
+  void operator()(const ddm::step_event<double>& e) {
+    ++events;
+    worst = std::max(worst, ddm::test::max_abs_diff(e.x_start, previous.cview()));
+    flow(e.x_start, e.t, v.view());
+    worst = std::max(worst, ddm::test::max_abs_diff(e.v, v.cview()));
+    ddm::copy(ctx, previous.view(), e.x);
+  }
+};
+
+TEST(Sample, ObserversThatReadTheStepStartGetXiAndOthersPayNoCopy) {
+  static_assert(ddm::reads_step_start<start_reader>);
+  static_assert(!ddm::reads_step_start<recorder>);
+  for (int method = 0; method < 3; ++method) {
+    auto x = start();
+    start_reader reader;
+    std::size_t empty_starts = 0;
+    auto plain = [&](const ddm::step_event<double>& e) { empty_starts += e.x_start.empty() ? 1 : 0; };
+    const auto s = ddm::schedules::uniform(5);
+    if (method == 0) ddm::sample(flow, x, s, ddm::euler{}, reader, plain);
+    if (method == 1) ddm::sample(flow, x, s, ddm::heun{}, plain, reader);
+    if (method == 2) {
+      ddm::sampler<ddm::dpmpp_2m, double> run(ddm::dpmpp_2m{}, 6, 3);
+      run(flow, x, s, reader, plain);
+      run(flow, x, s, reader, plain);  // the kept copy serves the second run too
+    }
+    EXPECT_EQ(reader.events, method == 2 ? 10U : 5U);
+    EXPECT_EQ(reader.worst, 0.0) << "method " << method;
+    EXPECT_EQ(empty_starts, 0U) << "one copy per step, shared by every observer of the run";
+  }
+  std::size_t empty_starts = 0;
+  auto x = start();
+  ddm::sample(flow, x, ddm::schedules::uniform(3), ddm::euler{},
+              [&](const ddm::step_event<double>& e) { empty_starts += e.x_start.empty() ? 1 : 0; });
+  EXPECT_EQ(empty_starts, 3U) << "no observer reads x_start: no copy, an empty view";
 }
 
 TEST(Sample, ObserversLeaveTheTrajectoryBitIdentical) {

@@ -250,6 +250,50 @@ TEST(RoutedField, ObserversSeeTheDecisionAndPerCallCounts) {
   EXPECT_EQ(field.expert_evaluations(), 0u);
 }
 
+TEST(RoutedField, KeepsTheDecisionOfEachStepsStartForObserversToRead) {
+  // Each call records its decision once (time, call index, the (B, K) selection, the rows each
+  // expert evaluated); the call marked as a step's start stays step_decision() while later calls
+  // (a corrector, another observer's) become last_decision().
+  std::vector<call_log> logs(K);
+  auto field = ddm::make_routed_field<double>(make_experts(logs), ddm::router_fn(K, "peaked", peaked_logits),
+                                              ddm::top_2());
+  EXPECT_EQ(field.step_decision(), nullptr);
+  const auto x = rows_as_x(9, 2);
+  const auto y = rows_as_x(5, 2);
+  ddm::batch<double> v(9, 2), w(5, 2);
+  field(x.cview(), 0.5, v.view());
+  EXPECT_EQ(field.step_decision(), nullptr) << "no call was marked";
+  field.mark_step_start();
+  ASSERT_NE(field.step_decision(), nullptr);
+  EXPECT_EQ(field.step_decision(), &field.last_decision());
+  field(y.cview(), 0.25, w.view());
+  field(x.cview(), 0.5, v.view());
+  const auto* start = field.step_decision();
+  ASSERT_NE(start, nullptr);
+  EXPECT_EQ(start->t, 0.5);
+  EXPECT_EQ(start->call, 0u);
+  EXPECT_EQ(field.last_decision().call, 2u);
+  EXPECT_NE(start, &field.last_decision());
+  EXPECT_EQ(start->selected.rows(), 9);
+  EXPECT_EQ(start->selected_pairs(), 18u) << "top-2 of 9 rows";
+  std::size_t column_sum = 0;
+  for (ddm::index_t r = 0; r < start->selected.rows(); ++r)
+    for (ddm::index_t k = 0; k < K; ++k) column_sum += start->selected(r, k);
+  EXPECT_EQ(column_sum, start->selected_pairs());
+
+  // ddm::sample marks the first call of every step: under Heun the step's start decision
+  // is the one at t_i, the last call's at t_{i+1}.
+  const auto schedule = ddm::schedules::uniform(4);
+  ddm::batch<double> z = rows_as_x(9, 2);
+  std::vector<double> start_times;
+  ddm::sample(field, z, schedule, ddm::heun{}, [&](const ddm::step_event<double>& e) {
+    start_times.push_back(field.step_decision()->t);
+    EXPECT_EQ(field.last_decision().t, e.t_next == 0.0 ? e.t : e.t_next);
+  });
+  ASSERT_EQ(start_times.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(start_times[i], schedule[i]);
+}
+
 // Allocation-free experts and router, for the allocation count.
 struct affine_expert {
   double a;

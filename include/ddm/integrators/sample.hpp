@@ -7,9 +7,17 @@
 // its buffers) between runs.
 //
 // Observers are called once per step, after the step, with a step_event: the step index, t,
-// t_next, the state x (now at t_next) and the velocity the step evaluated at its start (x_i, t_i).
-// An observer may also offer on_start(x, t0) and on_finish(x, t_end). With no observer, the loop
-// contains no observer code at all.
+// t_next, the state x (now at t_next) and the velocity v the step evaluated at its start
+// (x_i, t_i). An observer that measures something at (x_i, t_i) (the routing observer, the
+// sensitivity observer) also needs x_i, which the in-place step has overwritten: it says so with
+// `static constexpr bool reads_step_start = true;`, and the event's x_start is then x_i, kept by
+// the driver in one copy per step that every observer shares (empty when no observer asks, so
+// that a progress bar costs no copy). An observer may also offer on_start(x, t0) and
+// on_finish(x, t_end). With no observer, the loop contains no observer code at all.
+//
+// A field that records what it decides per call (ddm::routed_field) is told which of its calls
+// starts a step (mark_step_start(), right after the step's first call), so that observers read
+// the decision taken at (x_i, t_i) and not a later call's.
 
 #include <cstddef>
 #include <type_traits>
@@ -32,6 +40,9 @@ struct step_event {
   double t_next;                      ///< time at its end (the state's time now)
   batch_view<const T, Space> x;       ///< the state after the step, at t_next
   batch_view<const T, Space> v;       ///< the velocity evaluated at (x_i, t) at the start of the step
+  /// x_i, the state v was evaluated at, when an observer of the run reads it (reads_step_start);
+  /// empty otherwise.
+  batch_view<const T, Space> x_start{};
 };
 
 struct sample_options {
@@ -52,9 +63,17 @@ struct sample_result {
 template <class O, class T, class Space = host_space>
 concept step_observer = std::invocable<O&, const step_event<T, Space>&>;
 
+/// O reads step_event::x_start, the state at the start of each step (see the header comment).
+template <class O>
+concept reads_step_start = requires {
+  requires static_cast<bool>(std::remove_cvref_t<O>::reads_step_start);
+};
+
 namespace detail {
 
-// Counts the field's calls and, when asked, checks what it returns.
+// Counts the field's calls and, when asked, checks what it returns. A field that records what
+// it decides per call (a routed field) is told which call starts a step (mark_step_start), so
+// that observers can read the decision taken at (x_i, t_i) after the step.
 template <class F, class Space>
 struct monitored_field {
   F* f;
@@ -62,11 +81,15 @@ struct monitored_field {
   std::size_t* count;
   const std::size_t* step;
   bool check;
+  bool step_start = false;  // the next call is the first of a step
 
   template <class T>
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
     (*f)(x, t, v);
     ++*count;
+    if constexpr (requires { f->mark_step_start(); })
+      if (step_start) f->mark_step_start();
+    step_start = false;
     if (check && !all_finite(*ctx, v))
       throw non_finite_error(concat("ddm::sample: the field returned a NaN or infinite velocity at step ", *step,
                                     " (evaluated at t = ", t, "); x was left as it was before this step"),
@@ -88,20 +111,28 @@ void notify_finish(O& o, batch_view<const T, Space> x, double t1) {
 namespace detail {
 
 // The sampling loop over a stepper the caller made (and, for ddm::sampler, keeps).
+// `start` holds x_i for observers that read it (reads_step_start); the caller owns it so that
+// ddm::sampler keeps it between runs.
 template <class Field, class T, class Space, class Stepper, class... Observers>
 sample_result run_steps(const execution_context<Space>& ctx, const sample_options& options, Field& field,
                         batch_view<T, Space> x, const time_schedule& schedule, Stepper& stepper,
-                        Observers&... observers) {
+                        batch<T, Space>& start, Observers&... observers) {
+  constexpr bool keep_start = (reads_step_start<Observers> || ...);
   sample_result result;
   std::size_t step = 0;
   monitored_field<Field, Space> f{&field, &ctx, &result.field_evaluations, &step, options.check_finite};
+  if constexpr (keep_start)
+    if (start.rows() != x.rows() || start.cols() != x.cols()) start = batch<T, Space>(ctx, x.rows(), x.cols());
   if constexpr (sizeof...(Observers) > 0) (notify_start(observers, x.as_const(), schedule.front()), ...);
   for (; step < schedule.steps(); ++step) {
     const double t = schedule[step];
     const double t_next = schedule[step + 1];
+    if constexpr (keep_start) copy(ctx, start.view(), x.as_const());
+    f.step_start = true;
     stepper.step(f, x, t, t_next);
     if constexpr (sizeof...(Observers) > 0) {
-      const step_event<T, Space> event{step, t, t_next, x.as_const(), stepper.velocity()};
+      step_event<T, Space> event{step, t, t_next, x.as_const(), stepper.velocity()};
+      if constexpr (keep_start) event.x_start = start.cview();
       (observers(event), ...);
     }
   }
@@ -137,7 +168,8 @@ sample_result sample(const execution_context<Space>& ctx, const sample_options& 
   detail::check_sample_arguments<Field, T, Space, Integrator, Observers...>();
   ddm::require_non_empty("ddm::sample", "x", x);
   auto stepper = integ.template make_stepper<T>(ctx, x.rows(), x.cols());
-  return detail::run_steps(ctx, options, field, x, schedule, stepper, observers...);
+  batch<T, Space> start;
+  return detail::run_steps(ctx, options, field, x, schedule, stepper, start, observers...);
 }
 
 /// sample() for batches of one shape again and again: keeps the integrator's stepper, so that a
@@ -173,7 +205,7 @@ class sampler {
     detail::check_sample_arguments<Field, T, Space, Integrator, Observers...>();
     ddm::require_shape("ddm::sampler", "x", x, rows_, cols_);
     stepper_.reset();
-    return detail::run_steps(ctx_, options_, field, x, schedule, stepper_, observers...);
+    return detail::run_steps(ctx_, options_, field, x, schedule, stepper_, start_, observers...);
   }
   template <class Field, class... Observers>
   sample_result operator()(Field&& field, batch<T, Space>& x, const time_schedule& schedule,
@@ -197,6 +229,7 @@ class sampler {
   execution_context<Space> ctx_;
   sample_options options_;
   stepper_type stepper_;
+  batch<T, Space> start_;  // x_i for observers that read it; allocated by the first run that has one
   index_t rows_;
   index_t cols_;
 };

@@ -106,17 +106,25 @@ DDM_HOST_DEVICE inline bool top_k_row(const T* p, int num_experts, int k, T* w, 
   return renormalize_selected_row(p, num_experts, selected, w);
 }
 
+/// The selection of the full ensemble and of threshold: every expert with p_k >= min_probability,
+/// always the most probable one, and the experts tied with the least probable selected one.
+template <class T>
+DDM_HOST_DEVICE inline void select_at_least_row(const T* p, int num_experts, double min_probability,
+                                                std::uint8_t* selected) noexcept {
+  for (int e = 0; e < num_experts; ++e) selected[e] = 0;
+  const int top = most_probable_unselected(p, num_experts, selected);
+  for (int e = 0; e < num_experts; ++e)
+    selected[e] = (e == top || static_cast<double>(p[e]) >= min_probability) ? 1 : 0;
+  keep_boundary_ties(p, num_experts, selected);
+}
+
 /// Full ensemble: every expert with p_k >= min_probability, and always the most probable one,
 /// weighted by p_k itself (the weights sum to the selected probabilities, 1 when all are kept).
 template <class T>
 DDM_HOST_DEVICE inline bool full_ensemble_row(const T* p, int num_experts, double min_probability, T* w,
                                               std::uint8_t* selected) noexcept {
   if (!valid_probability_row(p, num_experts)) return false;
-  for (int e = 0; e < num_experts; ++e) selected[e] = 0;
-  const int top = most_probable_unselected(p, num_experts, selected);
-  for (int e = 0; e < num_experts; ++e)
-    selected[e] = (e == top || static_cast<double>(p[e]) >= min_probability) ? 1 : 0;
-  keep_boundary_ties(p, num_experts, selected);
+  select_at_least_row(p, num_experts, min_probability, selected);
   for (int e = 0; e < num_experts; ++e) w[e] = selected[e] != 0 ? p[e] : T(0);
   return true;
 }
@@ -152,11 +160,7 @@ template <class T>
 DDM_HOST_DEVICE inline bool threshold_row(const T* p, int num_experts, double min_probability, T* w,
                                           std::uint8_t* selected) noexcept {
   if (!valid_probability_row(p, num_experts)) return false;
-  for (int e = 0; e < num_experts; ++e) selected[e] = 0;
-  const int top = most_probable_unselected(p, num_experts, selected);
-  for (int e = 0; e < num_experts; ++e)
-    selected[e] = (e == top || static_cast<double>(p[e]) >= min_probability) ? 1 : 0;
-  keep_boundary_ties(p, num_experts, selected);
+  select_at_least_row(p, num_experts, min_probability, selected);
   return renormalize_selected_row(p, num_experts, selected, w);
 }
 

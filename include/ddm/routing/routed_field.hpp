@@ -45,13 +45,25 @@
 
 namespace ddm {
 
-/// What a routed field decided for each row of its last call; all (B, K).
+/// What a routed field decided in one call: the (B, K) decision for each row, and when and how
+/// much it cost. Recorded once per call; observers of the sampler (the routing observer) read the
+/// one of each step's start (step_decision()) from the field instead of deciding again.
 template <class T, class Space = host_space>
 struct routing_decision {
-  batch<T, Space> logits;                 ///< the router's output
-  batch<T, Space> probabilities;          ///< softmax of the logits (with the field's temperature)
-  batch<T, Space> weights;                ///< the policy's weights; 0 where unselected
-  batch<std::uint8_t, Space> selected;    ///< 1 where the expert was evaluated for the row
+  batch<T, Space> logits;                 ///< (B, K) the router's output
+  batch<T, Space> probabilities;          ///< (B, K) softmax of the logits (with the field's temperature)
+  batch<T, Space> weights;                ///< (B, K) the policy's weights; 0 where unselected
+  batch<std::uint8_t, Space> selected;    ///< (B, K) 1 where the expert was evaluated for the row
+  std::size_t call = 0;                   ///< index of the call since construction or reset_counts()
+  double t = 0.0;                         ///< the time of the call
+  std::vector<std::size_t> rows_per_expert;  ///< (K) rows each expert evaluated in the call
+
+  /// Selected (row, expert) pairs: the expert row evaluations of the call.
+  [[nodiscard]] std::size_t selected_pairs() const noexcept {
+    std::size_t n = 0;
+    for (std::size_t r : rows_per_expert) n += r;
+    return n;
+  }
 };
 
 /// What observers of a routed field see after each call.
@@ -131,7 +143,24 @@ class routed_field_base {
   }
 
   /// The decision of the last call (empty before the first).
-  [[nodiscard]] const routing_decision<T, Space>& last_decision() const noexcept { return decision_; }
+  [[nodiscard]] const routing_decision<T, Space>& last_decision() const noexcept {
+    return last_is_step_start_ ? step_decision_ : decision_;
+  }
+  /// The decision of the first call of the sampler's latest step, at its start (x_i, t_i), or
+  /// nullptr when no ddm::sample() run has called this field. ddm::sample() marks that call
+  /// (mark_step_start), so the calls that follow it, Heun's corrector at t_{i+1}, a later stage,
+  /// an observer's finite differences at t_i, do not replace it. What the routing observer reads.
+  [[nodiscard]] const routing_decision<T, Space>* step_decision() const noexcept {
+    return step_decision_.logits.empty() ? nullptr : &step_decision_;
+  }
+  /// Called by ddm::sample() right after the first call of each step: that call's decision
+  /// becomes step_decision(). It swaps buffers, copies nothing and allocates nothing.
+  void mark_step_start() noexcept {
+    if (last_is_step_start_ || decision_.logits.empty()) return;
+    using std::swap;
+    swap(step_decision_, decision_);
+    last_is_step_start_ = true;
+  }
   /// Rows each expert evaluated in the last call.
   [[nodiscard]] std::span<const std::size_t> last_expert_rows() const noexcept { return call_rows_; }
   /// Rows each expert evaluated, summed over all calls since construction or reset_counts().
@@ -185,14 +214,57 @@ class routed_field_base {
                                        rows.cols(), "), expected (", x.rows(), ", 1)"));
   }
 
-  // The (B, K) decision buffers, reallocated only when B changes.
-  void ensure_decision_(index_t rows) {
+  // The decision buffers of this call, reallocated only when B changes; the call's decision is
+  // written there and becomes last_decision().
+  routing_decision<T, Space>& next_decision_(index_t rows, double t) {
     const auto k = static_cast<index_t>(num_experts());
-    if (decision_.logits.rows() != rows) {
-      decision_.logits = batch<T, Space>(ctx_, rows, k);
-      decision_.probabilities = batch<T, Space>(ctx_, rows, k);
-      decision_.weights = batch<T, Space>(ctx_, rows, k);
-      decision_.selected = batch<std::uint8_t, Space>(ctx_, rows, k);
+    last_is_step_start_ = false;
+    auto& d = decision_;
+    if (d.logits.rows() != rows) {
+      d.logits = batch<T, Space>(ctx_, rows, k);
+      d.probabilities = batch<T, Space>(ctx_, rows, k);
+      d.weights = batch<T, Space>(ctx_, rows, k);
+      d.selected = batch<std::uint8_t, Space>(ctx_, rows, k);
+    }
+    d.call = calls_;
+    d.t = t;
+    d.rows_per_expert.assign(num_experts(), 0);
+    return d;
+  }
+
+
+  // Steps 4 and 5 of a call (the header's), the same in every memory space: each expert that any
+  // row selected is called once, on its rows gathered into x_sub (on x itself when it has every
+  // row in order), with the original row indices composed through `outer` when the field was
+  // given some. The space supplies where an expert writes, output(k, first, n) -> (n, D) view, and
+  // what is done with it, combine(k, rows, vk): the host scatter-adds each expert at once; the
+  // device writes a stack that one kernel combines afterwards, and combines nothing here.
+  template <class Output, class Combine>
+  void evaluate_experts_(batch_view<const T, Space> x, double t, const row_index_view<Space>* outer,
+                         std::span<const index_t> offsets, batch_view<std::int32_t, Space> row_index,
+                         batch_view<T, Space> x_sub, batch_view<std::int32_t, Space> composed, Output&& output,
+                         Combine&& combine) {
+    const index_t b = x.rows();
+    for (std::size_t k = 0; k < num_experts(); ++k) {
+      const index_t first = offsets[k];
+      const index_t n = offsets[k + 1] - first;
+      if (n == 0) continue;
+      const row_index_view<Space> rows = row_index.subrows(first, n).as_const();
+      batch_view<const T, Space> xk = x;
+      if (n != b) {
+        expert_grouping<Space>::gather(ctx_, x, rows, x_sub.subrows(0, n));
+        xk = x_sub.subrows(0, n).as_const();
+      }
+      row_index_view<Space> expert_rows = rows;
+      if (outer != nullptr) {
+        const auto c = composed.subrows(0, n);
+        expert_grouping<Space>::gather(ctx_, *outer, rows, c);
+        expert_rows = c.as_const();
+      }
+      const batch_view<T, Space> vk = output(k, first, n);
+      experts_.evaluate(k, xk, t, vk, expert_rows);
+      combine(k, rows, vk.as_const());
+      count_expert_(k, n);
     }
   }
 
@@ -202,19 +274,21 @@ class routed_field_base {
     ++total_calls_[k];
   }
 
-  // Counts the call and tells the observers.
+  // Counts the call, completes its decision record and tells the observers.
   void end_call_(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
     const std::size_t call = calls_++;
     rows_routed_ += static_cast<std::size_t>(x.rows());
+    auto& decision = decision_;
+    decision.rows_per_expert.assign(call_rows_.begin(), call_rows_.end());
     if (!observers_.empty()) {
       const routing_event<T, Space> event{call,
                                           t,
                                           x,
                                           v.as_const(),
-                                          decision_.logits.cview(),
-                                          decision_.probabilities.cview(),
-                                          decision_.weights.cview(),
-                                          decision_.selected.cview(),
+                                          decision.logits.cview(),
+                                          decision.probabilities.cview(),
+                                          decision.weights.cview(),
+                                          decision.selected.cview(),
                                           std::span<const std::size_t>(call_rows_)};
       for (auto& o : observers_) o(event);
     }
@@ -225,9 +299,11 @@ class routed_field_base {
   Policy policy_;
   [[no_unique_address]] execution_context<Space> ctx_;
   double temperature_ = 1.0;
-  routing_decision<T, Space> decision_;
 
  private:
+  routing_decision<T, Space> decision_;       // the last call's, unless it was marked as a step's start
+  routing_decision<T, Space> step_decision_;  // the first call of the sampler's latest step
+  bool last_is_step_start_ = false;           // the last call's decision is step_decision_
   std::vector<std::size_t> call_rows_;
   std::vector<std::size_t> total_rows_;
   std::vector<std::size_t> total_calls_;
@@ -263,7 +339,6 @@ class routed_field : public detail::routed_field_base<Experts, Router, Policy, T
  private:
   void reshape_(index_t rows, index_t cols) {
     const auto k = static_cast<index_t>(this->num_experts());
-    this->ensure_decision_(rows);
     row_index_ = row_index_scratch_.get(this->ctx_, rows * k, 1);
     composed_ = composed_scratch_.get(this->ctx_, rows, 1);
     x_sub_ = x_scratch_.get(this->ctx_, rows, cols);
@@ -274,11 +349,10 @@ class routed_field : public detail::routed_field_base<Experts, Router, Policy, T
     if (!this->begin_call_(x, t, v)) return;
     const index_t b = x.rows();
     const index_t d = x.cols();
-    const std::size_t k_count = this->num_experts();
     auto& ctx = this->ctx_;
-    auto& decision = this->decision_;
 
     reshape_(b, d);
+    auto& decision = this->next_decision_(b, t);
     this->router_(x, t, decision.logits.view());
     softmax_rows(ctx, decision.logits.cview(), this->temperature_, decision.probabilities.view(),
                  this->router_.name(), t);
@@ -286,29 +360,12 @@ class routed_field : public detail::routed_field_base<Experts, Router, Policy, T
     expert_grouping<Space>::group(ctx, decision.selected.cview(), row_index_, std::span<index_t>(offsets_));
 
     fill(ctx, v, T(0));
-    for (std::size_t k = 0; k < k_count; ++k) {
-      const index_t first = offsets_[k];
-      const index_t n = offsets_[k + 1] - first;
-      if (n == 0) continue;
-      const row_index_view<Space> rows = row_index_.subrows(first, n).as_const();
-      // An expert with every row sees x itself (its rows are 0..B-1 in order): no gather.
-      batch_view<const T, Space> xk = x;
-      if (n != b) {
-        expert_grouping<Space>::gather(ctx, x, rows, x_sub_.subrows(0, n));
-        xk = x_sub_.subrows(0, n).as_const();
-      }
-      row_index_view<Space> expert_rows = rows;
-      if (outer != nullptr) {
-        const auto composed = composed_.subrows(0, n);
-        expert_grouping<Space>::gather(ctx, *outer, rows, composed);
-        expert_rows = composed.as_const();
-      }
-      auto vk = v_sub_.subrows(0, n);
-      this->experts_.evaluate(k, xk, t, vk, expert_rows);
-      expert_grouping<Space>::scatter_add(ctx, v, decision.weights.cview(), static_cast<index_t>(k), rows,
-                                          vk.as_const());
-      this->count_expert_(k, n);
-    }
+    this->evaluate_experts_(
+        x, t, outer, std::span<const index_t>(offsets_), row_index_, x_sub_, composed_,
+        [&](std::size_t, index_t, index_t n) { return v_sub_.subrows(0, n); },
+        [&](std::size_t k, row_index_view<Space> rows, batch_view<const T, Space> vk) {
+          expert_grouping<Space>::scatter_add(ctx, v, decision.weights.cview(), static_cast<index_t>(k), rows, vk);
+        });
     this->end_call_(x, t, v);
   }
 

@@ -209,7 +209,6 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
  private:
   void reshape_(index_t rows, index_t cols) {
     const auto k = static_cast<index_t>(this->num_experts());
-    this->ensure_decision_(rows);
     row_index_ = row_index_scratch_.get(this->ctx_, rows * k, 1);
     slot_ = slot_scratch_.get(this->ctx_, rows, k);
     composed_ = composed_scratch_.get(this->ctx_, rows, 1);
@@ -228,7 +227,7 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
     const index_t row = bad / k;
     const index_t expert = bad % k;
     T value{};
-    DDM_CUDA_CHECK(cudaMemcpyAsync(&value, this->decision_.logits.cview().row(row) + expert, sizeof(T),
+    DDM_CUDA_CHECK(cudaMemcpyAsync(&value, this->last_decision().logits.cview().row(row) + expert, sizeof(T),
                                    cudaMemcpyDeviceToHost, this->ctx_.stream()));
     this->ctx_.synchronize();
     throw non_finite_error(ddm::concat("ddm::softmax_rows: router '", name_of(this->router_),
@@ -245,9 +244,9 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
     const auto k = static_cast<index_t>(this->num_experts());
     cuda::detail::check_routing_size("ddm::routed_field", b, k);
     const cuda_context& ctx = this->ctx_;
-    auto& decision = this->decision_;
 
     reshape_(b, d);
+    auto& decision = this->next_decision_(b, t);
     this->router_(x, t, decision.logits.view());
     DDM_CUDA_CHECK(cudaMemsetAsync(report_.data(), 0, 2 * sizeof(int), ctx.stream()));
     if constexpr (device_row_policy<Policy, T>) {
@@ -278,26 +277,10 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
     for (std::size_t e = 0; e <= static_cast<std::size_t>(k); ++e) offsets_[e] = report_host_[e + 2];
 
     const auto stack = v_stack_scratch_.get(ctx, std::max<index_t>(offsets_.back(), 1), d);
-    for (std::size_t e = 0; e < static_cast<std::size_t>(k); ++e) {
-      const index_t first = offsets_[e];
-      const index_t n = offsets_[e + 1] - first;
-      if (n == 0) continue;
-      const row_index_view<cuda_space> rows = row_index_.subrows(first, n).as_const();
-      // An expert with every row sees x itself (its rows are 0..B-1 in order): no gather.
-      batch_view<const T, cuda_space> xk = x;
-      if (n != b) {
-        expert_grouping<cuda_space>::gather(ctx, x, rows, x_sub_.subrows(0, n));
-        xk = x_sub_.subrows(0, n).as_const();
-      }
-      row_index_view<cuda_space> expert_rows = rows;
-      if (outer != nullptr) {
-        const auto composed = composed_.subrows(0, n);
-        expert_grouping<cuda_space>::gather(ctx, *outer, rows, composed);
-        expert_rows = composed.as_const();
-      }
-      this->experts_.evaluate(e, xk, t, stack.subrows(first, n), expert_rows);
-      this->count_expert_(e, n);
-    }
+    this->evaluate_experts_(
+        x, t, outer, std::span<const index_t>(offsets_), row_index_, x_sub_, composed_,
+        [&](std::size_t, index_t first, index_t n) { return stack.subrows(first, n); },
+        [](std::size_t, row_index_view<cuda_space>, batch_view<const T, cuda_space>) {});
     cuda::detail::combine_routed(ctx, v, decision.weights.cview(), slot_.as_const(),
                                  stack.subrows(0, offsets_.back()).as_const());
     this->end_call_(x, t, v);

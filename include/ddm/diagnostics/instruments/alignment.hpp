@@ -102,52 +102,81 @@ struct alignment_result {
   }
 };
 
-/// Ranks of the selected experts' centroids (K, E) by distance from already embedded states (B, E).
+namespace detail {
+
+// What selected_ranks checks of its shapes in every memory space.
 template <class T, class Space>
-[[nodiscard]] alignment_result selected_ranks(batch_view<const T, Space> embedded,
-                                              batch_view<const std::uint8_t, Space> selected,
-                                              batch_view<const T, Space> centroids, double t = 0.0) {
-  static_assert(Space::host_accessible, "ddm::diagnostics::selected_ranks: host memory here; the device version (with a "
-                                        "ddm::cuda_context first) lives in ddm/cuda/diagnostics.hpp");
-  const char* where = "ddm::diagnostics::selected_ranks";
+void check_rank_shapes(const char* where, batch_view<const T, Space> embedded, batch_view<const T, Space> centroids) {
   ddm::require_non_empty(where, "embedded", embedded);
   ddm::require_non_empty(where, "centroids", centroids);
   if (centroids.cols() != embedded.cols())
     throw shape_error(ddm::concat(where, ": argument 'centroids' has ", centroids.cols(),
-                                          " columns, expected the embedding dimension ", embedded.cols()));
+                                  " columns, expected the embedding dimension ", embedded.cols()));
+}
+
+// The result for B rows and K experts at t, before any row is ranked.
+[[nodiscard]] inline alignment_result empty_alignment(std::size_t rows, std::size_t k, double t) {
+  alignment_result out;
+  out.t = t;
+  out.mean_rank.assign(rows, std::numeric_limits<double>::quiet_NaN());
+  out.selected_count.assign(rows, 0);
+  out.rank_histogram.assign(k, 0);
+  return out;
+}
+
+// Row r, whose n selected experts' ranks sum to `sum` (a row without any is counted apart, and
+// left out of the pool).
+inline void add_ranked_row(alignment_result& out, std::size_t r, std::uint32_t n, double sum) {
+  out.selected_count[r] = n;
+  if (n == 0) {
+    ++out.rows_without_selection;
+    return;
+  }
+  out.mean_rank[r] = sum / n;
+  out.pairs += n;
+}
+
+}  // namespace detail
+
+/// Ranks of the selected experts' centroids (K, E) by distance from already embedded states (B, E).
+template <class T>
+[[nodiscard]] alignment_result selected_ranks(const host_context& /*ctx*/, batch_view<const T> embedded,
+                                              batch_view<const std::uint8_t> selected, batch_view<const T> centroids,
+                                              double t = 0.0) {
+  const char* where = "ddm::diagnostics::selected_ranks";
+  detail::check_rank_shapes(where, embedded, centroids);
   const index_t rows = embedded.rows();
   const index_t k = centroids.rows();
   detail::check_selection(where, selected, rows, k);
   // A NaN distance compares false with every other one, so a NaN state would rank 1: refuse it.
   detail::require_finite_view(where, "embedded", -1, embedded);
   detail::require_finite_view(where, "centroids", -1, centroids);
-  alignment_result out;
-  out.t = t;
-  out.mean_rank.assign(static_cast<std::size_t>(rows), std::numeric_limits<double>::quiet_NaN());
-  out.selected_count.assign(static_cast<std::size_t>(rows), 0);
-  out.rank_histogram.assign(static_cast<std::size_t>(k), 0);
+  alignment_result out = detail::empty_alignment(static_cast<std::size_t>(rows), static_cast<std::size_t>(k), t);
   std::vector<double> dist(static_cast<std::size_t>(k));
   for (index_t r = 0; r < rows; ++r) {
-    const auto ru = static_cast<std::size_t>(r);
     std::uint32_t n = 0;
     for (index_t c = 0; c < k; ++c) n += selected(r, c);
-    out.selected_count[ru] = n;
-    if (n == 0) {
-      ++out.rows_without_selection;
-      continue;
-    }
-    const double sum = selected_rank_sum(embedded.row(r), centroids.data(), centroids.stride(), static_cast<int>(k),
-                                         embedded.cols(), selected.row(r), dist.data(), out.rank_histogram.data());
-    out.mean_rank[ru] = sum / n;
-    out.pairs += n;
+    const double sum = n == 0 ? 0.0
+                              : selected_rank_sum(embedded.row(r), centroids.data(), centroids.stride(),
+                                                  static_cast<int>(k), embedded.cols(), selected.row(r), dist.data(),
+                                                  out.rank_histogram.data());
+    detail::add_ranked_row(out, static_cast<std::size_t>(r), n, sum);
   }
   return out;
 }
 
+/// The same on device views: one thread per row. Defined in
+/// ddm/cuda/diagnostics/instruments/alignment.hpp; declared here so that alignment_ranks, written
+/// once for every memory space, finds it by its name.
+template <class T>
+[[nodiscard]] alignment_result selected_ranks(const execution_context<cuda_space>& ctx,
+                                              batch_view<const T, cuda_space> embedded,
+                                              batch_view<const std::uint8_t, cuda_space> selected,
+                                              batch_view<const T, cuda_space> centroids, double t = 0.0);
+
 namespace detail {
 
-// phi(x0_hat) with x0_hat = x - t v, in x's memory space: what alignment_ranks ranks, on the host
-// and on the device (ddm/cuda/diagnostics.hpp).
+// phi(x0_hat) with x0_hat = x - t v, in x's memory space: what alignment_ranks ranks.
 template <class T, class Space, class Embedding>
 [[nodiscard]] batch<T, Space> embedded_data_prediction(const execution_context<Space>& ctx, const char* where,
                                                        batch_view<const T, Space> x, double t,
@@ -167,7 +196,7 @@ template <class T, class Space, class Embedding>
 }  // namespace detail
 
 /// Ranks of the selected experts at state x (B, D), time t, with blended velocity v (B, D):
-/// x0_hat = x - t v, embedded by phi, against the centroids (K, phi.dim(D)).
+/// x0_hat = x - t v, embedded by phi, against the centroids (K, phi.dim(D)); in any memory space.
 template <class T, class Space, class Embedding = identity_embedding>
   requires embedding<Embedding, T, Space>
 [[nodiscard]] alignment_result alignment_ranks(const execution_context<Space>& ctx, batch_view<const T, Space> x,
@@ -175,7 +204,7 @@ template <class T, class Space, class Embedding = identity_embedding>
                                                batch_view<const std::uint8_t, Space> selected,
                                                batch_view<const T, Space> centroids, const Embedding& phi = {}) {
   const auto embedded = detail::embedded_data_prediction(ctx, "ddm::diagnostics::alignment_ranks", x, t, v, phi);
-  return selected_ranks(embedded.cview(), selected, centroids, t);
+  return selected_ranks(ctx, embedded.cview(), selected, centroids, t);
 }
 
 /// Alignment as a function of t: one record per evaluated time, in the order added.

@@ -115,12 +115,11 @@ inline void group_row_angles(const double* theta, const std::uint8_t* selected, 
 }  // namespace detail
 
 /// theta for every row and expert, grouped by the (B, K) selection mask.
-template <class T, class Space>
-[[nodiscard]] angular_deviation_result angular_deviation(std::span<const batch_view<const T, Space>> experts,
-                                                         batch_view<const T, Space> blended,
-                                                         batch_view<const std::uint8_t, Space> selected) {
-  static_assert(Space::host_accessible, "ddm::diagnostics::angular_deviation: host memory here; the device version "
-                                        "(with a ddm::cuda_context first) lives in ddm/cuda/diagnostics.hpp");
+template <class T>
+[[nodiscard]] angular_deviation_result angular_deviation(const host_context& /*ctx*/,
+                                                         std::span<const batch_view<const T>> experts,
+                                                         batch_view<const T> blended,
+                                                         batch_view<const std::uint8_t> selected) {
   const char* where = "ddm::diagnostics::angular_deviation";
   detail::check_expert_views(where, experts, 1);
   ddm::require_same_shape(where, "blended", blended, experts[0]);
@@ -141,13 +140,23 @@ template <class T, class Space>
   return out;
 }
 
-/// The same from a stacked (K * B, D) batch of expert velocities.
+/// The same on device views: one warp per angle. Defined in
+/// ddm/cuda/diagnostics/instruments/angular_deviation.hpp; declared here so that code written once
+/// for every memory space (the stacked form below, the routing observer) finds it by its name.
+template <class T>
+[[nodiscard]] angular_deviation_result angular_deviation(const execution_context<cuda_space>& ctx,
+                                                         std::span<const batch_view<const T, cuda_space>> experts,
+                                                         batch_view<const T, cuda_space> blended,
+                                                         batch_view<const std::uint8_t, cuda_space> selected);
+
+/// The same from a stacked (K * B, D) batch of expert velocities, in any memory space.
 template <class T, class Space>
-[[nodiscard]] angular_deviation_result angular_deviation(batch_view<const T, Space> stacked, index_t experts,
+[[nodiscard]] angular_deviation_result angular_deviation(const execution_context<Space>& ctx,
+                                                         batch_view<const T, Space> stacked, index_t experts,
                                                          batch_view<const T, Space> blended,
                                                          batch_view<const std::uint8_t, Space> selected) {
   const auto views = split_stacked(stacked, experts);
-  return angular_deviation(std::span<const batch_view<const T, Space>>(views), blended, selected);
+  return angular_deviation(ctx, std::span<const batch_view<const T, Space>>(views), blended, selected);
 }
 
 /// Angles pooled over rows and calls (steps): the study's relative gap of a whole run.

@@ -22,6 +22,7 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
+#include "ddm/core/memory_space.hpp"
 #include "ddm/diagnostics/instruments/expert_views.hpp"
 #include "ddm/core/row_ops.hpp"
 
@@ -44,10 +45,9 @@ DDM_HOST_DEVICE double mean_pairwise_distance(const T* const* v, int k, index_t 
 }
 
 /// d_r for every row: the experts' velocities at one state, one (B, D) view per expert.
-template <class T, class Space>
-[[nodiscard]] std::vector<double> expert_disagreement(std::span<const batch_view<const T, Space>> experts) {
-  static_assert(Space::host_accessible, "ddm::diagnostics::expert_disagreement: host memory here; the device version "
-                                        "(with a ddm::cuda_context first) lives in ddm/cuda/diagnostics.hpp");
+template <class T>
+[[nodiscard]] std::vector<double> expert_disagreement(const host_context& /*ctx*/,
+                                                      std::span<const batch_view<const T>> experts) {
   const char* where = "ddm::diagnostics::expert_disagreement";
   detail::check_expert_views(where, experts, 2);
   const auto rows = static_cast<std::size_t>(experts[0].rows());
@@ -61,11 +61,19 @@ template <class T, class Space>
   return d;
 }
 
-/// d_r from a stacked (K * B, D) batch (expert k in rows [k B, (k + 1) B)).
+/// The same on device views: Gram matrices through cuBLAS. Defined in
+/// ddm/cuda/diagnostics/instruments/disagreement.hpp; declared here so that code written once for
+/// every memory space (the stacked form below, the routing observer) finds it by its name.
+template <class T>
+[[nodiscard]] std::vector<double> expert_disagreement(const execution_context<cuda_space>& ctx,
+                                                      std::span<const batch_view<const T, cuda_space>> experts);
+
+/// d_r from a stacked (K * B, D) batch (expert k in rows [k B, (k + 1) B)), in any memory space.
 template <class T, class Space>
-[[nodiscard]] std::vector<double> expert_disagreement(batch_view<const T, Space> stacked, index_t experts) {
+[[nodiscard]] std::vector<double> expert_disagreement(const execution_context<Space>& ctx,
+                                                      batch_view<const T, Space> stacked, index_t experts) {
   const auto views = split_stacked(stacked, experts);
-  return expert_disagreement(std::span<const batch_view<const T, Space>>(views));
+  return expert_disagreement(ctx, std::span<const batch_view<const T, Space>>(views));
 }
 
 /// I_r = sum over steps of |dt| d_r, accumulated one step at a time.

@@ -29,72 +29,34 @@ class eigenvalue_estimator {
  public:
   eigenvalue_estimator(const execution_context<Space>& ctx, index_t rows, index_t cols,
                        power_iteration_options options = {})
-      : options_(options),
-        products_(ctx, rows, cols, options.derivative),
-        u_(ctx, rows, cols),
-        w_(ctx, rows, cols),
-        work_(ctx, rows, cols) {
-    detail::check_power_options("ddm::diagnostics::eigenvalue_estimator", options);
-  }
+      : power_("ddm::diagnostics::eigenvalue_estimator", ctx, rows, cols, options) {}
 
   /// Estimate at (x, t), the start vector drawn from Philox stream `stream`.
   template <class Field>
   [[nodiscard]] power_iteration_result operator()(Field& f, batch_view<const T, Space> x, double t,
                                                   std::uint64_t stream) {
     const char* where = "ddm::diagnostics::eigenvalue_estimator";
-    ddm::require_shape(where, "x", x, products_.rows(), products_.cols());
-    const auto& ctx = products_.context();
-    const auto rows = static_cast<std::size_t>(products_.rows());
-    const std::size_t evals0 = products_.field_evaluations();
-    const std::size_t exact0 = products_.exact_products();
-    std::vector<double> mu(rows);
-    std::vector<double> sq(rows);
-    std::vector<double> coef(rows);
-    power_iteration_result result;
-    result.residual.resize(rows);
-    result.converged.assign(rows, 0);
-
-    power_iteration_options o = options_;
-    o.stream = stream;
-    detail::power_start(ctx, u_.view(), o, std::span<double>(sq));
-    for (std::size_t k = 0; k < options_.max_iterations; ++k) {
-      products_.jvp(f, x, t, u_.cview(), w_.view());
-      row_dots(ctx, u_.cview(), w_.cview(), std::span<double>(mu));
-      row_squared_norms(ctx, w_.cview(), std::span<double>(sq));
-      detail::relative_residuals(ctx, w_.cview(), u_.cview(), std::span<const double>(mu),
-                                 std::span<const double>(sq), work_.view(), std::span<double>(coef),
-                                 std::span<double>(result.residual));
-      result.iterations = k + 1;
-      bool all = true;
-      for (std::size_t r = 0; r < rows; ++r) {
-        result.converged[r] = result.residual[r] <= options_.tolerance ? 1 : 0;
-        all = all && result.converged[r] != 0;
-      }
-      if (all) break;
-      // Rows with J u = 0 keep their u (normalize_rows leaves zero rows alone, and mu = 0 there).
-      copy(ctx, u_.view(), w_.cview());
-      detail::normalize_rows(ctx, u_.view(), std::span<double>(sq));
-    }
-    ddm::require_finite_rows(where, "the dominant eigenvalue", mu, t);
-    result.value = std::move(mu);
-    result.field_evaluations = products_.field_evaluations() - evals0;
-    result.exact_products = products_.exact_products() - exact0;
+    auto& products = power_.products();
+    // M = J: m = J u, mu = <u, J u>.
+    auto result = power_.run(where, f, x, t, stream,
+                             [&](Field& g, batch_view<const T, Space> at, double tt, batch_view<const T, Space> u,
+                                 batch_view<T, Space> m, std::span<double> mu) {
+                               products.jvp(g, at, tt, u, m);
+                               row_dots(products.context(), u, m.as_const(), mu);
+                             });
+    ddm::require_finite_rows(where, "the dominant eigenvalue", result.value, t);
     return result;
   }
 
   template <class Field>
   [[nodiscard]] power_iteration_result operator()(Field& f, batch_view<const T, Space> x, double t) {
-    return (*this)(f, x, t, options_.stream);
+    return (*this)(f, x, t, power_.options().stream);
   }
 
-  [[nodiscard]] const power_iteration_options& options() const noexcept { return options_; }
+  [[nodiscard]] const power_iteration_options& options() const noexcept { return power_.options(); }
 
  private:
-  power_iteration_options options_;
-  jacobian_products<T, Space> products_;
-  batch<T, Space> u_;
-  batch<T, Space> w_;
-  batch<T, Space> work_;
+  detail::power_iteration<T, Space> power_;
 };
 
 /// The eigenvalue of largest magnitude of J_r(x, t) for every row of x (signed).

@@ -67,11 +67,9 @@ class hutchinson_estimator {
   template <class Field>
   [[nodiscard]] hutchinson_result operator()(Field& f, batch_view<const T, Space> x, double t, std::uint64_t stream) {
     const char* where = "ddm::diagnostics::hutchinson_estimator";
-    ddm::require_shape(where, "x", x, products_.rows(), products_.cols());
+    const detail::product_tally<T, Space> tally(where, products_, x);
     const auto rows = static_cast<std::size_t>(products_.rows());
     const double inv_d = 1.0 / static_cast<double>(products_.cols());
-    const std::size_t evals0 = products_.field_evaluations();
-    const std::size_t exact0 = products_.exact_products();
     // Welford's running mean and sum of squared deviations, per row.
     std::vector<double> mean(rows, 0.0);
     std::vector<double> m2(rows, 0.0);
@@ -94,8 +92,7 @@ class hutchinson_estimator {
     for (std::size_t r = 0; r < rows; ++r) result.standard_error[r] = std::sqrt(m2[r] / (p - 1.0) / p);
     ddm::require_finite_rows(where, "the estimate of ||J||_F^2 / D", mean, t);
     result.mean = std::move(mean);
-    result.field_evaluations = products_.field_evaluations() - evals0;
-    result.exact_products = products_.exact_products() - exact0;
+    tally.charge(result);
     return result;
   }
 

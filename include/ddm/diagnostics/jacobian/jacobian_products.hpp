@@ -189,6 +189,33 @@ class jacobian_products {
 };
 
 /// out = J(x, t) u for a single product (allocates its workspace; use jacobian_products to reuse it).
+namespace detail {
+
+// What every Jacobian estimator does around its own loop: check x against the workspace's shape
+// at the start, and charge the estimate with the products it made (field evaluations, exact
+// products) at the end.
+template <class T, class Space>
+class product_tally {
+ public:
+  product_tally(const char* where, const jacobian_products<T, Space>& products, batch_view<const T, Space> x)
+      : products_(&products), evaluations_(products.field_evaluations()), exact_(products.exact_products()) {
+    ddm::require_shape(where, "x", x, products.rows(), products.cols());
+  }
+
+  template <class Result>
+  void charge(Result& result) const noexcept {
+    result.field_evaluations = products_->field_evaluations() - evaluations_;
+    result.exact_products = products_->exact_products() - exact_;
+  }
+
+ private:
+  const jacobian_products<T, Space>* products_;
+  std::size_t evaluations_;
+  std::size_t exact_;
+};
+
+}  // namespace detail
+
 template <class Field, class T, class Space>
 void jvp(const execution_context<Space>& ctx, Field&& f, batch_view<const T, Space> x, double t,
          batch_view<const T, Space> u, batch_view<T, Space> out, derivative_options options = {}) {

@@ -1,6 +1,7 @@
 #pragma once
 // What the power-iteration estimators (dominant_eigenvalue.hpp, spectral_norm.hpp) share: their
-// options, their per-row result, and the row normalization they iterate with.
+// options, their per-row result, and the iteration itself (power_iteration), to which each
+// estimator gives only its map M and its Rayleigh quotient.
 //
 // Power iteration on a linear map M (M = J for the dominant eigenvalue, M = J^T J for the
 // spectral norm) repeats u <- M u / ||M u|| from a random unit start, per row. The Rayleigh
@@ -83,6 +84,68 @@ void relative_residuals(const execution_context<Space>& ctx, batch_view<const T,
   for (std::size_t r = 0; r < mu.size(); ++r)
     residual[r] = m_sq[r] > 0.0 ? std::sqrt(residual[r] / m_sq[r]) : 0.0;
 }
+
+// Power iteration with its workspace on (rows, cols) batches: the start, the residuals, the
+// convergence test and the renormalization, for any map M given as step(f, x, t, u, m, mu),
+// which writes m = M u and the Rayleigh quotient mu_r = <u_r, M u_r> (||u_r|| = 1). The result's
+// value is mu of the last iterate.
+template <class T, class Space>
+class power_iteration {
+ public:
+  power_iteration(const char* where, const execution_context<Space>& ctx, index_t rows, index_t cols,
+                  const power_iteration_options& options)
+      : options_(options), products_(ctx, rows, cols, options.derivative), u_(ctx, rows, cols), m_(ctx, rows, cols),
+        work_(ctx, rows, cols) {
+    check_power_options(where, options);
+  }
+
+  template <class Field, class Step>
+  [[nodiscard]] power_iteration_result run(const char* where, Field& f, batch_view<const T, Space> x, double t,
+                                           std::uint64_t stream, Step&& step) {
+    const product_tally<T, Space> tally(where, products_, x);
+    const auto& ctx = products_.context();
+    const auto rows = static_cast<std::size_t>(products_.rows());
+    std::vector<double> mu(rows);
+    std::vector<double> sq(rows);
+    std::vector<double> coef(rows);
+    power_iteration_result result;
+    result.residual.resize(rows);
+    result.converged.assign(rows, 0);
+
+    power_iteration_options o = options_;
+    o.stream = stream;
+    power_start(ctx, u_.view(), o, std::span<double>(sq));
+    for (std::size_t k = 0; k < options_.max_iterations; ++k) {
+      step(f, x, t, u_.cview(), m_.view(), std::span<double>(mu));
+      row_squared_norms(ctx, m_.cview(), std::span<double>(sq));
+      relative_residuals(ctx, m_.cview(), u_.cview(), std::span<const double>(mu), std::span<const double>(sq),
+                         work_.view(), std::span<double>(coef), std::span<double>(result.residual));
+      result.iterations = k + 1;
+      bool all = true;
+      for (std::size_t r = 0; r < rows; ++r) {
+        result.converged[r] = result.residual[r] <= options_.tolerance ? 1 : 0;
+        all = all && result.converged[r] != 0;
+      }
+      if (all) break;
+      // Rows with M u = 0 keep their u (normalize_rows leaves zero rows alone, and mu = 0 there).
+      copy(ctx, u_.view(), m_.cview());
+      normalize_rows(ctx, u_.view(), std::span<double>(sq));
+    }
+    result.value = std::move(mu);
+    tally.charge(result);
+    return result;
+  }
+
+  [[nodiscard]] const power_iteration_options& options() const noexcept { return options_; }
+  [[nodiscard]] jacobian_products<T, Space>& products() noexcept { return products_; }
+
+ private:
+  power_iteration_options options_;
+  jacobian_products<T, Space> products_;
+  batch<T, Space> u_;     // the unit iterate
+  batch<T, Space> m_;     // M u
+  batch<T, Space> work_;  // M u - mu u
+};
 
 }  // namespace detail
 }  // namespace ddm::diagnostics

@@ -31,14 +31,7 @@ class spectral_norm_estimator {
  public:
   spectral_norm_estimator(const execution_context<Space>& ctx, index_t rows, index_t cols,
                           power_iteration_options options = {})
-      : options_(options),
-        products_(ctx, rows, cols, options.derivative),
-        u_(ctx, rows, cols),
-        w_(ctx, rows, cols),
-        z_(ctx, rows, cols),
-        work_(ctx, rows, cols) {
-    detail::check_power_options("ddm::diagnostics::spectral_norm_estimator", options);
-  }
+      : power_("ddm::diagnostics::spectral_norm_estimator", ctx, rows, cols, options), w_(ctx, rows, cols) {}
 
   /// Estimate at (x, t), the start vector drawn from Philox stream `stream`.
   template <class Field>
@@ -50,61 +43,30 @@ class spectral_norm_estimator {
                   "batch_view<T> out) writing J(x, t)^T u row by row (concept ddm::has_vjp). Without one, use "
                   "estimate_frobenius (RMS singular value) or estimate_dominant_eigenvalue.");
     const char* where = "ddm::diagnostics::spectral_norm_estimator";
-    ddm::require_shape(where, "x", x, products_.rows(), products_.cols());
-    const auto& ctx = products_.context();
-    const auto rows = static_cast<std::size_t>(products_.rows());
-    const std::size_t evals0 = products_.field_evaluations();
-    const std::size_t exact0 = products_.exact_products();
-    std::vector<double> s2(rows);
-    std::vector<double> sq(rows);
-    std::vector<double> coef(rows);
-    power_iteration_result result;
-    result.residual.resize(rows);
-    result.converged.assign(rows, 0);
-
-    power_iteration_options o = options_;
-    o.stream = stream;
-    detail::power_start(ctx, u_.view(), o, std::span<double>(sq));
-    for (std::size_t k = 0; k < options_.max_iterations; ++k) {
-      products_.jvp(f, x, t, u_.cview(), w_.view());
-      products_.vjp(f, x, t, w_.cview(), z_.view());
-      row_squared_norms(ctx, w_.cview(), std::span<double>(s2));  // <u, J^T J u> with ||u|| = 1
-      row_squared_norms(ctx, z_.cview(), std::span<double>(sq));
-      detail::relative_residuals(ctx, z_.cview(), u_.cview(), std::span<const double>(s2),
-                                 std::span<const double>(sq), work_.view(), std::span<double>(coef),
-                                 std::span<double>(result.residual));
-      result.iterations = k + 1;
-      bool all = true;
-      for (std::size_t r = 0; r < rows; ++r) {
-        result.converged[r] = result.residual[r] <= options_.tolerance ? 1 : 0;
-        all = all && result.converged[r] != 0;
-      }
-      if (all) break;
-      copy(ctx, u_.view(), z_.cview());
-      detail::normalize_rows(ctx, u_.view(), std::span<double>(sq));
-    }
-    for (double& v : s2) v = std::sqrt(v);
-    ddm::require_finite_rows(where, "the spectral norm", s2, t);
-    result.value = std::move(s2);
-    result.field_evaluations = products_.field_evaluations() - evals0;
-    result.exact_products = products_.exact_products() - exact0;
+    auto& products = power_.products();
+    // M = J^T J: w = J u, m = J^T w, mu = <u, J^T J u> = ||w||^2 with ||u|| = 1.
+    auto result = power_.run(where, f, x, t, stream,
+                             [&](Field& g, batch_view<const T, Space> at, double tt, batch_view<const T, Space> u,
+                                 batch_view<T, Space> m, std::span<double> mu) {
+                               products.jvp(g, at, tt, u, w_.view());
+                               products.vjp(g, at, tt, w_.cview(), m);
+                               row_squared_norms(products.context(), w_.cview(), mu);
+                             });
+    for (double& v : result.value) v = std::sqrt(v);
+    ddm::require_finite_rows(where, "the spectral norm", result.value, t);
     return result;
   }
 
   template <class Field>
   [[nodiscard]] power_iteration_result operator()(Field& f, batch_view<const T, Space> x, double t) {
-    return (*this)(f, x, t, options_.stream);
+    return (*this)(f, x, t, power_.options().stream);
   }
 
-  [[nodiscard]] const power_iteration_options& options() const noexcept { return options_; }
+  [[nodiscard]] const power_iteration_options& options() const noexcept { return power_.options(); }
 
  private:
-  power_iteration_options options_;
-  jacobian_products<T, Space> products_;
-  batch<T, Space> u_;
-  batch<T, Space> w_;
-  batch<T, Space> z_;
-  batch<T, Space> work_;
+  detail::power_iteration<T, Space> power_;
+  batch<T, Space> w_;  // J u
 };
 
 /// sigma_max(J_r(x, t)) for every row of x. The field must offer an exact vjp.

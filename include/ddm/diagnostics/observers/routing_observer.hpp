@@ -2,13 +2,16 @@
 // The routing instruments attached to a sampler: an observer for ddm::sample() over a routed
 // field that, at the start (x_i, t_i) of every measured step,
 //
-//   1. recomputes the routing decision at (x_i, t_i): router -> softmax_rows (with the field's
-//      temperature) -> policy.select. The field's last_decision() is not used: by the time the
-//      observer runs it comes from the step's last call (Heun's corrector at t_{i+1}, a stage of
-//      a multistage method) or from some other caller of the field;
+//   1. reads the routing decision the field took there: the field records its decision once per
+//      call (ddm::routing_decision: probabilities, weights, selection, rows per expert), and
+//      ddm::sample marks each step's first call, at (x_i, t_i), whose decision the field keeps as
+//      step_decision(): Heun's corrector at t_{i+1}, a later stage, or another observer's calls
+//      of the field at t_i (the L_eff observer's finite differences) do not replace it. Nothing
+//      is decided twice: no router, softmax or policy call is the observer's;
 //   2. evaluates all K experts on x_i (experts().evaluate(k, ...), the whole batch each: the
-//      sampler itself evaluates only the selected ones), the blended velocity being the step's
-//      own velocity e.v = v(x_i, t_i);
+//      sampler itself evaluates only the selected ones), x_i being the step event's x_start (the
+//      observer reads_step_start: ddm::sample keeps one copy of x_i per step for all observers),
+//      and the blended velocity the step's own velocity e.v = v(x_i, t_i);
 //   3. computes the expert disagreement d_r and its trajectory integral I_r, the angular deviation
 //      of selected and non-selected experts (per step and pooled over the run), and, at the
 //      alignment steps (by default those starting nearest to t = 0.3, 0.5, 0.7) and optionally at
@@ -21,23 +24,23 @@
 // I_r = sum_{measured i} |t_{min(i + n, N)} - t_i| d_r(x_i, t_i) (a left Riemann sum on the
 // coarser grid).
 //
-// The observer never calls the routed field: it calls the field's router and experts, which it
-// assumes to be pure functions of (x, t) (as the analytic DDM's and any trained model's are), so
-// the sampled trajectory is bit-identical with and without it, and the field's counters and
-// last_decision() do not see it. The blended velocity e.v is v(x_i, t_i) for every fixed-step
+// The observer never calls the routed field: it calls the field's experts, which it assumes to be
+// pure functions of (x, t) (as the analytic DDM's and any trained model's are), so the sampled
+// trajectory is bit-identical with and without it, and the field's counters do not see it. The
+// decision it reads is the field's own, so it is the one the step used whatever the router
+// (a stochastic one included). The blended velocity e.v is v(x_i, t_i) for every fixed-step
 // integrator in ddm (Euler, Heun, DPM-Solver++); an adaptive integrator's internal steps do not
-// start at the schedule's times, and the observer refuses them (the state it kept would not be
-// where e.v was evaluated).
+// start at the schedule's times, and the observer refuses them.
 //
-// Cost per measured step: one router call and K expert evaluations on the whole batch (K B
-// expert row evaluations, counted in expert_evaluations()), one copy of the state, O(K^2 D) per
-// row for the disagreement, O(K D) for the angles, and at an alignment step one embedding of the
-// batch and O(K E) per row. Unmeasured steps cost nothing.
+// Cost per measured step: K expert evaluations on the whole batch (K B expert row evaluations,
+// counted in expert_evaluations()), O(K^2 D) per row for the disagreement, O(K D) for the angles,
+// and at an alignment step one embedding of the batch and O(K E) per row. Unmeasured steps cost
+// nothing here (the driver's copy of x_i is made at every step while the observer watches).
 //
-// On device views (Space = cuda_space, with ddm/cuda/diagnostics.hpp included) the observer runs
-// unchanged: routing_instruments<cuda_space> computes the disagreement through Gram matrices
-// (cuBLAS), the angles and ranks in kernels, and brings back per step only the per-row results
-// and one copy of the (B, K) selection (to count the selected experts), each a wait.
+// On device views (Space = cuda_space, with <ddm/cuda.hpp> included) the observer runs unchanged:
+// it calls the same free functions, whose device overloads (ddm/cuda/diagnostics/instruments/)
+// compute the disagreement through Gram matrices (cuBLAS) and the angles and ranks in kernels,
+// and bring back per step only the per-row results, each a wait.
 
 #include <algorithm>
 #include <cmath>
@@ -60,18 +63,16 @@
 #include "ddm/diagnostics/statistics.hpp"
 #include "ddm/flow/schedule.hpp"
 #include "ddm/integrators/sample.hpp"
-#include "ddm/routing/softmax.hpp"
+#include "ddm/routing/routed_field.hpp"
 
 namespace ddm::diagnostics {
 
-/// What the routing observer needs of a field: the parts of a ddm::routed_field it recomputes
-/// the decision and the experts' velocities from.
+/// What the routing observer needs of a field: the parts of a ddm::routed_field it reads the
+/// decisions from and evaluates the experts of.
 template <class F, class T, class Space = host_space>
 concept inspectable_routed_field = requires(F& f, const F& cf) {
   f.experts();
-  f.router();
-  cf.policy();
-  { cf.temperature() } -> std::convertible_to<double>;
+  { cf.step_decision() } -> std::convertible_to<const routing_decision<T, Space>*>;
   { cf.num_experts() } -> std::convertible_to<std::size_t>;
 };
 
@@ -95,51 +96,24 @@ struct routing_step {
   double mean_selected = 0.0;               ///< selected experts per row, averaged over the rows
 };
 
-/// The observer's per-step instruments in one memory space: the disagreement d_r, the angular
-/// deviation, and the number of selected (row, expert) pairs. The host's are the functions of
-/// disagreement.hpp and angular_deviation.hpp; the CUDA backend specializes this class for
-/// cuda_space (ddm/cuda/diagnostics.hpp). A class and not overloads, because the observer's
-/// calls are resolved where it is defined, before a backend has declared its functions.
-template <class Space>
-struct routing_instruments;
-
-template <>
-struct routing_instruments<host_space> {
-  template <class T>
-  [[nodiscard]] static std::vector<double> disagreement(const host_context& /*ctx*/,
-                                                        std::span<const batch_view<const T>> experts) {
-    return expert_disagreement(experts);
-  }
-  template <class T>
-  [[nodiscard]] static angular_deviation_result angles(const host_context& /*ctx*/,
-                                                       std::span<const batch_view<const T>> experts,
-                                                       batch_view<const T> blended,
-                                                       batch_view<const std::uint8_t> selected) {
-    return angular_deviation(experts, blended, selected);
-  }
-  [[nodiscard]] static std::size_t selected_pairs(const host_context& /*ctx*/, batch_view<const std::uint8_t> selected) {
-    std::size_t n = 0;
-    for (index_t r = 0; r < selected.rows(); ++r)
-      for (index_t k = 0; k < selected.cols(); ++k) n += selected(r, k) != 0 ? 1 : 0;
-    return n;
-  }
-};
-
 template <class T, class Field, class Embedding = identity_embedding, class Space = host_space>
 class routing_observer {
   static_assert(inspectable_routed_field<Field, T, Space>,
-                "ddm::diagnostics::routing_observer: the field has no experts(), router(), policy(), temperature() "
-                "and num_experts() members; expected a ddm::routed_field (make_routed_field)");
+                "ddm::diagnostics::routing_observer: the field has no experts(), step_decision() and num_experts() "
+                "members; expected a ddm::routed_field (make_routed_field)");
   static_assert(embedding<Embedding, T, Space>,
                 "ddm::diagnostics::routing_observer: Embedding is not a ddm::diagnostics::embedding (dim(D) and "
                 "e(ctx, in, out))");
 
  public:
+  /// ddm::sample gives the observer x_i, the state each step's velocity was evaluated at.
+  static constexpr bool reads_step_start = true;
+
   /// Watches the sampling of `field` (held by reference) along `schedule`. `centroids` (K, E) are
   /// the centres of the experts' training clusters in the embedding space of `phi`; an empty view
   /// turns the alignment ranks off.
-  routing_observer(Field& field, const time_schedule& schedule, batch_view<const T, Space> centroids,
-                   routing_observer_options options = {}, Embedding phi = {}, execution_context<Space> ctx = {})
+  routing_observer(const execution_context<Space>& ctx, Field& field, const time_schedule& schedule,
+                   batch_view<const T, Space> centroids, routing_observer_options options = {}, Embedding phi = {})
       : field_(&field), schedule_(schedule), options_(std::move(options)), phi_(std::move(phi)), ctx_(ctx) {
     constexpr const char* where = "ddm::diagnostics::routing_observer";
     if (options_.every < 1) ddm::fail_argument(where, "every", options_.every, ">= 1");
@@ -158,7 +132,12 @@ class routing_observer {
     }
   }
 
-  /// Called by sample() before the first step: keeps x_0 and clears earlier records.
+  /// The same in the space's default context.
+  routing_observer(Field& field, const time_schedule& schedule, batch_view<const T, Space> centroids,
+                   routing_observer_options options = {}, Embedding phi = {})
+      : routing_observer(execution_context<Space>{}, field, schedule, centroids, std::move(options), std::move(phi)) {}
+
+  /// Called by sample() before the first step: checks the schedule and clears earlier records.
   void on_start(batch_view<const T, Space> x, double t0) {
     constexpr const char* where = "ddm::diagnostics::routing_observer::on_start";
     ddm::require_non_empty(where, "x", x);
@@ -166,29 +145,21 @@ class routing_observer {
       throw argument_error(ddm::concat(where, ": the run starts at t = ", t0, ", but the observer was made for a ",
                                                "schedule starting at ", schedule_.front(), "; expected the same schedule"));
     const auto k = static_cast<index_t>(field_->num_experts());
-    if (state_.rows() != x.rows() || state_.cols() != x.cols()) {
-      state_ = batch<T, Space>(ctx_, x.rows(), x.cols());
+    if (expert_v_.rows() != k * x.rows() || expert_v_.cols() != x.cols())
       expert_v_ = batch<T, Space>(ctx_, k * x.rows(), x.cols());
-      logits_ = batch<T, Space>(ctx_, x.rows(), k);
-      probs_ = batch<T, Space>(ctx_, x.rows(), k);
-      weights_ = batch<T, Space>(ctx_, x.rows(), k);
-      selected_ = batch<std::uint8_t, Space>(ctx_, x.rows(), k);
-    }
-    copy(ctx_, state_.view(), x);
-    state_t_ = t0;
-    have_state_ = true;
+    started_ = true;
+    decision_ = nullptr;
     steps_.clear();
     integrated_.reset();
     angles_ = angular_deviation_summary{};
     alignment_.clear();
     profile_.clear();
     expert_evaluations_ = 0;
-    router_calls_ = 0;
   }
 
   void operator()(const step_event<T, Space>& e) {
     constexpr const char* where = "ddm::diagnostics::routing_observer";
-    if (!have_state_)
+    if (!started_)
       throw argument_error(ddm::concat(where, ": a step event arrived before on_start(x, t0); expected the "
                                                "observer to be passed to ddm::sample(), which calls on_start first"));
     if (e.index >= schedule_.steps() || e.t != schedule_[e.index] || e.t_next != schedule_[e.index + 1])
@@ -196,10 +167,6 @@ class routing_observer {
                                                ", which is not a step of the observer's schedule; expected the same "
                                                "fixed-step schedule as the one sampled"));
     if (measured_(e.index)) measure_(e);
-    if (e.index + 1 < schedule_.steps() && measured_(e.index + 1)) {
-      copy(ctx_, state_.view(), e.x);
-      state_t_ = e.t_next;
-    }
   }
 
   /// Per measured step, in step order.
@@ -228,14 +195,20 @@ class routing_observer {
   [[nodiscard]] const std::vector<std::size_t>& alignment_steps() const noexcept { return alignment_steps_; }
   /// Expert row evaluations made by the observer (K B per measured step).
   [[nodiscard]] std::size_t expert_evaluations() const noexcept { return expert_evaluations_; }
-  [[nodiscard]] std::size_t router_calls() const noexcept { return router_calls_; }
   [[nodiscard]] const routing_observer_options& options() const noexcept { return options_; }
 
-  /// The decision recomputed at the last measured step's start, (B, K) each, and every expert's
-  /// velocity there, (K B, D) with expert k in rows [k B, (k + 1) B). Valid until the next step.
-  [[nodiscard]] batch_view<const T, Space> last_probabilities() const noexcept { return probs_.cview(); }
-  [[nodiscard]] batch_view<const T, Space> last_weights() const noexcept { return weights_.cview(); }
-  [[nodiscard]] batch_view<const std::uint8_t, Space> last_selected() const noexcept { return selected_.cview(); }
+  /// The field's decision at the last measured step's start, (B, K) each (valid until the field's
+  /// next step), and every expert's velocity there, (K B, D) with expert k in rows
+  /// [k B, (k + 1) B) (valid until the next measured step).
+  [[nodiscard]] batch_view<const T, Space> last_probabilities() const noexcept {
+    return decision_ != nullptr ? decision_->probabilities.cview() : batch_view<const T, Space>{};
+  }
+  [[nodiscard]] batch_view<const T, Space> last_weights() const noexcept {
+    return decision_ != nullptr ? decision_->weights.cview() : batch_view<const T, Space>{};
+  }
+  [[nodiscard]] batch_view<const std::uint8_t, Space> last_selected() const noexcept {
+    return decision_ != nullptr ? decision_->selected.cview() : batch_view<const std::uint8_t, Space>{};
+  }
   [[nodiscard]] batch_view<const T, Space> last_expert_velocities() const noexcept { return expert_v_.cview(); }
 
  private:
@@ -255,21 +228,26 @@ class routing_observer {
 
   void measure_valid_(const step_event<T, Space>& e) {
     constexpr const char* where = "ddm::diagnostics::routing_observer";
-    if (state_t_ != e.t)
-      throw argument_error(ddm::concat(where, ": step ", e.index, " starts at t = ", e.t,
-                                               ", but the kept state is at t = ", state_t_,
-                                               "; expected consecutive step events from one ddm::sample() run"));
     const double t = e.t;
-    const auto x = state_.cview();
+    const auto x = e.x_start;
+    if (x.empty())
+      throw argument_error(ddm::concat(where, ": step ", e.index, " has no x_start; expected the event of a ",
+                                               "ddm::sample() run, which keeps x_i for observers that read it"));
+    ddm::require_same_shape(where, "x_start", x, e.v);
     const index_t b = x.rows();
     const std::size_t k_count = field_->num_experts();
 
-    // 1. The decision at (x_i, t_i), as the routed field would take it there.
-    auto& router = field_->router();
-    router(x, t, logits_.view());
-    ++router_calls_;
-    softmax_rows(ctx_, logits_.cview(), field_->temperature(), probs_.view(), router.name(), t);
-    field_->policy().select(ctx_, probs_.cview(), t, weights_.view(), selected_.view());
+    // 1. The decision the field took at (x_i, t_i), the step's first call.
+    const routing_decision<T, Space>* decision = field_->step_decision();
+    if (decision == nullptr || decision->t != t)
+      throw argument_error(ddm::concat(where, ": the field holds no decision for the start of step ", e.index,
+                                               " (t = ", t, "); expected ddm::sample() to call this routed field "
+                                               "itself, not through a wrapper, so that it marks each step's first call"));
+    if (decision->selected.rows() != b)
+      throw shape_error(ddm::concat(where, ": the field's decision at t = ", t, " has ", decision->selected.rows(),
+                                            " rows, expected the sampled batch's ", b));
+    decision_ = decision;
+    const auto selected = decision->selected.cview();
 
     // 2. Every expert on the whole batch.
     for (std::size_t k = 0; k < k_count; ++k)
@@ -283,14 +261,14 @@ class routing_observer {
     rec.step = e.index;
     rec.t = t;
     if (e.index % options_.every == 0) {
-      const auto d = routing_instruments<Space>::disagreement(ctx_, experts);
+      const auto d = expert_disagreement(ctx_, experts);
       const std::size_t next = std::min(e.index + options_.every, schedule_.steps());
       integrated_.add(t, schedule_[next], d);
       double s = 0.0;
       for (double v : d) s += v;
       rec.disagreement_mean = s / static_cast<double>(d.size());
 
-      const auto a = routing_instruments<Space>::angles(ctx_, experts, e.v, selected_.cview());
+      const auto a = angular_deviation(ctx_, experts, e.v, selected);
       angles_.add(a);
       angular_deviation_summary one;
       one.add(a);
@@ -300,12 +278,11 @@ class routing_observer {
     } else {
       rec.disagreement_mean = std::numeric_limits<double>::quiet_NaN();
     }
-    const std::size_t sel = routing_instruments<Space>::selected_pairs(ctx_, selected_.cview());
-    rec.mean_selected = static_cast<double>(sel) / static_cast<double>(b);
+    rec.mean_selected = static_cast<double>(decision->selected_pairs()) / static_cast<double>(b);
 
     const bool at_alignment = is_alignment_step_(e.index);
     if (!centroids_.empty() && (at_alignment || (options_.alignment_every_step && e.index % options_.every == 0))) {
-      auto r = alignment_ranks(ctx_, x, t, e.v, selected_.cview(), centroids_.cview(), phi_);
+      auto r = alignment_ranks(ctx_, x, t, e.v, selected, centroids_.cview(), phi_);
       rec.mean_rank = r.pooled_mean_rank();
       if (options_.alignment_every_step) profile_.add(r);
       if (at_alignment) alignment_.push_back(std::move(r));
@@ -321,14 +298,9 @@ class routing_observer {
   batch<T, Space> centroids_;
   std::vector<std::size_t> alignment_steps_;
 
-  batch<T, Space> state_;
-  double state_t_ = 0.0;
-  bool have_state_ = false;
+  bool started_ = false;
+  const routing_decision<T, Space>* decision_ = nullptr;  // the field's, at the last measured step
   batch<T, Space> expert_v_;  // (K B, D) expert k in rows [k B, (k + 1) B)
-  batch<T, Space> logits_;    // (B, K)
-  batch<T, Space> probs_;     // (B, K)
-  batch<T, Space> weights_;   // (B, K)
-  batch<std::uint8_t, Space> selected_;  // (B, K)
 
   std::vector<routing_step> steps_;
   ddm::diagnostics::integrated_disagreement integrated_;
@@ -336,16 +308,25 @@ class routing_observer {
   std::vector<alignment_result> alignment_;
   alignment_profile profile_;
   std::size_t expert_evaluations_ = 0;
-  std::size_t router_calls_ = 0;
 };
 
-/// A routing_observer for batches of T, deducing the field's type.
+/// A routing_observer for batches of T, deducing the field's type; the context first, as every
+/// diagnostic takes it.
+template <class T, class Space = host_space, class Field, class Embedding = identity_embedding>
+[[nodiscard]] routing_observer<T, Field, Embedding, Space> make_routing_observer(
+    const execution_context<Space>& ctx, Field& field, const time_schedule& schedule,
+    batch_view<const T, Space> centroids, routing_observer_options options = {}, Embedding phi = {}) {
+  return routing_observer<T, Field, Embedding, Space>(ctx, field, schedule, centroids, std::move(options),
+                                                      std::move(phi));
+}
+
+/// The same in the space's default context.
 template <class T, class Space = host_space, class Field, class Embedding = identity_embedding>
 [[nodiscard]] routing_observer<T, Field, Embedding, Space> make_routing_observer(
     Field& field, const time_schedule& schedule, batch_view<const T, Space> centroids,
-    routing_observer_options options = {}, Embedding phi = {}, execution_context<Space> ctx = {}) {
-  return routing_observer<T, Field, Embedding, Space>(field, schedule, centroids, std::move(options), std::move(phi),
-                                                      ctx);
+    routing_observer_options options = {}, Embedding phi = {}) {
+  return routing_observer<T, Field, Embedding, Space>(execution_context<Space>{}, field, schedule, centroids,
+                                                      std::move(options), std::move(phi));
 }
 
 }  // namespace ddm::diagnostics

@@ -24,9 +24,12 @@
 // field's last decision) do see the extra calls. The field is held by reference and must outlive
 // the observer.
 //
+// x_i is the step event's x_start (the observer reads_step_start: ddm::sample keeps one copy of
+// x_i per step, shared by every observer that reads it).
+//
 // Cost per measured step: the estimator's (frobenius: P Jacobian-vector products; spectral norm:
-// up to max_iterations (jvp + vjp); eigenvalue: up to max_iterations products), and one copy of
-// the state when the next step is to be measured. Unmeasured steps cost nothing.
+// up to max_iterations (jvp + vjp); eigenvalue: up to max_iterations products). Unmeasured steps
+// cost nothing here.
 
 #include <cmath>
 #include <cstddef>
@@ -82,7 +85,14 @@ template <class T, class Field, class Space = host_space>
 class trajectory_sensitivity {
  public:
   /// Watches a sampler of `field` (held by reference).
-  explicit trajectory_sensitivity(Field& field, sensitivity_options options = {}, execution_context<Space> ctx = {})
+  /// ddm::sample gives the observer x_i, the state each step's velocity was evaluated at.
+  static constexpr bool reads_step_start = true;
+
+  /// The same in the space's default context.
+  explicit trajectory_sensitivity(Field& field, sensitivity_options options = {})
+      : trajectory_sensitivity(execution_context<Space>{}, field, options) {}
+
+  trajectory_sensitivity(const execution_context<Space>& ctx, Field& field, sensitivity_options options = {})
       : field_(&field), options_(options), ctx_(ctx) {
     require_velocity_field<Field, T, Space>();
     if (options.every < 1) ddm::fail_argument("ddm::diagnostics::trajectory_sensitivity", "every", options.every, ">= 1");
@@ -95,18 +105,17 @@ class trajectory_sensitivity {
     detail::check_power_options("ddm::diagnostics::trajectory_sensitivity", options.power);
   }
 
-  /// Called by sample() before the first step: keeps x_0 and clears earlier records.
-  void on_start(batch_view<const T, Space> x, double t0) {
+  /// Called by sample() before the first step: clears earlier records.
+  void on_start(batch_view<const T, Space> x, double /*t0*/) {
     ddm::require_non_empty("ddm::diagnostics::trajectory_sensitivity::on_start", "x", x);
-    if (state_.rows() != x.rows() || state_.cols() != x.cols()) {
-      state_ = batch<T, Space>(ctx_, x.rows(), x.cols());
+    if (rows_ != x.rows() || cols_ != x.cols()) {
+      rows_ = x.rows();
+      cols_ = x.cols();
       hutchinson_.reset();
       power_.reset();
       spectral_.reset();
     }
-    copy(ctx_, state_.view(), x);
-    state_t_ = t0;
-    have_state_ = true;
+    started_ = true;
     steps_.clear();
     values_.clear();
     field_evaluations_ = 0;
@@ -114,15 +123,10 @@ class trajectory_sensitivity {
   }
 
   void operator()(const step_event<T, Space>& e) {
-    if (!have_state_)
+    if (!started_)
       throw argument_error("ddm::diagnostics::trajectory_sensitivity: a step event arrived before on_start(x, t0); "
                            "expected the observer to be passed to ddm::sample(), which calls on_start first");
-    if (e.index % options_.every == 0) measure_(e.index, e.t);
-    // Keep the state only when the next step is to be measured.
-    if ((e.index + 1) % options_.every == 0) {
-      copy(ctx_, state_.view(), e.x);
-      state_t_ = e.t_next;
-    }
+    if (e.index % options_.every == 0) measure_(e);
   }
 
   /// The per-step batch statistics, in step order.
@@ -145,12 +149,14 @@ class trajectory_sensitivity {
   [[nodiscard]] const sensitivity_options& options() const noexcept { return options_; }
 
  private:
-  void measure_(std::size_t step, double t) {
-    if (state_t_ != t)
-      throw argument_error(ddm::concat("ddm::diagnostics::trajectory_sensitivity: step ", step, " starts at t = ", t,
-                                               ", but the kept state is at t = ", state_t_,
-                                               "; expected consecutive step events from one ddm::sample() run"));
-    const auto x = state_.cview();
+  void measure_(const step_event<T, Space>& e) {
+    const std::size_t step = e.index;
+    const double t = e.t;
+    const auto x = e.x_start;
+    if (x.empty() || x.rows() != rows_ || x.cols() != cols_)
+      throw argument_error(ddm::concat("ddm::diagnostics::trajectory_sensitivity: step ", step, " has x_start of shape (",
+                                       x.rows(), ", ", x.cols(), "), expected the (", rows_, ", ", cols_,
+                                       ") state of the ddm::sample() run that called on_start"));
     // Each measured step gets its own block of Philox streams.
     const std::uint64_t block = static_cast<std::uint64_t>(step) << 32;
     std::vector<double> l;
@@ -203,9 +209,9 @@ class trajectory_sensitivity {
   Field* field_;
   sensitivity_options options_;
   execution_context<Space> ctx_;
-  batch<T, Space> state_;
-  double state_t_ = 0.0;
-  bool have_state_ = false;
+  index_t rows_ = 0;
+  index_t cols_ = 0;
+  bool started_ = false;
   std::optional<hutchinson_estimator<T, Space>> hutchinson_;
   std::optional<eigenvalue_estimator<T, Space>> power_;
   std::optional<spectral_norm_estimator<T, Space>> spectral_;
@@ -217,10 +223,17 @@ class trajectory_sensitivity {
 
 /// A trajectory_sensitivity observer for batches of T, deducing the field's type.
 template <class T, class Space = host_space, class Field>
+[[nodiscard]] trajectory_sensitivity<T, Field, Space> make_trajectory_sensitivity(const execution_context<Space>& ctx,
+                                                                                 Field& field,
+                                                                                 sensitivity_options options = {}) {
+  return trajectory_sensitivity<T, Field, Space>(ctx, field, options);
+}
+
+/// The same in the space's default context.
+template <class T, class Space = host_space, class Field>
 [[nodiscard]] trajectory_sensitivity<T, Field, Space> make_trajectory_sensitivity(Field& field,
-                                                                                 sensitivity_options options = {},
-                                                                                 execution_context<Space> ctx = {}) {
-  return trajectory_sensitivity<T, Field, Space>(field, options, ctx);
+                                                                                 sensitivity_options options = {}) {
+  return trajectory_sensitivity<T, Field, Space>(execution_context<Space>{}, field, options);
 }
 
 }  // namespace ddm::diagnostics
