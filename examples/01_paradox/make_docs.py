@@ -76,7 +76,7 @@ def sweep_table(doc):
     return "\n".join(rows)
 
 
-FASHION = ("fashion-classes", "fashion-kmeans")
+FASHION = ("fashion-classes", "fashion-kmeans", "fashion-dit")
 FASHION_SWEEP = "0.5,1,2,4"
 GRID_ROWS = ("top1", "top2", "full", "monolith", "oracle_top2")
 
@@ -152,11 +152,14 @@ def fashion_block(program, system, work):
     ]
     grid = " ".join("![%s](paradox/%s_%s.png)" % (row, system, row) for row in GRID_ROWS)
     clf = manifest.get("classifier", {}).get("test_accuracy")
+    if clf is None:  # the DiT tier reuses fashion-kmeans' classifier and says so under "partition"
+        clf = manifest.get("partition", {}).get("classifier_test_accuracy")
+    space = ("pixel space, %d values" if system == "fashion-dit" else "latent d = %d") % doc["config"]["dim"]
     lines = [
         begin,
-        "`ddm-paradox --system %s` (K = %d experts, partition `%s`, latent d = %d; folder made by `%s`, mode `%s`; "
+        "`ddm-paradox --system %s` (K = %d experts, partition `%s`, %s; folder made by `%s`, mode `%s`; "
         "classifier test accuracy %s). Wall time %.1f s on %d cores (load average %s before, %s after; the machine is "
-        "shared)." % (system, doc["config"]["clusters"], doc["config"]["partition"], doc["config"]["dim"],
+        "shared)." % (system, doc["config"]["clusters"], doc["config"]["partition"], space,
                       manifest.get("command", "?"), manifest.get("mode", "?"), num(clf, ".4f"), wall,
                       os.cpu_count() or 0, load_before, load_after),
         "",

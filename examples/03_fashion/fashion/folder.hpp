@@ -228,6 +228,55 @@ inline folder_config read_folder_config(const fs::path& dir) {
   return c;
 }
 
+/// A partition file: centroids (K, d), priors (K), oracle_latents (N, d), oracle_clusters (N);
+/// N, the one size config.json does not give, is read from oracle_latents. Shared by the latent
+/// folders (d = latent_dim) and the pixel-space DiT folder (d = 784).
+inline partition_data read_partition(const fs::path& file, index_t num_experts, index_t dim,
+                                     const char* dim_name = "latent_dim") {
+  const auto d = static_cast<std::uint64_t>(dim);
+  const auto k = static_cast<std::uint64_t>(num_experts);
+  const ddm::io::safetensors_file probe(file);
+  std::uint64_t n = 0;
+  if (probe.contains("oracle_latents") && probe.info("oracle_latents").shape.size() == 2)
+    n = probe.info("oracle_latents").shape[0];
+  if (n == 0) detail::fail_folder(file, ddm::concat("tensor 'oracle_latents' is missing or not (N, ", dim_name, ") with N >= 1"));
+  detail::reader r(file, ddm::concat("num_experts = ", k, ", ", dim_name, " = ", d));
+  partition_data p;
+  p.k = num_experts;
+  p.d = dim;
+  p.n = static_cast<index_t>(n);
+  const auto cen = r.take("centroids", {k, d});
+  const auto pri = r.take("priors", {k});
+  const auto lat = r.take("oracle_latents", {n, d});
+  const auto cl = r.take("oracle_clusters", {n});
+  r.finish();
+  p.centroids.assign(cen.begin(), cen.end());
+  p.priors.assign(pri.begin(), pri.end());
+  p.oracle_latents.assign(lat.begin(), lat.end());
+  for (std::size_t i = 0; i < cl.size(); ++i) {
+    const float v = cl[i];
+    if (!(v >= 0) || v >= static_cast<float>(k) || v != std::floor(v))
+      detail::fail_folder(file, ddm::concat("tensor 'oracle_clusters' has ", v, " at index ", i,
+                                                    ", expected a cluster index in [0, ", k, ")"));
+    p.oracle_clusters.push_back(static_cast<int>(v));
+  }
+  return p;
+}
+
+/// The classifier (feature network) file of a folder.
+inline classifier read_classifier(const fs::path& file, index_t hidden, index_t features, index_t classes,
+                                  float pixel_mean, float pixel_std) {
+  detail::reader r(file, ddm::concat("classifier.hidden = ", hidden, ", classifier.features = ", features));
+  classifier clf;
+  clf.fc1 = r.take_linear("fc1", hidden, 784);
+  clf.fc2 = r.take_linear("fc2", features, hidden);
+  clf.fc3 = r.take_linear("fc3", classes, features);
+  clf.pixel_mean = pixel_mean;
+  clf.pixel_std = pixel_std;
+  r.finish();
+  return clf;
+}
+
 /// Loads the whole folder.
 inline std::shared_ptr<const ddm_folder> load_folder(const fs::path& dir) {
   auto f = std::make_shared<ddm_folder>();
@@ -235,7 +284,6 @@ inline std::shared_ptr<const ddm_folder> load_folder(const fs::path& dir) {
   f->cfg = read_folder_config(dir);
   const auto& c = f->cfg;
   const auto d = static_cast<std::uint64_t>(c.latent_dim);
-  const auto k = static_cast<std::uint64_t>(c.num_experts);
   {
     detail::reader r(dir / c.pca_file, ddm::concat("latent_dim = ", d));
     f->latent.d = c.latent_dim;
@@ -248,51 +296,14 @@ inline std::shared_ptr<const ddm_folder> load_folder(const fs::path& dir) {
                                                                   ", expected > 0 (square roots of PCA eigenvalues)"));
     r.finish();
   }
-  {
-    const fs::path file = dir / c.partition_file;
-    const ddm::io::safetensors_file probe(file);
-    // N, the oracle subsample's size, is the one size config.json does not give: it is read from
-    // oracle_latents and then required of oracle_clusters.
-    std::uint64_t n = 0;
-    if (probe.contains("oracle_latents") && probe.info("oracle_latents").shape.size() == 2)
-      n = probe.info("oracle_latents").shape[0];
-    if (n == 0) detail::fail_folder(file, "tensor 'oracle_latents' is missing or not (N, latent_dim) with N >= 1");
-    detail::reader r(file, ddm::concat("num_experts = ", k, ", latent_dim = ", d));
-    auto& p = f->part;
-    p.k = c.num_experts;
-    p.d = c.latent_dim;
-    p.n = static_cast<index_t>(n);
-    const auto cen = r.take("centroids", {k, d});
-    const auto pri = r.take("priors", {k});
-    const auto lat = r.take("oracle_latents", {n, d});
-    const auto cl = r.take("oracle_clusters", {n});
-    r.finish();
-    p.centroids.assign(cen.begin(), cen.end());
-    p.priors.assign(pri.begin(), pri.end());
-    p.oracle_latents.assign(lat.begin(), lat.end());
-    for (std::size_t i = 0; i < cl.size(); ++i) {
-      const float v = cl[i];
-      if (!(v >= 0) || v >= static_cast<float>(k) || v != std::floor(v))
-        detail::fail_folder(file, ddm::concat("tensor 'oracle_clusters' has ", v, " at index ", i,
-                                                      ", expected a cluster index in [0, ", k, ")"));
-      p.oracle_clusters.push_back(static_cast<int>(v));
-    }
-  }
+  f->part = read_partition(dir / c.partition_file, c.num_experts, c.latent_dim);
   for (index_t e = 0; e < c.num_experts; ++e)
     f->experts.push_back(detail::load_time_mlp(dir / c.expert_files[static_cast<std::size_t>(e)], c.net, c.latent_dim,
                                                c.latent_dim, ddm::concat("expert ", e, ": out = latent_dim")));
   f->monolith = detail::load_time_mlp(dir / c.monolith_file, c.net, c.latent_dim, c.latent_dim, "monolith: out = latent_dim");
   f->router = detail::load_time_mlp(dir / c.router_file, c.net, c.latent_dim, c.num_experts, "router: out = num_experts");
-  {
-    detail::reader r(dir / c.classifier_file, ddm::concat("classifier.hidden = ", c.classifier_hidden,
-                                                                  ", classifier.features = ", c.classifier_features));
-    f->clf.fc1 = r.take_linear("fc1", c.classifier_hidden, 784);
-    f->clf.fc2 = r.take_linear("fc2", c.classifier_features, c.classifier_hidden);
-    f->clf.fc3 = r.take_linear("fc3", c.classes, c.classifier_features);
-    f->clf.pixel_mean = c.pixel_mean;
-    f->clf.pixel_std = c.pixel_std;
-    r.finish();
-  }
+  f->clf = read_classifier(dir / c.classifier_file, c.classifier_hidden, c.classifier_features, c.classes,
+                           c.pixel_mean, c.pixel_std);
   return f;
 }
 
