@@ -72,8 +72,8 @@ class fashion_dit_system final : public study_system {
   /// Defaults where the command line gives none, chosen so that the whole run (5 policies, 4
   /// baselines) stays within a few minutes on 2 cores: every sample is an image of 784 values
   /// through up to 8 DiTs per step (docs/paradox.md gives the measured time).
-  static constexpr ddm::index_t default_samples = 200;
-  static constexpr long default_steps = 10;
+  static constexpr ddm::index_t default_samples = 128;
+  static constexpr long default_steps = 8;
 
   fashion_dit_system(const std::filesystem::path& models_dir, const std::filesystem::path& data_dir) {
     folder_ = fashion::load_dit_folder(models_dir / "fashion-dit");

@@ -67,8 +67,8 @@ model (analytic)
   --components J        Gaussian components per cluster (default 4)
   --model-seed S        seed of the model's parameters (default 2026)
 sampling
-  --samples B           samples per policy (default 2000; fashion systems 500, fashion-dit 200)
-  --steps N             uniform steps from t = 1 to 0 (default 32; fashion systems 16, fashion-dit 10)
+  --samples B           samples per policy (default 2000; fashion systems 500, fashion-dit 128)
+  --steps N             uniform steps from t = 1 to 0 (default 32; fashion systems 16, fashion-dit 8)
   --integrator NAME     euler | heun | dpm++2m | dpm++3m (default heun)
   --tau X               router temperature: the exact posterior p(k | x_t)^(1/tau); 1 = perfect router,
                         > 1 = under-confident like a trained one (default 4); fashion systems: the learned
