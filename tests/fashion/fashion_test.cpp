@@ -66,8 +66,9 @@ std::vector<float> softmax_rows(std::vector<float> v, index_t cols) {
 // Bounds. Both sides compute in float32 from the same F16-rounded weights; they differ in the
 // order of the sums (sgemm's blocking against PyTorch's kernels) and in the transcendental
 // functions, a few float ulps per layer: measured up to 7e-7 of the output's scale for one
-// forward pass and 1e-6 for a whole sample on the trained folders (the test prints it). The
-// bounds leave a factor of ten above that; a wrong formula (a missing bias, a transposed weight,
+// forward pass and 1e-6 for a whole sample on the trained folders (the test prints it); the DiT
+// tier, with attention's softmax and the tanh GELU, 3.1e-6 and 1.2e-6. The bounds leave a factor
+// of three to ten above that; a wrong formula (a missing bias, a transposed weight,
 // a LayerNorm without its affine, a time embedding off by one frequency) moves outputs by 1e-2
 // and more. A sample is 10 (Euler) or 19 (Heun) passes of the routed field; a routing decision
 // that flipped between two experts of nearly equal probability would break the sampling bound,
