@@ -34,6 +34,7 @@
 #define DDM_PARADOX_FASHION 0
 #endif
 #if DDM_PARADOX_FASHION
+#include "fashion_dit_system.hpp"
 #include "fashion_system.hpp"
 #endif
 
@@ -73,8 +74,9 @@ Samples a DDM under several routing policies and measures quality, stability, al
 disagreement and cost; prints a table and verdicts (docs/paradox.md).
 
 system
-  --system NAME         analytic | fashion-classes | fashion-kmeans (default analytic): the analytic DDM
-                        of the options below, or a learned Fashion-MNIST DDM (examples/03_fashion)
+  --system NAME         analytic | fashion-classes | fashion-kmeans | fashion-dit (default analytic): the
+                        analytic DDM of the options below, or a learned Fashion-MNIST DDM
+                        (examples/03_fashion; fashion-dit: DiT experts in pixel space)
   --models DIR          the folder holding the fashion DDM folders (default: the source tree's
                         examples/03_fashion/models)
 model (analytic)
@@ -83,8 +85,8 @@ model (analytic)
   --components J        Gaussian components per cluster (default 4)
   --model-seed S        seed of the model's parameters (default 2026)
 sampling
-  --samples B           samples per policy (default 2000; fashion systems 500)
-  --steps N             uniform steps from t = 1 to 0 (default 32; fashion systems 16)
+  --samples B           samples per policy (default 2000; fashion systems 500, fashion-dit 128)
+  --steps N             uniform steps from t = 1 to 0 (default 32; fashion systems 16, fashion-dit 8)
   --integrator NAME     @INTEGRATORS@ (default heun)
   --tau X               router temperature: the exact posterior p(k | x_t)^(1/tau); 1 = perfect router,
                         > 1 = under-confident like a trained one (default 4); fashion systems: the learned
@@ -315,8 +317,9 @@ config parse(int argc, char** argv) {
       c.bootstrap = static_cast<std::size_t>(to_integer(flag, next(), 0, max_bootstrap));
     } else if (flag == "--system") {
       c.system = next();
-      if (c.system != "analytic" && c.system != "fashion-classes" && c.system != "fashion-kmeans")
-        bad_usage("unknown system '" + c.system + "' (expected analytic, fashion-classes or fashion-kmeans)");
+      if (c.system != "analytic" && c.system != "fashion-classes" && c.system != "fashion-kmeans" &&
+          c.system != "fashion-dit")
+        bad_usage("unknown system '" + c.system + "' (expected analytic, fashion-classes, fashion-kmeans or fashion-dit)");
     } else if (flag == "--models") {
       c.models_dir = next();
       if (c.models_dir.empty()) bad_usage("option --models expects a folder");
@@ -470,6 +473,7 @@ std::unique_ptr<paradox::study_system> make_system(const config& c) {
   if (c.system == "analytic") return std::make_unique<paradox::analytic_system>(c);
 #if DDM_PARADOX_FASHION
   const std::string models = c.models_dir.empty() ? std::string(DDM_PARADOX_MODELS) : c.models_dir;
+  if (c.system == "fashion-dit") return std::make_unique<paradox::fashion_dit_system>(models, DDM_PARADOX_FASHION_DATA);
   return std::make_unique<paradox::fashion_system>(c.system, models, DDM_PARADOX_FASHION_DATA);
 #else
   throw std::runtime_error("--system " + c.system + ": this build of ddm-paradox has no fashion systems (they need "
@@ -488,8 +492,9 @@ int main(int argc, char** argv) {
       return 2;
     }
 #if DDM_PARADOX_FASHION
-    if (!c.samples_given) c.samples = paradox::fashion_system::default_samples;
-    if (!c.steps_given) c.steps = paradox::fashion_system::default_steps;
+    const bool dit = c.system == "fashion-dit";
+    if (!c.samples_given) c.samples = dit ? paradox::fashion_dit_system::default_samples : paradox::fashion_system::default_samples;
+    if (!c.steps_given) c.steps = dit ? paradox::fashion_dit_system::default_steps : paradox::fashion_system::default_steps;
     // The learned router's own probabilities; the analytic default (4) imitates a trained router.
     if (!c.tau_given) c.tau = 1.0;
 #endif

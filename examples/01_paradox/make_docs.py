@@ -76,7 +76,7 @@ def sweep_table(doc):
     return "\n".join(rows)
 
 
-FASHION = ("fashion-classes", "fashion-kmeans")
+FASHION = ("fashion-classes", "fashion-kmeans", "fashion-dit")
 FASHION_SWEEP = "0.5,1,2,4"
 GRID_ROWS = ("top1", "top2", "full", "monolith", "oracle_top2")
 
@@ -89,7 +89,7 @@ def load_average():
         return "unknown"
 
 
-def fashion_block(program, system, work):
+def fashion_block(program, system, work, sweep=True):
     """The generated block of one learned system (Markdown), its PNG grids copied to docs/paradox/."""
     models = os.path.join(ROOT, "examples", "03_fashion", "models")
     folder = os.path.join(models, system)
@@ -101,11 +101,13 @@ def fashion_block(program, system, work):
     load_before = load_average()
     stdout, wall = run([program, "--system", system, "--quiet", "--json", json_path, "--out", out])
     load_after = load_average()
-    sweep_path = os.path.join(work, system + "-sweep.json")
-    run([program, "--system", system, "--quiet", "--policies", "top1,top2,full", "--sweep-tau", FASHION_SWEEP,
-         "--json", sweep_path])
-    with open(sweep_path, encoding="utf-8") as f:
-        sweep_doc = json.load(f)
+    sweep_doc = None
+    if sweep:
+        sweep_path = os.path.join(work, system + "-sweep.json")
+        run([program, "--system", system, "--quiet", "--policies", "top1,top2,full", "--sweep-tau", FASHION_SWEEP,
+             "--json", sweep_path])
+        with open(sweep_path, encoding="utf-8") as f:
+            sweep_doc = json.load(f)
     with open(json_path, encoding="utf-8") as f:
         doc = json.load(f)
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
@@ -152,11 +154,14 @@ def fashion_block(program, system, work):
     ]
     grid = " ".join("![%s](paradox/%s_%s.png)" % (row, system, row) for row in GRID_ROWS)
     clf = manifest.get("classifier", {}).get("test_accuracy")
+    if clf is None:  # the DiT tier reuses fashion-kmeans' classifier and says so under "partition"
+        clf = manifest.get("partition", {}).get("classifier_test_accuracy")
+    space = ("pixel space, %d values" if system == "fashion-dit" else "latent d = %d") % doc["config"]["dim"]
     lines = [
         begin,
-        "`ddm-paradox --system %s` (K = %d experts, partition `%s`, latent d = %d; folder made by `%s`, mode `%s`; "
+        "`ddm-paradox --system %s` (K = %d experts, partition `%s`, %s; folder made by `%s`, mode `%s`; "
         "classifier test accuracy %s). Wall time %.1f s on %d cores (load average %s before, %s after; the machine is "
-        "shared)." % (system, doc["config"]["clusters"], doc["config"]["partition"], doc["config"]["dim"],
+        "shared)." % (system, doc["config"]["clusters"], doc["config"]["partition"], space,
                       manifest.get("command", "?"), manifest.get("mode", "?"), num(clf, ".4f"), wall,
                       os.cpu_count() or 0, load_before, load_after),
         "",
@@ -175,7 +180,7 @@ def fashion_block(program, system, work):
         "The learned router's logits divided by tau (`--policies top1,top2,full --sweep-tau %s`; the"
         " verdicts at each tau over these three policies):" % FASHION_SWEEP,
         "",
-        sweep_table(sweep_doc),
+        sweep_table(sweep_doc) if sweep_doc else "*Not run for this block (`make_docs.py --no-sweep`).*",
         "",
         "<details><summary>every verdict with its evidence</summary>",
         "",
@@ -225,12 +230,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--program", required=True)
     ap.add_argument("--only", help="comma-separated fashion systems: regenerate only their blocks")
+    ap.add_argument("--no-sweep", action="store_true", help="with --only: skip the fashion systems' tau sweeps")
     a = ap.parse_args()
     program = os.path.abspath(a.program)
     work = tempfile.mkdtemp(prefix="ddm-paradox-docs-")
     os.makedirs(os.path.join(ROOT, "docs", "paradox"), exist_ok=True)
     if a.only:
-        blocks = {s: fashion_block(program, s, work) for s in a.only.split(",")}
+        blocks = {s: fashion_block(program, s, work, not a.no_sweep) for s in a.only.split(",")}
         path = os.path.join(ROOT, "docs", "paradox.md")
         with open(path, encoding="utf-8") as f:
             text = f.read()

@@ -165,7 +165,7 @@ def main():
 
     bad = [["--steps", "abc"], ["--steps", "3x"], ["--steps", "0"], ["--batch", "99999999999"], ["--batch", ""],
            ["--cfg", "nan"], ["--cfg", "inf"], ["--cfg", "7.5.1"], ["--seed", "-1"], ["--threads", "abc"],
-           ["--diagnostics", "-1"], ["--policy", "top3"], ["--solver", "rk4"], ["--device", "tpu"], ["--steps"],
+           ["--diagnostics", "-1"], ["--policy", "top0"], ["--solver", "rk4"], ["--device", "tpu"], ["--steps"],
            ["--nope"]]
     for args in bad:
         r = run(a.program, args)

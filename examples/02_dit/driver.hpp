@@ -31,6 +31,8 @@
 #include <ddm/diagnostics/observers/routing_observer.hpp>
 #include <ddm/io/safetensors.hpp>
 #include <ddm/io/safetensors_writer.hpp>
+#include <ddm/registry/integrators.hpp>
+#include <ddm/registry/policies.hpp>
 #include <ddm/routing/policy.hpp>
 
 #include "dit/checkpoint.hpp"
@@ -42,6 +44,10 @@
 #endif
 
 namespace ddm_dit {
+
+/// The integrators --solver offers, by ddm's own names (ddm::with_integrator): the fixed-step ones a
+/// DiT run is usually made with; each one more is one more instantiation of the whole run.
+using solvers = ddm::integrator_list<ddm::euler, ddm::heun, ddm::dpmpp_2m>;
 
 struct options {
   std::string checkpoint = std::string(DDM_DIT_FIXTURES) + "/paris_tiny";
@@ -68,8 +74,8 @@ struct options {
 [[nodiscard]] inline bool is_dit_file(const options& o) { return std::filesystem::is_regular_file(o.checkpoint); }
 
 inline const char* usage_text =
-    "usage: ddm-dit [--checkpoint PATH] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy top1|top2|full]\n"
-    "               [--steps N] [--solver euler|heun|dpm2m] [--batch B] [--cfg S] [--seed N] [--text FILE]\n"
+    "usage: ddm-dit [--checkpoint PATH] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy SPEC]\n"
+    "               [--steps N] [--solver euler|heun|dpm++2m] [--batch B] [--cfg S] [--seed N] [--text FILE]\n"
     "               [--diagnostics N] [--threads N] [--out FILE] [--heads N] [--class N]\n"
     "               [--guided-channels N] [--help]\n";
 
@@ -301,10 +307,9 @@ int with_policy(const options& o, const ddm::execution_context<Space>& ctx, cons
               ckpt.expert_config.num_heads, ckpt.router_config.hidden_size, ckpt.router_config.depth,
               policy.name().c_str(), o.cfg, samples, o.steps, o.solver.c_str(), backend, o.storage.c_str());
   auto dispatch = [&](auto& field) {
-    if (o.solver == "euler") return sample_and_report<Space>(o, ctx, field, ddm::euler{}, values, samples);
-    if (o.solver == "heun") return sample_and_report<Space>(o, ctx, field, ddm::heun{}, values, samples);
-    if (o.solver == "dpm2m") return sample_and_report<Space>(o, ctx, field, ddm::dpmpp_2m{}, values, samples);
-    usage("--solver must be euler, heun or dpm2m");
+    return ddm::with_integrator(
+        o.solver, [&](const auto& integrator) { return sample_and_report<Space>(o, ctx, field, integrator, values, samples); },
+        solvers{});
   };
   if (o.cfg == 1.0) {
     auto field = dit::make_paris_field(ckpt, text, policy, 1000.0, ctx);
@@ -357,11 +362,7 @@ int run_dit(const options& o, const ddm::execution_context<Space>& ctx, const ch
   auto run = [&](auto field) {
     const auto start = std::chrono::steady_clock::now();
     auto go = [&](const auto& integrator) { return ddm::sample(field, x, schedule, integrator, progress); };
-    ddm::sample_result result;
-    if (o.solver == "euler") result = go(ddm::euler{});
-    else if (o.solver == "heun") result = go(ddm::heun{});
-    else if (o.solver == "dpm2m") result = go(ddm::dpmpp_2m{});
-    else usage("--solver must be euler, heun or dpm2m");
+    const ddm::sample_result result = ddm::with_integrator(o.solver, go, solvers{});
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("\n%zu steps, %zu field calls in %.2f s (%.1f ms per call)\n", result.steps,
                 result.field_evaluations, seconds, 1e3 * seconds / double(result.field_evaluations));
@@ -381,10 +382,7 @@ int run_folder(const options& o, const ddm::execution_context<Space>& ctx, const
   dit::paris_options load;
   load.storage = storage_of(o.storage);
   const auto ckpt = dit::load_paris<Space>(o.checkpoint, load, ctx);
-  if (o.policy == "top1") return with_policy(o, ctx, ckpt, ddm::top_1(), backend);
-  if (o.policy == "top2") return with_policy(o, ctx, ckpt, ddm::top_2(), backend);
-  if (o.policy == "full") return with_policy(o, ctx, ckpt, ddm::full_ensemble{}, backend);
-  usage("--policy must be top1, top2 or full");
+  return with_policy(o, ctx, ckpt, ddm::policy_by_name(o.policy), backend);
 }
 
 /// A run on whatever --checkpoint names: one original DiT file, or a Paris-layout folder.

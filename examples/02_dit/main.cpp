@@ -5,8 +5,8 @@
 // (t = 1) to data (t = 0) on the CPU or a CUDA device, while observers report which experts the
 // router picked and ddm's routing diagnostics (expert disagreement, angular deviation).
 //
-//   ddm-dit [--checkpoint PATH] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy top1|top2|full]
-//           [--steps N] [--solver euler|heun|dpm2m] [--batch B] [--cfg S] [--seed N] [--text FILE]
+//   ddm-dit [--checkpoint PATH] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy SPEC]
+//           [--steps N] [--solver euler|heun|dpm++2m] [--batch B] [--cfg S] [--seed N] [--text FILE]
 //           [--diagnostics N] [--threads N] [--out FILE] [--heads N] [--class N] [--guided-channels N]
 //
 // Without --checkpoint it runs the tiny random-weight fixture of the tests (three experts and a
@@ -17,6 +17,7 @@
 // --device cuda needs a build with the CUDA toolkit (run_cuda.cu) and a GPU; --storage bf16 / f16
 // (device only) keeps the Linear weights in 16 bits.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -74,12 +75,11 @@ Samples a diffusion model of DiT networks and prints its trajectory. --checkpoin
   --device cpu|cuda  where the models run (default cpu; cuda needs a build with CUDA and a GPU)
   --storage f32|bf16|f16
                      how the Linear weights are kept on the GPU (default f32; bf16/f16 need --device cuda)
-  --policy top1|top2|full
-                     folders: the routing policy, the 1 or 2 most probable experts or the full
-                     ensemble (default top2)
+  --policy SPEC       folders: the routing policy by ddm's name (ddm::policy_by_name): top1, top2,
+                     topk:K, full, threshold:P, confidence:C, ratio:R, A_then_B@S, ... (default top2)
   --steps N          uniform sampling steps from t = 1 to 0, 1 <= N <= 1,000,000 (default 20)
-  --solver euler|heun|dpm2m
-                     the integrator (default euler; dpm2m = DPM-Solver++ 2M)
+  --solver euler|heun|dpm++2m
+                     the integrator, by ddm's name (default euler)
   --batch B          samples, 1 <= B <= 2^20 (default 4); with --text, the file's number of prompts instead
   --cfg S            classifier-free guidance scale (default 4; 1 = the conditional model alone)
   --seed N           seed of the starting noise and of the stand-in text states (default 2026)
@@ -145,9 +145,14 @@ ddm_dit::options parse(int argc, char** argv) {
   }
   if (o.device != "cpu" && o.device != "cuda") ddm_dit::usage("--device must be cpu or cuda");
   // Checked here rather than after the (possibly minutes-long) checkpoint load.
-  if (o.policy != "top1" && o.policy != "top2" && o.policy != "full") ddm_dit::usage("--policy must be top1, top2 or full");
-  if (o.solver != "euler" && o.solver != "heun" && o.solver != "dpm2m")
-    ddm_dit::usage("--solver must be euler, heun or dpm2m");
+  try {
+    (void)ddm::policy_by_name(o.policy);
+  } catch (const ddm::argument_error& e) {
+    ddm_dit::usage(("--policy: " + std::string(e.what())).c_str());
+  }
+  const auto solver_names = ddm::integrator_names(ddm_dit::solvers{});
+  if (std::find(solver_names.begin(), solver_names.end(), o.solver) == solver_names.end())
+    ddm_dit::usage(("--solver must be one of " + ddm::integrator_names_joined(ddm_dit::solvers{})).c_str());
   // Flags of the other kind of checkpoint would be ignored without a word: refused instead.
   if (ddm_dit::is_dit_file(o)) {
     if (policy_set || !o.text_file.empty())

@@ -31,6 +31,8 @@ find_package(PNG QUIET)
 add_library(ddm_fashion INTERFACE)
 target_include_directories(ddm_fashion INTERFACE "${CMAKE_CURRENT_LIST_DIR}" "${DDM_CBLAS_INCLUDE_DIR}")
 target_link_libraries(ddm_fashion INTERFACE ddm::json ddm::eigen ${BLAS_LIBRARIES} ZLIB::ZLIB)
+# The DiT tier (fashion/dit_folder.hpp) runs examples/02_dit's DiT on the host.
+target_link_libraries(ddm_fashion INTERFACE ddm_dit)
 if(PNG_FOUND)
   target_link_libraries(ddm_fashion INTERFACE PNG::PNG)
   target_compile_definitions(ddm_fashion INTERFACE DDM_FASHION_PNG=1)

@@ -5,6 +5,7 @@
     python examples/03_fashion/train.py --quick --out /tmp/m  # a few hundred steps per net
     python examples/03_fashion/train.py --smoke --out /tmp/s  # a few steps of every stage, then
                                                               # check that the folders load back
+    python examples/03_fashion/train.py --arch dit            # the DiT tier (train_dit.py)
 
 One seeded run writes two DDMs under --out: fashion-classes (K = 10, one expert per label) and
 fashion-kmeans (K = 8, k-means on the classifier's features of the training images). Both share
@@ -542,6 +543,14 @@ def parse_args(argv):
 
 
 def main(argv):
+    # --arch dit is the pixel-space DiT tier (train_dit.py); --arch mlp (the default) the latent tier.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--arch", choices=["mlp", "dit"], default="mlp")
+    known, rest = pre.parse_known_args(argv)
+    if known.arch == "dit":
+        import train_dit
+        return train_dit.main(rest)
+    argv = rest
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -23,7 +23,9 @@
 #include <ddm/ddm.hpp>
 #include <ddm/io/safetensors.hpp>
 #include <ddm/io/safetensors_writer.hpp>
+#include <nlohmann/json.hpp>
 
+#include "fashion/dit_folder.hpp"
 #include "fashion/fields.hpp"
 #include "fashion/folder.hpp"
 #include "fashion/idx.hpp"
@@ -64,8 +66,9 @@ std::vector<float> softmax_rows(std::vector<float> v, index_t cols) {
 // Bounds. Both sides compute in float32 from the same F16-rounded weights; they differ in the
 // order of the sums (sgemm's blocking against PyTorch's kernels) and in the transcendental
 // functions, a few float ulps per layer: measured up to 7e-7 of the output's scale for one
-// forward pass and 1e-6 for a whole sample on the trained folders (the test prints it). The
-// bounds leave a factor of ten above that; a wrong formula (a missing bias, a transposed weight,
+// forward pass and 1e-6 for a whole sample on the trained folders (the test prints it); the DiT
+// tier, with attention's softmax and the tanh GELU, 3.1e-6 and 1.2e-6. The bounds leave a factor
+// of three to ten above that; a wrong formula (a missing bias, a transposed weight,
 // a LayerNorm without its affine, a time embedding off by one frequency) moves outputs by 1e-2
 // and more. A sample is 10 (Euler) or 19 (Heun) passes of the routed field; a routing decision
 // that flipped between two experts of nearly equal probability would break the sampling bound,
@@ -160,6 +163,109 @@ TEST_P(FashionTrainedGolden, AgreesWithPyTorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Folders, FashionTrainedGolden, ::testing::Values("fashion-classes", "fashion-kmeans"));
+
+// The DiT tier (models/fashion-dit): examples/02_dit's DiT and router, loaded from the folder,
+// against PyTorch (tests/fashion/make_dit_golden.py) at the same bounds as the latent tier.
+TEST(FashionDitGolden, AgreesWithPyTorch) {
+  const fs::path dir = source_dir / "examples/03_fashion/models/fashion-dit";
+  const fs::path golden = source_dir / "tests/fashion/golden/fashion-dit.safetensors";
+  if (!fs::exists(dir / "config.json") || !fs::exists(golden))
+    GTEST_SKIP() << "no trained folder " << dir << " with its golden " << golden << " in this tree";
+  const auto folder = fashion::load_dit_folder(dir);
+  const ddm::io::safetensors_file g(golden);
+  const index_t d = fashion::image_values, k = folder->num_experts;
+  double worst_forward = 0, worst_sample = 0;
+  auto check = [&](const std::string& name, const std::vector<float>& ours, double bound) {
+    const auto r = compare(ours, g.read<float>(name));
+    double& worst = bound == sample_bound ? worst_sample : worst_forward;
+    worst = std::max(worst, r.max_abs / r.scale);
+    EXPECT_LE(r.max_abs, bound * r.scale) << golden << ": " << name << " differs by " << r.max_abs << " (scale " << r.scale
+                                          << ", bound " << bound << " x scale)";
+  };
+  auto experts = fashion::make_dit_experts(folder);
+  auto mono = fashion::make_dit_monolith(folder);
+  fashion::dit_learned_router router(folder, 1.0);
+  fashion::oracle_router oracle(folder->part, 1.0);
+  index_t b = 0;
+  for (const char* tt : {"1.0", "0.5", "0.05"}) {
+    const double t = std::stod(tt);
+    const auto x = g.read<float>(std::string("x.t") + tt);
+    b = static_cast<index_t>(x.size()) / d;
+    ASSERT_EQ(static_cast<index_t>(x.size()), b * d);
+    const ddm::batch_view<const float> xv(x.data(), b, d);
+    std::vector<float> v(static_cast<std::size_t>(b * d)), lg(static_cast<std::size_t>(b * k));
+    for (index_t e : {index_t{0}, k - 1}) {
+      experts.evaluate(static_cast<std::size_t>(e), xv, t, ddm::batch_view<float>(v.data(), b, d));
+      check("expert." + std::to_string(e) + ".t" + tt, v, forward_bound);
+    }
+    // Double states reach the same float network: the inputs convert exactly, so do the outputs.
+    std::vector<double> xd(x.begin(), x.end()), vd(static_cast<std::size_t>(b * d));
+    experts.evaluate(0, ddm::batch_view<const double>(xd.data(), b, d), t, ddm::batch_view<double>(vd.data(), b, d));
+    experts.evaluate(0, xv, t, ddm::batch_view<float>(v.data(), b, d));
+    for (std::size_t i = 0; i < v.size(); ++i) ASSERT_EQ(vd[i], static_cast<double>(v[i])) << "value " << i << " at t = " << tt;
+    mono(xv, t, ddm::batch_view<float>(v.data(), b, d));
+    check(std::string("monolith.t") + tt, v, forward_bound);
+    router(xv, t, ddm::batch_view<float>(lg.data(), b, k));
+    check(std::string("router.t") + tt, lg, forward_bound);
+    oracle(xv, t, ddm::batch_view<float>(lg.data(), b, k));
+    check(std::string("oracle.t") + tt, softmax_rows(lg, k), forward_bound);
+  }
+  const auto z = g.read<float>("x.t1.0");
+  const auto schedule = ddm::schedules::uniform(6);
+  for (const std::string p : {"top1", "top2", "full", "monolith"}) {
+    std::vector<float> x(z);
+    const ddm::batch_view<float> xv(x.data(), b, d);
+    auto run = [&](auto pol) {
+      auto field = ddm::make_routed_field<float>(fashion::make_dit_experts(folder), fashion::dit_learned_router(folder, 1.0), pol);
+      ddm::sample(field, xv, schedule, ddm::euler{});
+    };
+    if (p == "monolith") {
+      auto field = fashion::make_dit_monolith(folder);
+      ddm::sample(field, xv, schedule, ddm::euler{});
+    } else if (p == "full") {
+      run(ddm::full_ensemble{});
+    } else {
+      run(p == "top1" ? ddm::top_1() : ddm::top_2());
+    }
+    check("sample." + p + ".euler", x, sample_bound);
+  }
+  std::printf("[ measured ] fashion-dit: largest |C++ - PyTorch| / scale: forward %.2e (bound %.0e), samples %.2e (bound %.0e)\n",
+              worst_forward, forward_bound, worst_sample, sample_bound);
+}
+
+// A fashion-dit folder whose config.json disagrees with its weights is refused, naming the file.
+TEST(FashionDitLoader, RefusesAConfigThatDisagreesWithTheWeights) {
+  const fs::path src = source_dir / "examples/03_fashion/models/fashion-dit";
+  if (!fs::exists(src / "config.json")) GTEST_SKIP() << "no trained folder " << src << " in this tree";
+  const fs::path dir = fs::temp_directory_path() / ("ddm-fashion-dit-loader-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::copy(src, dir);
+  auto spoil = [&](const std::string& key, const nlohmann::json& value) {
+    std::ifstream in(src / "config.json");
+    nlohmann::json j;
+    in >> j;
+    j["dit"][key] = value;
+    std::ofstream(dir / "config.json") << j.dump(1);
+  };
+  auto error = [&]() -> std::string {
+    try {
+      (void)fashion::load_dit_folder(dir);
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  };
+  spoil("hidden_size", 96);
+  auto msg = error();
+  EXPECT_NE(msg.find("expert_0.safetensors"), std::string::npos) << msg;
+  spoil("input_size", 32);
+  msg = error();
+  EXPECT_NE(msg.find("dit.input_size = 32"), std::string::npos) << msg;
+  spoil("label", 1);
+  msg = error();
+  EXPECT_NE(msg.find("'dit.label' = 1"), std::string::npos) << msg;
+  fs::remove_all(dir);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Loader rejections: a copy of the tiny folder, spoiled in one way each time.

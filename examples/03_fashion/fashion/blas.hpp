@@ -16,15 +16,11 @@ namespace fashion {
 
 using ddm::index_t;
 
-namespace detail {
-
 inline int blas_int(const char* where, const char* what, index_t v) {
   if (v < 0 || v > std::numeric_limits<int>::max())
     ddm::fail_argument(where, what, v, "a size that fits the BLAS's int");
   return static_cast<int>(v);
 }
-
-}  // namespace detail
 
 /// y (B, out) = x (B, in) W^T + beta y, with W (out, in) row-major and contiguous.
 inline void linear_no_bias(ddm::batch_view<const float> x, const float* w, index_t out, index_t in,
@@ -34,10 +30,10 @@ inline void linear_no_bias(ddm::batch_view<const float> x, const float* w, index
     ddm::throw_error<ddm::shape_error>(where, ": x is (", x.rows(), ", ", x.cols(), "), y is (", y.rows(), ", ",
                                                y.cols(), "), expected x (B, ", in, ") and y (B, ", out, ")");
   if (x.rows() == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, detail::blas_int(where, "rows", x.rows()),
-              detail::blas_int(where, "out", out), detail::blas_int(where, "in", in), 1.0f, x.data(),
-              detail::blas_int(where, "x.stride", x.stride()), w, detail::blas_int(where, "in", in), beta, y.data(),
-              detail::blas_int(where, "y.stride", y.stride()));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blas_int(where, "rows", x.rows()),
+              blas_int(where, "out", out), blas_int(where, "in", in), 1.0f, x.data(),
+              blas_int(where, "x.stride", x.stride()), w, blas_int(where, "in", in), beta, y.data(),
+              blas_int(where, "y.stride", y.stride()));
 }
 
 }  // namespace fashion

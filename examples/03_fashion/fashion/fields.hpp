@@ -20,7 +20,7 @@
 
 namespace fashion {
 
-namespace detail {
+namespace float_rows {
 
 // Runs net on x (float or double) into y (same type), through float buffers when T is double.
 template <class T>
@@ -40,7 +40,7 @@ void run_net(const time_mlp& net, ddm::batch_view<const T> x, double t, ddm::bat
   }
 }
 
-}  // namespace detail
+}  // namespace float_rows
 
 /// One TimeMLP of a folder (an expert or the monolith) as a ddm velocity field. Copies share the
 /// weights; each copy has its own scratch buffers.
@@ -51,7 +51,7 @@ class time_mlp_field {
   template <class T>
     requires(std::is_same_v<T, float> || std::is_same_v<T, double>)
   void operator()(ddm::batch_view<const T> x, double t, ddm::batch_view<T> v) {
-    detail::run_net(*net_, x, t, v, ws_, xin_, yout_);
+    float_rows::run_net(*net_, x, t, v, ws_, xin_, yout_);
   }
 
  private:
@@ -82,7 +82,7 @@ class learned_router {
   template <class T>
     requires(std::is_same_v<T, float> || std::is_same_v<T, double>)
   void operator()(ddm::batch_view<const T> x, double t, ddm::batch_view<T> logits) {
-    detail::run_net(folder_->router, x, t, logits, ws_, xin_, yout_);
+    float_rows::run_net(folder_->router, x, t, logits, ws_, xin_, yout_);
     const T inv = static_cast<T>(1.0 / tau_);
     for (index_t r = 0; r < logits.rows(); ++r)
       for (index_t c = 0; c < logits.cols(); ++c) logits(r, c) *= inv;
@@ -103,9 +103,13 @@ class learned_router {
 /// learned router.
 class oracle_router {
  public:
-  oracle_router(std::shared_ptr<const ddm_folder> folder, double tau) : folder_(std::move(folder)), tau_(tau) {
+  oracle_router(const std::shared_ptr<const ddm_folder>& folder, double tau)
+      : oracle_router(std::shared_ptr<const partition_data>(folder, folder ? &folder->part : nullptr), tau) {}
+  /// Over any partition's subsample (the DiT tier's is in pixel space): only the partition is read.
+  oracle_router(std::shared_ptr<const partition_data> part, double tau) : part_(std::move(part)), tau_(tau) {
+    if (!part_) throw ddm::argument_error("fashion::oracle_router: argument 'part' is null");
     if (!(tau > 0) || !std::isfinite(tau)) ddm::fail_argument("fashion::oracle_router", "tau", tau, "a finite value > 0");
-    const auto& p = folder_->part;
+    const auto& p = *part_;
     norms_.resize(static_cast<std::size_t>(p.n));
     for (index_t i = 0; i < p.n; ++i) {
       double s = 0;
@@ -113,14 +117,14 @@ class oracle_router {
       norms_[static_cast<std::size_t>(i)] = s;
     }
   }
-  [[nodiscard]] std::size_t num_experts() const noexcept { return static_cast<std::size_t>(folder_->part.k); }
+  [[nodiscard]] std::size_t num_experts() const noexcept { return static_cast<std::size_t>(part_->k); }
   [[nodiscard]] const char* name() const noexcept { return "oracle_router"; }
 
   template <class T>
     requires(std::is_same_v<T, float> || std::is_same_v<T, double>)
   void operator()(ddm::batch_view<const T> x, double t, ddm::batch_view<T> logits) {
     constexpr const char* where = "fashion::oracle_router";
-    const auto& p = folder_->part;
+    const auto& p = *part_;
     if (x.cols() != p.d || logits.cols() != p.k || logits.rows() != x.rows())
       ddm::throw_error<ddm::shape_error>(where, ": x is (", x.rows(), ", ", x.cols(), "), logits (", logits.rows(), ", ",
                                                  logits.cols(), "), expected (B, ", p.d, ") and (B, ", p.k, ")");
@@ -177,7 +181,7 @@ class oracle_router {
   }
 
  private:
-  std::shared_ptr<const ddm_folder> folder_;
+  std::shared_ptr<const partition_data> part_;
   double tau_;
   std::vector<double> norms_;
   std::vector<double> xd_, cross_;

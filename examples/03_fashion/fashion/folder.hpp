@@ -60,7 +60,7 @@ struct ddm_folder {
   classifier clf;
 };
 
-namespace detail {
+namespace folder_format {
 
 [[noreturn]] inline void fail_folder(const fs::path& file, const std::string& problem) {
   throw ddm::io_error(ddm::concat("fashion DDM folder: ", file.string(), ": ", problem));
@@ -100,12 +100,12 @@ class reader {
   std::vector<float> take(const std::string& name, std::vector<std::uint64_t> shape) {
     used_.insert(name);
     if (!file_.contains(name))
-      fail_folder(file_.label(), "tensor '" + name + "' is missing (expected shape " + ddm::io::detail::shape_string(shape) +
+      fail_folder(file_.label(), "tensor '" + name + "' is missing (expected shape " + ddm::io::folder_format::shape_string(shape) +
                                      " from config.json: " + why_ + ")");
     const auto& info = file_.info(name);
     if (info.shape != shape)
-      fail_folder(file_.label(), "tensor '" + name + "' has shape " + ddm::io::detail::shape_string(info.shape) +
-                                     ", expected " + ddm::io::detail::shape_string(shape) + " from config.json (" + why_ + ")");
+      fail_folder(file_.label(), "tensor '" + name + "' has shape " + ddm::io::folder_format::shape_string(info.shape) +
+                                     ", expected " + ddm::io::folder_format::shape_string(shape) + " from config.json (" + why_ + ")");
     auto v = file_.read<float>(name);
     for (std::size_t i = 0; i < v.size(); ++i)
       if (!std::isfinite(v[i])) fail_folder(file_.label(), ddm::concat("tensor '", name, "' has a non-finite value at index ", i));
@@ -130,7 +130,7 @@ class reader {
   void finish() const {
     for (const auto& t : file_.tensors())
       if (used_.count(t.name) == 0)
-        fail_folder(file_.label(), "has tensor '" + t.name + "' " + ddm::io::detail::shape_string(t.shape) +
+        fail_folder(file_.label(), "has tensor '" + t.name + "' " + ddm::io::folder_format::shape_string(t.shape) +
                                        ", which config.json's architecture does not have (" + why_ + ")");
   }
 
@@ -171,28 +171,28 @@ inline time_mlp load_time_mlp(const fs::path& path, const time_mlp_config& c, in
   return m;
 }
 
-}  // namespace detail
+}  // namespace folder_format
 
 /// Reads and checks config.json of the folder `dir`.
 inline folder_config read_folder_config(const fs::path& dir) {
-  using detail::get;
-  using detail::positive;
+  using folder_format::get;
+  using folder_format::positive;
   const fs::path file = dir / "config.json";
   std::ifstream in(file);
-  if (!in) detail::fail_folder(file, "cannot be read (is '" + dir.string() + "' a fashion DDM folder?)");
+  if (!in) folder_format::fail_folder(file, "cannot be read (is '" + dir.string() + "' a fashion DDM folder?)");
   nlohmann::json j;
   try {
     in >> j;
   } catch (const nlohmann::json::exception& e) {
-    detail::fail_folder(file, std::string("is not valid JSON: ") + e.what());
+    folder_format::fail_folder(file, std::string("is not valid JSON: ") + e.what());
   }
   folder_config c;
   const auto format = get<std::string>(j, file, "format");
-  if (format != "ddm-fashion-ddm/1") detail::fail_folder(file, "format '" + format + "', expected 'ddm-fashion-ddm/1'");
+  if (format != "ddm-fashion-ddm/1") folder_format::fail_folder(file, "format '" + format + "', expected 'ddm-fashion-ddm/1'");
   c.name = get<std::string>(j, file, "name");
   c.partition = get<std::string>(j, file, "partition");
   c.num_experts = positive(j, file, "num_experts", 4096);
-  if (c.num_experts < 2) detail::fail_folder(file, ddm::concat("num_experts = ", c.num_experts, ", expected >= 2"));
+  if (c.num_experts < 2) folder_format::fail_folder(file, ddm::concat("num_experts = ", c.num_experts, ", expected >= 2"));
   c.latent_dim = positive(j, file, "latent_dim", 784);
   c.net.width = positive(j, file, "time_mlp.width");
   c.net.depth = positive(j, file, "time_mlp.depth", 1024);
@@ -203,19 +203,19 @@ inline folder_config read_folder_config(const fs::path& dir) {
   c.net.layer_norm_eps = get<double>(j, file, "time_mlp.layer_norm_eps");
   if (!(c.net.max_period > 1) || !(c.net.time_scale > 0) || !(c.net.layer_norm_eps > 0) || !std::isfinite(c.net.max_period) ||
       !std::isfinite(c.net.time_scale))
-    detail::fail_folder(file, "time_mlp.max_period must be > 1, time_scale and layer_norm_eps > 0");
+    folder_format::fail_folder(file, "time_mlp.max_period must be > 1, time_scale and layer_norm_eps > 0");
   const auto arch = get<std::string>(j, file, "classifier.arch");
-  if (arch != "mlp_classifier") detail::fail_folder(file, "classifier.arch '" + arch + "', expected 'mlp_classifier'");
+  if (arch != "mlp_classifier") folder_format::fail_folder(file, "classifier.arch '" + arch + "', expected 'mlp_classifier'");
   c.classifier_hidden = positive(j, file, "classifier.hidden");
   c.classifier_features = positive(j, file, "classifier.features");
   c.classes = positive(j, file, "classifier.classes", 10);
-  if (c.classes != 10) detail::fail_folder(file, ddm::concat("classifier.classes = ", c.classes, ", expected 10"));
+  if (c.classes != 10) folder_format::fail_folder(file, ddm::concat("classifier.classes = ", c.classes, ", expected 10"));
   c.pixel_mean = get<float>(j, file, "classifier.pixel_mean");
   c.pixel_std = get<float>(j, file, "classifier.pixel_std");
-  if (!(c.pixel_std > 0)) detail::fail_folder(file, "classifier.pixel_std must be > 0");
+  if (!(c.pixel_std > 0)) folder_format::fail_folder(file, "classifier.pixel_std must be > 0");
   const auto h = get<int>(j, file, "image.height"), w = get<int>(j, file, "image.width"), ch = get<int>(j, file, "image.channels");
   if (h != 28 || w != 28 || ch != 1)
-    detail::fail_folder(file, ddm::concat("image is ", ch, " x ", h, " x ", w, ", expected 1 x 28 x 28"));
+    folder_format::fail_folder(file, ddm::concat("image is ", ch, " x ", h, " x ", w, ", expected 1 x 28 x 28"));
   c.pca_file = get<std::string>(j, file, "files.pca");
   c.partition_file = get<std::string>(j, file, "files.partition");
   c.monolith_file = get<std::string>(j, file, "files.monolith");
@@ -223,9 +223,58 @@ inline folder_config read_folder_config(const fs::path& dir) {
   c.classifier_file = get<std::string>(j, file, "files.classifier");
   c.expert_files = get<std::vector<std::string>>(j, file, "files.experts");
   if (static_cast<index_t>(c.expert_files.size()) != c.num_experts)
-    detail::fail_folder(file, ddm::concat("files.experts names ", c.expert_files.size(), " files, but num_experts = ",
+    folder_format::fail_folder(file, ddm::concat("files.experts names ", c.expert_files.size(), " files, but num_experts = ",
                                                   c.num_experts));
   return c;
+}
+
+/// A partition file: centroids (K, d), priors (K), oracle_latents (N, d), oracle_clusters (N);
+/// N, the one size config.json does not give, is read from oracle_latents. Shared by the latent
+/// folders (d = latent_dim) and the pixel-space DiT folder (d = 784).
+inline partition_data read_partition(const fs::path& file, index_t num_experts, index_t dim,
+                                     const char* dim_name = "latent_dim") {
+  const auto d = static_cast<std::uint64_t>(dim);
+  const auto k = static_cast<std::uint64_t>(num_experts);
+  const ddm::io::safetensors_file probe(file);
+  std::uint64_t n = 0;
+  if (probe.contains("oracle_latents") && probe.info("oracle_latents").shape.size() == 2)
+    n = probe.info("oracle_latents").shape[0];
+  if (n == 0) folder_format::fail_folder(file, ddm::concat("tensor 'oracle_latents' is missing or not (N, ", dim_name, ") with N >= 1"));
+  idx_format::reader r(file, ddm::concat("num_experts = ", k, ", ", dim_name, " = ", d));
+  partition_data p;
+  p.k = num_experts;
+  p.d = dim;
+  p.n = static_cast<index_t>(n);
+  const auto cen = r.take("centroids", {k, d});
+  const auto pri = r.take("priors", {k});
+  const auto lat = r.take("oracle_latents", {n, d});
+  const auto cl = r.take("oracle_clusters", {n});
+  r.finish();
+  p.centroids.assign(cen.begin(), cen.end());
+  p.priors.assign(pri.begin(), pri.end());
+  p.oracle_latents.assign(lat.begin(), lat.end());
+  for (std::size_t i = 0; i < cl.size(); ++i) {
+    const float v = cl[i];
+    if (!(v >= 0) || v >= static_cast<float>(k) || v != std::floor(v))
+      folder_format::fail_folder(file, ddm::concat("tensor 'oracle_clusters' has ", v, " at index ", i,
+                                                    ", expected a cluster index in [0, ", k, ")"));
+    p.oracle_clusters.push_back(static_cast<int>(v));
+  }
+  return p;
+}
+
+/// The classifier (feature network) file of a folder.
+inline classifier read_classifier(const fs::path& file, index_t hidden, index_t features, index_t classes,
+                                  float pixel_mean, float pixel_std) {
+  idx_format::reader r(file, ddm::concat("classifier.hidden = ", hidden, ", classifier.features = ", features));
+  classifier clf;
+  clf.fc1 = r.take_linear("fc1", hidden, 784);
+  clf.fc2 = r.take_linear("fc2", features, hidden);
+  clf.fc3 = r.take_linear("fc3", classes, features);
+  clf.pixel_mean = pixel_mean;
+  clf.pixel_std = pixel_std;
+  r.finish();
+  return clf;
 }
 
 /// Loads the whole folder.
@@ -235,64 +284,26 @@ inline std::shared_ptr<const ddm_folder> load_folder(const fs::path& dir) {
   f->cfg = read_folder_config(dir);
   const auto& c = f->cfg;
   const auto d = static_cast<std::uint64_t>(c.latent_dim);
-  const auto k = static_cast<std::uint64_t>(c.num_experts);
   {
-    detail::reader r(dir / c.pca_file, ddm::concat("latent_dim = ", d));
+    idx_format::reader r(dir / c.pca_file, ddm::concat("latent_dim = ", d));
     f->latent.d = c.latent_dim;
     f->latent.mean = r.take("mean", {784});
     f->latent.components = r.take("components", {d, 784});
     f->latent.scale = r.take("scale", {d});
     for (std::size_t i = 0; i < f->latent.scale.size(); ++i)
       if (!(f->latent.scale[i] > 0))
-        detail::fail_folder(dir / c.pca_file, ddm::concat("tensor 'scale' has ", f->latent.scale[i], " at index ", i,
+        folder_format::fail_folder(dir / c.pca_file, ddm::concat("tensor 'scale' has ", f->latent.scale[i], " at index ", i,
                                                                   ", expected > 0 (square roots of PCA eigenvalues)"));
     r.finish();
   }
-  {
-    const fs::path file = dir / c.partition_file;
-    const ddm::io::safetensors_file probe(file);
-    // N, the oracle subsample's size, is the one size config.json does not give: it is read from
-    // oracle_latents and then required of oracle_clusters.
-    std::uint64_t n = 0;
-    if (probe.contains("oracle_latents") && probe.info("oracle_latents").shape.size() == 2)
-      n = probe.info("oracle_latents").shape[0];
-    if (n == 0) detail::fail_folder(file, "tensor 'oracle_latents' is missing or not (N, latent_dim) with N >= 1");
-    detail::reader r(file, ddm::concat("num_experts = ", k, ", latent_dim = ", d));
-    auto& p = f->part;
-    p.k = c.num_experts;
-    p.d = c.latent_dim;
-    p.n = static_cast<index_t>(n);
-    const auto cen = r.take("centroids", {k, d});
-    const auto pri = r.take("priors", {k});
-    const auto lat = r.take("oracle_latents", {n, d});
-    const auto cl = r.take("oracle_clusters", {n});
-    r.finish();
-    p.centroids.assign(cen.begin(), cen.end());
-    p.priors.assign(pri.begin(), pri.end());
-    p.oracle_latents.assign(lat.begin(), lat.end());
-    for (std::size_t i = 0; i < cl.size(); ++i) {
-      const float v = cl[i];
-      if (!(v >= 0) || v >= static_cast<float>(k) || v != std::floor(v))
-        detail::fail_folder(file, ddm::concat("tensor 'oracle_clusters' has ", v, " at index ", i,
-                                                      ", expected a cluster index in [0, ", k, ")"));
-      p.oracle_clusters.push_back(static_cast<int>(v));
-    }
-  }
+  f->part = read_partition(dir / c.partition_file, c.num_experts, c.latent_dim);
   for (index_t e = 0; e < c.num_experts; ++e)
-    f->experts.push_back(detail::load_time_mlp(dir / c.expert_files[static_cast<std::size_t>(e)], c.net, c.latent_dim,
+    f->experts.push_back(folder_format::load_time_mlp(dir / c.expert_files[static_cast<std::size_t>(e)], c.net, c.latent_dim,
                                                c.latent_dim, ddm::concat("expert ", e, ": out = latent_dim")));
-  f->monolith = detail::load_time_mlp(dir / c.monolith_file, c.net, c.latent_dim, c.latent_dim, "monolith: out = latent_dim");
-  f->router = detail::load_time_mlp(dir / c.router_file, c.net, c.latent_dim, c.num_experts, "router: out = num_experts");
-  {
-    detail::reader r(dir / c.classifier_file, ddm::concat("classifier.hidden = ", c.classifier_hidden,
-                                                                  ", classifier.features = ", c.classifier_features));
-    f->clf.fc1 = r.take_linear("fc1", c.classifier_hidden, 784);
-    f->clf.fc2 = r.take_linear("fc2", c.classifier_features, c.classifier_hidden);
-    f->clf.fc3 = r.take_linear("fc3", c.classes, c.classifier_features);
-    f->clf.pixel_mean = c.pixel_mean;
-    f->clf.pixel_std = c.pixel_std;
-    r.finish();
-  }
+  f->monolith = folder_format::load_time_mlp(dir / c.monolith_file, c.net, c.latent_dim, c.latent_dim, "monolith: out = latent_dim");
+  f->router = folder_format::load_time_mlp(dir / c.router_file, c.net, c.latent_dim, c.num_experts, "router: out = num_experts");
+  f->clf = read_classifier(dir / c.classifier_file, c.classifier_hidden, c.classifier_features, c.classes,
+                           c.pixel_mean, c.pixel_std);
   return f;
 }
 
