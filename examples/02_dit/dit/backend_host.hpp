@@ -32,6 +32,7 @@
 #include <ddm/core/memory_space.hpp>
 
 #include "dit/backend.hpp"
+#include "dit/host_isa.hpp"
 
 #if defined(DDM_DIT_OPENBLAS)
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -166,6 +167,120 @@ inline void store16(float* p, const vec16& v) noexcept { std::memcpy(p, &v, size
 
 inline void require(bool ok, const char* where, const char* what) {
   if (!ok) throw ddm::shape_error(ddm::concat(where, ": ", what));
+}
+
+// Attention's kernel, one task = one sample, one head, one block of queries. Inside, register
+// tiles of qb queries x 16 keys (scores) and qb queries x 16 value columns (output) keep the
+// FMAs fed from registers: each key / value vector is loaded once per qb queries. The task's keys
+// are transposed to (hd, Tk) (padded to a multiple of 16) so score tiles read them contiguously.
+// Written once and compiled per instruction set (below); qb only sets how many accumulators
+// stay in registers (8 vectors fit AVX-512's 32 registers, 4 fit AVX2's 16), never the order of
+// any sum, so every qb gives the same bits.
+inline constexpr index_t attention_key_block = 16;
+inline constexpr index_t attention_query_block = 64;
+
+struct attention_args {
+  batch_view<const float, ddm::host_space> q, k, v;
+  batch_view<float, ddm::host_space> out;
+  index_t tq, tk, hd, heads, blocks, tkp;
+  float scale;
+};
+
+template <index_t qb>
+inline void attention_task(const attention_args& a, index_t task) {
+  constexpr index_t jb = attention_key_block;
+  const auto& [q, k, v, out, tq, tk, hd, heads, blocks, tkp, scale] = a;
+  const index_t b = task / (heads * blocks);
+  const index_t h = (task / blocks) % heads;
+  const index_t q_begin = (task % blocks) * attention_query_block;
+  const index_t q_end = std::min(tq, q_begin + attention_query_block);
+  thread_local std::vector<float> kt;
+  thread_local std::vector<float> scores;
+  thread_local std::vector<float> qs;
+  kt.assign(static_cast<std::size_t>(hd * tkp), 0.0f);
+  scores.resize(static_cast<std::size_t>(qb * tkp));
+  qs.resize(static_cast<std::size_t>(qb * hd));
+  for (index_t j = 0; j < tk; ++j) {
+    const float* kr = k.row(b * tk + j) + h * hd;
+    for (index_t d = 0; d < hd; ++d) kt[static_cast<std::size_t>(d * tkp + j)] = kr[d];
+  }
+  for (index_t i0 = q_begin; i0 < q_end; i0 += qb) {
+    const index_t nq = std::min(qb, q_end - i0);
+    for (index_t qi = 0; qi < qb; ++qi) {
+      const float* qr = q.row(b * tq + i0 + std::min(qi, nq - 1)) + h * hd;  // rows past the end repeat the last
+      for (index_t d = 0; d < hd; ++d) qs[static_cast<std::size_t>(qi * hd + d)] = qr[d] * scale;
+    }
+    // scores (qb, tkp) = qs (qb, hd) kt (hd, tkp)
+    for (index_t j0 = 0; j0 < tkp; j0 += jb) {
+      vec16 acc[qb] = {};
+      for (index_t d = 0; d < hd; ++d) {
+        vec16 kd;
+        load16(kd, kt.data() + d * tkp + j0);
+        for (index_t qi = 0; qi < qb; ++qi) acc[qi] += qs[static_cast<std::size_t>(qi * hd + d)] * kd;
+      }
+      for (index_t qi = 0; qi < qb; ++qi) store16(scores.data() + qi * tkp + j0, acc[qi]);
+    }
+    float inv_sum[qb];
+    for (index_t qi = 0; qi < qb; ++qi) {
+      float* s = scores.data() + qi * tkp;
+      float m = s[0];
+      for (index_t j = 1; j < tk; ++j) m = std::max(m, s[j]);
+      for (index_t j = 0; j < tk; ++j) s[j] = exp_approx(s[j] - m);
+      float sum = 0.0f;
+      for (index_t j = 0; j < tk; ++j) sum += s[j];
+      inv_sum[qi] = 1.0f / sum;
+    }
+    // out (qb, hd) = scores (qb, tk) v (tk, hd), in column tiles of jb
+    for (index_t d0 = 0; d0 < hd; d0 += jb) {
+      const index_t nd = std::min(jb, hd - d0);
+      vec16 acc[qb] = {};
+      for (index_t j = 0; j < tk; ++j) {
+        const float* vr = v.row(b * tk + j) + h * hd + d0;
+        // A partial last tile (hd not a multiple of 16, e.g. 72) loads only nd values.
+        vec16 vv;
+        if (nd == jb) {
+          load16(vv, vr);
+        } else {
+          load_partial16(vv, vr, nd);
+        }
+        for (index_t qi = 0; qi < qb; ++qi) acc[qi] += scores[static_cast<std::size_t>(qi * tkp + j)] * vv;
+      }
+      for (index_t qi = 0; qi < nq; ++qi) {
+        float tile[jb];
+        const vec16 scaled = acc[qi] * inv_sum[qi];
+        store16(tile, scaled);
+        std::memcpy(out.row(b * tq + i0 + qi) + h * hd + d0, tile, static_cast<std::size_t>(nd) * sizeof(float));
+      }
+    }
+  }
+}
+
+// The kernel compiled per instruction set: `flatten` inlines the body and its helpers, so the
+// vector type and the loops are lowered for the wrapper's target.
+using attention_kernel_fn = void (*)(const attention_args&, index_t);
+
+[[gnu::flatten]] inline void attention_task_portable(const attention_args& a, index_t task) {
+  attention_task<8>(a, task);
+}
+#if DDM_DIT_X86_DISPATCH
+[[gnu::flatten, gnu::target("avx2,fma")]] inline void attention_task_avx2(const attention_args& a, index_t task) {
+  attention_task<4>(a, task);
+}
+[[gnu::flatten, gnu::target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]] inline void attention_task_avx512(
+    const attention_args& a, index_t task) {
+  attention_task<8>(a, task);
+}
+#endif
+
+/// The attention kernel for `i` (which the CPU must support: see active_isa()).
+[[nodiscard]] inline attention_kernel_fn attention_kernel(isa i) noexcept {
+#if DDM_DIT_X86_DISPATCH
+  if (i == isa::avx512) return attention_task_avx512;
+  if (i == isa::avx2) return attention_task_avx2;
+#else
+  (void)i;
+#endif
+  return attention_task_portable;
 }
 
 }  // namespace host
@@ -341,81 +456,12 @@ struct backend<ddm::host_space> {
     const index_t hd = q.cols() / heads;
     if (tq == 0) return;
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-    // One task = one sample, one head, one block of queries. Inside, register tiles of
-    // qb queries x jb keys (scores) and qb queries x jb value columns (output) keep the FMAs
-    // fed from registers: each key / value vector is loaded once per qb queries. The task's
-    // keys are transposed to (hd, Tk) (padded to a multiple of jb) so score tiles read them
-    // contiguously.
-    constexpr index_t qb = 8;
-    constexpr index_t jb = 16;
-    constexpr index_t query_block = 64;
-    const index_t tkp = (tk + jb - 1) / jb * jb;
-    const index_t blocks = (tq + query_block - 1) / query_block;
-    host::parallel_for(batch * heads * blocks, query_block * tk * hd * 4, [&](index_t task) {
-      const index_t b = task / (heads * blocks);
-      const index_t h = (task / blocks) % heads;
-      const index_t q_begin = (task % blocks) * query_block;
-      const index_t q_end = std::min(tq, q_begin + query_block);
-      thread_local std::vector<float> kt;
-      thread_local std::vector<float> scores;
-      thread_local std::vector<float> qs;
-      kt.assign(static_cast<std::size_t>(hd * tkp), 0.0f);
-      scores.resize(static_cast<std::size_t>(qb * tkp));
-      qs.resize(static_cast<std::size_t>(qb * hd));
-      for (index_t j = 0; j < tk; ++j) {
-        const float* kr = k.row(b * tk + j) + h * hd;
-        for (index_t d = 0; d < hd; ++d) kt[static_cast<std::size_t>(d * tkp + j)] = kr[d];
-      }
-      for (index_t i0 = q_begin; i0 < q_end; i0 += qb) {
-        const index_t nq = std::min(qb, q_end - i0);
-        for (index_t qi = 0; qi < qb; ++qi) {
-          const float* qr = q.row(b * tq + i0 + std::min(qi, nq - 1)) + h * hd;  // rows past the end repeat the last
-          for (index_t d = 0; d < hd; ++d) qs[static_cast<std::size_t>(qi * hd + d)] = qr[d] * scale;
-        }
-        // scores (qb, tkp) = qs (qb, hd) kt (hd, tkp)
-        for (index_t j0 = 0; j0 < tkp; j0 += jb) {
-          host::vec16 acc[qb] = {};
-          for (index_t d = 0; d < hd; ++d) {
-            host::vec16 kd;
-            host::load16(kd, kt.data() + d * tkp + j0);
-            for (index_t qi = 0; qi < qb; ++qi) acc[qi] += qs[static_cast<std::size_t>(qi * hd + d)] * kd;
-          }
-          for (index_t qi = 0; qi < qb; ++qi) host::store16(scores.data() + qi * tkp + j0, acc[qi]);
-        }
-        float inv_sum[qb];
-        for (index_t qi = 0; qi < qb; ++qi) {
-          float* s = scores.data() + qi * tkp;
-          float m = s[0];
-          for (index_t j = 1; j < tk; ++j) m = std::max(m, s[j]);
-          for (index_t j = 0; j < tk; ++j) s[j] = host::exp_approx(s[j] - m);
-          float sum = 0.0f;
-          for (index_t j = 0; j < tk; ++j) sum += s[j];
-          inv_sum[qi] = 1.0f / sum;
-        }
-        // out (qb, hd) = scores (qb, tk) v (tk, hd), in column tiles of jb
-        for (index_t d0 = 0; d0 < hd; d0 += jb) {
-          const index_t nd = std::min(jb, hd - d0);
-          host::vec16 acc[qb] = {};
-          for (index_t j = 0; j < tk; ++j) {
-            const float* vr = v.row(b * tk + j) + h * hd + d0;
-            // A partial last tile (hd not a multiple of 16, e.g. 72) loads only nd values.
-            host::vec16 vv;
-            if (nd == jb) {
-              host::load16(vv, vr);
-            } else {
-              host::load_partial16(vv, vr, nd);
-            }
-            for (index_t qi = 0; qi < qb; ++qi) acc[qi] += scores[static_cast<std::size_t>(qi * tkp + j)] * vv;
-          }
-          for (index_t qi = 0; qi < nq; ++qi) {
-            float tile[jb];
-            const host::vec16 scaled = acc[qi] * inv_sum[qi];
-            host::store16(tile, scaled);
-            std::memcpy(out.row(b * tq + i0 + qi) + h * hd + d0, tile, static_cast<std::size_t>(nd) * sizeof(float));
-          }
-        }
-      }
-    });
+    const index_t tkp = (tk + host::attention_key_block - 1) / host::attention_key_block * host::attention_key_block;
+    const index_t blocks = (tq + host::attention_query_block - 1) / host::attention_query_block;
+    const host::attention_args args{q, k, v, out, tq, tk, hd, heads, blocks, tkp, scale};
+    const auto task = host::attention_kernel(host::active_isa());
+    host::parallel_for(batch * heads * blocks, host::attention_query_block * tk * hd * 4,
+                       [&](index_t t) { task(args, t); });
   }
 
   /// y = linear(layer_norm_modulate(x)), the normalized rows in h (B*T, D). (A device backend
