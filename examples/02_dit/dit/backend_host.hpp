@@ -58,7 +58,7 @@ inline void set_host_threads(int n) {
 #endif
 }
 
-// The host backend's building blocks (threads, the vectorizable exp, 16-float vectors), named
+// The host backend's building blocks (threads, the vectorizable exp, attention's kernel), named
 // and tested on their own (tests/dit/backend_test.cpp).
 namespace host {
 // Debian's OpenBLAS is built with DYNAMIC_ARCH and picks its kernels from the CPU model. On CPUs
@@ -151,20 +151,6 @@ inline float exp_approx(float x) noexcept {
   return p * std::bit_cast<float>(bits);
 }
 
-// 16 floats as one value: GCC and Clang lower it to whatever vector registers the target has
-// (one AVX-512 register, two AVX ones, four SSE ones), which keeps attention's register tiles
-// portable.
-using vec16 = float __attribute__((vector_size(64)));
-// (Passed by reference: a 64-byte vector by value would change the calling convention between
-// AVX-512 and other builds.)
-inline void load16(vec16& v, const float* p) noexcept { std::memcpy(&v, p, sizeof v); }
-inline void load_partial16(vec16& v, const float* p, index_t n) noexcept {
-  float tmp[16] = {};
-  std::memcpy(tmp, p, static_cast<std::size_t>(n) * sizeof(float));
-  std::memcpy(&v, tmp, sizeof v);
-}
-inline void store16(float* p, const vec16& v) noexcept { std::memcpy(p, &v, sizeof v); }
-
 inline void require(bool ok, const char* where, const char* what) {
   if (!ok) throw ddm::shape_error(ddm::concat(where, ": ", what));
 }
@@ -173,11 +159,28 @@ inline void require(bool ok, const char* where, const char* what) {
 // tiles of qb queries x 16 keys (scores) and qb queries x 16 value columns (output) keep the
 // FMAs fed from registers: each key / value vector is loaded once per qb queries. The task's keys
 // are transposed to (hd, Tk) (padded to a multiple of 16) so score tiles read them contiguously.
-// Written once and compiled per instruction set (below); qb only sets how many accumulators
-// stay in registers (8 vectors fit AVX-512's 32 registers, 4 fit AVX2's 16), never the order of
-// any sum, so every qb gives the same bits.
+// Written once over the register width W (4 floats: SSE, 8: AVX2, 16: AVX-512) and compiled per
+// instruction set (below). A 16-float tile is 16 / W registers: GCC keeps a vector wider than the
+// target's registers in memory (measured: AVX2 with 16-float vectors ran slower than SSE2), so
+// the width must be the target's. qb fills the registers (qb * 16 / W accumulators). Neither W
+// nor qb changes the order of any sum: every lane computes the same operations.
 inline constexpr index_t attention_key_block = 16;
 inline constexpr index_t attention_query_block = 64;
+
+// (A member typedef: GCC drops the vector attribute from an alias template.)
+template <int W>
+struct vec_of {
+  typedef float type __attribute__((vector_size(W * sizeof(float))));
+};
+
+// The width the compiler's own flags give the portable path (-march=native builds get theirs).
+#if defined(__AVX512F__)
+inline constexpr int portable_width = 16;
+#elif defined(__AVX__)
+inline constexpr int portable_width = 8;
+#else
+inline constexpr int portable_width = 4;
+#endif
 
 struct attention_args {
   batch_view<const float, ddm::host_space> q, k, v;
@@ -186,9 +189,12 @@ struct attention_args {
   float scale;
 };
 
-template <index_t qb>
+template <int W, index_t qb>
 inline void attention_task(const attention_args& a, index_t task) {
+  using vec = typename vec_of<W>::type;
+  static_assert(sizeof(vec) == W * sizeof(float));
   constexpr index_t jb = attention_key_block;
+  constexpr int nv = static_cast<int>(jb) / W;  // registers per 16-float tile row
   const auto& [q, k, v, out, tq, tk, hd, heads, blocks, tkp, scale] = a;
   const index_t b = task / (heads * blocks);
   const index_t h = (task / blocks) % heads;
@@ -212,13 +218,16 @@ inline void attention_task(const attention_args& a, index_t task) {
     }
     // scores (qb, tkp) = qs (qb, hd) kt (hd, tkp)
     for (index_t j0 = 0; j0 < tkp; j0 += jb) {
-      vec16 acc[qb] = {};
+      vec acc[qb][nv] = {};
       for (index_t d = 0; d < hd; ++d) {
-        vec16 kd;
-        load16(kd, kt.data() + d * tkp + j0);
-        for (index_t qi = 0; qi < qb; ++qi) acc[qi] += qs[static_cast<std::size_t>(qi * hd + d)] * kd;
+        vec kd[nv];
+        std::memcpy(kd, kt.data() + d * tkp + j0, sizeof kd);
+        for (index_t qi = 0; qi < qb; ++qi) {
+          const float s = qs[static_cast<std::size_t>(qi * hd + d)];
+          for (int u = 0; u < nv; ++u) acc[qi][u] += s * kd[u];
+        }
       }
-      for (index_t qi = 0; qi < qb; ++qi) store16(scores.data() + qi * tkp + j0, acc[qi]);
+      for (index_t qi = 0; qi < qb; ++qi) std::memcpy(scores.data() + qi * tkp + j0, acc[qi], sizeof acc[qi]);
     }
     float inv_sum[qb];
     for (index_t qi = 0; qi < qb; ++qi) {
@@ -233,22 +242,29 @@ inline void attention_task(const attention_args& a, index_t task) {
     // out (qb, hd) = scores (qb, tk) v (tk, hd), in column tiles of jb
     for (index_t d0 = 0; d0 < hd; d0 += jb) {
       const index_t nd = std::min(jb, hd - d0);
-      vec16 acc[qb] = {};
+      vec acc[qb][nv] = {};
       for (index_t j = 0; j < tk; ++j) {
         const float* vr = v.row(b * tk + j) + h * hd + d0;
         // A partial last tile (hd not a multiple of 16, e.g. 72) loads only nd values.
-        vec16 vv;
+        vec vv[nv];
         if (nd == jb) {
-          load16(vv, vr);
+          std::memcpy(vv, vr, sizeof vv);
         } else {
-          load_partial16(vv, vr, nd);
+          float tmp[jb] = {};
+          std::memcpy(tmp, vr, static_cast<std::size_t>(nd) * sizeof(float));
+          std::memcpy(vv, tmp, sizeof vv);
         }
-        for (index_t qi = 0; qi < qb; ++qi) acc[qi] += scores[static_cast<std::size_t>(qi * tkp + j)] * vv;
+        for (index_t qi = 0; qi < qb; ++qi) {
+          const float s = scores[static_cast<std::size_t>(qi * tkp + j)];
+          for (int u = 0; u < nv; ++u) acc[qi][u] += s * vv[u];
+        }
       }
       for (index_t qi = 0; qi < nq; ++qi) {
         float tile[jb];
-        const vec16 scaled = acc[qi] * inv_sum[qi];
-        store16(tile, scaled);
+        for (int u = 0; u < nv; ++u) {
+          const vec scaled = acc[qi][u] * inv_sum[qi];
+          std::memcpy(tile + u * W, &scaled, sizeof scaled);
+        }
         std::memcpy(out.row(b * tq + i0 + qi) + h * hd + d0, tile, static_cast<std::size_t>(nd) * sizeof(float));
       }
     }
@@ -256,19 +272,19 @@ inline void attention_task(const attention_args& a, index_t task) {
 }
 
 // The kernel compiled per instruction set: `flatten` inlines the body and its helpers, so the
-// vector type and the loops are lowered for the wrapper's target.
+// loops are lowered for the wrapper's target.
 using attention_kernel_fn = void (*)(const attention_args&, index_t);
 
 [[gnu::flatten]] inline void attention_task_portable(const attention_args& a, index_t task) {
-  attention_task<8>(a, task);
+  attention_task<portable_width, portable_width / 2>(a, task);
 }
 #if DDM_DIT_X86_DISPATCH
 [[gnu::flatten, gnu::target("avx2,fma")]] inline void attention_task_avx2(const attention_args& a, index_t task) {
-  attention_task<4>(a, task);
+  attention_task<8, 4>(a, task);
 }
 [[gnu::flatten, gnu::target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]] inline void attention_task_avx512(
     const attention_args& a, index_t task) {
-  attention_task<8>(a, task);
+  attention_task<16, 8>(a, task);
 }
 #endif
 
