@@ -163,7 +163,9 @@ inline void require(bool ok, const char* where, const char* what) {
 // instruction set (below). A 16-float tile is 16 / W registers: GCC keeps a vector wider than the
 // target's registers in memory (measured: AVX2 with 16-float vectors ran slower than SSE2), so
 // the width must be the target's. qb fills the registers (qb * 16 / W accumulators). Neither W
-// nor qb changes the order of any sum: every lane computes the same operations.
+// nor qb changes the order of any sum: every lane computes the same operations. Loads and stores
+// go one register at a time: a 64-byte memcpy into the tile is split into 16-byte pieces, and
+// reading them back as one 32-byte register stalls store forwarding (measured: AVX2 at SSE2 speed).
 inline constexpr index_t attention_key_block = 16;
 inline constexpr index_t attention_query_block = 64;
 
@@ -221,13 +223,14 @@ inline void attention_task(const attention_args& a, index_t task) {
       vec acc[qb][nv] = {};
       for (index_t d = 0; d < hd; ++d) {
         vec kd[nv];
-        std::memcpy(kd, kt.data() + d * tkp + j0, sizeof kd);
+        for (int u = 0; u < nv; ++u) std::memcpy(&kd[u], kt.data() + d * tkp + j0 + u * W, sizeof(vec));
         for (index_t qi = 0; qi < qb; ++qi) {
           const float s = qs[static_cast<std::size_t>(qi * hd + d)];
           for (int u = 0; u < nv; ++u) acc[qi][u] += s * kd[u];
         }
       }
-      for (index_t qi = 0; qi < qb; ++qi) std::memcpy(scores.data() + qi * tkp + j0, acc[qi], sizeof acc[qi]);
+      for (index_t qi = 0; qi < qb; ++qi)
+        for (int u = 0; u < nv; ++u) std::memcpy(scores.data() + qi * tkp + j0 + u * W, &acc[qi][u], sizeof(vec));
     }
     float inv_sum[qb];
     for (index_t qi = 0; qi < qb; ++qi) {
@@ -248,11 +251,11 @@ inline void attention_task(const attention_args& a, index_t task) {
         // A partial last tile (hd not a multiple of 16, e.g. 72) loads only nd values.
         vec vv[nv];
         if (nd == jb) {
-          std::memcpy(vv, vr, sizeof vv);
+          for (int u = 0; u < nv; ++u) std::memcpy(&vv[u], vr + u * W, sizeof(vec));
         } else {
           float tmp[jb] = {};
           std::memcpy(tmp, vr, static_cast<std::size_t>(nd) * sizeof(float));
-          std::memcpy(vv, tmp, sizeof vv);
+          for (int u = 0; u < nv; ++u) std::memcpy(&vv[u], tmp + u * W, sizeof(vec));
         }
         for (index_t qi = 0; qi < qb; ++qi) {
           const float s = scores[static_cast<std::size_t>(qi * tkp + j)];
