@@ -4,6 +4,12 @@
 // layers (the DiT paper's "Gflops" are MACs). bench/dit_forward_compare.py runs the same shapes
 // in PyTorch with the same thread count and prints the ratio.
 //
+// The "isa" argument pins the instruction set of the backend's own kernels (dit/host_isa.hpp):
+// 0 portable, 1 AVX2 + FMA, 2 AVX-512; cases the CPU cannot run are skipped. Built twice:
+// ddm_bench_dit_forward with -march=native (its portable path is then native code) and
+// ddm_bench_dit_forward_default without -march, as a user's project would build it, where the
+// portable path is SSE2 and the others are the run-time dispatch.
+//
 // The "tiny" shape only keeps the CTest smoke run short.
 
 #include <benchmark/benchmark.h>
@@ -22,6 +28,7 @@
 
 #include "dit/backend_host.hpp"
 #include "dit/dit_model.hpp"
+#include "dit/host_isa.hpp"
 
 namespace {
 
@@ -64,6 +71,13 @@ std::shared_ptr<const dit::dit_model<>> random_model(const dit::dit_config& c) {
 void dit_forward(benchmark::State& state) {
   const auto c = shape(static_cast<int>(state.range(0)));
   const auto b = static_cast<ddm::index_t>(state.range(1));
+  const auto isa = static_cast<dit::host::isa>(state.range(2));
+  if (!dit::host::isa_supported(isa)) {
+    state.SkipWithError((std::string("this CPU lacks ") + dit::host::isa_name(isa)).c_str());
+    return;
+  }
+  const dit::host::isa before = dit::host::active_isa();
+  dit::host::pin_isa(isa);
   const auto model = random_model(c);
   ddm::batch<float> x(b, model->input_values());
   ddm::fill_normal(ddm::host_context{}, x.view(), 7);
@@ -81,16 +95,15 @@ void dit_forward(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["threads"] = dit::host_threads();
   state.SetLabel(std::string(state.range(0) == 0 ? "tiny" : state.range(0) == 1 ? "DiT-S/2" : "DiT-B/2") + ", " +
-                 dit::host_blas_name());
+                 dit::host_blas_name() + ", " + dit::host::isa_name(isa));
+  dit::host::pin_isa(before);
 }
 
 BENCHMARK(dit_forward)
-    ->ArgNames({"shape", "batch"})
-    ->Args({0, 1})
-    ->Args({1, 1})
-    ->Args({1, 4})
-    ->Args({2, 1})
-    ->Args({2, 4})
+    ->ArgNames({"shape", "batch", "isa"})
+    ->ArgsProduct({{0}, {1}, {0, 1, 2}})
+    ->ArgsProduct({{1}, {1, 4, 8}, {0, 1, 2}})
+    ->ArgsProduct({{2}, {1, 4}, {0, 1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

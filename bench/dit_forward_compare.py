@@ -60,7 +60,7 @@ def main():
             ours_runs, torch_runs, label, peer = [], [], "", None
             # Alternate the two sides, so that a burst of load on a shared machine hits both.
             for _ in range(args.rounds):
-                out = subprocess.run([exe, f"--benchmark_filter=shape:{shape}/batch:{b}/", "--benchmark_format=json",
+                out = subprocess.run([exe, f"--benchmark_filter=shape:{shape}/batch:{b}/isa:0/", "--benchmark_format=json",
                                       f"--benchmark_min_time={args.min_time}", "--benchmark_repetitions=3"],
                                      env=env, check=True, capture_output=True, text=True).stdout
                 runs = [x for x in json.loads(out)["benchmarks"] if x.get("run_type") == "iteration"]

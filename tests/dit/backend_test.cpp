@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <ddm/core/rng.hpp>
@@ -30,22 +32,45 @@ TEST(DitBackend, ExpApproximationIsWithinTwoUlpsOverTheFloatRange) {
   EXPECT_TRUE(std::isfinite(dit::host::exp_approx(1e30f)));
 }
 
+// Every instruction-set path the CPU has (dit/host_isa.hpp) meets the bound; the FMA paths (AVX2,
+// AVX-512) agree bit for bit, as they do the same operations per element.
 TEST(DitBackend, GeluTanhAndSiluMatchTheirFormulas) {
+  namespace hi = dit::host;
+  const hi::isa before = hi::active_isa();
   ddm::batch<float> x(1, 4001), g(1, 4001), s(1, 4001);
+  std::vector<float> g_fma, s_fma;
   for (ddm::index_t i = 0; i < x.cols(); ++i) x(0, i) = -20.0f + 0.01f * static_cast<float>(i);
-  ops::gelu_tanh(ctx, x.cview(), g.view());
-  ops::silu(ctx, x.cview(), s.view());
-  double wg = 0, ws = 0;
-  for (ddm::index_t i = 0; i < x.cols(); ++i) {
-    const double v = x(0, i);
-    const double gelu = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
-    const double silu = v / (1 + std::exp(-v));
-    wg = std::max(wg, std::abs(g(0, i) - gelu) / std::max(1.0, std::abs(v)));
-    ws = std::max(ws, std::abs(s(0, i) - silu) / std::max(1.0, std::abs(v)));
+  bool first_fma = true;
+  for (const hi::isa path : {hi::isa::portable, hi::isa::avx2, hi::isa::avx512}) {
+    if (!hi::isa_supported(path)) continue;
+    hi::pin_isa(path);
+    ops::gelu_tanh(ctx, x.cview(), g.view());
+    ops::silu(ctx, x.cview(), s.view());
+    hi::pin_isa(before);
+    double wg = 0, ws = 0;
+    for (ddm::index_t i = 0; i < x.cols(); ++i) {
+      const double v = x(0, i);
+      const double gelu = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+      const double silu = v / (1 + std::exp(-v));
+      wg = std::max(wg, std::abs(g(0, i) - gelu) / std::max(1.0, std::abs(v)));
+      ws = std::max(ws, std::abs(s(0, i) - silu) / std::max(1.0, std::abs(v)));
+    }
+    std::printf("[ measured ] %s: gelu_tanh error %.2e, silu error %.2e (relative to max(1, |x|))\n",
+                hi::isa_name(path), wg, ws);
+    EXPECT_LE(wg, 1e-6) << hi::isa_name(path);
+    EXPECT_LE(ws, 1e-6) << hi::isa_name(path);
+    if (path == hi::isa::portable) continue;
+    if (first_fma) {
+      g_fma.assign(g.data(), g.data() + g.size());
+      s_fma.assign(s.data(), s.data() + s.size());
+      first_fma = false;
+    } else {
+      for (ddm::index_t i = 0; i < x.cols(); ++i) {
+        ASSERT_EQ(g(0, i), g_fma[static_cast<std::size_t>(i)]) << hi::isa_name(path) << " at x = " << x(0, i);
+        ASSERT_EQ(s(0, i), s_fma[static_cast<std::size_t>(i)]) << hi::isa_name(path) << " at x = " << x(0, i);
+      }
+    }
   }
-  std::printf("[ measured ] gelu_tanh error %.2e, silu error %.2e (relative to max(1, |x|))\n", wg, ws);
-  EXPECT_LE(wg, 1e-6);
-  EXPECT_LE(ws, 1e-6);
 }
 
 // softmax(q k^T / sqrt(hd)) v in double, per sample and head.
@@ -88,6 +113,67 @@ TEST(DitBackend, AttentionMatchesADirectImplementationForHeadSizes72And64) {
     std::printf("[ measured ] attention heads=%td hd=%td Tq=%td Tk=%td: max abs error %.2e\n", heads, hd, tq, tk, worst);
     EXPECT_LE(worst, 1e-5);
   }
+}
+
+// Attention runs the kernel of the widest instruction set the CPU has (dit/host_isa.hpp). Every
+// path must give the portable path's result: bit for bit between the FMA paths (AVX2, AVX-512),
+// which do the same operations in the same order; within 1e-5 against the portable path, which
+// (built without -march) rounds products and sums separately. 1e-5 is the accuracy bound every
+// path must meet against the double-precision reference anyway, so it is checked too.
+TEST(DitBackend, EveryInstructionSetTheCpuHasGivesThePortableAttention) {
+  namespace hi = dit::host;
+  const hi::isa before = hi::active_isa();
+  std::vector<hi::isa> paths;
+  for (const hi::isa i : {hi::isa::portable, hi::isa::avx2, hi::isa::avx512})
+    if (hi::isa_supported(i)) paths.push_back(i);
+  std::printf("[ measured ] instruction sets on this CPU: %zu of 3, active %s\n", paths.size(), hi::isa_name(before));
+  for (const auto [heads, hd, tq, tk] :
+       {std::array<ddm::index_t, 4>{3, 72, 40, 40}, {2, 64, 130, 67}, {1, 5, 70, 3}, {6, 64, 256, 256}}) {
+    const ddm::index_t b = 2, d = heads * hd;
+    ddm::batch<float> q(b * tq, d), k(b * tk, d), v(b * tk, d);
+    ddm::fill_normal(ctx, q.view(), 11);
+    ddm::fill_normal(ctx, k.view(), 12);
+    ddm::fill_normal(ctx, v.view(), 13);
+    std::vector<double> want;
+    naive_attention(q, k, v, b, heads, want);
+    std::vector<ddm::batch<float>> outs;
+    for (const hi::isa i : paths) {
+      hi::pin_isa(i);
+      outs.emplace_back(b * tq, d);
+      ops::attention(ctx, q.cview(), k.cview(), v.cview(), b, heads, outs.back().view());
+    }
+    hi::pin_isa(before);
+    for (std::size_t p = 0; p < paths.size(); ++p) {
+      double from_portable = 0, from_exact = 0;
+      bool same_as_first_fma = true;
+      for (ddm::index_t e = 0; e < outs[p].size(); ++e) {
+        const float got = outs[p].data()[e];
+        from_portable = std::max(from_portable, std::abs(double(got) - outs[0].data()[e]));
+        from_exact = std::max(from_exact, std::abs(got - want[static_cast<std::size_t>(e)]));
+        if (p > 1) same_as_first_fma = same_as_first_fma && got == outs[1].data()[e];
+      }
+      std::printf("[ measured ] attention %s heads=%td hd=%td Tq=%td Tk=%td: max |path - portable| %.2e, "
+                  "max |path - exact| %.2e\n",
+                  hi::isa_name(paths[p]), heads, hd, tq, tk, from_portable, from_exact);
+      EXPECT_LE(from_portable, 1e-5) << hi::isa_name(paths[p]);
+      EXPECT_LE(from_exact, 1e-5) << hi::isa_name(paths[p]);
+      EXPECT_TRUE(same_as_first_fma) << hi::isa_name(paths[p]) << " differs from " << hi::isa_name(paths[1]);
+    }
+  }
+}
+
+TEST(DitBackend, InstructionSetChoiceRejectsUnknownNames) {
+  try {
+    (void)dit::host::detail::parse_isa("sse9");
+    ADD_FAILURE() << "no error";
+  } catch (const ddm::argument_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("DIT_HOST_ISA"), std::string::npos) << what;
+    EXPECT_NE(what.find("sse9"), std::string::npos) << what;
+  }
+  EXPECT_EQ(dit::host::detail::parse_isa("avx2"), dit::host::isa::avx2);
+  EXPECT_TRUE(dit::host::isa_supported(dit::host::isa::portable));
+  EXPECT_TRUE(dit::host::isa_supported(dit::host::best_isa()));
 }
 
 TEST(DitBackend, LayerNormModulateUsesEachSamplesShiftAndScale) {

@@ -32,6 +32,7 @@
 #include <ddm/core/memory_space.hpp>
 
 #include "dit/backend.hpp"
+#include "dit/host_isa.hpp"
 
 #if defined(DDM_DIT_OPENBLAS)
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -57,7 +58,7 @@ inline void set_host_threads(int n) {
 #endif
 }
 
-// The host backend's building blocks (threads, the vectorizable exp, 16-float vectors), named
+// The host backend's building blocks (threads, the vectorizable exp, attention's kernel), named
 // and tested on their own (tests/dit/backend_test.cpp).
 namespace host {
 // Debian's OpenBLAS is built with DYNAMIC_ARCH and picks its kernels from the CPU model. On CPUs
@@ -150,22 +151,205 @@ inline float exp_approx(float x) noexcept {
   return p * std::bit_cast<float>(bits);
 }
 
-// 16 floats as one value: GCC and Clang lower it to whatever vector registers the target has
-// (one AVX-512 register, two AVX ones, four SSE ones), which keeps attention's register tiles
-// portable.
-using vec16 = float __attribute__((vector_size(64)));
-// (Passed by reference: a 64-byte vector by value would change the calling convention between
-// AVX-512 and other builds.)
-inline void load16(vec16& v, const float* p) noexcept { std::memcpy(&v, p, sizeof v); }
-inline void load_partial16(vec16& v, const float* p, index_t n) noexcept {
-  float tmp[16] = {};
-  std::memcpy(tmp, p, static_cast<std::size_t>(n) * sizeof(float));
-  std::memcpy(&v, tmp, sizeof v);
-}
-inline void store16(float* p, const vec16& v) noexcept { std::memcpy(p, &v, sizeof v); }
-
 inline void require(bool ok, const char* where, const char* what) {
   if (!ok) throw ddm::shape_error(ddm::concat(where, ": ", what));
+}
+
+// Attention's kernel, one task = one sample, one head, one block of queries. Inside, register
+// tiles of qb queries x 16 keys (scores) and qb queries x 16 value columns (output) keep the
+// FMAs fed from registers: each key / value vector is loaded once per qb queries. The task's keys
+// are transposed to (hd, Tk) (padded to a multiple of 16) so score tiles read them contiguously.
+// Written once over the register width W (4 floats: SSE, 8: AVX2, 16: AVX-512) and compiled per
+// instruction set (below). A 16-float tile is 16 / W registers: GCC keeps a vector wider than the
+// target's registers in memory (measured: AVX2 with 16-float vectors ran slower than SSE2), so
+// the width must be the target's. qb fills the registers (qb * 16 / W accumulators). Neither W
+// nor qb changes the order of any sum: every lane computes the same operations. Loads and stores
+// go one register at a time: a 64-byte memcpy into the tile is split into 16-byte pieces, and
+// reading them back as one 32-byte register stalls store forwarding (measured: AVX2 at SSE2 speed).
+inline constexpr index_t attention_key_block = 16;
+inline constexpr index_t attention_query_block = 64;
+
+// (A member typedef: GCC drops the vector attribute from an alias template.)
+template <int W>
+struct vec_of {
+  typedef float type __attribute__((vector_size(W * sizeof(float))));
+};
+
+// The width the compiler's own flags give the portable path (-march=native builds get theirs).
+#if defined(__AVX512F__)
+inline constexpr int portable_width = 16;
+#elif defined(__AVX__)
+inline constexpr int portable_width = 8;
+#else
+inline constexpr int portable_width = 4;
+#endif
+
+struct attention_args {
+  batch_view<const float, ddm::host_space> q, k, v;
+  batch_view<float, ddm::host_space> out;
+  index_t tq, tk, hd, heads, blocks, tkp;
+  float scale;
+};
+
+template <int W, index_t qb>
+inline void attention_task(const attention_args& a, index_t task) {
+  using vec = typename vec_of<W>::type;
+  static_assert(sizeof(vec) == W * sizeof(float));
+  constexpr index_t jb = attention_key_block;
+  constexpr int nv = static_cast<int>(jb) / W;  // registers per 16-float tile row
+  const auto& [q, k, v, out, tq, tk, hd, heads, blocks, tkp, scale] = a;
+  const index_t b = task / (heads * blocks);
+  const index_t h = (task / blocks) % heads;
+  const index_t q_begin = (task % blocks) * attention_query_block;
+  const index_t q_end = std::min(tq, q_begin + attention_query_block);
+  thread_local std::vector<float> kt;
+  thread_local std::vector<float> scores;
+  thread_local std::vector<float> qs;
+  kt.assign(static_cast<std::size_t>(hd * tkp), 0.0f);
+  scores.resize(static_cast<std::size_t>(qb * tkp));
+  qs.resize(static_cast<std::size_t>(qb * hd));
+  for (index_t j = 0; j < tk; ++j) {
+    const float* kr = k.row(b * tk + j) + h * hd;
+    for (index_t d = 0; d < hd; ++d) kt[static_cast<std::size_t>(d * tkp + j)] = kr[d];
+  }
+  for (index_t i0 = q_begin; i0 < q_end; i0 += qb) {
+    const index_t nq = std::min(qb, q_end - i0);
+    for (index_t qi = 0; qi < qb; ++qi) {
+      const float* qr = q.row(b * tq + i0 + std::min(qi, nq - 1)) + h * hd;  // rows past the end repeat the last
+      for (index_t d = 0; d < hd; ++d) qs[static_cast<std::size_t>(qi * hd + d)] = qr[d] * scale;
+    }
+    // scores (qb, tkp) = qs (qb, hd) kt (hd, tkp)
+    for (index_t j0 = 0; j0 < tkp; j0 += jb) {
+      vec acc[qb][nv] = {};
+      for (index_t d = 0; d < hd; ++d) {
+        vec kd[nv];
+        for (int u = 0; u < nv; ++u) std::memcpy(&kd[u], kt.data() + d * tkp + j0 + u * W, sizeof(vec));
+        for (index_t qi = 0; qi < qb; ++qi) {
+          const float s = qs[static_cast<std::size_t>(qi * hd + d)];
+          for (int u = 0; u < nv; ++u) acc[qi][u] += s * kd[u];
+        }
+      }
+      for (index_t qi = 0; qi < qb; ++qi)
+        for (int u = 0; u < nv; ++u) std::memcpy(scores.data() + qi * tkp + j0 + u * W, &acc[qi][u], sizeof(vec));
+    }
+    float inv_sum[qb];
+    for (index_t qi = 0; qi < qb; ++qi) {
+      float* s = scores.data() + qi * tkp;
+      float m = s[0];
+      for (index_t j = 1; j < tk; ++j) m = std::max(m, s[j]);
+      for (index_t j = 0; j < tk; ++j) s[j] = exp_approx(s[j] - m);
+      float sum = 0.0f;
+      for (index_t j = 0; j < tk; ++j) sum += s[j];
+      inv_sum[qi] = 1.0f / sum;
+    }
+    // out (qb, hd) = scores (qb, tk) v (tk, hd), in column tiles of jb
+    for (index_t d0 = 0; d0 < hd; d0 += jb) {
+      const index_t nd = std::min(jb, hd - d0);
+      vec acc[qb][nv] = {};
+      for (index_t j = 0; j < tk; ++j) {
+        const float* vr = v.row(b * tk + j) + h * hd + d0;
+        // A partial last tile (hd not a multiple of 16, e.g. 72) loads only nd values.
+        vec vv[nv];
+        if (nd == jb) {
+          for (int u = 0; u < nv; ++u) std::memcpy(&vv[u], vr + u * W, sizeof(vec));
+        } else {
+          float tmp[jb] = {};
+          std::memcpy(tmp, vr, static_cast<std::size_t>(nd) * sizeof(float));
+          for (int u = 0; u < nv; ++u) std::memcpy(&vv[u], tmp + u * W, sizeof(vec));
+        }
+        for (index_t qi = 0; qi < qb; ++qi) {
+          const float s = scores[static_cast<std::size_t>(qi * tkp + j)];
+          for (int u = 0; u < nv; ++u) acc[qi][u] += s * vv[u];
+        }
+      }
+      for (index_t qi = 0; qi < nq; ++qi) {
+        float tile[jb];
+        for (int u = 0; u < nv; ++u) {
+          const vec scaled = acc[qi][u] * inv_sum[qi];
+          std::memcpy(tile + u * W, &scaled, sizeof scaled);
+        }
+        std::memcpy(out.row(b * tq + i0 + qi) + h * hd + d0, tile, static_cast<std::size_t>(nd) * sizeof(float));
+      }
+    }
+  }
+}
+
+// The kernel compiled per instruction set: `flatten` inlines the body and its helpers, so the
+// loops are lowered for the wrapper's target.
+using attention_kernel_fn = void (*)(const attention_args&, index_t);
+
+[[gnu::flatten]] inline void attention_task_portable(const attention_args& a, index_t task) {
+  attention_task<portable_width, portable_width / 2>(a, task);
+}
+#if DDM_DIT_X86_DISPATCH
+[[gnu::flatten, gnu::target("avx2,fma")]] inline void attention_task_avx2(const attention_args& a, index_t task) {
+  attention_task<8, 4>(a, task);
+}
+[[gnu::flatten, gnu::target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]] inline void attention_task_avx512(
+    const attention_args& a, index_t task) {
+  attention_task<16, 8>(a, task);
+}
+#endif
+
+/// The attention kernel for `i` (which the CPU must support: see active_isa()).
+[[nodiscard]] inline attention_kernel_fn attention_kernel(isa i) noexcept {
+#if DDM_DIT_X86_DISPATCH
+  if (i == isa::avx512) return attention_task_avx512;
+  if (i == isa::avx2) return attention_task_avx2;
+#else
+  (void)i;
+#endif
+  return attention_task_portable;
+}
+
+// GELU and SiLU over a row, compiled per instruction set like attention: their exp is most of
+// the element-wise work, and a build without -march would run it in SSE2.
+enum class activation { silu, gelu_tanh };
+
+template <activation A>
+inline void activate_row(const float* in, float* out, index_t n) {
+  for (index_t j = 0; j < n; ++j) {
+    const float v = in[j];
+    if constexpr (A == activation::silu) {
+      out[j] = v / (1.0f + exp_approx(-v));
+    } else {
+      // tanh(u) = 1 - 2 / (e^(2u) + 1): exact at both tails, absolute error ~1e-7 near 0.
+      constexpr float k = 0.7978845608028654f;  // sqrt(2 / pi)
+      const float u = k * (v + 0.044715f * v * v * v);
+      const float tanh_u = 1.0f - 2.0f / (exp_approx(2.0f * u) + 1.0f);
+      out[j] = 0.5f * v * (1.0f + tanh_u);
+    }
+  }
+}
+
+using activation_row_fn = void (*)(const float*, float*, index_t);
+
+template <activation A>
+[[gnu::flatten]] inline void activate_row_portable(const float* in, float* out, index_t n) {
+  activate_row<A>(in, out, n);
+}
+#if DDM_DIT_X86_DISPATCH
+template <activation A>
+[[gnu::flatten, gnu::target("avx2,fma")]] inline void activate_row_avx2(const float* in, float* out, index_t n) {
+  activate_row<A>(in, out, n);
+}
+template <activation A>
+[[gnu::flatten, gnu::target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]] inline void activate_row_avx512(
+    const float* in, float* out, index_t n) {
+  activate_row<A>(in, out, n);
+}
+#endif
+
+/// The row activation for `i` (which the CPU must support: see active_isa()).
+template <activation A>
+[[nodiscard]] inline activation_row_fn activation_kernel(isa i) noexcept {
+#if DDM_DIT_X86_DISPATCH
+  if (i == isa::avx512) return activate_row_avx512<A>;
+  if (i == isa::avx2) return activate_row_avx2<A>;
+#else
+  (void)i;
+#endif
+  return activate_row_portable<A>;
 }
 
 }  // namespace host
@@ -311,18 +495,12 @@ struct backend<ddm::host_space> {
 
   /// y = x * sigmoid(x).
   static void silu(const context& /*ctx*/, view<const float> x, view<float> y) {
-    elementwise_(x, y, [](float v) { return v / (1.0f + host::exp_approx(-v)); });
+    activation_(x, y, host::activation_kernel<host::activation::silu>(host::active_isa()));
   }
 
   /// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), PyTorch's GELU(approximate="tanh").
   static void gelu_tanh(const context& /*ctx*/, view<const float> x, view<float> y) {
-    // tanh(u) = 1 - 2 / (e^(2u) + 1): exact at both tails, absolute error ~1e-7 near 0.
-    elementwise_(x, y, [](float v) {
-      constexpr float k = 0.7978845608028654f;  // sqrt(2 / pi)
-      const float u = k * (v + 0.044715f * v * v * v);
-      const float tanh_u = 1.0f - 2.0f / (host::exp_approx(2.0f * u) + 1.0f);
-      return 0.5f * v * (1.0f + tanh_u);
-    });
+    activation_(x, y, host::activation_kernel<host::activation::gelu_tanh>(host::active_isa()));
   }
 
   /// Multi-head scaled dot-product attention without mask. q (B*Tq, H*hd), k and v (B*Tk, H*hd),
@@ -341,81 +519,12 @@ struct backend<ddm::host_space> {
     const index_t hd = q.cols() / heads;
     if (tq == 0) return;
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-    // One task = one sample, one head, one block of queries. Inside, register tiles of
-    // qb queries x jb keys (scores) and qb queries x jb value columns (output) keep the FMAs
-    // fed from registers: each key / value vector is loaded once per qb queries. The task's
-    // keys are transposed to (hd, Tk) (padded to a multiple of jb) so score tiles read them
-    // contiguously.
-    constexpr index_t qb = 8;
-    constexpr index_t jb = 16;
-    constexpr index_t query_block = 64;
-    const index_t tkp = (tk + jb - 1) / jb * jb;
-    const index_t blocks = (tq + query_block - 1) / query_block;
-    host::parallel_for(batch * heads * blocks, query_block * tk * hd * 4, [&](index_t task) {
-      const index_t b = task / (heads * blocks);
-      const index_t h = (task / blocks) % heads;
-      const index_t q_begin = (task % blocks) * query_block;
-      const index_t q_end = std::min(tq, q_begin + query_block);
-      thread_local std::vector<float> kt;
-      thread_local std::vector<float> scores;
-      thread_local std::vector<float> qs;
-      kt.assign(static_cast<std::size_t>(hd * tkp), 0.0f);
-      scores.resize(static_cast<std::size_t>(qb * tkp));
-      qs.resize(static_cast<std::size_t>(qb * hd));
-      for (index_t j = 0; j < tk; ++j) {
-        const float* kr = k.row(b * tk + j) + h * hd;
-        for (index_t d = 0; d < hd; ++d) kt[static_cast<std::size_t>(d * tkp + j)] = kr[d];
-      }
-      for (index_t i0 = q_begin; i0 < q_end; i0 += qb) {
-        const index_t nq = std::min(qb, q_end - i0);
-        for (index_t qi = 0; qi < qb; ++qi) {
-          const float* qr = q.row(b * tq + i0 + std::min(qi, nq - 1)) + h * hd;  // rows past the end repeat the last
-          for (index_t d = 0; d < hd; ++d) qs[static_cast<std::size_t>(qi * hd + d)] = qr[d] * scale;
-        }
-        // scores (qb, tkp) = qs (qb, hd) kt (hd, tkp)
-        for (index_t j0 = 0; j0 < tkp; j0 += jb) {
-          host::vec16 acc[qb] = {};
-          for (index_t d = 0; d < hd; ++d) {
-            host::vec16 kd;
-            host::load16(kd, kt.data() + d * tkp + j0);
-            for (index_t qi = 0; qi < qb; ++qi) acc[qi] += qs[static_cast<std::size_t>(qi * hd + d)] * kd;
-          }
-          for (index_t qi = 0; qi < qb; ++qi) host::store16(scores.data() + qi * tkp + j0, acc[qi]);
-        }
-        float inv_sum[qb];
-        for (index_t qi = 0; qi < qb; ++qi) {
-          float* s = scores.data() + qi * tkp;
-          float m = s[0];
-          for (index_t j = 1; j < tk; ++j) m = std::max(m, s[j]);
-          for (index_t j = 0; j < tk; ++j) s[j] = host::exp_approx(s[j] - m);
-          float sum = 0.0f;
-          for (index_t j = 0; j < tk; ++j) sum += s[j];
-          inv_sum[qi] = 1.0f / sum;
-        }
-        // out (qb, hd) = scores (qb, tk) v (tk, hd), in column tiles of jb
-        for (index_t d0 = 0; d0 < hd; d0 += jb) {
-          const index_t nd = std::min(jb, hd - d0);
-          host::vec16 acc[qb] = {};
-          for (index_t j = 0; j < tk; ++j) {
-            const float* vr = v.row(b * tk + j) + h * hd + d0;
-            // A partial last tile (hd not a multiple of 16, e.g. 72) loads only nd values.
-            host::vec16 vv;
-            if (nd == jb) {
-              host::load16(vv, vr);
-            } else {
-              host::load_partial16(vv, vr, nd);
-            }
-            for (index_t qi = 0; qi < qb; ++qi) acc[qi] += scores[static_cast<std::size_t>(qi * tkp + j)] * vv;
-          }
-          for (index_t qi = 0; qi < nq; ++qi) {
-            float tile[jb];
-            const host::vec16 scaled = acc[qi] * inv_sum[qi];
-            host::store16(tile, scaled);
-            std::memcpy(out.row(b * tq + i0 + qi) + h * hd + d0, tile, static_cast<std::size_t>(nd) * sizeof(float));
-          }
-        }
-      }
-    });
+    const index_t tkp = (tk + host::attention_key_block - 1) / host::attention_key_block * host::attention_key_block;
+    const index_t blocks = (tq + host::attention_query_block - 1) / host::attention_query_block;
+    const host::attention_args args{q, k, v, out, tq, tk, hd, heads, blocks, tkp, scale};
+    const auto task = host::attention_kernel(host::active_isa());
+    host::parallel_for(batch * heads * blocks, host::attention_query_block * tk * hd * 4,
+                       [&](index_t t) { task(args, t); });
   }
 
   /// y = linear(layer_norm_modulate(x)), the normalized rows in h (B*T, D). (A device backend
@@ -556,15 +665,10 @@ struct backend<ddm::host_space> {
     inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
   }
 
-  template <class F>
-  static void elementwise_(view<const float> x, view<float> y, F f) {
+  static void activation_(view<const float> x, view<float> y, host::activation_row_fn row) {
     host::require(ddm::same_shape(x, y), "dit::elementwise", "x and y must have the same shape");
     const index_t n = x.cols();
-    host::parallel_for(x.rows(), n * 8, [&](index_t r) {
-      const float* in = x.row(r);
-      float* out = y.row(r);
-      for (index_t j = 0; j < n; ++j) out[j] = f(in[j]);
-    });
+    host::parallel_for(x.rows(), n * 8, [&](index_t r) { row(x.row(r), y.row(r), n); });
   }
 };
 
