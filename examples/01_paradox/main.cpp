@@ -74,8 +74,9 @@ sampling
   --seed S              seed of the noise, probes, perturbation and statistics (default 1)
   --policies LIST       comma-separated, from top1, top2, full, full_then_top2, top2_then_full (default: all
                         five), confidence:C (top-1 where the largest router probability is >= C, else
-                        top-2), ratio:R (top-2, the second expert only where p2 / p1 >= R), and
-                        full_then_top2@S, top2_then_full@S (switching at S)
+                        top-2), ratio:R (top-2, the second expert only where p2 / p1 >= R),
+                        top2_then_top1 (top-2 early, top-1 late), and full_then_top2@S,
+                        top2_then_full@S, top2_then_top1@S (switching at S)
   --t-switch T          where the scheduled policies switch, in (0, 1) (default 0.5)
   --sweep-switch LIST   run each scheduled policy of --policies at every switch time of LIST instead
                         (e.g. 0.2,0.4,0.6,0.8: rows full_then_top2@0.2, ...)
@@ -325,14 +326,14 @@ config parse(int argc, char** argv) {
     std::vector<std::string> expanded;
     bool any = false;
     for (const auto& p : c.policies) {
-      if (p != "full_then_top2" && p != "top2_then_full") {
+      if (p != "full_then_top2" && p != "top2_then_full" && p != "top2_then_top1") {
         expanded.push_back(p);
         continue;
       }
       any = true;
       for (const auto& t : sweep_switch) expanded.push_back(p + "@" + t);
     }
-    if (!any) bad_usage("option --sweep-switch needs full_then_top2 or top2_then_full in --policies");
+    if (!any) bad_usage("option --sweep-switch needs full_then_top2, top2_then_full or top2_then_top1 in --policies");
     c.policies = std::move(expanded);
   }
   // GPUs are built for float; the host's float run is the one a device run compares with.

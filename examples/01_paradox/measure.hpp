@@ -68,9 +68,11 @@ struct config {
 /// The policies the study knows, by the name used on the command line and in the JSON. Beside
 /// these, parametrized keys: confidence:C (ddm::confidence_adaptive{C}), ratio:R
 /// (ddm::ratio_gated{R}), and a scheduled key with its own switch time, full_then_top2@S
-/// (what --sweep-switch expands to).
+/// (what --sweep-switch expands to). top2_then_top1 is not in the default list: it is the
+/// conjecture's schedule (alignment matters late), asked for by name.
 inline const std::vector<std::string>& known_policies() {
-  static const std::vector<std::string> names{"top1", "top2", "full", "full_then_top2", "top2_then_full"};
+  static const std::vector<std::string> names{"top1", "top2", "full", "full_then_top2", "top2_then_full",
+                                              "top2_then_top1"};
   return names;
 }
 
@@ -107,8 +109,9 @@ class study_policy {
     if (const auto at = key.find('@'); at != std::string::npos) {
       base = key.substr(0, at);
       const auto s = detail::key_number(key.substr(at + 1));
-      if (base != "full_then_top2" && base != "top2_then_full")
-        throw std::invalid_argument("policy '" + key + "': only full_then_top2 and top2_then_full take @S");
+      if (base != "full_then_top2" && base != "top2_then_full" && base != "top2_then_top1")
+        throw std::invalid_argument("policy '" + key +
+                                    "': only full_then_top2, top2_then_full and top2_then_top1 take @S");
       if (!s || !(*s > 0 && *s < 1))
         throw std::invalid_argument("policy '" + key + "': expected a switch time in (0, 1) after '@'");
       t_switch = *s;
@@ -118,6 +121,7 @@ class study_policy {
     if (base == "full") return study_policy(full);
     if (base == "full_then_top2") return study_policy(full, top2, t_switch);
     if (base == "top2_then_full") return study_policy(top2, full, t_switch);
+    if (base == "top2_then_top1") return study_policy(top2, top1, t_switch);
     for (const char* prefix : {"confidence:", "ratio:"}) {
       const std::string p(prefix);
       if (base.rfind(p, 0) != 0) continue;
@@ -130,8 +134,8 @@ class study_policy {
       return study_policy(g);
     }
     throw std::invalid_argument("unknown policy '" + key +
-                                "' (expected top1, top2, full, full_then_top2, top2_then_full, full_then_top2@S, "
-                                "top2_then_full@S, confidence:C or ratio:R)");
+                                "' (expected top1, top2, full, full_then_top2, top2_then_full, top2_then_top1, "
+                                "full_then_top2@S, top2_then_full@S, top2_then_top1@S, confidence:C or ratio:R)");
   }
 
   [[nodiscard]] std::string name() const {
@@ -171,7 +175,7 @@ class study_policy {
       : early_(early), late_(late), t_switch_(t_switch), scheduled_(true) {}
 
   // Calls f with the ddm policy this one stands for. The scheduled keys pair top-k and the full
-  // ensemble only (from_key builds no other schedule).
+  // ensemble only (from_key builds no other schedule; top2_then_top1 pairs two top-k).
   template <class R, class F>
   R visit_(F&& f) const {
     if (!scheduled_) {
