@@ -37,10 +37,14 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 BASELINES = ["top1", "top2", "full"]
 GATED = ["confidence:0.7", "confidence:0.9", "ratio:0.2", "ratio:0.5"]
-SCHEDULED = ["top2_then_full", "full_then_top2", "top2_then_top1"]
+# The schedules of the switch sweep. The first measurement (3 fashion seeds, tau 1 and 4) also swept
+# top2_then_full and full_then_top2; this one sweeps only top2_then_top1, the conjecture's own
+# schedule: the two full-ensemble schedules were half of a run's time, and with them the plan did
+# not fit the shared machine at its load (18 to 20) during the runs. Cut after one seed of the
+# fashion systems had started and before any of their results was read.
+SCHEDULED = ["top2_then_top1"]
 # (schedule, early policy, late policy): the switch-time table's rows, with the pure policies as ends.
-SCHEDULE_PARTS = [("top2_then_full", "top2", "full"), ("full_then_top2", "full", "top2"),
-                  ("top2_then_top1", "top2", "top1")]
+SCHEDULE_PARTS = [("top2_then_top1", "top2", "top1")]
 SWITCHES = [0.25, 0.5, 0.75]
 POLICIES = BASELINES + GATED + SCHEDULED
 
