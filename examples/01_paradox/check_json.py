@@ -304,29 +304,33 @@ def run_gated(program, work):
     full_then_top2 with --t-switch S."""
     base = SMALL[:SMALL.index("--sweep-tau")] + ["--quiet", "--no-out"]
     path = os.path.join(work, "gated.json")
-    r = subprocess.run([program] + base + ["--policies", "top1,top2,confidence:0.7,ratio:0.3,full_then_top2",
+    r = subprocess.run([program] + base + ["--policies", "top1,top2,confidence:0.7,ratio:0.3,full_then_top2,top2_then_top1",
                                            "--sweep-switch", "0.25,0.75", "--json", path], capture_output=True, text=True)
     if r.returncode != 0:
         fail("gated run: exit code %d: %s" % (r.returncode, r.stderr))
         return
     with open(path, encoding="utf-8") as f:
         pol = json.load(f)["policies"]
-    want = {"top1", "top2", "confidence:0.7", "ratio:0.3", "full_then_top2@0.25", "full_then_top2@0.75"}
+    want = {"top1", "top2", "confidence:0.7", "ratio:0.3", "full_then_top2@0.25", "full_then_top2@0.75",
+            "top2_then_top1@0.25", "top2_then_top1@0.75"}
     if set(pol) != want:
         fail("gated run: policies %r, expected %r" % (sorted(pol), sorted(want)))
         return
     names = {"confidence:0.7": "confidence_adaptive(0.7)", "ratio:0.3": "ratio_gated(0.3)",
-             "full_then_top2@0.25": "scheduled(t > 0.25: full_ensemble; t <= 0.25: top_2)"}
+             "full_then_top2@0.25": "scheduled(t > 0.25: full_ensemble; t <= 0.25: top_2)",
+             "top2_then_top1@0.75": "scheduled(t > 0.75: top_2; t <= 0.75: top_1)"}
     for key, name in names.items():
         if pol[key]["policy"] != name:
             fail("gated run: policies.%s.policy = %r, expected %r" % (key, pol[key]["policy"], name))
     evals = lambda key: pol[key]["cost"]["expert_evaluations_per_sample"]
-    for key in ("confidence:0.7", "ratio:0.3"):
+    for key in ("confidence:0.7", "ratio:0.3", "top2_then_top1@0.25", "top2_then_top1@0.75"):
         if not evals("top1") <= evals(key) <= evals("top2"):
             fail("gated run: %s costs %g expert evaluations per sample, expected between top1's %g and top2's %g"
                  % (key, evals(key), evals("top1"), evals("top2")))
     if not evals("full_then_top2@0.75") < evals("full_then_top2@0.25"):
         fail("gated run: the earlier switch to top-2 (0.75) should cost less than the later one (0.25)")
+    if not evals("top2_then_top1@0.75") < evals("top2_then_top1@0.25"):
+        fail("gated run: the earlier switch to top-1 (0.75) should cost less than the later one (0.25)")
     path2 = os.path.join(work, "switch.json")
     r = subprocess.run([program] + base + ["--policies", "full_then_top2", "--t-switch", "0.25", "--json", path2],
                        capture_output=True, text=True)
@@ -349,7 +353,8 @@ def bad_flags(program):
              ["--system", "mnist"], ["--models"],
              # the gated policies' parameters and the switch times
              ["--policies", "confidence:1.5"], ["--policies", "ratio:x"], ["--policies", "confidence:"],
-             ["--policies", "top1@0.3"], ["--policies", "full_then_top2@1"], ["--policies", "top2_then_top1_then_full@0.3"], ["--sweep-switch", "0.3,1.2"],
+             ["--policies", "top1@0.3"], ["--policies", "full_then_top2@1"], ["--policies", "top2_then_top1_then_full@0.3"],
+             ["--policies", "top2_then_top1@0"], ["--sweep-switch", "0.3,1.2"],
              ["--policies", "top1,top2", "--sweep-switch", "0.3"]]
     for args in cases:
         r = subprocess.run([program] + args, capture_output=True, text=True)
