@@ -114,7 +114,7 @@ inline std::shared_ptr<const dit_folder> load_dit_folder(const fs::path& dir) {
     folder_format::fail_folder(file, ddm::concat("entry 'dit.label' = ", label, ", expected a class in [0, dit.num_classes = ",
                                           e.num_classes, ")"));
   f->label = static_cast<std::int32_t>(label);
-  idx_format::require_image(file, "dit", e.input_size, e.in_channels);
+  folder_format::require_image(file, "dit", e.input_size, e.in_channels);
   if (e.learn_sigma) folder_format::fail_folder(file, "dit.learn_sigma is true, expected false (the experts predict the velocity only)");
 
   auto& r = f->router_cfg;
@@ -130,7 +130,7 @@ inline std::shared_ptr<const dit_folder> load_dit_folder(const fs::path& dir) {
   r.head_layer_norm_eps = folder_format::positive_real(j, file, "router.head_layer_norm_eps");
   r.frequency_size = positive(j, file, "router.frequency_size", 1 << 16);
   f->router_time_scale = folder_format::positive_real(j, file, "router.time_scale");
-  idx_format::require_image(file, "router", r.input_size, r.in_channels);
+  folder_format::require_image(file, "router", r.input_size, r.in_channels);
   try {
     e.validate();
     r.validate();

@@ -100,12 +100,12 @@ class reader {
   std::vector<float> take(const std::string& name, std::vector<std::uint64_t> shape) {
     used_.insert(name);
     if (!file_.contains(name))
-      fail_folder(file_.label(), "tensor '" + name + "' is missing (expected shape " + ddm::io::folder_format::shape_string(shape) +
+      fail_folder(file_.label(), "tensor '" + name + "' is missing (expected shape " + ddm::io::shape_string(shape) +
                                      " from config.json: " + why_ + ")");
     const auto& info = file_.info(name);
     if (info.shape != shape)
-      fail_folder(file_.label(), "tensor '" + name + "' has shape " + ddm::io::folder_format::shape_string(info.shape) +
-                                     ", expected " + ddm::io::folder_format::shape_string(shape) + " from config.json (" + why_ + ")");
+      fail_folder(file_.label(), "tensor '" + name + "' has shape " + ddm::io::shape_string(info.shape) +
+                                     ", expected " + ddm::io::shape_string(shape) + " from config.json (" + why_ + ")");
     auto v = file_.read<float>(name);
     for (std::size_t i = 0; i < v.size(); ++i)
       if (!std::isfinite(v[i])) fail_folder(file_.label(), ddm::concat("tensor '", name, "' has a non-finite value at index ", i));
@@ -130,7 +130,7 @@ class reader {
   void finish() const {
     for (const auto& t : file_.tensors())
       if (used_.count(t.name) == 0)
-        fail_folder(file_.label(), "has tensor '" + t.name + "' " + ddm::io::folder_format::shape_string(t.shape) +
+        fail_folder(file_.label(), "has tensor '" + t.name + "' " + ddm::io::shape_string(t.shape) +
                                        ", which config.json's architecture does not have (" + why_ + ")");
   }
 
@@ -240,7 +240,7 @@ inline partition_data read_partition(const fs::path& file, index_t num_experts, 
   if (probe.contains("oracle_latents") && probe.info("oracle_latents").shape.size() == 2)
     n = probe.info("oracle_latents").shape[0];
   if (n == 0) folder_format::fail_folder(file, ddm::concat("tensor 'oracle_latents' is missing or not (N, ", dim_name, ") with N >= 1"));
-  idx_format::reader r(file, ddm::concat("num_experts = ", k, ", ", dim_name, " = ", d));
+  folder_format::reader r(file, ddm::concat("num_experts = ", k, ", ", dim_name, " = ", d));
   partition_data p;
   p.k = num_experts;
   p.d = dim;
@@ -266,7 +266,7 @@ inline partition_data read_partition(const fs::path& file, index_t num_experts, 
 /// The classifier (feature network) file of a folder.
 inline classifier read_classifier(const fs::path& file, index_t hidden, index_t features, index_t classes,
                                   float pixel_mean, float pixel_std) {
-  idx_format::reader r(file, ddm::concat("classifier.hidden = ", hidden, ", classifier.features = ", features));
+  folder_format::reader r(file, ddm::concat("classifier.hidden = ", hidden, ", classifier.features = ", features));
   classifier clf;
   clf.fc1 = r.take_linear("fc1", hidden, 784);
   clf.fc2 = r.take_linear("fc2", features, hidden);
@@ -285,7 +285,7 @@ inline std::shared_ptr<const ddm_folder> load_folder(const fs::path& dir) {
   const auto& c = f->cfg;
   const auto d = static_cast<std::uint64_t>(c.latent_dim);
   {
-    idx_format::reader r(dir / c.pca_file, ddm::concat("latent_dim = ", d));
+    folder_format::reader r(dir / c.pca_file, ddm::concat("latent_dim = ", d));
     f->latent.d = c.latent_dim;
     f->latent.mean = r.take("mean", {784});
     f->latent.components = r.take("components", {d, 784});

@@ -78,8 +78,7 @@ struct tensor_info {
   [[nodiscard]] std::uint64_t byte_size() const noexcept { return end - begin; }
 };
 
-namespace detail {
-
+/// A tensor shape as the error messages print it: "[2, 3]".
 inline std::string shape_string(std::span<const std::uint64_t> shape) {
   std::string s = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) {
@@ -88,6 +87,8 @@ inline std::string shape_string(std::span<const std::uint64_t> shape) {
   }
   return s + "]";
 }
+
+namespace detail {
 
 [[noreturn]] inline void fail_file(const std::string& label, const std::string& problem) {
   throw io_error(ddm::concat("ddm::io::safetensors: '", label, "': ", problem));
@@ -411,8 +412,8 @@ class safetensors_file {
     const auto& t = info(name);
     if (!std::equal(t.shape.begin(), t.shape.end(), expected.begin(), expected.end()))
       detail::fail_tensor(label_, name,
-                          ddm::concat("has shape ", detail::shape_string(t.shape), ", expected ",
-                                              detail::shape_string(expected)));
+                          ddm::concat("has shape ", shape_string(t.shape), ", expected ",
+                                              shape_string(expected)));
   }
   void require_shape(std::string_view name, std::initializer_list<std::uint64_t> expected) const {
     require_shape(name, std::span<const std::uint64_t>(expected.begin(), expected.size()));
@@ -425,7 +426,7 @@ class safetensors_file {
     const auto& t = info(name);
     if (out.size() != t.numel())
       detail::fail_tensor(label_, name,
-                          ddm::concat("has ", t.numel(), " values (shape ", detail::shape_string(t.shape),
+                          ddm::concat("has ", t.numel(), " values (shape ", shape_string(t.shape),
                                               "), but the destination holds ", out.size()));
     const std::byte* src = raw(name).data();
     const std::size_t n = out.size();
