@@ -28,6 +28,7 @@
 #include "fashion/png.hpp"
 #endif
 
+#include "fashion_common.hpp"
 #include "study.hpp"
 #include "system.hpp"
 
@@ -45,17 +46,7 @@ struct fashion_dit_source {
   }
 
  private:
-  struct either_router {
-    std::variant<fashion::dit_learned_router, fashion::oracle_router> r;
-    [[nodiscard]] std::size_t num_experts() const noexcept {
-      return std::visit([](const auto& x) { return x.num_experts(); }, r);
-    }
-    [[nodiscard]] const char* name() const noexcept { return std::visit([](const auto& x) { return x.name(); }, r); }
-    template <class T>
-    void operator()(ddm::batch_view<const T> x, double t, ddm::batch_view<T> logits) {
-      std::visit([&](auto& y) { y(x, t, logits); }, r);
-    }
-  };
+  using either_router = learned_or_oracle_router<fashion::dit_learned_router, fashion::oracle_router>;
   [[nodiscard]] either_router router_(double tau) const {
     if (oracle) return {fashion::oracle_router(folder->part, tau)};
     return {fashion::dit_learned_router(folder, tau)};
@@ -64,35 +55,19 @@ struct fashion_dit_source {
 
 class fashion_dit_system final : public study_system {
  public:
-  static constexpr ddm::index_t knn_k = 3;
   /// Defaults where the command line gives none, chosen so that the whole run (5 policies, 4
   /// baselines) stays within a few minutes on 2 cores: every sample is an image of 784 values
   /// through up to 8 DiTs per step (docs/paradox.md gives the measured time).
   static constexpr ddm::index_t default_samples = 128;
   static constexpr long default_steps = 8;
 
-  fashion_dit_system(const std::filesystem::path& models_dir, const std::filesystem::path& data_dir) {
-    folder_ = fashion::load_dit_folder(models_dir / "fashion-dit");
+  fashion_dit_system(const std::filesystem::path& models_dir, const std::filesystem::path& data_dir)
+      : folder_(fashion::load_dit_folder(models_dir / "fashion-dit")), ref_(folder_->clf, data_dir) {
     const auto& p = *folder_->part;
     centroids_ = p.centroids;
     double ss = 0;
     for (double v : p.oracle_latents) ss += v * v;
     data_rms_ = std::sqrt(ss / static_cast<double>(p.oracle_latents.size()));
-    std::size_t n = 0;
-    const auto images = fashion::read_idx_images(data_dir / "t10k-images-idx3-ubyte.gz", &n);
-    const auto labels = fashion::read_idx_labels(data_dir / "t10k-labels-idx1-ubyte.gz", 10);
-    if (labels.size() != n)
-      throw ddm::io_error(ddm::concat("Fashion-MNIST test set in ", data_dir.string(), ": ", n, " images but ",
-                                      labels.size(), " labels"));
-    test_n_ = static_cast<ddm::index_t>(n);
-    label_share_.assign(10, 0.0);
-    for (int l : labels) label_share_[static_cast<std::size_t>(l)] += 1.0 / static_cast<double>(n);
-    nf_ = folder_->clf.features_dim();
-    test_features_.resize(static_cast<std::size_t>(test_n_ * nf_));
-    folder_->clf.forward(ddm::batch_view<const float>(images.data(), test_n_, fashion::image_values),
-                         ddm::batch_view<float>(test_features_.data(), test_n_, nf_));
-    test_fit_ = fashion::fit_gaussian(test_view_());
-    test_radii2_ = fashion::knn_radii_squared(test_view_(), knn_k);
     data_dir_ = data_dir;
   }
 
@@ -121,46 +96,22 @@ class fashion_dit_system final : public study_system {
   }
 
   [[nodiscard]] quality_numbers quality(ddm::batch_view<const double> samples) const override {
-    const auto e = embed_(samples);
-    const ddm::batch_view<const float> fv(e.features.data(), samples.rows(), nf_);
-    quality_numbers q;
-    q.frechet = fashion::frechet_distance(fashion::fit_gaussian(fv), test_fit_);
-    q.nll = std::nan("");  // no density: reported as n/a (null in JSON)
-    const auto pr = fashion::improved_precision_recall(test_view_(), test_radii2_, fv, knn_k);
-    q.precision = pr.precision;
-    q.recall = pr.recall;
-    const auto cov = fashion::coverage_of(
-        fashion::argmax_rows(ddm::batch_view<const float>(e.logits.data(), samples.rows(), 10)), label_share_);
-    q.coverage = static_cast<double>(cov.covered) / 10.0;
-    q.cluster_coverage = q.coverage;
-    q.cluster_tv = cov.tv_distance;
-    q.cluster_share = cov.share;
-    return q;
+    return ref_.quality(embed_(samples), samples.rows());
   }
-
   [[nodiscard]] std::vector<double> per_sample_quality(ddm::batch_view<const double> samples) const override {
-    const auto e = embed_(samples);
-    const auto nn = fashion::knn_squared(ddm::batch_view<const float>(e.features.data(), samples.rows(), nf_), test_view_(), knn_k);
-    std::vector<double> out(static_cast<std::size_t>(samples.rows()));
-    for (std::size_t r = 0; r < out.size(); ++r) out[r] = std::sqrt(static_cast<double>(nn[r * knn_k + knn_k - 1]));
-    return out;
+    return ref_.per_sample(embed_(samples), samples.rows());
   }
   [[nodiscard]] std::string per_sample_quality_name() const override { return "k-NN feature distance"; }
 
   /// As many seeded training images as the study draws, in model space: the floor of each
   /// measure at this sample size (pixel space has no reconstruction error).
   [[nodiscard]] quality_numbers reference_quality(const config& cfg) const override {
-    std::size_t n = 0;
-    const auto train = fashion::read_idx_images(data_dir_ / "train-images-idx3-ubyte.gz", &n);
-    std::vector<std::size_t> idx(n);
-    std::iota(idx.begin(), idx.end(), std::size_t{0});
-    std::mt19937_64 gen(cfg.seed);
-    std::shuffle(idx.begin(), idx.end(), gen);
-    const auto b = std::min<ddm::index_t>(cfg.samples, static_cast<ddm::index_t>(n));
+    ddm::index_t b = 0;
+    const auto images = seeded_training_images(data_dir_, cfg.seed, cfg.samples, b);
     ddm::batch<double> x(b, fashion::image_values);
     for (ddm::index_t r = 0; r < b; ++r)
       for (ddm::index_t c = 0; c < fashion::image_values; ++c)
-        x(r, c) = 2.0 * static_cast<double>(train[idx[static_cast<std::size_t>(r)] * 784 + static_cast<std::size_t>(c)]) - 1.0;
+        x(r, c) = 2.0 * static_cast<double>(images[static_cast<std::size_t>(r * fashion::image_values + c)]) - 1.0;
     return quality(x.cview());
   }
 
@@ -182,7 +133,7 @@ class fashion_dit_system final : public study_system {
                     "         prec: k-NN precision (k = %td; recall printed below); L_eff, cum.IQR, D_refine (/ pixel RMS),\n"
                     "         amplif, rank (cluster mean images), ang.gap, I_dis, evals, time: as for the analytic system;\n"
                     "         rho, p: Spearman(I_dis, per-sample distance to the %td-th nearest test feature)\n\n",
-                 nf_, test_n_, knn_k, knn_k);
+                 ref_.feature_dim(), ref_.test_images(), fashion_reference::knn_k, fashion_reference::knn_k);
   }
 
   [[nodiscard]] nlohmann::json describe(const config&) const override {
@@ -198,12 +149,7 @@ class fashion_dit_system final : public study_system {
             {"router", {{"hidden", r.hidden_size}, {"depth", r.depth}, {"heads", r.num_heads}, {"patch", r.patch_size}}},
             {"oracle_latents", folder_->part->n},
             {"cluster_priors", folder_->part->priors},
-            {"quality_reference",
-             {{"feature_dim", nf_},
-              {"test_images", test_n_},
-              {"knn_k", knn_k},
-              {"per_sample_quality", "distance to the k-th nearest test feature (lower is better)"},
-              {"floor", "as many seeded training images as samples"}}}};
+            {"quality_reference", ref_.describe("as many seeded training images as samples")}};
   }
 
   void write_extra_outputs(const std::string& dir, const std::vector<const policy_result*>& rows) const override {
@@ -225,97 +171,28 @@ class fashion_dit_system final : public study_system {
   }
 
  private:
-  struct embedded {
-    std::vector<float> features, logits;
-  };
   embedded embed_(ddm::batch_view<const double> samples) const {
     const auto b = samples.rows();
     std::vector<float> images(static_cast<std::size_t>(b * fashion::image_values));
     fashion::to_pixels(samples, ddm::batch_view<float>(images.data(), b, fashion::image_values));
-    embedded e;
-    e.features.resize(static_cast<std::size_t>(b * nf_));
-    e.logits.resize(static_cast<std::size_t>(b * 10));
-    folder_->clf.forward(ddm::batch_view<const float>(images.data(), b, fashion::image_values),
-                         ddm::batch_view<float>(e.features.data(), b, nf_), ddm::batch_view<float>(e.logits.data(), b, 10));
-    return e;
+    return ref_.embed(folder_->clf, images, b);
   }
-  [[nodiscard]] ddm::batch_view<const float> test_view_() const { return {test_features_.data(), test_n_, nf_}; }
 
   measurement measure_with(const config& c, const fashion_dit_source& source, const std::string& key, double tau,
                            const progress& prog, const std::string& row_key = {}) const {
-    const auto geo = geometry();
-    return ddm::with_integrator(
-        c.integrator,
-        [&](const auto& i) {
-          if (c.prec == precision::float32)
-            return measure_policy<float, ddm::host_space>(c, geo, source, key, tau, i, prog, row_key);
-          return measure_policy<double, ddm::host_space>(c, geo, source, key, tau, i, prog, row_key);
-        },
-        study_integrators{});
-  }
-
-  // The instruments that apply to one network (no router, no experts to disagree): quality,
-  // L_eff, Delta_refine, amplification and cost, from the same noise as the policies (as the
-  // latent systems' monolith row, fashion_system.hpp).
-  template <class T, class Integrator>
-  measurement measure_monolith_(const config& cfg, const Integrator& integ, const progress& prog) const {
-    const auto t_start = std::chrono::steady_clock::now();
-    const ddm::host_context ctx{};
-    const auto schedule = ddm::schedules::uniform(cfg.steps);
-    auto field = fashion::make_dit_monolith(folder_);
-    const auto b = cfg.samples;
-    const auto d = fashion::image_values;
-    measurement out;
-    policy_result& res = out.result;
-    res.key = "monolith";
-    res.name = "monolith";
-    const std::string tag = progress_tag(cfg.tau, res.key);
-    ddm::batch<T> noise(b, d);
-    ddm::fill_normal(ctx, noise.view(), cfg.seed);
-    prog.note(tag + "sampling");
-    ddm::batch<T> x(b, d);
-    ddm::copy(ctx, x.view(), noise.cview());
-    const auto t0 = std::chrono::steady_clock::now();
-    const auto run = ddm::sample(ctx, ddm::sample_options{}, field, x.view(), schedule, integ);
-    res.cost.sampling_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    res.cost.field_evaluations = run.field_evaluations;
-    res.cost.expert_evaluations_per_sample = static_cast<double>(run.field_evaluations);
-    res.cost.relative_cost = 1.0 / static_cast<double>(folder_->num_experts);
-    out.samples = convert<double>(x.cview());
-
-    prog.note(tag + "observing (L_eff)");
-    ddm::batch<T> y(b, d);
-    ddm::copy(ctx, y.view(), noise.cview());
-    auto sens = dd::make_trajectory_sensitivity<T, ddm::host_space>(ctx, field, {.every = cfg.leff_every});
-    ddm::sample(ctx, ddm::sample_options{}, field, y.view(), schedule, integ, sens);
-    res.observed_run_bit_identical = same_bits(y.cview(), x.cview());
-    res.stability.l_eff_median = dd::median(sens.row_mean());
-    res.stability.l_eff_cumulative_iqr = sens.cumulative_iqr();
-    res.stability.l_eff_steps = sens.steps();
-
-    measure_convergence(ctx, field, noise.cview(), schedule, integ, cfg, data_rms_, res.stability, prog, tag);
-    res.cost.study_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    return out;
+    return measure_source(c, geometry(), source, key, tau, prog, row_key);
   }
 
   measurement measure_monolith(const config& c, const progress& prog) const {
-    return ddm::with_integrator(
-        c.integrator,
-        [&](const auto& i) {
-          if (c.prec == precision::float32) return measure_monolith_<float>(c, i, prog);
-          return measure_monolith_<double>(c, i, prog);
-        },
-        study_integrators{});
+    return paradox::measure_monolith(
+        c, [&] { return fashion::make_dit_monolith(folder_); }, fashion::image_values,
+        1.0 / static_cast<double>(folder_->num_experts), data_rms_, prog);
   }
 
   std::shared_ptr<const fashion::dit_folder> folder_;
+  fashion_reference ref_;
   std::vector<double> centroids_;
   double data_rms_ = 1.0;
-  ddm::index_t test_n_ = 0, nf_ = 0;
-  std::vector<double> label_share_;
-  std::vector<float> test_features_;
-  fashion::gaussian_fit test_fit_;
-  std::vector<float> test_radii2_;
   std::filesystem::path data_dir_;
 };
 

@@ -32,11 +32,9 @@
 #include "dit/fields.hpp"
 
 #include "folder.hpp"
+#include "idx.hpp"
 
 namespace fashion {
-
-/// Values per image in model space.
-inline constexpr index_t image_values = 784;
 
 /// Everything of a fashion-dit folder, loaded and validated; shared read-only by the fields.
 struct dit_folder {

@@ -8,6 +8,7 @@
 #include <zlib.h>
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -17,6 +18,9 @@
 #include <ddm/core/error.hpp>
 
 namespace fashion {
+
+/// Values of one Fashion-MNIST image (28 x 28 pixels).
+inline constexpr std::ptrdiff_t image_values = 784;
 
 /// An IDX file's unsigned bytes: dims (e.g. {N, 28, 28} or {N}) and N * prod(rest) values.
 struct idx_data {
