@@ -22,10 +22,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include <ddm/ddm.hpp>
 #include <ddm/diagnostics/observers/routing_observer.hpp>
@@ -57,6 +60,7 @@ struct options {
   std::string storage = "f32";
   std::string text_file;
   std::string out;
+  std::string png;  // fashion-dit folders: the samples as a PNG grid
   long steps = 20;
   long batch = 4;
   long diagnostics = 5;  // routing_observer every N steps; 0: off
@@ -73,11 +77,20 @@ struct options {
 /// Whether --checkpoint names one original DiT file (else a Paris-layout folder).
 [[nodiscard]] inline bool is_dit_file(const options& o) { return std::filesystem::is_regular_file(o.checkpoint); }
 
+/// Whether --checkpoint names a fashion-dit folder (by its config.json's format, not its name).
+[[nodiscard]] inline bool is_fashion_dit_folder(const options& o) {
+  const auto file = std::filesystem::path(o.checkpoint) / "config.json";
+  if (!std::filesystem::is_regular_file(file)) return false;
+  std::ifstream in(file);
+  const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() && j.contains("format") && j["format"] == "ddm-fashion-dit/1";
+}
+
 inline const char* usage_text =
     "usage: ddm-dit [--checkpoint PATH] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy SPEC]\n"
     "               [--steps N] [--solver euler|heun|dpm++2m] [--batch B] [--cfg S] [--seed N] [--text FILE]\n"
     "               [--diagnostics N] [--threads N] [--out FILE] [--heads N] [--class N]\n"
-    "               [--guided-channels N] [--help]\n";
+    "               [--guided-channels N] [--png FILE] [--help]\n";
 
 [[noreturn]] inline void usage(const char* why) {
   std::fprintf(stderr, "ddm-dit: %s\n%s", why, usage_text);

@@ -27,6 +27,9 @@
 
 #include "dit/backend_host.hpp"
 #include "driver.hpp"
+#if DDM_DIT_FASHION
+#include "fashion_ddm.hpp"
+#endif
 
 namespace {
 
@@ -96,6 +99,9 @@ Samples a diffusion model of DiT networks and prints its trajectory. --checkpoin
                      DiT file: guide the first N eps channels and take the conditional prediction
                      on the rest; 3 reproduces the official forward_with_cfg (default 0: every channel,
                      the standard formula)
+  --png FILE         a fashion-dit folder (examples/03_fashion/models/fashion-dit: original-DiT
+                     experts in pixel space and a DiT router): write the samples as a PNG grid, 8 per
+                     row (default: none)
   --help, -h         this message (default: off)
 )";
 
@@ -133,6 +139,7 @@ ddm_dit::options parse(int argc, char** argv) {
     }
     else if (a == "--threads") o.threads = static_cast<int>(integer_of(a, value(), 0, 4096));
     else if (a == "--out") o.out = value();
+    else if (a == "--png") o.png = value();
     else if (a == "--heads") o.heads = integer_of(a, value(), 1, int_max);
     else if (a == "--class") o.class_label = integer_of(a, value(), 0, int_max);
     else if (a == "--guided-channels") o.guided_channels = integer_of(a, value(), 0, int_max);
@@ -154,6 +161,11 @@ ddm_dit::options parse(int argc, char** argv) {
   if (std::find(solver_names.begin(), solver_names.end(), o.solver) == solver_names.end())
     ddm_dit::usage(("--solver must be one of " + ddm::integrator_names_joined(ddm_dit::solvers{})).c_str());
   // Flags of the other kind of checkpoint would be ignored without a word: refused instead.
+  const bool fashion = ddm_dit::is_fashion_dit_folder(o);
+  if (!o.png.empty() && !fashion)
+    ddm_dit::usage(("--png is for a fashion-dit folder (pixel-space samples); '" + o.checkpoint + "' is not one").c_str());
+  if (fashion && (!o.text_file.empty() || o.device != "cpu" || o.storage != "f32"))
+    ddm_dit::usage("--text, --device and --storage are not for a fashion-dit folder (unconditional, CPU)");
   if (ddm_dit::is_dit_file(o)) {
     if (policy_set || !o.text_file.empty())
       ddm_dit::usage(("--policy and --text are for Paris-layout folders; '" + o.checkpoint +
@@ -183,6 +195,15 @@ int main(int argc, char** argv) {
   try {
     if (o.device == "cuda") return ddm_dit::run_cuda(o);
     if (o.threads > 0) dit::set_host_threads(o.threads);
+    if (ddm_dit::is_fashion_dit_folder(o)) {
+#if DDM_DIT_FASHION
+      return ddm_dit::run_fashion_dit(o);
+#else
+      std::fprintf(stderr, "ddm-dit: '%s' is a fashion-dit folder, and this build has no fashion sub-library "
+                   "(examples/03_fashion: zlib1g-dev, libeigen3-dev)\n", o.checkpoint.c_str());
+      return 1;
+#endif
+    }
     const std::string backend = "CPU (" + std::to_string(dit::host_threads()) + " threads, " + dit::host_blas_name() + ")";
     return ddm_dit::run_checkpoint<ddm::host_space>(o, ddm::host_context{}, backend.c_str());
   } catch (const ddm::error& e) {
