@@ -32,8 +32,8 @@ namespace {
 constexpr std::size_t steps = 8;
 
 struct threads_case {
-  solver_id solver;
-  policy_id policy;
+  std::string solver;  // ddm's names (with_solver, make_policy)
+  std::string policy;
   int k;
   index_t b;
   index_t d;
@@ -105,8 +105,8 @@ void run(benchmark::State& state, threads_case c) {
 
 void add(const threads_case& c) {
   char name[160];
-  std::snprintf(name, sizeof name, "threads/analytic/%s/%s/K:%d/B:%td/D:%td/N:%d", solver_label(c.solver),
-                policy_label(c.policy), c.k, c.b, c.d, c.threads);
+  std::snprintf(name, sizeof name, "threads/analytic/%s/%s/K:%d/B:%td/D:%td/N:%d", c.solver.c_str(),
+                c.policy.c_str(), c.k, c.b, c.d, c.threads);
   benchmark::RegisterBenchmark(name, run, c)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
@@ -114,14 +114,14 @@ void add(const threads_case& c) {
 
 void register_benchmarks(const options& opt) {
   if (opt.shapes == grid::smoke) {
-    add({solver_id::euler, policy_id::top2, 8, 16, 64, 2});
+    add({"euler", "top2", 8, 16, 64, 2});
     return;
   }
   struct shape {
     index_t b, d;
   };
-  for (solver_id s : {solver_id::euler, solver_id::dpmpp_2m})
-    for (policy_id p : {policy_id::top2, policy_id::full})
+  for (const char* s : {"euler", "dpm++2m"})
+    for (const char* p : {"top2", "full"})
       for (shape sh : {shape{1, 65536}, shape{64, 1024}, shape{64, 16384}, shape{1024, 1024}, shape{1024, 4096}})
         add({s, p, 8, sh.b, sh.d, 2});
 }
