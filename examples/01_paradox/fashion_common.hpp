@@ -13,6 +13,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -157,6 +158,18 @@ measurement measure_source(const config& c, const system_geometry& geo, const So
         return measure_policy<double, ddm::host_space>(c, geo, source, key, tau, i, prog, row_key);
       },
       study_integrators{});
+}
+
+/// The baseline rows of a fashion system: the monolith, then the oracle router under top-1, top-2
+/// and the full ensemble. measure_oracle(key, row_key) measures the oracle source under policy key.
+template <class MeasureOracle>
+std::vector<policy_result> fashion_baselines(const config& c, const study_system& system, measurement monolith,
+                                             const MeasureOracle& measure_oracle, const progress& prog) {
+  std::vector<policy_result> out;
+  out.push_back(finish_policy(c, system, std::move(monolith), c.tau, prog));
+  for (const char* key : {"top1", "top2", "full"})
+    out.push_back(finish_policy(c, system, measure_oracle(key, std::string("oracle_") + key), c.tau, prog));
+  return out;
 }
 
 /// The monolith row: the instruments that apply to one network (no router, no experts to

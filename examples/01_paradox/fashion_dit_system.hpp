@@ -84,15 +84,10 @@ class fashion_dit_system final : public study_system {
   }
 
   [[nodiscard]] std::vector<policy_result> baselines(const config& c, const progress& prog) const override {
-    std::vector<policy_result> out;
-    out.push_back(finish_policy(c, *this, measure_monolith(c, prog), c.tau, prog));
-    for (const char* key : {"top1", "top2", "full"}) {
-      out.push_back(finish_policy(c, *this,
-                                  measure_with(c, fashion_dit_source{folder_, true}, key, c.tau, prog,
-                                               std::string("oracle_") + key),
-                                  c.tau, prog));
-    }
-    return out;
+    return fashion_baselines(
+        c, *this, measure_monolith(c, prog),
+        [&](const char* key, const std::string& row) { return measure_with(c, fashion_dit_source{folder_, true}, key, c.tau, prog, row); },
+        prog);
   }
 
   [[nodiscard]] quality_numbers quality(ddm::batch_view<const double> samples) const override {
