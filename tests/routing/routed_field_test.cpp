@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ddm/ddm.hpp>
@@ -173,6 +175,85 @@ TEST(RoutedField, ConditionedExpertsReceiveOriginalRowIndices) {
     for (std::size_t i = 0; i < log.rows_seen.size(); ++i)
       EXPECT_EQ(log.indices_seen[i], 100 + 3 * log.rows_seen[i]);
   }
+}
+
+// An expert set that takes a call's groups together and records them, evaluating through an
+// inner ensemble; Collective makes it ask for a call even when there are no rows.
+template <class Inner, bool Collective = false>
+struct grouped_recorder {
+  static constexpr bool collective = Collective;
+  Inner inner;
+  std::vector<std::vector<std::size_t>> calls;  // the experts of each evaluate_groups call, in order
+
+  [[nodiscard]] std::size_t size() const { return inner.size(); }
+  void evaluate(std::size_t k, ddm::batch_view<const double> x, double t, ddm::batch_view<double> v) {
+    inner.evaluate(k, x, t, v);
+  }
+  void evaluate(std::size_t k, ddm::batch_view<const double> x, double t, ddm::batch_view<double> v,
+                ddm::row_index_view<> rows) {
+    inner.evaluate(k, x, t, v, rows);
+  }
+  void evaluate_groups(double t, std::span<const ddm::expert_group<double>> groups) {
+    auto& experts = calls.emplace_back();
+    for (const auto& g : groups) {
+      experts.push_back(g.expert);
+      inner.evaluate(g.expert, g.x, t, g.v, g.rows);
+    }
+  }
+};
+
+TEST(RoutedField, HandsAGroupedExpertSetEveryGroupOfACallAtOnceWithTheSameResult) {
+  using inner_type = decltype(make_experts(std::declval<std::vector<call_log>&>()));
+  static_assert(ddm::grouped_expert_set<grouped_recorder<inner_type>, double>);
+  static_assert(!ddm::grouped_expert_set<inner_type, double>);
+  std::vector<std::int32_t> outer(23);
+  for (std::size_t i = 0; i < outer.size(); ++i) outer[i] = static_cast<std::int32_t>(7 + 2 * i);
+  const ddm::row_index_view<> outer_rows(outer.data(), 23, 1);
+  const auto x = rows_as_x(23, 3);
+  auto compare = [&](const auto& policy) {
+    std::vector<call_log> plain_logs(K), grouped_logs(K);
+    auto plain = ddm::make_routed_field<double>(make_experts(plain_logs), ddm::router_fn(K, "peaked", peaked_logits),
+                                                policy);
+    auto grouped = ddm::make_routed_field<double>(grouped_recorder<inner_type>{make_experts(grouped_logs), {}},
+                                                  ddm::router_fn(K, "peaked", peaked_logits), policy);
+    ddm::batch<double> v_plain(23, 3), v_grouped(23, 3);
+    for (double t : {0.9, 0.4}) {
+      plain(x.cview(), t, v_plain.view(), outer_rows);
+      grouped(x.cview(), t, v_grouped.view(), outer_rows);
+      for (ddm::index_t r = 0; r < 23; ++r)
+        for (ddm::index_t c = 0; c < 3; ++c) ASSERT_EQ(v_grouped(r, c), v_plain(r, c)) << policy.name() << " t " << t;
+    }
+    const auto& calls = grouped.experts().calls;
+    ASSERT_EQ(calls.size(), 2u) << "one evaluate_groups per routed-field call";
+    std::vector<std::size_t> selected;
+    for (std::size_t k = 0; k < K; ++k)
+      if (grouped.last_expert_rows()[k] != 0) selected.push_back(k);
+    EXPECT_EQ(calls.back(), selected) << "one group per selected expert, ascending";
+    for (std::size_t k = 0; k < K; ++k) {
+      EXPECT_EQ(grouped_logs[k].rows_seen, plain_logs[k].rows_seen) << "expert " << k;
+      EXPECT_EQ(grouped_logs[k].indices_seen, plain_logs[k].indices_seen) << "expert " << k;
+      EXPECT_EQ(grouped.expert_rows()[k], plain.expert_rows()[k]) << "expert " << k;
+    }
+  };
+  compare(ddm::top_1());
+  compare(ddm::top_2());
+  compare(ddm::full_ensemble{});
+  compare(ddm::scheduled{0.5, ddm::full_ensemble{}, ddm::top_2()});
+}
+
+TEST(RoutedField, CallsACollectiveExpertSetEvenWithNoRows) {
+  using inner_type = decltype(make_experts(std::declval<std::vector<call_log>&>()));
+  std::vector<call_log> logs(K);
+  auto collective = ddm::make_routed_field<double>(grouped_recorder<inner_type, true>{make_experts(logs), {}},
+                                                   ddm::router_fn(K, "peaked", peaked_logits), ddm::top_2());
+  auto local = ddm::make_routed_field<double>(grouped_recorder<inner_type, false>{make_experts(logs), {}},
+                                              ddm::router_fn(K, "peaked", peaked_logits), ddm::top_2());
+  ddm::batch<double> x(0, 3), v(0, 3);
+  collective(x.cview(), 0.5, v.view());
+  local(x.cview(), 0.5, v.view());
+  ASSERT_EQ(collective.experts().calls.size(), 1u);
+  EXPECT_TRUE(collective.experts().calls[0].empty());
+  EXPECT_TRUE(local.experts().calls.empty());
 }
 
 TEST(RoutedField, CostOfTopTwoOfEightIsAQuarterOfTheFullEnsemble) {

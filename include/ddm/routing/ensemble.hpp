@@ -14,10 +14,17 @@
 //                                    run time
 // An expert that takes per-sample conditioning is also callable as f(x, t, v, rows) (see
 // ddm/core/conditioning.hpp); the plain call f(x, t, v) then means rows = 0..B-1.
+//
+// Grouped evaluation: a routed field hands all the (expert, rows) groups of one call over at once,
+// through ddm::evaluate_groups(experts, t, groups). An expert set that can do better than one
+// evaluate() per group (one that sends the groups to other processes: ddm::mpi::distributed_experts)
+// offers e.evaluate_groups(t, groups) and is a ddm::grouped_expert_set; for every other set
+// evaluate_groups calls evaluate() per group, in order, which is what the routed field always did.
 
 #include <concepts>
 #include <cstddef>
 #include <memory>
+#include <span>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -39,6 +46,44 @@ concept expert_set = requires(E& e, const E& ce, std::size_t k, batch_view<const
   e.evaluate(k, x, t, v);
   e.evaluate(k, x, t, v, rows);
 };
+
+/// One expert's share of a routed-field call: expert `expert` on the n rows of x, which are rows
+/// rows(i, 0) of the batch the caller was given (the conditioning of a conditioned expert), writing
+/// its velocities to v.
+template <class T, class Space = host_space>
+struct expert_group {
+  std::size_t expert = 0;
+  batch_view<const T, Space> x;   ///< (n, D) the expert's rows, gathered
+  row_index_view<Space> rows;     ///< (n, 1) their indices in the caller's batch
+  batch_view<T, Space> v;         ///< (n, D) where the expert's velocities go
+};
+
+/// An expert set that evaluates all the groups of one routed-field call together:
+/// e.evaluate_groups(t, groups), with every group's x, rows and v as in expert_group. A set whose
+/// evaluation is collective over several processes also declares `static constexpr bool
+/// collective = true`: the routed field then calls evaluate_groups on every call, even one with no
+/// rows, so that every process takes part in every exchange.
+template <class E, class T, class Space = host_space>
+concept grouped_expert_set =
+    expert_set<E, T, Space> && requires(E& e, double t, std::span<const expert_group<T, Space>> groups) {
+      e.evaluate_groups(t, groups);
+    };
+
+/// Whether E's evaluation must be entered by every process on every call (see grouped_expert_set).
+template <class E>
+inline constexpr bool collective_expert_set = requires { requires E::collective; };
+
+/// Evaluate every group of one call: through the set's own evaluate_groups when it has one,
+/// otherwise one evaluate(k, x, t, v, rows) per group, in the order given.
+template <class T, class Space, class E>
+  requires expert_set<E, T, Space>
+void evaluate_groups(E& experts, double t, std::span<const expert_group<T, Space>> groups) {
+  if constexpr (grouped_expert_set<E, T, Space>) {
+    experts.evaluate_groups(t, groups);
+  } else {
+    for (const auto& g : groups) experts.evaluate(g.expert, g.x, t, g.v, g.rows);
+  }
+}
 
 namespace detail {
 [[noreturn]] inline void fail_expert_index(const char* where, std::size_t k, std::size_t size) {

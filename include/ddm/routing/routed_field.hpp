@@ -6,7 +6,9 @@
 //   2. the policy selects experts and weights per row: w (B, K), selected (B, K)
 //   3. rows are grouped by selected expert (a counting sort: expert k gets its rows in order)
 //   4. each expert that any row selected is called once, on its rows gathered into a contiguous
-//      sub-batch (or on x itself when it has all B rows); an expert no row selected is not called
+//      sub-batch (or on x itself when it has all B rows); an expert no row selected is not called.
+//      The (expert, rows) groups go to ddm::evaluate_groups: one by one, or all at once to an
+//      expert set that takes them together (ddm::grouped_expert_set, e.g. experts on other processes)
 //   5. v(r) = sum_k w(r, k) v_k(r), scatter-added from the sub-batches
 // Observers then see a routing_event (the decision and the per-expert row counts), and the field
 // keeps cumulative per-expert counts, so the cost of a policy is visible: top-2 of 8 experts
@@ -20,6 +22,7 @@
 // Workspace (decision, grouping, sub-batches) is kept between calls: after the first call with a
 // given shape, a call allocates nothing.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -122,6 +125,7 @@ class routed_field_base {
     call_rows_.assign(k, 0);
     total_rows_.assign(k, 0);
     total_calls_.assign(k, 0);
+    groups_.reserve(k);
   }
 
   [[nodiscard]] std::size_t num_experts() const noexcept { return call_rows_.size(); }
@@ -233,39 +237,65 @@ class routed_field_base {
   }
 
 
+  /// Whether the experts take all groups of a call at once (ddm::grouped_expert_set): then every
+  /// selected expert's rows are gathered into a stack (sum_k n_k, D) before any is evaluated;
+  /// otherwise each expert's rows are gathered into one (B, D) sub-batch reused by the next.
+  static constexpr bool grouped = grouped_expert_set<Experts, T, Space>;
+
   // Steps 4 and 5 of a call (the header's), the same in every memory space: each expert that any
-  // row selected is called once, on its rows gathered into x_sub (on x itself when it has every
-  // row in order), with the original row indices composed through `outer` when the field was
-  // given some. The space supplies where an expert writes, output(k, first, n) -> (n, D) view, and
-  // what is done with it, combine(k, rows, vk): the host scatter-adds each expert at once; the
-  // device writes a stack that one kernel combines afterwards, and combines nothing here.
+  // row selected gets one group, its rows gathered from x into `gathered` (rows [first, first + n)
+  // when grouped, [0, n) otherwise; x itself when it has every row in order), with the original
+  // row indices composed through `outer` when the field was given some; ddm::evaluate_groups
+  // evaluates them (all at once when grouped, one by one otherwise). The space supplies where an
+  // expert writes, output(k, first, n) -> (n, D) view, and what is done with it, combine(k, rows,
+  // vk): the host scatter-adds each expert; the device writes a stack that one kernel combines
+  // afterwards, and combines nothing here. `composed` has a row per selected pair.
   template <class Output, class Combine>
   void evaluate_experts_(batch_view<const T, Space> x, double t, const row_index_view<Space>* outer,
                          std::span<const index_t> offsets, batch_view<std::int32_t, Space> row_index,
-                         batch_view<T, Space> x_sub, batch_view<std::int32_t, Space> composed, Output&& output,
+                         batch_view<T, Space> gathered, batch_view<std::int32_t, Space> composed, Output&& output,
                          Combine&& combine) {
     const index_t b = x.rows();
+    groups_.clear();
     for (std::size_t k = 0; k < num_experts(); ++k) {
       const index_t first = offsets[k];
       const index_t n = offsets[k + 1] - first;
       if (n == 0) continue;
       const row_index_view<Space> rows = row_index.subrows(first, n).as_const();
-      batch_view<const T, Space> xk = x;
+      expert_group<T, Space> group{k, x, rows, output(k, first, n)};
       if (n != b) {
-        expert_grouping<Space>::gather(ctx_, x, rows, x_sub.subrows(0, n));
-        xk = x_sub.subrows(0, n).as_const();
+        const auto xk = gathered.subrows(grouped ? first : 0, n);
+        expert_grouping<Space>::gather(ctx_, x, rows, xk);
+        group.x = xk.as_const();
       }
-      row_index_view<Space> expert_rows = rows;
       if (outer != nullptr) {
-        const auto c = composed.subrows(0, n);
+        const auto c = composed.subrows(first, n);
         expert_grouping<Space>::gather(ctx_, *outer, rows, c);
-        expert_rows = c.as_const();
+        group.rows = c.as_const();
       }
-      const batch_view<T, Space> vk = output(k, first, n);
-      experts_.evaluate(k, xk, t, vk, expert_rows);
-      combine(k, rows, vk.as_const());
-      count_expert_(k, n);
+      if constexpr (grouped) {
+        groups_.push_back(group);
+      } else {
+        experts_.evaluate(k, group.x, t, group.v, group.rows);
+        combine(k, rows, group.v.as_const());
+        count_expert_(k, n);
+      }
     }
+    if constexpr (grouped) {
+      ddm::evaluate_groups(experts_, t, std::span<const expert_group<T, Space>>(groups_));
+      for (const auto& g : groups_) {
+        const index_t first = offsets[g.expert];
+        const index_t n = offsets[g.expert + 1] - first;
+        combine(g.expert, row_index.subrows(first, n).as_const(), g.v.as_const());
+        count_expert_(g.expert, n);
+      }
+    }
+  }
+
+  // A call with no rows: a collective expert set still takes part in the call's exchange.
+  void evaluate_no_rows_(double t) {
+    if constexpr (grouped && collective_expert_set<Experts>)
+      ddm::evaluate_groups(experts_, t, std::span<const expert_group<T, Space>>());
   }
 
   void count_expert_(std::size_t k, index_t n) noexcept {
@@ -310,6 +340,7 @@ class routed_field_base {
   std::size_t calls_ = 0;
   std::size_t rows_routed_ = 0;
   std::vector<observer_type> observers_;
+  std::vector<expert_group<T, Space>> groups_;  // the call's groups, when grouped
 };
 
 }  // namespace detail
@@ -340,13 +371,18 @@ class routed_field : public detail::routed_field_base<Experts, Router, Policy, T
   void reshape_(index_t rows, index_t cols) {
     const auto k = static_cast<index_t>(this->num_experts());
     row_index_ = row_index_scratch_.get(this->ctx_, rows * k, 1);
-    composed_ = composed_scratch_.get(this->ctx_, rows, 1);
-    x_sub_ = x_scratch_.get(this->ctx_, rows, cols);
-    v_sub_ = v_scratch_.get(this->ctx_, rows, cols);
+    composed_ = composed_scratch_.get(this->ctx_, rows * k, 1);
+    if constexpr (!base::grouped) {
+      x_sub_ = x_scratch_.get(this->ctx_, rows, cols);
+      v_sub_ = v_scratch_.get(this->ctx_, rows, cols);
+    }
   }
 
   void route_(batch_view<const T, Space> x, double t, batch_view<T, Space> v, const row_index_view<Space>* outer) {
-    if (!this->begin_call_(x, t, v)) return;
+    if (!this->begin_call_(x, t, v)) {
+      this->evaluate_no_rows_(t);
+      return;
+    }
     const index_t b = x.rows();
     const index_t d = x.cols();
     auto& ctx = this->ctx_;
@@ -359,10 +395,15 @@ class routed_field : public detail::routed_field_base<Experts, Router, Policy, T
     this->policy_.select(ctx, decision.probabilities.cview(), t, decision.weights.view(), decision.selected.view());
     expert_grouping<Space>::group(ctx, decision.selected.cview(), row_index_, std::span<index_t>(offsets_));
 
+    if constexpr (base::grouped) {  // a stack: every group's rows and output exist at once
+      const index_t pairs = std::max<index_t>(offsets_.back(), 1);
+      x_sub_ = x_scratch_.get(ctx, pairs, d);
+      v_sub_ = v_scratch_.get(ctx, pairs, d);
+    }
     fill(ctx, v, T(0));
     this->evaluate_experts_(
         x, t, outer, std::span<const index_t>(offsets_), row_index_, x_sub_, composed_,
-        [&](std::size_t, index_t, index_t n) { return v_sub_.subrows(0, n); },
+        [&](std::size_t, index_t first, index_t n) { return v_sub_.subrows(base::grouped ? first : 0, n); },
         [&](std::size_t k, row_index_view<Space> rows, batch_view<const T, Space> vk) {
           expert_grouping<Space>::scatter_add(ctx, v, decision.weights.cview(), static_cast<index_t>(k), rows, vk);
         });

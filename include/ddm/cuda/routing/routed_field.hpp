@@ -31,7 +31,8 @@
 // select, each of which waits for the stream: three waits per call instead of one.
 //
 // Memory: the (B, K) decision, row_index (B K), the (B, K) slots, one gathered sub-batch (B, D)
-// reused by every expert, and the stacked outputs (sum_k n_k, D): k B D values for top-k, B K D
+// reused by every expert (a stack (sum_k n_k, D) of them for a ddm::grouped_expert_set, which
+// gets every group of the call at once), and the stacked outputs (sum_k n_k, D): k B D values for top-k, B K D
 // for the full ensemble. Workspace grows when a call needs more and is kept; a warmed-up field
 // allocates nothing.
 //
@@ -211,8 +212,8 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
     const auto k = static_cast<index_t>(this->num_experts());
     row_index_ = row_index_scratch_.get(this->ctx_, rows * k, 1);
     slot_ = slot_scratch_.get(this->ctx_, rows, k);
-    composed_ = composed_scratch_.get(this->ctx_, rows, 1);
-    x_sub_ = x_scratch_.get(this->ctx_, rows, cols);
+    composed_ = composed_scratch_.get(this->ctx_, rows * k, 1);
+    if constexpr (!base::grouped) x_sub_ = x_scratch_.get(this->ctx_, rows, cols);
   }
 
   // The policy's own argument checks (top_k's k <= K, ...) run in its host select; the decision
@@ -238,7 +239,10 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
 
   void route_(batch_view<const T, cuda_space> x, double t, batch_view<T, cuda_space> v,
               const row_index_view<cuda_space>* outer) {
-    if (!this->begin_call_(x, t, v)) return;
+    if (!this->begin_call_(x, t, v)) {
+      this->evaluate_no_rows_(t);
+      return;
+    }
     const index_t b = x.rows();
     const index_t d = x.cols();
     const auto k = static_cast<index_t>(this->num_experts());
@@ -277,6 +281,7 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
     for (std::size_t e = 0; e <= static_cast<std::size_t>(k); ++e) offsets_[e] = report_host_[e + 2];
 
     const auto stack = v_stack_scratch_.get(ctx, std::max<index_t>(offsets_.back(), 1), d);
+    if constexpr (base::grouped) x_sub_ = x_scratch_.get(ctx, std::max<index_t>(offsets_.back(), 1), d);
     this->evaluate_experts_(
         x, t, outer, std::span<const index_t>(offsets_), row_index_, x_sub_, composed_,
         [&](std::size_t, index_t first, index_t n) { return stack.subrows(first, n); },
