@@ -10,6 +10,7 @@
 
 #include <ddm/synthetic/quality.hpp>
 
+#include "host_policy.hpp"
 #include "system.hpp"
 
 namespace paradox {
@@ -34,8 +35,8 @@ class analytic_system final : public study_system {
         c.integrator,
         [&](const auto& i) {
           if (c.prec == precision::float32)
-            return measure_policy<float, ddm::host_space>(c, geo, source, key, tau, i, prog);
-          return measure_policy<double, ddm::host_space>(c, geo, source, key, tau, i, prog);
+            return measure_host_policy<float>(c, geo, source, key, tau, i, prog);
+          return measure_host_policy<double>(c, geo, source, key, tau, i, prog);
         },
         study_integrators{});
   }

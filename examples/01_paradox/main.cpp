@@ -41,6 +41,14 @@
 #ifndef DDM_PARADOX_CUDA
 #define DDM_PARADOX_CUDA 0
 #endif
+#ifndef DDM_PARADOX_MPI
+#define DDM_PARADOX_MPI 0
+#endif
+#if DDM_PARADOX_MPI
+#include <optional>
+
+#include "distributed.hpp"
+#endif
 #if DDM_PARADOX_CUDA
 #include "device.hpp"
 #endif
@@ -115,6 +123,12 @@ output
   --device cpu|cuda     where to run (default cpu): cuda runs the sampler, the routed field (experts and
                         router), the observers, Delta_refine and the amplification on the GPU
   --precision P         float | double: the states' value type (default: double on cpu, float on cuda)
+  --placement P         under mpirun -np N (a build with MPI; the analytic system on cpu): which ranks hold
+                        which experts: round-robin (expert k on rank k % N, the default), balanced (from
+                        each policy's measured load, with replicas of hot experts), or explicit owners
+                        per expert separated by '|' ("0|1|2,3|0": expert 2 on ranks 2 and 3). Each rank
+                        samples its shard of the batch; the numbers are those of one process
+                        (docs/distributed.md). One process ignores it
   --quiet               no progress on stderr
   --help                this message
 )";
@@ -350,6 +364,9 @@ config parse(int argc, char** argv) {
         bad_usage("unknown precision '" + p + "' (expected float or double)");
       }
       precision_given = true;
+    } else if (flag == "--placement") {
+      c.placement = next();
+      if (c.placement.empty()) bad_usage("option --placement expects round-robin, balanced or an explicit map");
     } else if (flag == "--quiet") {
       if (has_value) bad_usage("option --quiet takes no value");
       c.quiet = true;
@@ -484,7 +501,48 @@ std::unique_ptr<paradox::study_system> make_system(const config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#if DDM_PARADOX_MPI
+  // Under mpirun: MPI, this rank's place among the ranks, and rank 0 alone printing and writing.
+  // A plain run starts no MPI runtime.
+  std::optional<ddm::mpi::environment> mpi_env;
+  std::optional<paradox::cluster> ranks;
+  if (paradox::launched_by_mpirun()) {
+    mpi_env.emplace(argc, argv);
+    auto comm = ddm::mpi::communicator::world();
+    if (comm.size() > 1) ranks.emplace(paradox::cluster{std::move(comm), "round-robin"});
+  }
+#endif
   config c = parse(argc, argv);
+#if DDM_PARADOX_MPI
+  if (ranks) {
+    const bool lead_rank = ranks->rank() == 0;
+    if (c.system != "analytic" || c.dev != paradox::device::cpu) {
+      if (lead_rank)
+        std::fprintf(stderr, "ddm-paradox: under mpirun (%d processes) only the analytic system on the cpu is "
+                             "distributed; run --system %s --device %s as one process\n",
+                     ranks->size(), c.system.c_str(), paradox::to_string(c.dev));
+      return 2;
+    }
+    if (c.samples < ranks->size())
+      bad_usage(ddm::concat("--samples ", c.samples, " gives fewer rows than the ", ranks->size(),
+                            " processes; expected at least one row per process"));
+    if (c.placement != "balanced") {
+      try {
+        (void)ddm::mpi::placement::parse(c.placement, static_cast<std::size_t>(c.model.clusters), ranks->size());
+      } catch (const ddm::argument_error& e) {
+        bad_usage(ddm::concat("option --placement: ", e.what()));
+      }
+    }
+    ranks->placement_spec = c.placement;
+    c.ranks = &*ranks;
+    if (!lead_rank) {
+      c.quiet = true;
+      c.json_path.clear();
+      c.out_dir.clear();
+      if (std::freopen("/dev/null", "w", stdout) == nullptr) return 1;
+    }
+  }
+#endif
   if (c.system != "analytic") {
     if (c.dev == paradox::device::cuda) {
       std::fprintf(stderr, "ddm-paradox: --device cuda runs the analytic system only; --system %s runs on the host "
@@ -537,6 +595,11 @@ int main(int argc, char** argv) {
     const auto k_experts = sys.num_experts();
     const auto quality_name = sys.per_sample_quality_name();
     print_header(c, sys, device_name);
+#if DDM_PARADOX_MPI
+    if (ranks)
+      std::printf("ranks    %d processes (mpirun), each sampling its shard of every batch; experts placed %s\n\n",
+                  ranks->size(), c.placement.c_str());
+#endif
 
     const auto main_run = run_at(c, sys, c.tau, prog);
     const auto baselines = sys.baselines(c, prog);
@@ -632,6 +695,14 @@ int main(int argc, char** argv) {
       // else was written.
       if (!c.out_dir.empty()) write_out();
       j["timing"]["wall_seconds"] = prog.seconds();
+#if DDM_PARADOX_MPI
+      // Kept apart like the timing: the rest of the JSON is the same under any number of processes.
+      if (ranks) {
+        nlohmann::json placements = nlohmann::json::object();
+        for (const auto& p : main_run.policies) placements[p.key] = p.placement;
+        j["distributed"] = {{"ranks", ranks->size()}, {"placement", c.placement}, {"placements", placements}};
+      }
+#endif
       json_out.commit(j.dump(2) + "\n");
     } else if (!c.out_dir.empty()) {
       write_out();
@@ -641,6 +712,14 @@ int main(int argc, char** argv) {
                   baselines.empty() ? "" : " and PNG sample grids", std::filesystem::absolute(c.out_dir).string().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ddm-paradox: %s\n", e.what());
+#if DDM_PARADOX_MPI
+    // The other ranks may be waiting for this one in an exchange: end them now rather than at
+    // their timeout.
+    if (ranks) {
+      std::fflush(stderr);
+      MPI_Abort(ranks->comm.get(), 1);
+    }
+#endif
     return 1;
   }
   return 0;

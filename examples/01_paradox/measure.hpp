@@ -25,6 +25,8 @@
 
 #include <ddm/ddm.hpp>
 
+#include "shard_observers.hpp"
+
 namespace paradox {
 
 namespace dd = ddm::diagnostics;
@@ -38,6 +40,8 @@ enum class precision { float32, float64 };
 
 [[nodiscard]] inline const char* to_string(precision p) noexcept { return p == precision::float32 ? "float" : "double"; }
 [[nodiscard]] inline const char* to_string(device d) noexcept { return d == device::cpu ? "cpu" : "cuda"; }
+
+struct cluster;  // distributed.hpp: this process's place among the ranks of an mpirun
 
 /// Everything a run of the study depends on (the command line, parsed).
 struct config {
@@ -62,6 +66,8 @@ struct config {
   std::string system = "analytic";  ///< analytic | fashion-classes | fashion-kmeans
   std::string models_dir;           ///< the fashion systems' folders (default: the source tree's)
   bool samples_given = false, steps_given = false, tau_given = false;  ///< else the system's defaults
+  std::string placement = "round-robin";  ///< under mpirun: where the experts live (distributed.hpp)
+  const cluster* ranks = nullptr;  ///< under mpirun with more than one process; else nullptr
 };
 
 /// The integrators the study offers by name (ddm::with_integrator's list): the fixed-step ones
@@ -75,10 +81,24 @@ struct host_source {
   const ds::analytic_ddm* model;
 
   [[nodiscard]] ddm::host_context context() const noexcept { return {}; }
+  [[nodiscard]] auto experts() const { return model->experts(); }
+  [[nodiscard]] auto router(double tau) const { return model->router(tau); }
   template <class T>
   [[nodiscard]] auto routed_field(double tau, const ddm::builtin_policy& policy) const {
-    return ddm::make_routed_field<T, ddm::host_space>(model->experts(), model->router(tau), policy, context());
+    return ddm::make_routed_field<T, ddm::host_space>(experts(), router(tau), policy, context());
   }
+};
+
+/// A measurement in one process: the whole batch is here.
+struct one_process {};
+
+/// A source whose experts are spread over processes, each sampling its shard of the batch
+/// (distributed.hpp): per-row results are gathered before any statistic, counts summed.
+template <class S>
+concept sharded_source = requires(const S& s, std::size_t n, const std::vector<double>& rows) {
+  { s.shard().first } -> std::convertible_to<ddm::index_t>;
+  { s.sum(n) } -> std::convertible_to<std::size_t>;
+  { s.gather(rows) } -> std::convertible_to<std::vector<double>>;
 };
 
 /// Prints what the study is doing to stderr, once the run has taken more than a second.
@@ -151,6 +171,7 @@ struct policy_result {
   disagreement_numbers disagreement;
   cost_numbers cost;
   bool observed_run_bit_identical = false;  ///< the observed run reproduced the plain run's samples
+  std::string placement;  ///< under mpirun: which ranks held which experts (ddm::mpi::placement::describe)
   std::vector<double> sample_preview;  ///< the first rows of the final samples (row-major, D values each)
 };
 
@@ -208,26 +229,49 @@ inline std::string progress_tag(double tau, const std::string& key) { return "ta
 // every row; the default, the RMS of the fine samples, would vary with the policy) and the
 // end-to-end amplification of a perturbation of the noise (the same perturbation stream for every
 // row, so that the rows' perturbations match). Shared by every row the study measures.
-template <class T, class Space, class Field, class Schedule, class Integrator>
+//
+// With a sharded source (noise: this rank's rows), the per-row results are gathered and the mean
+// taken over the whole batch as step_refinement takes it; the perturbation is drawn for the whole
+// batch and each rank takes its rows, as with the noise.
+template <class T, class Space, class Field, class Schedule, class Integrator, class Source = one_process>
 void measure_convergence(const ddm::execution_context<Space>& ctx, Field& field, ddm::batch_view<const T, Space> noise,
                          const Schedule& schedule, const Integrator& integ, const config& cfg, double data_rms,
-                         stability_numbers& out, const progress& prog, const std::string& tag) {
+                         stability_numbers& out, const progress& prog, const std::string& tag,
+                         const Source& source = {}) {
   prog.note(tag + "Delta_refine (N vs 2N steps)");
   const auto refine = dd::step_refinement(ctx, field, noise, schedule, integ, {.data_rms = data_rms});
   out.delta_refine = refine.mean;
   out.delta_refine_normalizer = refine.normalizer;
+  if constexpr (sharded_source<Source>) {
+    const auto per_row = source.gather(refine.per_row);
+    double sum = 0;
+    for (double v : per_row) sum += v;
+    out.delta_refine = sum / static_cast<double>(per_row.size());
+  }
 
   prog.note(tag + "perturbation amplification");
   constexpr std::uint64_t perturbation_stream = 0x9E7;
-  const auto amp =
-      dd::perturbation_amplification(ctx, field, noise, cfg.epsilon, cfg.seed, schedule, integ, perturbation_stream);
+  std::vector<double> amplification;
+  if constexpr (sharded_source<Source>) {
+    ddm::batch<T, Space> all(ctx, source.total_rows(), noise.cols());
+    ddm::fill_normal(ctx, all.view(), cfg.seed, perturbation_stream);
+    ddm::batch<T, Space> delta(ctx, noise.rows(), noise.cols());
+    ddm::copy(ctx, delta.view(), all.cview().subrows(source.shard().first, noise.rows()));
+    ddm::lincomb(ctx, delta.view(), {cfg.epsilon}, delta);
+    amplification = source.gather(dd::perturbation_amplification(ctx, field, noise, delta.cview(), schedule, integ).amplification);
+  } else {
+    amplification =
+        dd::perturbation_amplification(ctx, field, noise, cfg.epsilon, cfg.seed, schedule, integ, perturbation_stream)
+            .amplification;
+  }
+  const auto& amp = std::as_const(amplification);
   const double ps[] = {0.5, 0.75};
-  const auto aq = dd::quantiles(amp.amplification, ps);
+  const auto aq = dd::quantiles(amp, ps);
   out.amplification_median = aq[0];
   out.amplification_q3 = aq[1];
   double sum = 0;
-  for (double v : amp.amplification) sum += v;
-  out.amplification_mean = sum / static_cast<double>(amp.amplification.size());
+  for (double v : amp) sum += v;
+  out.amplification_mean = sum / static_cast<double>(amp.size());
 }
 
 
@@ -258,12 +302,27 @@ measurement measure_policy(const config& cfg, const system_geometry& geo, const 
   res.name = field.policy().name();
   const std::string tag = progress_tag(tau, res.key);
 
-  ddm::batch<T, Space> noise(ctx, b, d);
-  ddm::fill_normal(ctx, noise.view(), cfg.seed);
+  // Under mpirun this rank samples rows [first, first + rows) of the batch: the whole batch's
+  // noise is drawn and its rows taken, so that they are the rows one process samples.
+  constexpr bool sharded = sharded_source<Source>;
+  ddm::index_t first = 0;
+  ddm::index_t rows = b;
+  if constexpr (sharded) {
+    first = source.shard().first;
+    rows = source.shard().rows;
+  }
+  ddm::batch<T, Space> noise(ctx, rows, d);
+  if constexpr (sharded) {
+    ddm::batch<T, Space> all(ctx, b, d);
+    ddm::fill_normal(ctx, all.view(), cfg.seed);
+    ddm::copy(ctx, noise.view(), all.cview().subrows(first, rows));
+  } else {
+    ddm::fill_normal(ctx, noise.view(), cfg.seed);
+  }
 
   // 1. A plain run, timed: the samples and the cost.
   prog.note(tag + "sampling");
-  ddm::batch<T, Space> x(ctx, b, d);
+  ddm::batch<T, Space> x(ctx, rows, d);
   ddm::copy(ctx, x.view(), noise.cview());
   field.reset_counts();
   finish_work(ctx);
@@ -272,42 +331,94 @@ measurement measure_policy(const config& cfg, const system_geometry& geo, const 
   finish_work(ctx);
   res.cost.sampling_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.cost.field_evaluations = run.field_evaluations;
-  res.cost.expert_evaluations_per_sample = static_cast<double>(field.expert_evaluations()) / static_cast<double>(b);
-  res.cost.relative_cost = field.relative_cost();
+  if constexpr (sharded) {
+    // relative_cost's own formula over the sums: integer counts, so the same bits.
+    const auto evaluations = source.sum(field.expert_evaluations());
+    const auto routed = source.sum(field.rows_routed());
+    res.cost.expert_evaluations_per_sample = static_cast<double>(evaluations) / static_cast<double>(b);
+    res.cost.relative_cost = routed == 0 ? 0.0
+                                         : static_cast<double>(evaluations) /
+                                               (static_cast<double>(routed) * static_cast<double>(field.num_experts()));
+  } else {
+    res.cost.expert_evaluations_per_sample = static_cast<double>(field.expert_evaluations()) / static_cast<double>(b);
+    res.cost.relative_cost = field.relative_cost();
+  }
   const auto samples = host_copy(ctx, x.cview());
   if constexpr (std::is_same_v<T, double>) {
     out.samples = host_copy(ddm::host_context{}, samples.cview());
   } else {
     out.samples = convert<double>(samples.cview());
   }
+  if constexpr (sharded) out.samples = source.gather_rows(out.samples.cview());
 
   // 2. The same noise again with the observers: L_eff, disagreement, angles, alignment.
   prog.note(tag + "observing (L_eff, disagreement, angles, ranks)");
   ddm::copy(ctx, x.view(), noise.cview());
-  auto sens = dd::make_trajectory_sensitivity<T, Space>(ctx, field, {.every = cfg.leff_every});
+  const dd::sensitivity_options sens_options{.every = cfg.leff_every};
   const auto centroids_host = convert<T>(geo.centroids);
   ddm::batch<T, Space> centroids(ctx, centroids_host.rows(), centroids_host.cols());
   ddm::copy(ctx, centroids.view(), centroids_host.cview());
   auto routing = dd::make_routing_observer<T, Space>(ctx, field, schedule, centroids.cview(),
                                                      {.alignment_every_step = true});
-  ddm::sample(ctx, ddm::sample_options{}, field, x.view(), schedule, integ, sens, routing);
-  res.observed_run_bit_identical = same_bits(host_copy(ctx, x.cview()).cview(), samples.cview());
-
-  res.stability.l_eff_median = dd::median(sens.row_mean());
-  res.stability.l_eff_cumulative_iqr = sens.cumulative_iqr();
-  res.stability.l_eff_steps = sens.steps();
-
-  res.alignment.mean_rank = routing.alignment_mean_rank();
-  for (const auto& a : routing.alignment()) res.alignment.rank_at.emplace_back(a.t, a.pooled_mean_rank());
-  for (const auto& r : routing.profile().records()) res.alignment.rank_profile.emplace_back(r.t, r.mean_rank);
-  res.alignment.angular_gap = routing.angular().relative_gap();
-  res.alignment.selected_angle = routing.angular().selected_mean();
-  res.alignment.unselected_angle = routing.angular().unselected_mean();
-  res.cost.diagnostic_expert_evaluations_per_sample =
-      static_cast<double>(routing.expert_evaluations()) / static_cast<double>(b);
-
   auto& dis = res.disagreement;
-  dis.per_sample = routing.integrated_disagreement();
+  if constexpr (sharded) {
+    // The per-row results of every rank, then the statistics the observers would have computed
+    // over the whole batch, in its row order (shard_observers.hpp).
+    shard_sensitivity<T, decltype(field)> sens(ctx, field, sens_options, first, b);
+    shard_routing_rows<T, decltype(routing)> routing_rows(ctx, routing, field.num_experts(), centroids.cview());
+    ddm::sample(ctx, ddm::sample_options{}, field, x.view(), schedule, integ, sens, routing, routing_rows);
+    res.observed_run_bit_identical = source.all(same_bits(host_copy(ctx, x.cview()).cview(), samples.cview()));
+
+    std::vector<std::vector<double>> values;
+    for (const auto& step : sens.values()) values.push_back(source.gather(step));
+    const auto l_eff = summarize_sensitivity(sens.when(), values);
+    res.stability.l_eff_median = dd::median(l_eff.row_mean);
+    res.stability.l_eff_cumulative_iqr = l_eff.steps.empty() ? 0.0 : l_eff.steps.back().cumulative_iqr;
+    res.stability.l_eff_steps = l_eff.steps;
+
+    dd::angular_deviation_summary angles;
+    dd::alignment_profile profile;
+    double rank_sum = 0.0;  // routing_observer::alignment_mean_rank's pooling
+    std::size_t rank_pairs = 0;
+    for (const auto& step : routing_rows.steps()) {
+      angles.add(source.gather(step.angles));
+      const auto ranks = source.gather(step.ranks);
+      profile.add(ranks);
+      if (!step.alignment_step) continue;
+      res.alignment.rank_at.emplace_back(ranks.t, ranks.pooled_mean_rank());
+      if (const auto m = ranks.pooled_mean_rank()) {
+        rank_sum += *m * static_cast<double>(ranks.pairs);
+        rank_pairs += ranks.pairs;
+      }
+    }
+    if (rank_pairs > 0) res.alignment.mean_rank = rank_sum / static_cast<double>(rank_pairs);
+    for (const auto& r : profile.records()) res.alignment.rank_profile.emplace_back(r.t, r.mean_rank);
+    res.alignment.angular_gap = angles.relative_gap();
+    res.alignment.selected_angle = angles.selected_mean();
+    res.alignment.unselected_angle = angles.unselected_mean();
+    res.cost.diagnostic_expert_evaluations_per_sample =
+        static_cast<double>(source.sum(routing.expert_evaluations())) / static_cast<double>(b);
+    dis.per_sample = source.gather(routing.integrated_disagreement());
+  } else {
+    auto sens = dd::make_trajectory_sensitivity<T, Space>(ctx, field, sens_options);
+    ddm::sample(ctx, ddm::sample_options{}, field, x.view(), schedule, integ, sens, routing);
+    res.observed_run_bit_identical = same_bits(host_copy(ctx, x.cview()).cview(), samples.cview());
+
+    res.stability.l_eff_median = dd::median(sens.row_mean());
+    res.stability.l_eff_cumulative_iqr = sens.cumulative_iqr();
+    res.stability.l_eff_steps = sens.steps();
+
+    res.alignment.mean_rank = routing.alignment_mean_rank();
+    for (const auto& a : routing.alignment()) res.alignment.rank_at.emplace_back(a.t, a.pooled_mean_rank());
+    for (const auto& r : routing.profile().records()) res.alignment.rank_profile.emplace_back(r.t, r.mean_rank);
+    res.alignment.angular_gap = routing.angular().relative_gap();
+    res.alignment.selected_angle = routing.angular().selected_mean();
+    res.alignment.unselected_angle = routing.angular().unselected_mean();
+    res.cost.diagnostic_expert_evaluations_per_sample =
+        static_cast<double>(routing.expert_evaluations()) / static_cast<double>(b);
+    dis.per_sample = routing.integrated_disagreement();
+  }
+
   double sum = 0;
   for (double v : dis.per_sample) sum += v;
   dis.integrated_mean = sum / static_cast<double>(b);
@@ -316,7 +427,7 @@ measurement measure_policy(const config& cfg, const system_geometry& geo, const 
   dis.integrated_sd = std::sqrt(ss / static_cast<double>(b));
 
   // 3. and 4. Delta_refine and the end-to-end amplification of a perturbation of the noise.
-  measure_convergence(ctx, field, noise.cview(), schedule, integ, cfg, geo.data_rms, res.stability, prog, tag);
+  measure_convergence(ctx, field, noise.cview(), schedule, integ, cfg, geo.data_rms, res.stability, prog, tag, source);
 
   res.cost.study_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   return out;
