@@ -34,6 +34,7 @@ HOST = {
     "diagnostics/observers": ["core", "flow", "integrators", "routing", "diagnostics",
                               "diagnostics/jacobian", "diagnostics/instruments"],
     "registry": ["core", "flow", "integrators", "routing"],
+    "mpi": ["core", "routing"],  # needs MPI (ddm::mpi)
 }
 DEVICE = {
     "cuda": ["core"],  # the runtime: context, memory, streams, launch geometry, transfers, BLAS handle
@@ -119,7 +120,7 @@ def check(edges):
 PLACE = {
     "core": (0, 0), "io": (1, 3), "flow": (1, 1), "routing": (1, 2),
     "integrators": (2, 1), "synthetic": (2, 2),
-    "diagnostics/jacobian": (3, 0), "diagnostics": (3, 1), "registry": (3, 2),
+    "diagnostics/jacobian": (3, 0), "diagnostics": (3, 1), "registry": (3, 2), "mpi": (2, 3),
     "diagnostics/instruments": (4, 0), "diagnostics/observers": (5, 0),
     "cuda": (0, 4), "cuda/core": (1, 4), "cuda/routing": (2, 4), "cuda/synthetic": (3, 5),
     "cuda/diagnostics": (5, 4),

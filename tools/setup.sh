@@ -15,6 +15,7 @@ packages=(
   libopenblas-dev libboost-dev                     # examples/02_dit (CBLAS), the peer benchmarks
   clang libclang-rt-dev                            # the safetensors fuzz test (libFuzzer)
   zlib1g-dev libpng-dev dataset-fashion-mnist      # examples/03_fashion (learned Fashion-MNIST DDM)
+  openmpi-bin libopenmpi-dev                       # ddm::mpi, the distributed tests (mpirun -np 2, 4)
 )
 
 check_only=0
