@@ -114,6 +114,48 @@ def cmd_check(a):
     return 0
 
 
+def cmd_table(a):
+    """The scaling tables of bench/distributed.sh's results, then the model's check."""
+    with open(a.bench_output) as f:
+        entries = [json.loads(line) for line in f if line.startswith("{")]
+    runs = [e for e in entries if "policy" in e]
+    out = []
+    for e in entries:
+        if "machine" in e:
+            out.append(f"Machine: {e['machine']}, {e['openblas_threads_per_rank']} OpenBLAS thread per rank.")
+    for scaling in ("weak", "strong"):
+        out.append("")
+        out.append(f"{scaling} scaling ({'rows per rank fixed' if scaling == 'weak' else 'rows in all fixed'}); "
+                   "load averages (1, 5, 15 min) before each group:")
+        for e in entries:
+            if "uptime" in e and e["before"].startswith(scaling):
+                out.append(f"- {e['before']}: {e['uptime']}")
+        out.append("")
+        out.append("| ranks | rows | policy | placement | step (ms, median) | vs 1 rank | exchange share | "
+                   "load max/mean measured | predicted from profile | bytes sent/rank/step |")
+        out.append("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|")
+        base = {(r["policy"], r["placement"]): r["step_seconds_median"] for r in runs
+                if r["scaling"] == scaling and r["ranks"] == 1}
+        for r in runs:
+            if r["scaling"] != scaling:
+                continue
+            b = base.get((r["policy"], r["placement"]))
+            rel = f"{r['step_seconds_median'] / b:.2f}x" if b else "-"
+            note = " (oversubscribed)" if r["ranks"] > os.cpu_count() else ""
+            out.append(f"| {r['ranks']}{note} | {r['rows']} | {r['policy']} | {r['placement']} | "
+                       f"{r['step_seconds_median'] * 1e3:.1f} | {rel} | {r['exchange_share']:.2f} | "
+                       f"{r['load_max_over_mean']:.2f} | {r['predicted_load_max_over_mean']:.2f} | "
+                       f"{r['bytes_sent_per_rank_step']:,.0f} |")
+    out.append("")
+    table, failures = check_rows(runs)
+    out += ["The cost model against the measured bytes:", ""] + table
+    print("\n".join(out))
+    if failures:
+        print("FAIL\n" + "\n".join(failures))
+        return 1
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # The projection.
 
@@ -235,6 +277,8 @@ def main():
     c.add_argument("--program")
     c.add_argument("--mpirun", default="")
     c.add_argument("--np", type=int, default=2)
+    t = sub.add_parser("table")
+    t.add_argument("--bench-output", required=True)
     pr = sub.add_parser("project")
     pr.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM5: 989)")
     pr.add_argument("--efficiency", type=float, default=0.4, help="share of the peak a DiT forward achieves")
@@ -245,7 +289,7 @@ def main():
                     help="fixed cost of one expert forward call (kernel launches of an eager 28-block DiT), for the "
                          "second crossover")
     a = ap.parse_args()
-    return cmd_check(a) if a.cmd == "check" else cmd_project(a)
+    return {"check": cmd_check, "table": cmd_table, "project": cmd_project}[a.cmd](a)
 
 
 if __name__ == "__main__":
