@@ -34,6 +34,8 @@
 #   cuda_routed.*, torch_cuda* routed sampling solver x policy x K x B x D on the device, and
 #                              PyTorch on the same card (see the routed-cuda section below)
 #   *_bench.json               the same, as Google Benchmark JSON (repetitions, aggregates)
+#   tests_mpi_device.txt       ddm_test_mpi_cuda under mpirun -np 1: the NCCL distributed experts
+#                              against the single-process device run, bit for bit
 #   paradox_compare.txt        ddm-paradox --device cuda against --device cpu on a small
 #                              configuration in float (examples/01_paradox/compare_devices.py: sample
 #                              by sample, every number within its tolerance, the same verdicts)
@@ -127,6 +129,19 @@ for suite in ddm_test_cuda:tests ddm_test_cuda_routing:tests_routing; do
     status=1
   fi
 done
+# The device distributed experts (NCCL), one rank: built when MPI and NCCL were found.
+if cmake --build "$BUILD" --target help 2>/dev/null | grep -q "ddm_test_mpi_cuda"; then
+  if [ "${SKIP_BUILD:-0}" != "1" ]; then
+    cmake --build "$BUILD" --target ddm_test_mpi_cuda -j "$(nproc)" >> "$OUT/build.log" 2>&1 || status=1
+  fi
+  if command -v mpirun >/dev/null 2>&1 && [ -x "$BUILD/tests/ddm_test_mpi_cuda" ]; then
+    step tests_mpi_device timeout 240 mpirun --allow-run-as-root --oversubscribe -np 1 \
+      "$BUILD/tests/ddm_test_mpi_cuda" 2>&1 | tee "$OUT/tests_mpi_device.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  else
+    echo "no mpirun or no $BUILD/tests/ddm_test_mpi_cuda: the NCCL path was not run" | tee -a "$summary"
+  fi
+fi
 # ==== [begin dit-cuda] DiT experts on the GPU (examples/02_dit, dit/backend_cuda.cuh) ============
 # Kept in one section (another branch edits the sections above). About 2 minutes on an H100/H200:
 # ~30 s of tests, ~40 s of Google Benchmark (random weights generated on the host first), ~60 s of

@@ -16,10 +16,17 @@ if(MPIEXEC_EXECUTABLE AND NOT DEFINED DDM_MPIEXEC_IS_OPENMPI)
   endif()
 endif()
 
-function(ddm_mpi_command out ranks program)
+# ddm_mpi_launcher(<out-var>): the same up to the rank count, for scripts that add the count and
+# the program themselves.
+function(ddm_mpi_launcher out)
   set(flags ${MPIEXEC_PREFLAGS})
   if(DDM_MPIEXEC_IS_OPENMPI)
     list(APPEND flags --oversubscribe --allow-run-as-root)
   endif()
-  set(${out} "${MPIEXEC_EXECUTABLE}" ${MPIEXEC_NUMPROC_FLAG} ${ranks} ${flags} "${program}" ${ARGN} PARENT_SCOPE)
+  set(${out} "${MPIEXEC_EXECUTABLE}" ${flags} ${MPIEXEC_NUMPROC_FLAG} PARENT_SCOPE)
+endfunction()
+
+function(ddm_mpi_command out ranks program)
+  ddm_mpi_launcher(launcher)
+  set(${out} ${launcher} ${ranks} "${program}" ${ARGN} PARENT_SCOPE)
 endfunction()

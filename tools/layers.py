@@ -42,6 +42,7 @@ DEVICE = {
     "cuda/routing": ["cuda", "cuda/core"],
     "cuda/synthetic": ["cuda", "cuda/core", "cuda/routing"],
     "cuda/diagnostics": ["cuda", "cuda/core", "cuda/routing"],
+    "cuda/mpi": ["cuda", "cuda/core"],  # needs MPI and NCCL (ddm::mpi_cuda)
 }
 
 
@@ -123,7 +124,7 @@ PLACE = {
     "diagnostics/jacobian": (3, 0), "diagnostics": (3, 1), "registry": (3, 2), "mpi": (2, 3),
     "diagnostics/instruments": (4, 0), "diagnostics/observers": (5, 0),
     "cuda": (0, 4), "cuda/core": (1, 4), "cuda/routing": (2, 4), "cuda/synthetic": (3, 5),
-    "cuda/diagnostics": (5, 4),
+    "cuda/diagnostics": (5, 4), "cuda/mpi": (4, 5),
 }
 
 

@@ -61,6 +61,7 @@ struct options {
   std::string text_file;
   std::string out;
   std::string png;  // fashion-dit folders: the samples as a PNG grid
+  std::string placement;  // fashion-dit folders under mpirun: the experts' ranks (empty: one process)
   long steps = 20;
   long batch = 4;
   long diagnostics = 5;  // routing_observer every N steps; 0: off
@@ -90,7 +91,7 @@ inline const char* usage_text =
     "usage: ddm-dit [--checkpoint PATH] [--device cpu|cuda] [--storage f32|bf16|f16] [--policy SPEC]\n"
     "               [--steps N] [--solver euler|heun|dpm++2m] [--batch B] [--cfg S] [--seed N] [--text FILE]\n"
     "               [--diagnostics N] [--threads N] [--out FILE] [--heads N] [--class N]\n"
-    "               [--guided-channels N] [--png FILE] [--help]\n";
+    "               [--guided-channels N] [--png FILE] [--placement SPEC] [--help]\n";
 
 [[noreturn]] inline void usage(const char* why) {
   std::fprintf(stderr, "ddm-dit: %s\n%s", why, usage_text);

@@ -102,6 +102,11 @@ Samples a diffusion model of DiT networks and prints its trajectory. --checkpoin
   --png FILE         a fashion-dit folder (examples/03_fashion/models/fashion-dit: original-DiT
                      experts in pixel space and a DiT router): write the samples as a PNG grid, 8 per
                      row (default: none)
+  --placement SPEC   a fashion-dit folder under mpirun -np N: sample with the experts spread over the
+                     N ranks, each rank sampling its shard of the batch and reaching the experts over
+                     MPI (docs/distributed.md): round-robin, balanced (from a 4-step profiling run,
+                     a spare slot per rank for replicas of hot experts) or owners per expert
+                     '0|1|2,3|...'; prints what one process prints (default: none, one process)
   --help, -h         this message (default: off)
 )";
 
@@ -140,6 +145,7 @@ ddm_dit::options parse(int argc, char** argv) {
     else if (a == "--threads") o.threads = static_cast<int>(integer_of(a, value(), 0, 4096));
     else if (a == "--out") o.out = value();
     else if (a == "--png") o.png = value();
+    else if (a == "--placement") o.placement = value();
     else if (a == "--heads") o.heads = integer_of(a, value(), 1, int_max);
     else if (a == "--class") o.class_label = integer_of(a, value(), 0, int_max);
     else if (a == "--guided-channels") o.guided_channels = integer_of(a, value(), 0, int_max);
@@ -162,6 +168,8 @@ ddm_dit::options parse(int argc, char** argv) {
     ddm_dit::usage(("--solver must be one of " + ddm::integrator_names_joined(ddm_dit::solvers{})).c_str());
   // Flags of the other kind of checkpoint would be ignored without a word: refused instead.
   const bool fashion = ddm_dit::is_fashion_dit_folder(o);
+  if (!o.placement.empty() && !fashion)
+    ddm_dit::usage(("--placement is for a fashion-dit folder; '" + o.checkpoint + "' is not one").c_str());
   if (!o.png.empty() && !fashion)
     ddm_dit::usage(("--png is for a fashion-dit folder (pixel-space samples); '" + o.checkpoint + "' is not one").c_str());
   if (fashion && (!o.text_file.empty() || o.device != "cpu" || o.storage != "f32"))
@@ -197,6 +205,16 @@ int main(int argc, char** argv) {
     if (o.threads > 0) dit::set_host_threads(o.threads);
     if (ddm_dit::is_fashion_dit_folder(o)) {
 #if DDM_DIT_FASHION
+      if (!o.placement.empty()) {
+#if DDM_DIT_MPI
+        const ddm::mpi::environment mpi(argc, argv);
+        return ddm_dit::run_fashion_dit_distributed(o);
+#else
+        std::fprintf(stderr, "ddm-dit: --placement: this build has no MPI (Debian packages openmpi-bin "
+                     "libopenmpi-dev; tools/setup.sh installs them)\n");
+        return 1;
+#endif
+      }
       return ddm_dit::run_fashion_dit(o);
 #else
       std::fprintf(stderr, "ddm-dit: '%s' is a fashion-dit folder, and this build has no fashion sub-library "

@@ -109,13 +109,16 @@ class communicator {
   int size_ = 1;
 };
 
-/// The MPI datatype of T (float, double, std::int32_t, std::int64_t, unsigned char).
+/// The MPI datatype of T (float, double, std::int32_t, std::int64_t, std::uint64_t, std::size_t,
+/// unsigned char).
 template <class T>
 [[nodiscard]] MPI_Datatype datatype() {
   if constexpr (std::is_same_v<T, double>) return MPI_DOUBLE;
   else if constexpr (std::is_same_v<T, float>) return MPI_FLOAT;
   else if constexpr (std::is_same_v<T, std::int32_t>) return MPI_INT32_T;
   else if constexpr (std::is_same_v<T, std::int64_t>) return MPI_INT64_T;
+  else if constexpr (std::is_same_v<T, std::uint64_t>) return MPI_UINT64_T;
+  else if constexpr (std::is_same_v<T, std::size_t> && sizeof(std::size_t) == sizeof(std::uint64_t)) return MPI_UINT64_T;
   else {
     static_assert(std::is_same_v<T, unsigned char>, "ddm::mpi::datatype: no MPI datatype for this type");
     return MPI_UNSIGNED_CHAR;
@@ -132,15 +135,16 @@ template <class T>
 
 /// Waits for `requests`, polling, until `timeout_seconds` have passed; then prints who waited for
 /// what (`what` is called only then) and aborts the job: a rank that stopped taking part in an
-/// exchange must not leave the others waiting for ever. Polls busily for a moment, then sleeps
-/// between polls (at most a millisecond), so that oversubscribed ranks leave the cores to those
-/// that compute.
+/// exchange must not leave the others waiting for ever. For the first 10 ms it yields the core
+/// between polls (an exchange between busy ranks ends within microseconds of the last one
+/// arriving), then sleeps between polls (at most 200 us), so that oversubscribed ranks leave the
+/// cores to those that compute.
 template <class Describe>
 void wait_all(std::span<MPI_Request> requests, double timeout_seconds, const communicator& comm, Describe&& what) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   auto pause = std::chrono::microseconds(1);
-  for (int polls = 0;; ++polls) {
+  for (;;) {
     int done = 0;
     check(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
     if (done != 0) return;
@@ -153,9 +157,11 @@ void wait_all(std::span<MPI_Request> requests, double timeout_seconds, const com
       std::fflush(stderr);
       MPI_Abort(comm.get(), 70);
     }
-    if (polls > 1000) {
+    if (waited < 0.01) {
+      std::this_thread::yield();
+    } else {
       std::this_thread::sleep_for(pause);
-      pause = std::min(pause * 2, std::chrono::microseconds(1000));
+      pause = std::min(pause * 2, std::chrono::microseconds(200));
     }
   }
 }
@@ -212,6 +218,19 @@ void allgather_rows(const communicator& comm, batch_view<const T> local, batch_v
         "MPI_Iallgatherv");
   wait_all(std::span<MPI_Request>(&request, 1), timeout_seconds, comm, [] { return std::string("ddm::mpi::allgather_rows"); });
   for (index_t r = 0; r < global.rows(); ++r) std::copy_n(all.data() + static_cast<std::size_t>(r) * d, d, global.row(r));
+}
+
+/// values[i] = the sum over ranks of every rank's values[i], on every rank (counts of the
+/// ranks' shards: rows per expert, rows routed). Collective; aborts after `timeout_seconds`
+/// without every rank (see wait_all).
+template <class T>
+void sum_over_ranks(const communicator& comm, std::span<T> values, double timeout_seconds = 600.0) {
+  std::vector<T> mine(values.begin(), values.end());
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Iallreduce(mine.data(), values.data(), mpi_count(values.size(), "ddm::mpi::sum_over_ranks"), datatype<T>(),
+                       MPI_SUM, comm.get(), &request),
+        "MPI_Iallreduce (sum)");
+  wait_all(std::span<MPI_Request>(&request, 1), timeout_seconds, comm, [] { return std::string("ddm::mpi::sum_over_ranks"); });
 }
 
 }  // namespace ddm::mpi
