@@ -129,21 +129,24 @@ def cmd_table(a):
                    "load averages (1, 5, 15 min) before each group:")
         for e in entries:
             if "uptime" in e and e["before"].startswith(scaling):
-                out.append(f"- {e['before']}: {e['uptime']}")
+                out.append(f"- {e['before']}, repeat {e.get('repeat', 1)}: {e['uptime']}")
         out.append("")
-        out.append("| ranks | rows | policy | placement | step (ms, median) | vs 1 rank | exchange share | "
-                   "load max/mean measured | predicted from profile | bytes sent/rank/step |")
-        out.append("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|")
-        base = {(r["policy"], r["placement"]): r["step_seconds_median"] for r in runs
-                if r["scaling"] == scaling and r["ranks"] == 1}
+        out.append("| ranks | rows | policy | placement | step (ms): fastest repeat | slowest | vs 1 rank (fastest) | "
+                   "exchange share | load max/mean | predicted from profile | bytes sent/rank/step |")
+        out.append("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        groups = {}
         for r in runs:
-            if r["scaling"] != scaling:
-                continue
-            b = base.get((r["policy"], r["placement"]))
-            rel = f"{r['step_seconds_median'] / b:.2f}x" if b else "-"
-            note = " (oversubscribed)" if r["ranks"] > os.cpu_count() else ""
-            out.append(f"| {r['ranks']}{note} | {r['rows']} | {r['policy']} | {r['placement']} | "
-                       f"{r['step_seconds_median'] * 1e3:.1f} | {rel} | {r['exchange_share']:.2f} | "
+            if r["scaling"] == scaling:
+                groups.setdefault((r["ranks"], r["policy"], r["placement"]), []).append(r)
+        fastest = {key: min(g, key=lambda r: r["step_seconds_median"]) for key, g in groups.items()}
+        for (ranks, policy, placement), g in groups.items():
+            r = fastest[(ranks, policy, placement)]
+            slow = max(x["step_seconds_median"] for x in g)
+            b = fastest.get((1, policy, placement))
+            rel = f"{r['step_seconds_median'] / b['step_seconds_median']:.2f}x" if b else "-"
+            note = " (oversubscribed)" if ranks > os.cpu_count() else ""
+            out.append(f"| {ranks}{note} | {r['rows']} | {policy} | {placement} | "
+                       f"{r['step_seconds_median'] * 1e3:.1f} | {slow * 1e3:.1f} | {rel} | {r['exchange_share']:.2f} | "
                        f"{r['load_max_over_mean']:.2f} | {r['predicted_load_max_over_mean']:.2f} | "
                        f"{r['bytes_sent_per_rank_step']:,.0f} |")
     out.append("")
