@@ -12,7 +12,14 @@ checks that
   - a placement that names a rank outside the run is refused with exit code 2 and a message.
 Two configurations: double with Heun, float with DPM-Solver++(2M) (the float gather path).
 
-Exits 77 (CTest's skip) with a message when the build has no MPI or no mpirun is given.
+--system fashion-classes|fashion-kmeans|fashion-dit (the learned DDMs): their networks are GEMMs,
+whose result for a row depends on how many rows share the call (OpenBLAS picks kernels by the row
+count), so a distributed run is not the same bits. Then the checks are: the same verdicts, the
+same routing counts (cost), the quality of the samples within 1e-4 relative; the script prints
+the largest relative difference of every group of numbers (what was found, not a bound).
+
+Exits 77 (CTest's skip) with a message when the build has no MPI or no mpirun is given, or when
+a learned DDM's folder is absent.
 Python standard library only.
 """
 
@@ -98,6 +105,69 @@ def differences(a, b, path=""):
     return [] if a == b else [f"{path}: {a!r} (one process) vs {b!r} (mpirun)"]
 
 
+def relative_differences(a, b, path="", out=None):
+    """(group, relative difference) of every number that differs; group = the path without the
+    policy's key and indices."""
+    out = [] if out is None else out
+    if isinstance(a, dict):
+        for k in a:
+            if isinstance(b, dict) and k in b:
+                relative_differences(a[k], b[k], f"{path}/{k}", out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for x, y in zip(a, b):
+            relative_differences(x, y, path, out)
+    elif isinstance(a, (int, float)) and not isinstance(a, bool) and isinstance(b, (int, float)) and a != b:
+        out.append((path, abs(a - b) / max(abs(a), abs(b))))
+    return out
+
+
+def learned(a, mpi):
+    models = a.models
+    if not os.path.isdir(os.path.join(models, a.system)):
+        print(f"skipped: the {a.system} DDM folder is absent under {models}")
+        return SKIP
+    cfg = ["--system", a.system, "--models", models, "--samples", "48", "--steps", "4", "--permutations", "99",
+           "--bootstrap", "20", "--no-out", "--quiet"]
+    one_json = os.path.join(a.work, "one.json")
+    many_json = os.path.join(a.work, f"np{a.np}.json")
+    env_one = [a.program] + cfg + ["--json", one_json]
+    run(env_one)
+    run(mpi + [a.program] + cfg + ["--json", many_json, "--placement", a.placement])
+    with open(one_json) as f:
+        j1 = json.load(f)
+    with open(many_json) as f:
+        jn = json.load(f)
+    failures = []
+    for k, v in j1["verdicts"].items():
+        if isinstance(v, bool) and jn["verdicts"].get(k) != v:
+            failures.append(f"verdict {k}: {v} in one process, {jn['verdicts'].get(k)} under mpirun")
+    for section in ("policies", "baselines"):
+        for key, p in j1.get(section, {}).items():
+            q = jn[section][key]
+            if p["cost"] != q["cost"]:
+                failures.append(f"{section}/{key}: cost {p['cost']} vs {q['cost']}")
+            for path, r in relative_differences(p["quality"], q["quality"]):
+                if r > 1e-4:
+                    failures.append(f"{section}/{key}/quality{path}: relative difference {r:.2e} > 1e-4")
+    groups = {}
+    j1.pop("timing", None)
+    jn.pop("timing", None)
+    jn.pop("distributed", None)
+    for path, r in relative_differences(j1, jn):
+        parts = [x for x in path.split("/") if x and x not in j1.get("policies", {}) and x not in j1.get("baselines", {})]
+        group = "/".join(parts)
+        groups[group] = max(groups.get(group, 0.0), r)
+    print(f"{a.system}, one process against mpirun -np {a.np} (--placement {a.placement}): largest relative "
+          "difference per group of numbers (groups not listed are the same bits)")
+    for g, r in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {r:9.2e}  {g}")
+    if failures:
+        print("FAIL\n" + "\n".join(failures))
+        return 1
+    print("ok")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--program", required=True)
@@ -105,6 +175,8 @@ def main():
     ap.add_argument("--np", type=int, default=2)
     ap.add_argument("--placement", default="round-robin")
     ap.add_argument("--work", required=True)
+    ap.add_argument("--system", default="analytic")
+    ap.add_argument("--models", default="")
     a = ap.parse_args()
     if not a.mpirun:
         print("skipped: this ddm-paradox was built without MPI (CMake found no MPI, so ddm::mpi is absent)")
@@ -114,6 +186,8 @@ def main():
         return SKIP
     os.makedirs(a.work, exist_ok=True)
     mpi = mpirun_command(a.mpirun, a.np)
+    if a.system != "analytic":
+        return learned(a, mpi)
     failures = []
     for n, cfg in enumerate(CONFIGS):
         one_json = os.path.join(a.work, f"one-{n}.json")

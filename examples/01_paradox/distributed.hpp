@@ -59,32 +59,17 @@ struct cluster {
   return total;
 }
 
-/// A host source of experts and router (host_source, ...) whose experts are spread over the ranks
-/// of `run`, this rank sampling its shard of total_rows rows. Gives measure_policy the shard, the
-/// distributed routed field, and the gathers (every rank gets the whole batch's rows, in order).
-template <class Base>
-class distributed_source {
+/// This rank's shard of a batch of total_rows rows, and the gathers that give every rank the
+/// whole batch's per-row results, in row order; counts summed. What measure_policy and
+/// measure_monolith need of a distributed run besides the field (measure.hpp: sharded_source).
+class distributed_rows {
  public:
-  distributed_source(const Base& base, const cluster& run, ddm::mpi::placement placement, ddm::index_t total_rows)
-      : base_(&base),
-        run_(&run),
-        placement_(std::move(placement)),
-        total_(total_rows),
-        shard_(ddm::mpi::shard_of(total_rows, run.comm)) {}
+  distributed_rows(const cluster& run, ddm::index_t total_rows)
+      : run_(&run), total_(total_rows), shard_(ddm::mpi::shard_of(total_rows, run.comm)) {}
 
-  [[nodiscard]] ddm::host_context context() const { return base_->context(); }
   [[nodiscard]] ddm::mpi::shard shard() const noexcept { return shard_; }
   [[nodiscard]] ddm::index_t total_rows() const noexcept { return total_; }
-  [[nodiscard]] const ddm::mpi::placement& placement() const noexcept { return placement_; }
-
-  template <class T>
-  [[nodiscard]] auto routed_field(double tau, const ddm::builtin_policy& policy) const {
-    using local_experts = std::decay_t<decltype(base_->experts())>;
-    return ddm::make_routed_field<T, ddm::host_space>(
-        ddm::mpi::distributed_experts<T, local_experts>(run_->comm, placement_, base_->experts(), shard_.first,
-                                                        {.timeout_seconds = run_->timeout_seconds}),
-        base_->router(tau), policy, context());
-  }
+  [[nodiscard]] const cluster& run() const noexcept { return *run_; }
 
   /// The (total, D) batch of every rank's rows.
   template <class T>
@@ -137,11 +122,35 @@ class distributed_source {
   }
 
  private:
-  const Base* base_;
   const cluster* run_;
-  ddm::mpi::placement placement_;
   ddm::index_t total_;
   ddm::mpi::shard shard_;
+};
+
+/// A host source of experts and router (host_source, fashion_source, ...: context(), experts(),
+/// router(tau)) whose experts are spread over the ranks of `run` under `placement`, this rank
+/// sampling its shard of total_rows rows.
+template <class Base>
+class distributed_source : public distributed_rows {
+ public:
+  distributed_source(const Base& base, const cluster& run, ddm::mpi::placement placement, ddm::index_t total_rows)
+      : distributed_rows(run, total_rows), base_(&base), placement_(std::move(placement)) {}
+
+  [[nodiscard]] ddm::host_context context() const { return base_->context(); }
+  [[nodiscard]] const ddm::mpi::placement& placement() const noexcept { return placement_; }
+
+  template <class T>
+  [[nodiscard]] auto routed_field(double tau, const ddm::builtin_policy& policy) const {
+    using local_experts = std::decay_t<decltype(base_->experts())>;
+    return ddm::make_routed_field<T, ddm::host_space>(
+        ddm::mpi::distributed_experts<T, local_experts>(run().comm, placement_, base_->experts(), shard().first,
+                                                        {.timeout_seconds = run().timeout_seconds}),
+        base_->router(tau), policy, context());
+  }
+
+ private:
+  const Base* base_;
+  ddm::mpi::placement placement_;
 };
 
 /// The placement of --placement for one policy: round-robin or an explicit map as given, or

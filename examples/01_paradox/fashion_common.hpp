@@ -13,6 +13,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "fashion/idx.hpp"
 #include "fashion/quality.hpp"
 
+#include "host_policy.hpp"
 #include "study.hpp"
 #include "system.hpp"
 
@@ -153,9 +155,8 @@ measurement measure_source(const config& c, const system_geometry& geo, const So
   return ddm::with_integrator(
       c.integrator,
       [&](const auto& i) {
-        if (c.prec == precision::float32)
-          return measure_policy<float, ddm::host_space>(c, geo, source, key, tau, i, prog, row_key);
-        return measure_policy<double, ddm::host_space>(c, geo, source, key, tau, i, prog, row_key);
+        if (c.prec == precision::float32) return measure_host_policy<float>(c, geo, source, key, tau, i, prog, row_key);
+        return measure_host_policy<double>(c, geo, source, key, tau, i, prog, row_key);
       },
       study_integrators{});
 }
@@ -179,21 +180,32 @@ std::vector<policy_result> fashion_baselines(const config& c, const study_system
 template <class MakeField>
 measurement measure_monolith(const config& c, const MakeField& make_field, ddm::index_t d, double relative_cost,
                              double data_rms, const progress& prog) {
-  auto run = [&]<class T>(const auto& integ) {
+  // Under mpirun (rows: a distributed_rows, distributed.hpp) each rank samples its shard and the
+  // per-row results are gathered before any statistic, as in measure_policy; else rows is
+  // one_process.
+  auto run = [&]<class T>(const auto& integ, const auto& rows) {
+    constexpr bool sharded = sharded_source<std::remove_cvref_t<decltype(rows)>>;
     const auto t_start = std::chrono::steady_clock::now();
     const ddm::host_context ctx{};
     const auto schedule = ddm::schedules::uniform(c.steps);
     auto field = make_field();
     const auto b = c.samples;
+    ddm::index_t first = 0, n = b;
+    if constexpr (sharded) {
+      first = rows.shard().first;
+      n = rows.shard().rows;
+    }
     measurement out;
     policy_result& res = out.result;
     res.key = "monolith";
     res.name = "monolith";
     const std::string tag = progress_tag(c.tau, res.key);
-    ddm::batch<T> noise(b, d);
-    ddm::fill_normal(ctx, noise.view(), c.seed);
+    ddm::batch<T> all(b, d);
+    ddm::fill_normal(ctx, all.view(), c.seed);
+    ddm::batch<T> noise(n, d);
+    ddm::copy(ctx, noise.view(), all.cview().subrows(first, n));
     prog.note(tag + "sampling");
-    ddm::batch<T> x(b, d);
+    ddm::batch<T> x(n, d);
     ddm::copy(ctx, x.view(), noise.cview());
     const auto t0 = std::chrono::steady_clock::now();
     const auto sampled = ddm::sample(ctx, ddm::sample_options{}, field, x.view(), schedule, integ);
@@ -202,26 +214,46 @@ measurement measure_monolith(const config& c, const MakeField& make_field, ddm::
     res.cost.expert_evaluations_per_sample = static_cast<double>(sampled.field_evaluations);
     res.cost.relative_cost = relative_cost;
     out.samples = convert<double>(x.cview());
+    if constexpr (sharded) out.samples = rows.gather_rows(out.samples.cview());
 
     prog.note(tag + "observing (L_eff)");
-    ddm::batch<T> y(b, d);
+    ddm::batch<T> y(n, d);
     ddm::copy(ctx, y.view(), noise.cview());
-    auto sens = dd::make_trajectory_sensitivity<T, ddm::host_space>(ctx, field, {.every = c.leff_every});
-    ddm::sample(ctx, ddm::sample_options{}, field, y.view(), schedule, integ, sens);
-    res.observed_run_bit_identical = same_bits(y.cview(), x.cview());
-    res.stability.l_eff_median = dd::median(sens.row_mean());
-    res.stability.l_eff_cumulative_iqr = sens.cumulative_iqr();
-    res.stability.l_eff_steps = sens.steps();
+    const dd::sensitivity_options sens_options{.every = c.leff_every};
+    if constexpr (sharded) {
+      shard_sensitivity<T, decltype(field)> sens(ctx, field, sens_options, first, b);
+      ddm::sample(ctx, ddm::sample_options{}, field, y.view(), schedule, integ, sens);
+      res.observed_run_bit_identical = rows.all(same_bits(y.cview(), x.cview()));
+      std::vector<std::vector<double>> values;
+      for (const auto& step : sens.values()) values.push_back(rows.gather(step));
+      const auto l_eff = summarize_sensitivity(sens.when(), values);
+      res.stability.l_eff_median = dd::median(l_eff.row_mean);
+      res.stability.l_eff_cumulative_iqr = l_eff.steps.empty() ? 0.0 : l_eff.steps.back().cumulative_iqr;
+      res.stability.l_eff_steps = l_eff.steps;
+    } else {
+      auto sens = dd::make_trajectory_sensitivity<T, ddm::host_space>(ctx, field, sens_options);
+      ddm::sample(ctx, ddm::sample_options{}, field, y.view(), schedule, integ, sens);
+      res.observed_run_bit_identical = same_bits(y.cview(), x.cview());
+      res.stability.l_eff_median = dd::median(sens.row_mean());
+      res.stability.l_eff_cumulative_iqr = sens.cumulative_iqr();
+      res.stability.l_eff_steps = sens.steps();
+    }
 
-    measure_convergence(ctx, field, noise.cview(), schedule, integ, c, data_rms, res.stability, prog, tag);
+    measure_convergence(ctx, field, noise.cview(), schedule, integ, c, data_rms, res.stability, prog, tag, rows);
     res.cost.study_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     return out;
+  };
+  auto run_here = [&]<class T>(const auto& integ) {
+#if DDM_PARADOX_MPI
+    if (c.ranks != nullptr) return run.template operator()<T>(integ, distributed_rows(*c.ranks, c.samples));
+#endif
+    return run.template operator()<T>(integ, one_process{});
   };
   return ddm::with_integrator(
       c.integrator,
       [&](const auto& integ) {
-        if (c.prec == precision::float32) return run.template operator()<float>(integ);
-        return run.template operator()<double>(integ);
+        if (c.prec == precision::float32) return run_here.template operator()<float>(integ);
+        return run_here.template operator()<double>(integ);
       },
       study_integrators{});
 }

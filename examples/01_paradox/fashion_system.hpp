@@ -39,14 +39,14 @@ struct fashion_source {
   bool oracle = false;
 
   [[nodiscard]] ddm::host_context context() const noexcept { return {}; }
+  [[nodiscard]] auto experts() const { return fashion::make_experts(folder); }
   template <class T>
   [[nodiscard]] auto routed_field(double tau, const ddm::builtin_policy& policy) const {
-    return ddm::make_routed_field<T, ddm::host_space>(fashion::make_experts(folder), router_(tau), policy, context());
+    return ddm::make_routed_field<T, ddm::host_space>(experts(), router(tau), policy, context());
   }
 
- private:
   using either_router = learned_or_oracle_router<fashion::learned_router, fashion::oracle_router>;
-  [[nodiscard]] either_router router_(double tau) const {
+  [[nodiscard]] either_router router(double tau) const {
     if (oracle) return {fashion::oracle_router(folder, tau)};
     return {fashion::learned_router(folder, tau)};
   }
