@@ -21,7 +21,8 @@
 //
 // A field that records what it decides per call (ddm::routed_field) is told which of its calls
 // starts a step (mark_step_start(), right after the step's first call), so that observers read
-// the decision taken at (x_i, t_i) and not a later call's.
+// the decision taken at (x_i, t_i) and not a later call's. Without observers only the last step
+// is marked (step_decision() after the run is the same; the steps in between have no reader).
 
 #include <concepts>
 #include <cstddef>
@@ -134,7 +135,11 @@ sample_result run_steps(const execution_context<Space>& ctx, const sample_option
     const double t = schedule[step];
     const double t_next = schedule[step + 1];
     if constexpr (keep_start) copy(ctx, start.view(), x.as_const());
-    f.step_start = true;
+    // Marking a step start is for observers, which read the field's step decision after each
+    // step; with none, only the last step is marked, so that step_decision() after the run is
+    // what it would be had every step been (the marks never change the trajectory).
+    if constexpr (sizeof...(Observers) > 0) f.step_start = true;
+    else f.step_start = step + 1 == schedule.steps();
     stepper.step(f, x, t, t_next);
     if constexpr (sizeof...(Observers) > 0) {
       step_event<T, Space> event{step, t, t_next, x.as_const(), stepper.velocity()};
