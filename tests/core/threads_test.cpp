@@ -286,6 +286,11 @@ TEST(HostThreads, TheDiagnosticsGiveTheSameBits) {
     EXPECT_EQ(r.pairs, r1.pairs) << n << " threads";
     EXPECT_EQ(r.rows_without_selection, r1.rows_without_selection) << n << " threads";
   }
+  expect_same_bits_for_every_thread_count("fill_probe (Rademacher)", [&](const ddm::host_context& ctx) {
+    ddm::batch<float> z(B, D);
+    ddm::diagnostics::fill_probe(ctx, z.view(), ddm::diagnostics::probe_kind::rademacher, 41, 2);
+    return z;
+  });
   // The one-thread results are the per-row functions' (an independent reference for the split).
   std::vector<const double*> p(K);
   for (ddm::index_t r = 0; r < B; ++r) {
