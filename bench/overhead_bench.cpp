@@ -175,25 +175,24 @@ struct overhead_case {
 
 // Out of line so that a profiler (valgrind --tool=callgrind) attributes each side's cost to it
 // (bench/overhead_callgrind.sh); Timed tells the warm-up runs (false: they size the routed field's
-// workspace and fill the pool) from the timed ones, so that a profile counts warm runs only.
-template <bool Timed, class Field>
+// workspace and fill the pool) from the timed ones, so that a profile counts warm runs only. The
+// integrator is a template argument on every side, so that no side compares solver names.
+template <bool Timed, class Field, class Integrator>
 [[gnu::noinline]] void ddm_sampler_run(Field& field, batch<value_t>& x, const batch<value_t>& noise,
-                                        const time_schedule& schedule, const std::string& solver) {
+                                        const time_schedule& schedule, const Integrator& integ) {
   if constexpr (Timed) benchmark::ClobberMemory();  // no code; keeps the two instances apart (-fipa-icf)
   copy(host_context{}, x.view(), noise);
-  if (solver == euler::name()) (void)sample(field, x, schedule, euler{});
-  else (void)sample(field, x, schedule, dpmpp_2m{});
+  (void)sample(field, x, schedule, integ);
 }
 
 #if DDM_BENCH_HAS_WORKSPACE_POOL
-template <bool Timed, class Field>
+template <bool Timed, class Field, class Integrator>
 [[gnu::noinline]] void ddm_workspace_run(Field& field, const host_context& ctx, batch<value_t>& x,
                                           const batch<value_t>& noise, const time_schedule& schedule,
-                                          const std::string& solver) {
+                                          const Integrator& integ) {
   if constexpr (Timed) benchmark::ClobberMemory();  // no code; keeps the two instances apart (-fipa-icf)
   copy(ctx, x.view(), noise);
-  if (solver == euler::name()) (void)sample(ctx, {}, field, x.view(), schedule, euler{});
-  else (void)sample(ctx, {}, field, x.view(), schedule, dpmpp_2m{});
+  (void)sample(ctx, {}, field, x.view(), schedule, integ);
 }
 #endif
 
@@ -205,12 +204,12 @@ template <bool Timed, class Field, class Kept>
   (void)kept(field, x, schedule);
 }
 
-template <bool Timed, class Hand>
+template <bool Timed, class Hand, class Integrator>
 [[gnu::noinline]] void hand_sampler_run(Hand& hand, batch<value_t>& x, const batch<value_t>& noise,
-                                         const time_schedule& schedule, const std::string& solver) {
+                                         const time_schedule& schedule, const Integrator& /*integ*/) {
   if constexpr (Timed) benchmark::ClobberMemory();  // no code; keeps the two instances apart (-fipa-icf)
   copy(host_context{}, x.view(), noise);
-  if (solver == euler::name()) hand.euler_run(x.data(), schedule);
+  if constexpr (std::is_same_v<Integrator, euler>) hand.euler_run(x.data(), schedule);
   else hand.dpmpp_2m_run(x.data(), schedule);
 }
 
@@ -234,16 +233,16 @@ void compare(benchmark::State& state, const Experts& experts, const Router& rout
   auto field = make_routed_field<value_t>(experts, router, top_k{top});
   sampler<Integrator, value_t> kept(integ, c.b, c.d);
   hand_sampler<Experts, Router> hand(experts, router, c.b, c.d);
-  auto ddm_run = [&](auto timed) { ddm_sampler_run<decltype(timed)::value>(field, x_ddm, noise, schedule, c.solver); };
+  auto ddm_run = [&](auto timed) { ddm_sampler_run<decltype(timed)::value>(field, x_ddm, noise, schedule, integ); };
   auto pooled_run = [&](auto timed) {
 #if DDM_BENCH_HAS_WORKSPACE_POOL
-    ddm_workspace_run<decltype(timed)::value>(field, pooled_ctx, x_pooled, noise, schedule, c.solver);
+    ddm_workspace_run<decltype(timed)::value>(field, pooled_ctx, x_pooled, noise, schedule, integ);
 #else
     copy(host_context{}, x_pooled.view(), noise);  // absent: only the copy, for a valid diff
 #endif
   };
   auto kept_run = [&](auto timed) { ddm_kept_run<decltype(timed)::value>(field, kept, x_kept, noise, schedule); };
-  auto hand_run = [&](auto timed) { hand_sampler_run<decltype(timed)::value>(hand, x_hand, noise, schedule, c.solver); };
+  auto hand_run = [&](auto timed) { hand_sampler_run<decltype(timed)::value>(hand, x_hand, noise, schedule, integ); };
   ddm_run(std::false_type{});  // sizes the routed field's workspace
   pooled_run(std::false_type{});
   kept_run(std::false_type{});
