@@ -5,12 +5,14 @@
 // out as plain loops with the coefficients ddm uses. Its buffers are allocated once, outside the
 // timed runs, and it checks nothing: the cheapest a hand-written sampler can be.
 //
-// ddm is timed twice: ddm::sample(), which makes the integrator's stepper (and allocates and
-// zeroes its buffers) on every call, and ddm::sampler, which keeps it between runs. All produce
-// the same samples (max_abs_diff against the hand-written loop is reported; it is 0 when the
-// arithmetic is the same bit for bit; sampler_vs_sample_diff is 0). Each iteration times one run
-// of each from the same noise, in turn, so that load on the machine hits all alike;
-// overhead_pct and sampler_overhead_pct compare medians: 100 (median ddm / median hand - 1).
+// ddm is timed three times: ddm::sample() with a default context, which makes the integrator's
+// stepper (and allocates and zeroes its buffers) on every call; ddm::sample() with a context whose
+// scratch is a ddm::workspace_pool, which keeps the stepper there between calls; and
+// ddm::sampler, which keeps it itself. All produce the same samples (max_abs_diff against the
+// hand-written loop is reported; it is 0 when the arithmetic is the same bit for bit;
+// sampler_vs_sample_diff and pooled_vs_sample_diff are 0). Each iteration times one run of each
+// from the same noise, in turn, so that load on the machine hits all alike; overhead_pct,
+// pooled_overhead_pct and sampler_overhead_pct compare medians: 100 (median ddm / median hand - 1).
 //
 // Grid (full): analytic DDM and linear routed field (bench/support/routed_cases.hpp), top-2 of
 // K = 8, Euler and 2M over uniform(8), (B, D) in (1, 64), (64, 64), (64, 1024), (1024, 1024) and,
@@ -20,10 +22,19 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "support/bench_support.hpp"
 #include "support/routed_cases.hpp"
+
+// bench/overhead_callgrind.sh --before REV builds this file against an older tree's headers,
+// which may predate ddm::workspace_pool: the pooled side is then left out.
+#if __has_include(<ddm/core/workspace_pool.hpp>)
+#define DDM_BENCH_HAS_WORKSPACE_POOL 1
+#else
+#define DDM_BENCH_HAS_WORKSPACE_POOL 0
+#endif
 
 namespace ddm::bench {
 namespace {
@@ -162,27 +173,43 @@ struct overhead_case {
   return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// Out of line so that a profiler (valgrind --tool=callgrind) attributes each side's cost to it.
-template <class Field>
+// Out of line so that a profiler (valgrind --tool=callgrind) attributes each side's cost to it
+// (bench/overhead_callgrind.sh); Timed tells the warm-up runs (false: they size the routed field's
+// workspace and fill the pool) from the timed ones, so that a profile counts warm runs only. The
+// integrator is a template argument on every side, so that no side compares solver names.
+template <bool Timed, class Field, class Integrator>
 [[gnu::noinline]] void ddm_sampler_run(Field& field, batch<value_t>& x, const batch<value_t>& noise,
-                                        const time_schedule& schedule, const std::string& solver) {
+                                        const time_schedule& schedule, const Integrator& integ) {
+  if constexpr (Timed) benchmark::ClobberMemory();  // no code; keeps the two instances apart (-fipa-icf)
   copy(host_context{}, x.view(), noise);
-  if (solver == euler::name()) (void)sample(field, x, schedule, euler{});
-  else (void)sample(field, x, schedule, dpmpp_2m{});
+  (void)sample(field, x, schedule, integ);
 }
 
-template <class Field, class Kept>
+#if DDM_BENCH_HAS_WORKSPACE_POOL
+template <bool Timed, class Field, class Integrator>
+[[gnu::noinline]] void ddm_workspace_run(Field& field, const host_context& ctx, batch<value_t>& x,
+                                          const batch<value_t>& noise, const time_schedule& schedule,
+                                          const Integrator& integ) {
+  if constexpr (Timed) benchmark::ClobberMemory();  // no code; keeps the two instances apart (-fipa-icf)
+  copy(ctx, x.view(), noise);
+  (void)sample(ctx, {}, field, x.view(), schedule, integ);
+}
+#endif
+
+template <bool Timed, class Field, class Kept>
 [[gnu::noinline]] void ddm_kept_run(Field& field, Kept& kept, batch<value_t>& x, const batch<value_t>& noise,
                                      const time_schedule& schedule) {
+  if constexpr (Timed) benchmark::ClobberMemory();  // no code; keeps the two instances apart (-fipa-icf)
   copy(host_context{}, x.view(), noise);
   (void)kept(field, x, schedule);
 }
 
-template <class Hand>
+template <bool Timed, class Hand, class Integrator>
 [[gnu::noinline]] void hand_sampler_run(Hand& hand, batch<value_t>& x, const batch<value_t>& noise,
-                                         const time_schedule& schedule, const std::string& solver) {
+                                         const time_schedule& schedule, const Integrator& /*integ*/) {
+  if constexpr (Timed) benchmark::ClobberMemory();  // no code; keeps the two instances apart (-fipa-icf)
   copy(host_context{}, x.view(), noise);
-  if (solver == euler::name()) hand.euler_run(x.data(), schedule);
+  if constexpr (std::is_same_v<Integrator, euler>) hand.euler_run(x.data(), schedule);
   else hand.dpmpp_2m_run(x.data(), schedule);
 }
 
@@ -196,49 +223,71 @@ template <class Experts, class Router, class Integrator>
 void compare(benchmark::State& state, const Experts& experts, const Router& router, const overhead_case& c,
              const Integrator& integ) {
   const host_context ctx{};
-  batch<value_t> noise(c.b, c.d), x_ddm(c.b, c.d), x_kept(c.b, c.d), x_hand(c.b, c.d);
+  batch<value_t> noise(c.b, c.d), x_ddm(c.b, c.d), x_pooled(c.b, c.d), x_kept(c.b, c.d), x_hand(c.b, c.d);
+#if DDM_BENCH_HAS_WORKSPACE_POOL
+  workspace_pool pool;
+  const host_context pooled_ctx{.scratch = &pool};
+#endif
   fill_normal(ctx, noise.view(), 2026);
   const time_schedule schedule = schedules::uniform(static_cast<long>(steps));
   auto field = make_routed_field<value_t>(experts, router, top_k{top});
   sampler<Integrator, value_t> kept(integ, c.b, c.d);
   hand_sampler<Experts, Router> hand(experts, router, c.b, c.d);
-  auto ddm_run = [&] { ddm_sampler_run(field, x_ddm, noise, schedule, c.solver); };
-  auto kept_run = [&] { ddm_kept_run(field, kept, x_kept, noise, schedule); };
-  auto hand_run = [&] { hand_sampler_run(hand, x_hand, noise, schedule, c.solver); };
-  ddm_run();  // sizes the routed field's workspace
-  kept_run();
-  hand_run();
+  auto ddm_run = [&](auto timed) { ddm_sampler_run<decltype(timed)::value>(field, x_ddm, noise, schedule, integ); };
+  auto pooled_run = [&](auto timed) {
+#if DDM_BENCH_HAS_WORKSPACE_POOL
+    ddm_workspace_run<decltype(timed)::value>(field, pooled_ctx, x_pooled, noise, schedule, integ);
+#else
+    copy(host_context{}, x_pooled.view(), noise);  // absent: only the copy, for a valid diff
+#endif
+  };
+  auto kept_run = [&](auto timed) { ddm_kept_run<decltype(timed)::value>(field, kept, x_kept, noise, schedule); };
+  auto hand_run = [&](auto timed) { hand_sampler_run<decltype(timed)::value>(hand, x_hand, noise, schedule, integ); };
+  ddm_run(std::false_type{});  // sizes the routed field's workspace
+  pooled_run(std::false_type{});
+  kept_run(std::false_type{});
+  hand_run(std::false_type{});
   const double diff = max_abs_diff(x_ddm, x_hand);
   const double diff_kept = max_abs_diff(x_ddm, x_kept);
-  std::vector<double> t_ddm, t_kept, t_hand;
+  const double diff_pooled = max_abs_diff(x_ddm, x_pooled);
+  std::vector<double> t_ddm, t_pooled, t_kept, t_hand;
   for (auto _ : state) {
     const loop_timer a;
-    ddm_run();
+    ddm_run(std::true_type{});
     const double s_ddm = a.seconds();
+    const loop_timer p;
+    pooled_run(std::true_type{});
+    const double s_pooled = p.seconds();
     const loop_timer k;
-    kept_run();
+    kept_run(std::true_type{});
     const double s_kept = k.seconds();
     const loop_timer h;
-    hand_run();
+    hand_run(std::true_type{});
     const double s_hand = h.seconds();
     benchmark::DoNotOptimize(x_ddm.data());
+    benchmark::DoNotOptimize(x_pooled.data());
     benchmark::DoNotOptimize(x_kept.data());
     benchmark::DoNotOptimize(x_hand.data());
     t_ddm.push_back(s_ddm);
+    t_pooled.push_back(s_pooled);
     t_kept.push_back(s_kept);
     t_hand.push_back(s_hand);
-    state.SetIterationTime(s_ddm + s_kept + s_hand);
+    state.SetIterationTime(s_ddm + s_pooled + s_kept + s_hand);
   }
   const double m_ddm = median(t_ddm);
+  const double m_pooled = median(t_pooled);
   const double m_kept = median(t_kept);
   const double m_hand = median(t_hand);
   state.counters["ddm_s"] = m_ddm;
+  state.counters["pooled_s"] = m_pooled;
   state.counters["sampler_s"] = m_kept;
   state.counters["hand_s"] = m_hand;
   state.counters["overhead_pct"] = 100.0 * (m_ddm / m_hand - 1.0);
+  state.counters["pooled_overhead_pct"] = 100.0 * (m_pooled / m_hand - 1.0);
   state.counters["sampler_overhead_pct"] = 100.0 * (m_kept / m_hand - 1.0);
   state.counters["max_abs_diff"] = diff;
   state.counters["sampler_vs_sample_diff"] = diff_kept;
+  state.counters["pooled_vs_sample_diff"] = diff_pooled;
 }
 
 void run(benchmark::State& state, overhead_case c) {

@@ -176,6 +176,9 @@ def section_overhead(results):
     med = runs(load(os.path.join(results, "overhead.json")), "median")
     rows = []
     worst = {"sample": None, "sampler": None}
+    # Results of a bench that times sample() with a workspace pool in its context (pooled_s) get
+    # that column too; older results do not have it.
+    pooled = all("pooled_s" in b for b in med.values())
     for name in sorted(med, key=lambda n: (parse(n)[0][1], parse(n)[0][2], parse(n)[1]["B"] * parse(n)[1]["D"])):
         b = med[name]
         plain, k = parse(name)
@@ -183,16 +186,22 @@ def section_overhead(results):
         pct_sample = 100 * (b["ddm_s"] / b["hand_s"] - 1)
         pct_sampler = 100 * (b["sampler_s"] / b["hand_s"] - 1)
         extra = (b["sampler_s"] - b["hand_s"]) / 8
-        rows.append([plain[1], plain[2], k["B"], k["D"], fmt_time(b["hand_s"] / 8), fmt_time(b["ddm_s"] / 8),
-                     f"{pct_sample:+.1f}%", fmt_time(b["sampler_s"] / 8), f"{pct_sampler:+.1f}%",
-                     fmt_time(extra) if extra > 0 else "-", fmt(b["max_abs_diff"], 2)])
+        row = [plain[1], plain[2], k["B"], k["D"], fmt_time(b["hand_s"] / 8), fmt_time(b["ddm_s"] / 8),
+               f"{pct_sample:+.1f}%"]
+        if pooled:
+            row += [fmt_time(b["pooled_s"] / 8), f"{100 * (b['pooled_s'] / b['hand_s'] - 1):+.1f}%"]
+        rows.append(row + [fmt_time(b["sampler_s"] / 8), f"{pct_sampler:+.1f}%",
+                           fmt_time(extra) if extra > 0 else "-", fmt(b["max_abs_diff"], 2)])
         if k["B"] * k["D"] >= 64 * 1024:
             worst["sample"] = max(worst["sample"] if worst["sample"] is not None else -1e9, pct_sample)
             worst["sampler"] = max(worst["sampler"] if worst["sampler"] is not None else -1e9, pct_sampler)
-    text = ("Medians over the paired runs (and over repetitions); 'sampler extra / step' is the absolute "
+    header = ["field", "solver", "B", "D", "hand s/step", "sample() s/step", "overhead"]
+    if pooled:
+        header += ["sample() + pool s/step", "overhead"]
+    text = ("Medians over the paired runs (and over repetitions); 'sample() + pool' is ddm::sample() with a "
+            "ddm::workspace_pool in its context; 'sampler extra / step' is the absolute "
             "difference to the hand-written loop where positive.\n\n"
-            + table(["field", "solver", "B", "D", "hand s/step", "sample() s/step", "overhead", "sampler s/step",
-                     "overhead", "sampler extra / step", "max |ddm - hand|"], rows))
+            + table(header + ["sampler s/step", "overhead", "sampler extra / step", "max |ddm - hand|"], rows))
     if worst["sample"] is not None:
         text += ("\n\nGoal (< 3% overhead), at B x D >= 64 x 1024: largest overhead "
                  f"{worst['sampler']:+.1f}% with `ddm::sampler` ("

@@ -1,5 +1,6 @@
 // Host threads (host_context::threads): every primitive that splits rows over threads gives the
-// same bits at 1, 2, 3 and 7 threads, and so does a whole routed sample of the analytic DDM.
+// same bits at 1, 2, 3 and 7 threads, and so do a whole routed sample of the analytic DDM and the
+// diagnostics that split rows (expert disagreement, angular deviation, alignment ranks).
 // The machine running the tests may have 2 cores; oversubscription only slows this test down.
 // min_work_per_thread = 1 makes even these small batches split over every thread.
 
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <span>
 #include <vector>
 
@@ -234,6 +236,71 @@ TEST(HostThreads, ARoutedSampleGivesTheSameBits) {
   expect_same_bits_for_every_thread_count("top-2, Heun, float arithmetic", [&](const ddm::host_context& ctx) {
     return run(ctx, ddm::top_2(), ddm::heun{}, ddm::synthetic::arithmetic::value_type);
   });
+}
+
+TEST(HostThreads, TheDiagnosticsGiveTheSameBits) {
+  // Rows where a group is empty or an expert's velocity is zero (an undefined angle) are in the
+  // batch too, so that the row-order parts of the results (counts, histogram) are exercised.
+  constexpr ddm::index_t B = 37, K = 5, D = 11, E = 6;
+  std::vector<ddm::batch<double>> v;
+  for (ddm::index_t k = 0; k < K; ++k) v.push_back(noise<double>(B, D, 20 + static_cast<std::uint64_t>(k)));
+  for (ddm::index_t c = 0; c < D; ++c) v[2](5, c) = 0.0;
+  std::vector<ddm::batch_view<const double>> views;
+  for (const auto& b : v) views.push_back(b.cview());
+  const std::span<const ddm::batch_view<const double>> experts(views);
+  const auto blended = noise<double>(B, D, 30);
+  const auto embedded = noise<double>(B, E, 31);
+  const auto centroids = noise<double>(K, E, 32);
+  ddm::batch<std::uint8_t> selected(B, K);
+  for (ddm::index_t r = 0; r < B; ++r)
+    for (ddm::index_t k = 0; k < K; ++k) selected(r, k) = static_cast<std::uint8_t>((r * 7 + k * 3) % 4 == 0);
+  for (ddm::index_t k = 0; k < K; ++k) selected(9, k) = 0;  // no expert selected
+  for (ddm::index_t k = 0; k < K; ++k) selected(10, k) = 1;  // every expert selected
+
+  const auto bits = [](const auto& vec) {
+    using V = typename std::decay_t<decltype(vec)>::value_type;
+    std::vector<unsigned char> out(vec.size() * sizeof(V));
+    if (!vec.empty()) std::memcpy(out.data(), vec.data(), out.size());
+    return out;
+  };
+  const auto d1 = ddm::diagnostics::expert_disagreement(threads(1), experts);
+  const auto a1 = ddm::diagnostics::angular_deviation(threads(1), experts, blended.cview(), selected.cview());
+  const auto r1 = ddm::diagnostics::selected_ranks(threads(1), embedded.cview(), selected.cview(), centroids.cview());
+  ASSERT_GT(a1.undefined_angles, 0u);
+  ASSERT_EQ(r1.rows_without_selection, 1u);
+  for (int n : thread_counts) {
+    const auto d = ddm::diagnostics::expert_disagreement(threads(n), experts);
+    EXPECT_EQ(bits(d), bits(d1)) << "expert_disagreement at " << n << " threads";
+    const auto a = ddm::diagnostics::angular_deviation(threads(n), experts, blended.cview(), selected.cview());
+    EXPECT_EQ(bits(a.selected_angle), bits(a1.selected_angle)) << n << " threads";
+    EXPECT_EQ(bits(a.unselected_angle), bits(a1.unselected_angle)) << n << " threads";
+    EXPECT_EQ(bits(a.relative_gap), bits(a1.relative_gap)) << n << " threads";
+    EXPECT_EQ(a.defined, a1.defined) << n << " threads";
+    EXPECT_EQ(a.selected_count, a1.selected_count) << n << " threads";
+    EXPECT_EQ(a.unselected_count, a1.unselected_count) << n << " threads";
+    EXPECT_EQ(a.undefined_angles, a1.undefined_angles) << n << " threads";
+    const auto r = ddm::diagnostics::selected_ranks(threads(n), embedded.cview(), selected.cview(), centroids.cview());
+    EXPECT_EQ(bits(r.mean_rank), bits(r1.mean_rank)) << "selected_ranks at " << n << " threads";
+    EXPECT_EQ(r.selected_count, r1.selected_count) << n << " threads";
+    EXPECT_EQ(r.rank_histogram, r1.rank_histogram) << n << " threads";
+    EXPECT_EQ(r.pairs, r1.pairs) << n << " threads";
+    EXPECT_EQ(r.rows_without_selection, r1.rows_without_selection) << n << " threads";
+  }
+  expect_same_bits_for_every_thread_count("fill_probe (Rademacher)", [&](const ddm::host_context& ctx) {
+    ddm::batch<float> z(B, D);
+    ddm::diagnostics::fill_probe(ctx, z.view(), ddm::diagnostics::probe_kind::rademacher, 41, 2);
+    return z;
+  });
+  // The one-thread results are the per-row functions' (an independent reference for the split).
+  std::vector<const double*> p(K);
+  for (ddm::index_t r = 0; r < B; ++r) {
+    for (ddm::index_t k = 0; k < K; ++k) p[static_cast<std::size_t>(k)] = views[static_cast<std::size_t>(k)].row(r);
+    const double ref = ddm::diagnostics::mean_pairwise_distance(p.data(), static_cast<int>(K), D);
+    EXPECT_EQ(std::memcmp(&ref, &d1[static_cast<std::size_t>(r)], sizeof ref), 0) << "row " << r;
+  }
+  std::size_t pairs = 0;
+  for (auto h : r1.rank_histogram) pairs += h;
+  EXPECT_EQ(pairs, r1.pairs);
 }
 
 }  // namespace

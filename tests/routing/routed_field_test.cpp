@@ -375,6 +375,33 @@ TEST(RoutedField, KeepsTheDecisionOfEachStepsStartForObserversToRead) {
   for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(start_times[i], schedule[i]);
 }
 
+TEST(RoutedField, WithoutObserversSampleLeavesTheSameStepDecisionBehind) {
+  // Without observers ddm::sample marks only the last step's start (nothing reads the others):
+  // after the run, step_decision() and last_decision() are what a run with observers leaves.
+  const auto schedule = ddm::schedules::uniform(5);
+  std::vector<call_log> logs_a(K), logs_b(K);
+  auto watched = ddm::make_routed_field<double>(make_experts(logs_a), ddm::router_fn(K, "peaked", peaked_logits),
+                                                ddm::top_2());
+  auto unwatched = ddm::make_routed_field<double>(make_experts(logs_b), ddm::router_fn(K, "peaked", peaked_logits),
+                                                  ddm::top_2());
+  ddm::batch<double> a = rows_as_x(9, 2), b = rows_as_x(9, 2);
+  std::size_t steps_seen = 0;
+  ddm::sample(watched, a, schedule, ddm::heun{}, [&](const ddm::step_event<double>&) { ++steps_seen; });
+  ddm::sample(unwatched, b, schedule, ddm::heun{});
+  ASSERT_EQ(steps_seen, 5u);
+  ASSERT_NE(watched.step_decision(), nullptr);
+  ASSERT_NE(unwatched.step_decision(), nullptr);
+  for (const auto* d : {watched.step_decision(), &watched.last_decision()}) {
+    const auto* e = d == watched.step_decision() ? unwatched.step_decision() : &unwatched.last_decision();
+    EXPECT_EQ(d->t, e->t);
+    EXPECT_EQ(d->call, e->call);
+    ASSERT_EQ(d->selected.rows(), e->selected.rows());
+    for (ddm::index_t r = 0; r < d->selected.rows(); ++r)
+      for (ddm::index_t k = 0; k < K; ++k) EXPECT_EQ(d->selected(r, k), e->selected(r, k));
+  }
+  EXPECT_EQ(unwatched.step_decision()->t, schedule[4]);
+}
+
 // Allocation-free experts and router, for the allocation count.
 struct affine_expert {
   double a;

@@ -41,9 +41,10 @@ struct algebra {
 
 namespace detail {
 
-// Two views either coincide exactly or do not overlap at all.
+// Two views either coincide exactly or do not overlap at all. Inlined: lincomb checks each of
+// its operands on every call, and a call here cost more than the check for small batches.
 template <class A, class B, class S>
-[[nodiscard]] bool alias_ok(const batch_view<A, S>& a, const batch_view<B, S>& b) noexcept {
+[[nodiscard, gnu::always_inline]] inline bool alias_ok(const batch_view<A, S>& a, const batch_view<B, S>& b) noexcept {
   const auto* a0 = reinterpret_cast<const char*>(a.data());
   const auto* b0 = reinterpret_cast<const char*>(b.data());
   if (a0 == b0 && a.stride() == b.stride()) return true;
@@ -51,6 +52,17 @@ template <class A, class B, class S>
   const auto* a1 = reinterpret_cast<const char*>(a.row(a.rows() - 1) + a.cols());
   const auto* b1 = reinterpret_cast<const char*>(b.row(b.rows() - 1) + b.cols());
   return a1 <= b0 || b1 <= a0;
+}
+
+// Out of line and cold, so that lincomb's per-call checks stay a few compares.
+template <class T, class Space>
+[[noreturn]] DDM_COLD void fail_lincomb_operand(const batch_view<const T, Space>& x, const batch_view<T, Space>& out,
+                                                std::size_t i) {
+  if (!same_shape(x, out))
+    ddm::throw_error<shape_error>("ddm::lincomb: operand ", i, " has shape (", x.rows(), ", ", x.cols(),
+                                  "), expected the output's shape (", out.rows(), ", ", out.cols(), ")");
+  ddm::throw_error<argument_error>("ddm::lincomb: operand ", i,
+                                   " partially overlaps the output, expected the same memory or disjoint memory");
 }
 
 }  // namespace detail
@@ -191,16 +203,8 @@ void lincomb(const execution_context<Space>& ctx, batch_view<T, Space> out, cons
                 "ddm::lincomb: every operand must be a batch or batch_view of the output's value type, "
                 "in the output's memory space");
   const std::array<batch_view<const T, Space>, N> views{cview(xs)...};
-  for (std::size_t i = 0; i < N; ++i) {
-    if (!same_shape(views[i], out))
-      ddm::throw_error<shape_error>("ddm::lincomb: operand ", i, " has shape (", views[i].rows(), ", ",
-                                       views[i].cols(), "), expected the output's shape (", out.rows(), ", ",
-                                       out.cols(), ")");
-    if (!detail::alias_ok(views[i], out))
-      ddm::throw_error<argument_error>("ddm::lincomb: operand ", i,
-                                          " partially overlaps the output, expected the same memory or "
-                                          "disjoint memory");
-  }
+  for (std::size_t i = 0; i < N; ++i)
+    if (!same_shape(views[i], out) || !detail::alias_ok(views[i], out)) detail::fail_lincomb_operand(views[i], out, i);
   std::array<T, N> c{};
   for (std::size_t i = 0; i < N; ++i) c[i] = static_cast<T>(coeffs[i]);
   if (out.empty()) return;

@@ -21,6 +21,11 @@ namespace ddm {
 template <class T, class Space>
 class batch;
 
+namespace detail {
+template <class T, class Space>
+class scratch_buffer;
+}  // namespace detail
+
 template <class T, class Space = host_space>
 class batch_view {
   static_assert(memory_space<Space>, "ddm::batch_view: Space must be a memory space tag such as ddm::host_space");
@@ -90,6 +95,8 @@ class batch_view {
   // batch's own views: its constructor has checked the sizes, so its view() can be noexcept.
   template <class, class>
   friend class batch;
+  template <class, class>
+  friend class detail::scratch_buffer;
   struct trusted {};
   constexpr batch_view(trusted, T* data, index_t rows, index_t cols) noexcept
       : data_(data), rows_(rows), cols_(cols), stride_(cols) {}

@@ -36,9 +36,11 @@ concept memory_space = requires {
   { S::name } -> std::convertible_to<const char*>;
 };
 
-/// How work in `Space` is executed. Specialized per space; the host one is stateless.
+/// How work in `Space` is executed. Specialized per space.
 template <class Space>
 struct execution_context;
+
+class workspace_pool;  // ddm/core/workspace_pool.hpp
 
 /// The host context: how many threads the host primitives (the state algebra, per-row operations,
 /// routing, the analytic DDM) may split their rows over. The default, one thread, runs every loop
@@ -60,6 +62,13 @@ struct execution_context<host_space> {
   /// than twice this runs inline, since waking a thread costs microseconds. Tests set it to 1 to
   /// split even tiny batches.
   index_t min_work_per_thread = index_t{1} << 15;
+  /// Workspace that outlives a call (ddm/core/workspace_pool.hpp): with it, ddm::sample() keeps
+  /// its stepper's buffers between calls instead of allocating them on every call. Not owned:
+  /// the pool must outlive the context and every copy of it that is still used (batches and
+  /// components keep copies). Null: nothing is kept.
+  workspace_pool* scratch = nullptr;
+
+  friend constexpr bool operator==(const execution_context&, const execution_context&) = default;
 };
 
 using host_context = execution_context<host_space>;

@@ -6,6 +6,9 @@
 #include <type_traits>
 
 #include "ddm/core/batch.hpp"
+#include "ddm/core/checked.hpp"
+#include "ddm/core/config.hpp"
+#include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
 
 namespace ddm::detail {
@@ -26,14 +29,22 @@ class scratch_buffer {
   /// A contiguous (rows, cols) view; reallocates only when rows * cols exceeds the capacity.
   /// The content is unspecified (whatever the previous use left).
   [[nodiscard]] batch_view<T, Space> get(const execution_context<Space>& ctx, index_t rows, index_t cols) {
+    if (rows < 0 || cols < 0 || size_product_overflows(rows, cols)) fail_(rows, cols);
     const index_t need = rows * cols;
     if (need > storage_.size()) storage_ = batch<T, Space>(ctx, 1, std::max<index_t>(need, 1));
-    return batch_view<T, Space>(storage_.data(), rows, cols);
+    // The shape is checked and the storage holds it: the view needs no checks of its own (the
+    // components call get() several times per call, small batches feel it).
+    return batch_view<T, Space>(typename batch_view<T, Space>::trusted{}, storage_.data(), rows, cols);
   }
 
   [[nodiscard]] index_t capacity() const noexcept { return storage_.size(); }
 
  private:
+  [[noreturn]] static DDM_COLD void fail_(index_t rows, index_t cols) {
+    ddm::throw_error<shape_error>("ddm::detail::scratch_buffer: shape (", rows, ", ", cols,
+                                  ") requested, expected non-negative sizes whose product fits the index type");
+  }
+
   batch<T, Space> storage_;
 };
 

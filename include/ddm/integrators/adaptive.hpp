@@ -85,6 +85,9 @@ struct adaptive_rk {
   /// Most internal steps per schedule step before giving up.
   std::size_t max_steps = 100000;
 
+  /// Same options, same steppers: what lets ddm::sample() reuse a kept stepper.
+  friend bool operator==(const adaptive_rk&, const adaptive_rk&) = default;
+
   void validate() const {
     const char* where = "ddm::adaptive_rk";
     if (!(rtol >= 0) || !(atol >= 0) || !(rtol + atol > 0))

@@ -68,6 +68,9 @@ struct dpmpp_multistep {
   /// 3M only: use the reference codes' D2 (half the Taylor value; second order). See above.
   bool reference_d2 = false;
 
+  /// Same options, same steppers: what lets ddm::sample() reuse a kept stepper.
+  friend bool operator==(const dpmpp_multistep&, const dpmpp_multistep&) = default;
+
   [[nodiscard]] std::size_t evaluations(const time_schedule& s) const noexcept { return s.steps(); }
 
   template <class T, class Space>

@@ -4,7 +4,11 @@
 //     ddm::sample(field, x, ddm::schedules::uniform(50), ddm::heun{}, observers...);
 //
 // ddm::sampler does the same for batches of one shape again and again, keeping the stepper (and
-// its buffers) between runs.
+// its buffers) between runs. sample() keeps them too when its context points to a
+// ddm::workspace_pool (ctx.scratch): the stepper is lent from the pool for the call and handed
+// back after it, so repeated calls with the same integrator, context and shape allocate nothing.
+// A lent stepper is used by one call only: another thread, or a field that itself calls sample()
+// with the same context, gets a stepper of its own (see ddm/core/workspace_pool.hpp).
 //
 // Observers are called once per step, after the step, with a step_event: the step index, t,
 // t_next, the state x (now at t_next) and the velocity v the step evaluated at its start
@@ -17,8 +21,10 @@
 //
 // A field that records what it decides per call (ddm::routed_field) is told which of its calls
 // starts a step (mark_step_start(), right after the step's first call), so that observers read
-// the decision taken at (x_i, t_i) and not a later call's.
+// the decision taken at (x_i, t_i) and not a later call's. Without observers only the last step
+// is marked (step_decision() after the run is the same; the steps in between have no reader).
 
+#include <concepts>
 #include <cstddef>
 #include <type_traits>
 #include <utility>
@@ -27,6 +33,7 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/error.hpp"
 #include "ddm/core/field.hpp"
+#include "ddm/core/workspace_pool.hpp"
 #include "ddm/flow/schedule.hpp"
 #include "ddm/integrators/integrator.hpp"
 
@@ -128,7 +135,11 @@ sample_result run_steps(const execution_context<Space>& ctx, const sample_option
     const double t = schedule[step];
     const double t_next = schedule[step + 1];
     if constexpr (keep_start) copy(ctx, start.view(), x.as_const());
-    f.step_start = true;
+    // Marking a step start is for observers, which read the field's step decision after each
+    // step; with none, only the last step is marked, so that step_decision() after the run is
+    // what it would be had every step been (the marks never change the trajectory).
+    if constexpr (sizeof...(Observers) > 0) f.step_start = true;
+    else f.step_start = step + 1 == schedule.steps();
     stepper.step(f, x, t, t_next);
     if constexpr (sizeof...(Observers) > 0) {
       step_event<T, Space> event{step, t, t_next, x.as_const(), stepper.velocity()};
@@ -157,16 +168,70 @@ constexpr void check_sample_arguments() {
                 "ddm::sample: every observer must be callable as observer(const ddm::step_event<T, Space>&)");
 }
 
+template <class Integrator, class T, class Space>
+using stepper_t = decltype(std::declval<const Integrator&>().template make_stepper<T>(
+    std::declval<const execution_context<Space>&>(), index_t{}, index_t{}));
+
+// What sample() keeps in a context's workspace_pool: the stepper and the x_i copy of one
+// integrator (type and value: its options shape the stepper), context and shape.
+template <class Integrator, class T, class Space>
+struct sample_workspace {
+  sample_workspace(const Integrator& i, const execution_context<Space>& c, index_t r, index_t n)
+      : integ(i), ctx(c), rows(r), cols(n), stepper(i.template make_stepper<T>(c, r, n)) {}
+
+  [[nodiscard]] bool fits(const Integrator& i, const execution_context<Space>& c, index_t r, index_t n) const {
+    if (rows != r || cols != n || !(ctx == c)) return false;
+    if constexpr (std::is_empty_v<Integrator>) {
+      return true;
+    } else {
+      return integ == i;
+    }
+  }
+
+  Integrator integ;
+  execution_context<Space> ctx;
+  index_t rows;
+  index_t cols;
+  stepper_t<Integrator, T, Space> stepper;
+  batch<T, Space> start;
+};
+
+// sample() can keep the stepper: the context has a scratch pool and two contexts compare, two
+// integrators compare (or carry nothing), and the stepper can start afresh (reset()). Otherwise
+// it makes a stepper per call, as it does when ctx.scratch is null.
+template <class Integrator, class T, class Space>
+concept keeps_stepper =
+    requires(const execution_context<Space>& c) {
+      { c.scratch } -> std::convertible_to<workspace_pool*>;
+      { c == c } -> std::convertible_to<bool>;
+    } && std::copy_constructible<Integrator> &&
+    (std::is_empty_v<Integrator> || std::equality_comparable<Integrator>) &&
+    requires(stepper_t<Integrator, T, Space>& s) { s.reset(); };
+
 }  // namespace detail
 
 /// Integrate x (in place) from schedule.front() to schedule.back(), with an explicit context and
-/// options. Makes a new stepper, hence new workspace, on every call; ddm::sampler keeps it.
+/// options. Makes a new stepper, hence new workspace, on every call, unless ctx.scratch points to
+/// a ddm::workspace_pool: then the stepper is kept there for the next call with the same
+/// integrator, context and shape (see the header comment). ddm::sampler keeps it too.
 template <class Field, class T, class Space, class Integrator, class... Observers>
 sample_result sample(const execution_context<Space>& ctx, const sample_options& options, Field&& field,
                      batch_view<T, Space> x, const time_schedule& schedule, const Integrator& integ,
                      Observers&&... observers) {
   detail::check_sample_arguments<Field, T, Space, Integrator, Observers...>();
   ddm::require_non_empty("ddm::sample", "x", x);
+  if constexpr (detail::keeps_stepper<Integrator, T, Space>) {
+    if (ctx.scratch != nullptr) {
+      using kept_type = detail::sample_workspace<Integrator, T, Space>;
+      const index_t rows = x.rows();
+      const index_t cols = x.cols();
+      auto kept = ctx.scratch->template acquire<kept_type>(
+          [&](const kept_type& k) { return k.fits(integ, ctx, rows, cols); },
+          [&] { return kept_type(integ, ctx, rows, cols); });
+      kept->stepper.reset();
+      return detail::run_steps(ctx, options, field, x, schedule, kept->stepper, kept->start, observers...);
+    }
+  }
   auto stepper = integ.template make_stepper<T>(ctx, x.rows(), x.cols());
   batch<T, Space> start;
   return detail::run_steps(ctx, options, field, x, schedule, stepper, start, observers...);

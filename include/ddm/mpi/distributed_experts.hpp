@@ -78,13 +78,6 @@ struct exchange_stats {
 
 namespace detail {
 
-/// One group as the plan sees it: expert, rows, columns (wherever the rows live).
-struct group_size {
-  std::size_t expert;
-  index_t rows;
-  index_t cols;
-};
-
 /// The host side of every call, whatever memory the rows live in (host: below; device:
 /// ddm/cuda/mpi/distributed_experts.hpp): the plan of who sends which rows where, its exchange and
 /// checks, the agreement on each call's outcome, the waits with their deadline, the statistics.
@@ -135,8 +128,13 @@ class exchange_control {
   // Steps 1 and the first agreement of a call (see the header): splits every group between its
   // expert's owners, orders the chunks by (dest, expert, group), the order of the send buffer, and
   // exchanges and checks the plans. Returns the call's number.
-  std::size_t begin_(double t, std::span<const group_size> groups) {
+  template <class T, class Space>
+  std::size_t begin_(double t, std::span<const expert_group<T, Space>> groups) {
     constexpr const char* at = "ddm::mpi::distributed_experts::evaluate_groups";
+    for (const auto& g : groups) {
+      ddm::require_same_shape(at, "v", g.v, g.x);
+      ddm::require_shape(at, "rows", g.rows, g.x.rows(), 1);
+    }
     started_ = clock::now();
     const std::size_t call = total_.calls;
     last_ = {};
@@ -149,13 +147,13 @@ class exchange_control {
       if (grp.expert >= k_count)
         throw argument_error(ddm::concat(at, ": group ", g, " names expert ", grp.expert, ", expected an index in [0, ",
                                          k_count, ")"));
-      if (d_cols_ < 0) d_cols_ = grp.cols;
-      if (grp.cols != d_cols_)
-        throw shape_error(ddm::concat(at, ": group ", g, " has ", grp.cols, " columns, group 0 ", d_cols_,
+      if (d_cols_ < 0) d_cols_ = grp.x.cols();
+      if (grp.x.cols() != d_cols_)
+        throw shape_error(ddm::concat(at, ": group ", g, " has ", grp.x.cols(), " columns, group 0 ", d_cols_,
                                       ", expected one width per call"));
       const auto owners = placement_.owners(grp.expert);
       split_.resize(owners.size());
-      placement_.split(grp.expert, static_cast<std::size_t>(grp.rows), split_);
+      placement_.split(grp.expert, static_cast<std::size_t>(grp.x.rows()), split_);
       index_t first = 0;
       for (std::size_t i = 0; i < owners.size(); ++i) {
         const auto n = static_cast<index_t>(split_[i]);
@@ -403,14 +401,7 @@ class distributed_experts<T, Local, host_space> : public detail::exchange_contro
 
   /// Every group of one call, wherever its expert lives (see the header). Collective.
   void evaluate_groups(double t, std::span<const expert_group<T>> groups) {
-    constexpr const char* at = "ddm::mpi::distributed_experts::evaluate_groups";
-    sizes_.clear();
-    for (const auto& g : groups) {
-      ddm::require_same_shape(at, "v", g.v, g.x);
-      ddm::require_shape(at, "rows", g.rows, g.x.rows(), 1);
-      sizes_.push_back({g.expert, g.x.rows(), g.x.cols()});
-    }
-    const std::size_t call = begin_(t, sizes_);
+    const std::size_t call = begin_(t, groups);
     pack_(groups);
     exchange_rows_(call, t);
     const auto computing = clock::now();
@@ -515,7 +506,6 @@ class distributed_experts<T, Local, host_space> : public detail::exchange_contro
   }
 
   Local local_;
-  std::vector<detail::group_size> sizes_;
   std::vector<int> send_counts_, send_displs_, recv_counts_, recv_displs_;
   std::vector<int> send_index_counts_, send_index_displs_, recv_index_counts_, recv_index_displs_;
   std::vector<T> x_out_, x_in_, v_in_, v_out_, x_eval_, v_eval_;

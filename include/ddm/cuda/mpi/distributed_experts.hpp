@@ -142,14 +142,7 @@ class distributed_experts<T, Local, cuda_space> : public detail::exchange_contro
 
   /// Every group of one call (see ddm/mpi/distributed_experts.hpp). Collective.
   void evaluate_groups(double t, std::span<const expert_group<T, cuda_space>> groups) {
-    constexpr const char* at = "ddm::mpi::distributed_experts::evaluate_groups";
-    sizes_.clear();
-    for (const auto& g : groups) {
-      ddm::require_same_shape(at, "v", g.v, g.x);
-      ddm::require_shape(at, "rows", g.rows, g.x.rows(), 1);
-      sizes_.push_back({g.expert, g.x.rows(), g.x.cols()});
-    }
-    const std::size_t call = begin_(t, sizes_);
+    const std::size_t call = begin_(t, groups);
     const std::size_t d = cols_();
     x_out_ = x_out_scratch_.get(ctx_, std::max<index_t>(static_cast<index_t>(last_.rows_sent), 1), static_cast<index_t>(d));
     v_out_ = v_out_scratch_.get(ctx_, std::max<index_t>(static_cast<index_t>(last_.rows_sent), 1), static_cast<index_t>(d));
@@ -315,7 +308,6 @@ class distributed_experts<T, Local, cuda_space> : public detail::exchange_contro
   Local local_;
   cuda_context ctx_;
   detail::nccl_communicator nccl_;
-  std::vector<detail::group_size> sizes_;
   ddm::detail::scratch_buffer<T, cuda_space> x_out_scratch_, v_out_scratch_, x_in_scratch_, v_in_scratch_,
       x_eval_scratch_, v_eval_scratch_;
   ddm::detail::scratch_buffer<std::int32_t, cuda_space> index_out_scratch_, index_in_scratch_, index_eval_scratch_;

@@ -35,6 +35,7 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
+#include "ddm/core/parallel.hpp"
 #include "ddm/diagnostics/instruments/expert_views.hpp"
 #include "ddm/flow/parameterization.hpp"
 #include "ddm/flow/schedule.hpp"
@@ -139,8 +140,11 @@ inline void add_ranked_row(alignment_result& out, std::size_t r, std::uint32_t n
 }  // namespace detail
 
 /// Ranks of the selected experts' centroids (K, E) by distance from already embedded states (B, E).
+/// Rows are ranked with rows split over ctx.threads, each part counting into a histogram of its
+/// own; the histograms (integers) are summed and the rows recorded in row order after, so the
+/// result has the same bits for any thread count.
 template <class T>
-[[nodiscard]] alignment_result selected_ranks(const host_context& /*ctx*/, batch_view<const T> embedded,
+[[nodiscard]] alignment_result selected_ranks(const host_context& ctx, batch_view<const T> embedded,
                                               batch_view<const std::uint8_t> selected, batch_view<const T> centroids,
                                               double t = 0.0) {
   const char* where = "ddm::diagnostics::selected_ranks";
@@ -152,16 +156,31 @@ template <class T>
   detail::require_finite_view(where, "embedded", -1, embedded);
   detail::require_finite_view(where, "centroids", -1, centroids);
   alignment_result out = detail::empty_alignment(static_cast<std::size_t>(rows), static_cast<std::size_t>(k), t);
-  std::vector<double> dist(static_cast<std::size_t>(k));
-  for (index_t r = 0; r < rows; ++r) {
-    std::uint32_t n = 0;
-    for (index_t c = 0; c < k; ++c) n += selected(r, c);
-    const double sum = n == 0 ? 0.0
-                              : selected_rank_sum(embedded.row(r), centroids.data(), centroids.stride(),
-                                                  static_cast<int>(k), embedded.cols(), selected.row(r), dist.data(),
-                                                  out.rank_histogram.data());
-    detail::add_ranked_row(out, static_cast<std::size_t>(r), n, sum);
-  }
+  const auto uk = static_cast<std::size_t>(k);
+  // Per part: K distances of scratch and a K-bin histogram; allocated here, not in the parallel loop.
+  const int parts = row_parts(ctx, rows, k * embedded.cols());
+  std::vector<double> dist(static_cast<std::size_t>(parts) * uk);
+  std::vector<std::size_t> histograms(static_cast<std::size_t>(parts) * uk, 0);
+  std::vector<double> sums(static_cast<std::size_t>(rows));
+  std::vector<std::uint32_t> counts(static_cast<std::size_t>(rows));
+  for_row_parts(parts, rows, [&](const row_range& range) {
+    const std::size_t part = static_cast<std::size_t>(range.part) * uk;
+    for (index_t r = range.begin; r < range.end; ++r) {
+      std::uint32_t n = 0;
+      for (index_t c = 0; c < k; ++c) n += selected(r, c);
+      counts[static_cast<std::size_t>(r)] = n;
+      sums[static_cast<std::size_t>(r)] =
+          n == 0 ? 0.0
+                 : selected_rank_sum(embedded.row(r), centroids.data(), centroids.stride(), static_cast<int>(k),
+                                     embedded.cols(), selected.row(r), dist.data() + part,
+                                     histograms.data() + part);
+    }
+  });
+  for (std::size_t p = 0; p < static_cast<std::size_t>(parts); ++p)
+    for (std::size_t c = 0; c < uk; ++c) out.rank_histogram[c] += histograms[p * uk + c];
+  for (index_t r = 0; r < rows; ++r)
+    detail::add_ranked_row(out, static_cast<std::size_t>(r), counts[static_cast<std::size_t>(r)],
+                           sums[static_cast<std::size_t>(r)]);
   return out;
 }
 

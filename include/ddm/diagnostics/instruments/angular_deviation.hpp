@@ -36,6 +36,7 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
+#include "ddm/core/parallel.hpp"
 #include "ddm/diagnostics/instruments/expert_views.hpp"
 
 namespace ddm::diagnostics {
@@ -114,9 +115,11 @@ inline void group_row_angles(const double* theta, const std::uint8_t* selected, 
 
 }  // namespace detail
 
-/// theta for every row and expert, grouped by the (B, K) selection mask.
+/// theta for every row and expert, grouped by the (B, K) selection mask. The angles are computed
+/// with rows split over ctx.threads (each by one thread, as one thread computes it) and grouped
+/// in row order after, so the result has the same bits for any thread count.
 template <class T>
-[[nodiscard]] angular_deviation_result angular_deviation(const host_context& /*ctx*/,
+[[nodiscard]] angular_deviation_result angular_deviation(const host_context& ctx,
                                                          std::span<const batch_view<const T>> experts,
                                                          batch_view<const T> blended,
                                                          batch_view<const std::uint8_t> selected) {
@@ -130,13 +133,16 @@ template <class T>
     detail::require_finite_view(where, "experts", static_cast<long>(k), experts[k]);
   detail::require_finite_view(where, "blended", -1, blended);
   angular_deviation_result out = detail::empty_angular_deviation(static_cast<std::size_t>(rows));
-  std::vector<double> theta(experts.size());
-  for (index_t r = 0; r < rows; ++r) {
-    for (index_t k = 0; k < k_count; ++k)
-      theta[static_cast<std::size_t>(k)] =
-          angle_between(experts[static_cast<std::size_t>(k)].row(r), blended.row(r), blended.cols());
-    detail::group_row_angles(theta.data(), selected.row(r), k_count, static_cast<std::size_t>(r), out);
-  }
+  std::vector<double> theta(static_cast<std::size_t>(rows * k_count));  // (B, K)
+  for_row_ranges(ctx, rows, 4 * k_count * blended.cols(), [&](const row_range& range) {
+    for (index_t r = range.begin; r < range.end; ++r)
+      for (index_t k = 0; k < k_count; ++k)
+        theta[static_cast<std::size_t>(r * k_count + k)] =
+            angle_between(experts[static_cast<std::size_t>(k)].row(r), blended.row(r), blended.cols());
+  });
+  // Grouping counts the undefined angles of all rows: in row order, on this thread.
+  for (index_t r = 0; r < rows; ++r)
+    detail::group_row_angles(theta.data() + r * k_count, selected.row(r), k_count, static_cast<std::size_t>(r), out);
   return out;
 }
 

@@ -23,6 +23,7 @@
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
 #include "ddm/core/memory_space.hpp"
+#include "ddm/core/parallel.hpp"
 #include "ddm/diagnostics/instruments/expert_views.hpp"
 #include "ddm/core/row_ops.hpp"
 
@@ -45,18 +46,26 @@ DDM_HOST_DEVICE double mean_pairwise_distance(const T* const* v, int k, index_t 
 }
 
 /// d_r for every row: the experts' velocities at one state, one (B, D) view per expert.
+/// Rows are split over ctx.threads; each row is computed by one thread as one thread computes it,
+/// so the result has the same bits for any thread count.
 template <class T>
-[[nodiscard]] std::vector<double> expert_disagreement(const host_context& /*ctx*/,
+[[nodiscard]] std::vector<double> expert_disagreement(const host_context& ctx,
                                                       std::span<const batch_view<const T>> experts) {
   const char* where = "ddm::diagnostics::expert_disagreement";
   detail::check_expert_views(where, experts, 2);
-  const auto rows = static_cast<std::size_t>(experts[0].rows());
-  std::vector<double> d(rows);
-  std::vector<const T*> ptr(experts.size());
-  for (std::size_t r = 0; r < rows; ++r) {
-    for (std::size_t k = 0; k < experts.size(); ++k) ptr[k] = experts[k].row(static_cast<index_t>(r));
-    d[r] = mean_pairwise_distance(ptr.data(), static_cast<int>(experts.size()), experts[0].cols());
-  }
+  const index_t rows = experts[0].rows();
+  const auto k = experts.size();
+  std::vector<double> d(static_cast<std::size_t>(rows));
+  // One row of expert pointers per part, allocated here: nothing allocates inside the parallel loop.
+  const int parts = row_parts(ctx, rows, static_cast<index_t>(k * k) * experts[0].cols());
+  std::vector<const T*> ptr(static_cast<std::size_t>(parts) * k);
+  for_row_parts(parts, rows, [&](const row_range& range) {
+    const T** p = ptr.data() + static_cast<std::size_t>(range.part) * k;
+    for (index_t r = range.begin; r < range.end; ++r) {
+      for (std::size_t e = 0; e < k; ++e) p[e] = experts[e].row(r);
+      d[static_cast<std::size_t>(r)] = mean_pairwise_distance(p, static_cast<int>(k), experts[0].cols());
+    }
+  });
   ddm::require_finite_rows(where, "the expert disagreement", d, 0.0);
   return d;
 }

@@ -15,6 +15,7 @@
 #include "ddm/core/batch.hpp"
 #include "ddm/core/config.hpp"
 #include "ddm/core/error.hpp"
+#include "ddm/core/parallel.hpp"
 #include "ddm/core/rng.hpp"
 
 namespace ddm::diagnostics {
@@ -41,12 +42,15 @@ void fill_probe(const host_context& ctx, batch_view<T> z, probe_kind kind, std::
     ddm::fill_normal(ctx, z, seed, stream);
     return;
   }
-  for (index_t r = 0; r < z.rows(); ++r) {
-    T* p = z.row(r);
-    const auto base = static_cast<std::uint64_t>(r) * static_cast<std::uint64_t>(z.cols());
-    for (index_t c = 0; c < z.cols(); ++c)
-      p[c] = static_cast<T>(rademacher(seed, stream, base + static_cast<std::uint64_t>(c)));
-  }
+  // Counter-based: every value depends on its index only, so any split of the rows gives the same bits.
+  for_row_ranges(ctx, z.rows(), z.cols(), [&](const row_range& range) {
+    for (index_t r = range.begin; r < range.end; ++r) {
+      T* p = z.row(r);
+      const auto base = static_cast<std::uint64_t>(r) * static_cast<std::uint64_t>(z.cols());
+      for (index_t c = 0; c < z.cols(); ++c)
+        p[c] = static_cast<T>(rademacher(seed, stream, base + static_cast<std::uint64_t>(c)));
+    }
+  });
 }
 
 }  // namespace ddm::diagnostics
