@@ -58,6 +58,22 @@ inline void check_guard(const char* where, double guard) {
   if (!(guard > 0.0 && guard < 0.5))
     ddm::fail_argument(where, "guard", guard, "a value in (0, 0.5)");
 }
+
+// v holds eps_hat on entry and v = (eps_hat - x) / (1 - t) on return, the denominator kept >= guard.
+template <class T, class Space>
+void velocity_from_eps(const execution_context<Space>& ctx, batch_view<const T, Space> x, double t, double guard,
+                       batch_view<T, Space> v) {
+  const double inv = 1.0 / std::max(1.0 - t, guard);
+  lincomb(ctx, v, {inv, -inv}, v, x);
+}
+
+// v holds x0_hat on entry and v = (x - x0_hat) / t on return, the denominator kept >= guard.
+template <class T, class Space>
+void velocity_from_x0(const execution_context<Space>& ctx, batch_view<const T, Space> x, double t, double guard,
+                      batch_view<T, Space> v) {
+  const double inv = 1.0 / std::max(t, guard);
+  lincomb(ctx, v, {inv, -inv}, x, v);
+}
 }  // namespace detail
 
 /// An eps-prediction model in rectified-flow variables as a velocity field:
@@ -75,8 +91,7 @@ class eps_velocity {
     requires velocity_field<F, T, Space>
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
     f_(x, t, v);  // v <- eps_hat
-    const double inv = 1.0 / std::max(1.0 - t, guard_);
-    lincomb(ctx_, v, {inv, -inv}, v, x);
+    detail::velocity_from_eps(ctx_, x, t, guard_, v);
   }
 
   /// The same for a model that takes per-sample conditioning: the original row indices of a
@@ -87,8 +102,7 @@ class eps_velocity {
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v,
                   batch_view<const std::int32_t, Space> rows) {
     f_(x, t, v, rows);
-    const double inv = 1.0 / std::max(1.0 - t, guard_);
-    lincomb(ctx_, v, {inv, -inv}, v, x);
+    detail::velocity_from_eps(ctx_, x, t, guard_, v);
   }
 
   [[nodiscard]] F& model() noexcept { return f_; }
@@ -112,8 +126,7 @@ class x0_velocity {
     requires velocity_field<F, T, Space>
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
     f_(x, t, v);  // v <- x0_hat
-    const double inv = 1.0 / std::max(t, guard_);
-    lincomb(ctx_, v, {inv, -inv}, x, v);
+    detail::velocity_from_x0(ctx_, x, t, guard_, v);
   }
 
   /// With per-sample conditioning: row indices pass through to the model.
@@ -123,8 +136,7 @@ class x0_velocity {
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v,
                   batch_view<const std::int32_t, Space> rows) {
     f_(x, t, v, rows);
-    const double inv = 1.0 / std::max(t, guard_);
-    lincomb(ctx_, v, {inv, -inv}, x, v);
+    detail::velocity_from_x0(ctx_, x, t, guard_, v);
   }
 
   [[nodiscard]] F& model() noexcept { return f_; }
@@ -174,8 +186,7 @@ class vp_eps_velocity {
       scratch_ = batch<T, Space>(ctx_, x.rows(), x.cols());
     lincomb(ctx_, scratch_.view(), {1.0 / c}, x);
     call(scratch_.cview(), static_cast<double>(timestep_of_(alpha_bar)));  // v <- eps_hat
-    const double inv = 1.0 / std::max(1.0 - t, guard_);
-    lincomb(ctx_, v, {inv, -inv}, v, x);
+    detail::velocity_from_eps(ctx_, x, t, guard_, v);
   }
 
   F f_;
