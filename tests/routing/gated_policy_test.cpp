@@ -11,6 +11,8 @@
 
 #include <ddm/ddm.hpp>
 
+#include "support/error_message.hpp"
+
 namespace {
 
 const ddm::host_context ctx{};
@@ -170,14 +172,7 @@ TEST(GatedPolicies, CostLiesBetweenTopOneAndTopTwo) {
 }
 
 TEST(GatedPolicies, ArgumentErrorsSayWhatWasExpected) {
-  auto message = [](auto&& f) {
-    try {
-      f();
-    } catch (const ddm::argument_error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no exception");
-  };
+  const auto message = [](auto&& f) { return ddm::test::error_message<ddm::argument_error>(f); };
   for (double bad : {-0.1, 1.5, std::nan("")}) {
     const std::string c = message([&] { (void)ddm::confidence_adaptive{bad}; });
     EXPECT_NE(c.find("'confidence' = "), std::string::npos) << c;

@@ -11,6 +11,8 @@
 
 #include <ddm/ddm.hpp>
 
+#include "support/error_message.hpp"
+
 namespace {
 
 const ddm::host_context ctx{};
@@ -307,14 +309,7 @@ TEST(Policies, AnyRoutingPolicyBehavesLikeTheHeldPolicy) {
 }
 
 TEST(Policies, ArgumentErrorsSayWhatWasExpected) {
-  auto message = [](auto&& f) {
-    try {
-      f();
-    } catch (const ddm::argument_error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no exception");
-  };
+  const auto message = [](auto&& f) { return ddm::test::error_message<ddm::argument_error>(f); };
   EXPECT_NE(message([] { (void)ddm::top_k{0}; }).find("'k' = 0"), std::string::npos);
   EXPECT_NE(message([] { (void)ddm::top_k{-3}; }).find(">= 1"), std::string::npos);
   const auto p = probabilities();
