@@ -105,13 +105,13 @@ TEST(LaunchShapes, StreamLayoutsTakeTheVectorPathOnlyWhenEveryOperandSharesItsAl
 TEST(LaunchShapes, RowMappedBlocksAndMixtureScratchFitTheirWork) {
   namespace cd = ddm::cuda::detail;
   // A row of 2 accesses: 32 threads along it, 8 rows per block.
-  const auto small = cd::row_mapped_shape(1000, 2, 4, 100);
+  const auto small = ddm::cuda::row_mapped_shape(1000, 2, 4, 100);
   EXPECT_EQ(small.block.x, 32U);
   EXPECT_EQ(small.block.y, 8U);
   EXPECT_EQ(small.grid.x, 1U);
   EXPECT_EQ(small.grid.y, 125U);
   // A long row: 256 threads along it, one row per block, no more blocks along x than resident.
-  const auto large = cd::row_mapped_shape(4096, 4096, 4, 3);
+  const auto large = ddm::cuda::row_mapped_shape(4096, 4096, 4, 3);
   EXPECT_EQ(large.block.x, 256U);
   EXPECT_EQ(large.block.y, 1U);
   EXPECT_EQ(large.grid.x, 3U);
