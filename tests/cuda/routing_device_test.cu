@@ -102,6 +102,25 @@ TEST(LaunchShapes, StreamLayoutsTakeTheVectorPathOnlyWhenEveryOperandSharesItsAl
             1);
 }
 
+TEST(LaunchShapes, ElementwiseGridsCoverTheirViewWithinTheGridLimits) {
+  using ddm::cuda::elementwise_block;
+  using ddm::cuda::elementwise_grid;
+  // Columns in blocks of elementwise_block on x, one row per block on y: every value gets a thread.
+  const dim3 g = elementwise_grid(3, 1000);
+  EXPECT_EQ(g.x, 4U);
+  EXPECT_EQ(g.y, 3U);
+  EXPECT_EQ(g.z, 1U);
+  EXPECT_GE(static_cast<index_t>(g.x) * elementwise_block, 1000);
+  EXPECT_LT(static_cast<index_t>(g.x - 1) * elementwise_block, 1000);
+  // Past the limits the kernels stride: the grid stops at them.
+  EXPECT_EQ(elementwise_grid(1'000'000, 1).y, static_cast<unsigned>(ddm::cuda::max_grid_y));
+  EXPECT_EQ(elementwise_grid(1, index_t{1} << 40).x, static_cast<unsigned>(ddm::cuda::max_grid_x));
+  // An empty extent still gives a valid launch (the DiT's timestep embedding launches on any
+  // number of frequencies, 0 included).
+  EXPECT_EQ(elementwise_grid(0, 0).x, 1U);
+  EXPECT_EQ(elementwise_grid(0, 0).y, 1U);
+}
+
 TEST(LaunchShapes, RowMappedBlocksAndMixtureScratchFitTheirWork) {
   namespace cd = ddm::cuda::detail;
   // A row of 2 accesses: 32 threads along it, 8 rows per block.
