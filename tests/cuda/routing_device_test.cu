@@ -102,16 +102,35 @@ TEST(LaunchShapes, StreamLayoutsTakeTheVectorPathOnlyWhenEveryOperandSharesItsAl
             1);
 }
 
+TEST(LaunchShapes, ElementwiseGridsCoverTheirViewWithinTheGridLimits) {
+  using ddm::cuda::elementwise_block;
+  using ddm::cuda::elementwise_grid;
+  // Columns in blocks of elementwise_block on x, one row per block on y: every value gets a thread.
+  const dim3 g = elementwise_grid(3, 1000);
+  EXPECT_EQ(g.x, 4U);
+  EXPECT_EQ(g.y, 3U);
+  EXPECT_EQ(g.z, 1U);
+  EXPECT_GE(static_cast<index_t>(g.x) * elementwise_block, 1000);
+  EXPECT_LT(static_cast<index_t>(g.x - 1) * elementwise_block, 1000);
+  // Past the limits the kernels stride: the grid stops at them.
+  EXPECT_EQ(elementwise_grid(1'000'000, 1).y, static_cast<unsigned>(ddm::cuda::max_grid_y));
+  EXPECT_EQ(elementwise_grid(1, index_t{1} << 40).x, static_cast<unsigned>(ddm::cuda::max_grid_x));
+  // An empty extent still gives a valid launch (the DiT's timestep embedding launches on any
+  // number of frequencies, 0 included).
+  EXPECT_EQ(elementwise_grid(0, 0).x, 1U);
+  EXPECT_EQ(elementwise_grid(0, 0).y, 1U);
+}
+
 TEST(LaunchShapes, RowMappedBlocksAndMixtureScratchFitTheirWork) {
   namespace cd = ddm::cuda::detail;
   // A row of 2 accesses: 32 threads along it, 8 rows per block.
-  const auto small = cd::row_mapped_shape(1000, 2, 4, 100);
+  const auto small = ddm::cuda::row_mapped_shape(1000, 2, 4, 100);
   EXPECT_EQ(small.block.x, 32U);
   EXPECT_EQ(small.block.y, 8U);
   EXPECT_EQ(small.grid.x, 1U);
   EXPECT_EQ(small.grid.y, 125U);
   // A long row: 256 threads along it, one row per block, no more blocks along x than resident.
-  const auto large = cd::row_mapped_shape(4096, 4096, 4, 3);
+  const auto large = ddm::cuda::row_mapped_shape(4096, 4096, 4, 3);
   EXPECT_EQ(large.block.x, 256U);
   EXPECT_EQ(large.block.y, 1U);
   EXPECT_EQ(large.grid.x, 3U);

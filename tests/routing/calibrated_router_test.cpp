@@ -11,6 +11,8 @@
 
 #include <ddm/ddm.hpp>
 
+#include "support/error_message.hpp"
+
 namespace {
 
 const ddm::host_context ctx{};
@@ -24,14 +26,7 @@ TEST(TemperatureSchedule, IsPiecewiseLinearAndConstantBeyondTheKnots) {
   EXPECT_NEAR(tau(0.75), 2.5, 1e-15);
   EXPECT_EQ(tau(1.0), 4.0);
   EXPECT_EQ(ddm::temperature_schedule::constant(3.0)(0.7), 3.0);
-  auto message = [](auto&& f) {
-    try {
-      f();
-    } catch (const ddm::argument_error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no exception");
-  };
+  const auto message = [](auto&& f) { return ddm::test::error_message<ddm::argument_error>(f); };
   EXPECT_NE(message([] { ddm::temperature_schedule({0.5, 0.5}, {1, 1}); }).find("strictly increasing"),
             std::string::npos);
   EXPECT_NE(message([] { ddm::temperature_schedule({0.5, 1.5}, {1, 1}); }).find("knot 1 = 1.5"), std::string::npos);
@@ -124,14 +119,7 @@ TEST(FitTemperature, ScheduleUndoesTheAnalyticRoutersTemperatureAtEveryKnot) {
 }
 
 TEST(FitTemperature, ErrorsNameTheArgument) {
-  auto message = [](auto&& f) {
-    try {
-      f();
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string("no exception");
-  };
+  const auto message = [](auto&& f) { return ddm::test::error_message(f); };
   ddm::batch<double> l(3, 4);
   ddm::fill(ctx, l.view(), 0.0);
   l(0, 1) = 1.0;

@@ -11,20 +11,18 @@
 
 #include <ddm/ddm.hpp>
 
+#include "support/error_message.hpp"
+#include "support/router_probabilities.hpp"
+
 namespace {
 
 const ddm::host_context ctx{};
 constexpr ddm::index_t B = 64;
 constexpr ddm::index_t K = 8;
 
-// Router probabilities of varied sharpness: softmax of normal logits with scales 0.3 .. 4.
+// Router probabilities of varied sharpness (support/router_probabilities.hpp).
 ddm::batch<double> probabilities(std::uint64_t seed) {
-  ddm::batch<double> l(B, K), p(B, K);
-  ddm::fill_normal(ctx, l.view(), seed);
-  for (ddm::index_t r = 0; r < B; ++r)
-    for (ddm::index_t k = 0; k < K; ++k) l(r, k) *= 0.3 + 3.7 * static_cast<double>(r) / B;
-  ddm::softmax_rows(ctx, l.cview(), 1.0, p.view());
-  return p;
+  return ddm::test::router_probabilities(B, K, seed);
 }
 
 struct decision {
@@ -170,14 +168,7 @@ TEST(GatedPolicies, CostLiesBetweenTopOneAndTopTwo) {
 }
 
 TEST(GatedPolicies, ArgumentErrorsSayWhatWasExpected) {
-  auto message = [](auto&& f) {
-    try {
-      f();
-    } catch (const ddm::argument_error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no exception");
-  };
+  const auto message = [](auto&& f) { return ddm::test::error_message<ddm::argument_error>(f); };
   for (double bad : {-0.1, 1.5, std::nan("")}) {
     const std::string c = message([&] { (void)ddm::confidence_adaptive{bad}; });
     EXPECT_NE(c.find("'confidence' = "), std::string::npos) << c;

@@ -11,20 +11,18 @@
 
 #include <ddm/ddm.hpp>
 
+#include "support/error_message.hpp"
+#include "support/router_probabilities.hpp"
+
 namespace {
 
 const ddm::host_context ctx{};
 constexpr ddm::index_t B = 64;
 constexpr ddm::index_t K = 8;
 
-// Router probabilities of varied sharpness: softmax of normal logits with scales 0.3 .. 4.
+// Router probabilities of varied sharpness (support/router_probabilities.hpp).
 ddm::batch<double> probabilities(std::uint64_t seed = 42) {
-  ddm::batch<double> l(B, K), p(B, K);
-  ddm::fill_normal(ctx, l.view(), seed);
-  for (ddm::index_t r = 0; r < B; ++r)
-    for (ddm::index_t k = 0; k < K; ++k) l(r, k) *= 0.3 + 3.7 * static_cast<double>(r) / B;
-  ddm::softmax_rows(ctx, l.cview(), 1.0, p.view());
-  return p;
+  return ddm::test::router_probabilities(B, K, seed);
 }
 
 struct decision {
@@ -307,14 +305,7 @@ TEST(Policies, AnyRoutingPolicyBehavesLikeTheHeldPolicy) {
 }
 
 TEST(Policies, ArgumentErrorsSayWhatWasExpected) {
-  auto message = [](auto&& f) {
-    try {
-      f();
-    } catch (const ddm::argument_error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no exception");
-  };
+  const auto message = [](auto&& f) { return ddm::test::error_message<ddm::argument_error>(f); };
   EXPECT_NE(message([] { (void)ddm::top_k{0}; }).find("'k' = 0"), std::string::npos);
   EXPECT_NE(message([] { (void)ddm::top_k{-3}; }).find(">= 1"), std::string::npos);
   const auto p = probabilities();

@@ -12,6 +12,7 @@
 
 #include <ddm/ddm.hpp>
 
+#include "support/error_message.hpp"
 #include "support/gaussian_flow.hpp"
 
 namespace {
@@ -369,13 +370,8 @@ TEST(AnalyticDdm, TypeErasedExpertsAndPolicyRouteLikeTypedOnes) {
 
 TEST(AnalyticDdm, ExplicitSpecIsValidated) {
   using spec = ddm::synthetic::mixture_spec;
-  auto message = [](const spec& s) {
-    try {
-      const analytic_ddm m(s);
-    } catch (const ddm::argument_error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no exception");
+  const auto message = [](const spec& s) {
+    return ddm::test::error_message<ddm::argument_error>([&] { const analytic_ddm m(s); });
   };
   EXPECT_NE(message(spec{1, {0.0, 1.0}, {0.5, 0.0}, {1, 1}, {0, 0}}).find("spec.scales[1]"), std::string::npos);
   EXPECT_NE(message(spec{1, {0.0, 1.0}, {0.5, 0.5}, {1, -1}, {0, 0}}).find("spec.weights[1]"), std::string::npos);

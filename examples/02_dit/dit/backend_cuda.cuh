@@ -98,7 +98,7 @@ struct backend<ddm::cuda_space> {
     std::uint16_t* words = cd::operand_buffer(ctx, static_cast<std::size_t>(n * k));
     cd::with_16bit(w.storage, [&](auto h) {
       using H = decltype(h);
-      cd::map_kernel<<<cd::rows_grid(n, k), cd::block_threads, 0, ctx.stream()>>>(
+      cd::map_kernel<<<cd::elementwise_grid(n, k), cd::elementwise_block, 0, ctx.stream()>>>(
           x.data(), x.stride(), reinterpret_cast<H*>(words), k, n, k, cd::identity_op{});
     });
     ddm::cuda::check_launch("dit::linear (map_kernel to 16 bits)");
@@ -146,7 +146,7 @@ struct backend<ddm::cuda_space> {
     std::uint16_t* words = cd::operand_buffer(ctx, static_cast<std::size_t>(n * k));
     cd::with_16bit(w.storage, [&](auto half) {
       using H = decltype(half);
-      cd::map_kernel<<<cd::rows_grid(n, k), cd::block_threads, 0, ctx.stream()>>>(
+      cd::map_kernel<<<cd::elementwise_grid(n, k), cd::elementwise_block, 0, ctx.stream()>>>(
           f.data(), f.stride(), reinterpret_cast<H*>(words), k, n, k, cd::gelu_tanh_op{});
     });
     ddm::cuda::check_launch("dit::gelu_linear (map_kernel)");
@@ -203,7 +203,7 @@ struct backend<ddm::cuda_space> {
     cd::require(!gated || (gate.cols() == x.cols() && x.rows() % gate.rows() == 0), "dit::gated_residual",
                 "gate must be (B, D) with B dividing the rows of x");
     if (x.empty()) return;
-    cd::gated_residual_kernel<<<cd::rows_grid(x.rows(), x.cols()), cd::block_threads, 0, ctx.stream()>>>(
+    cd::gated_residual_kernel<<<cd::elementwise_grid(x.rows(), x.cols()), cd::elementwise_block, 0, ctx.stream()>>>(
         x.data(), x.stride(), gated ? gate.data() : nullptr, gate.stride(), gated ? x.rows() / gate.rows() : 1,
         y.data(), y.stride(), x.rows(), x.cols());
     ddm::cuda::check_launch("dit::gated_residual");
@@ -215,7 +215,7 @@ struct backend<ddm::cuda_space> {
     cd::require(ddm::same_shape(x, y) && v.rows() == 1 && v.cols() == x.cols(), "dit::add_row_vector",
                 "x, y (M, N) and v (1, N)");
     if (x.empty()) return;
-    cd::add_row_kernel<<<cd::rows_grid(x.rows(), x.cols()), cd::block_threads, 0, ctx.stream()>>>(
+    cd::add_row_kernel<<<cd::elementwise_grid(x.rows(), x.cols()), cd::elementwise_block, 0, ctx.stream()>>>(
         x.data(), x.stride(), v.data(), y.data(), y.stride(), x.rows(), x.cols());
     ddm::cuda::check_launch("dit::add_row_vector");
   }
@@ -249,7 +249,7 @@ struct backend<ddm::cuda_space> {
                     tokens.cols() == g.patch_values(g.channels),
                 "dit::patchify", "x (B, C*H*W), tokens (B*T, C*p*p)");
     if (tokens.empty()) return;
-    cd::patchify_kernel<<<cd::rows_grid(tokens.rows(), tokens.cols()), cd::block_threads, 0, ctx.stream()>>>(
+    cd::patchify_kernel<<<cd::elementwise_grid(tokens.rows(), tokens.cols()), cd::elementwise_block, 0, ctx.stream()>>>(
         x.data(), x.stride(), tokens.data(), tokens.stride(), tokens.rows(), tokens.cols(), g.tokens(), g.grid_w(),
         g.patch, g.height, g.width);
     ddm::cuda::check_launch("dit::patchify");
@@ -269,7 +269,7 @@ struct backend<ddm::cuda_space> {
                     x.cols() == keep * g.height * g.width,
                 "dit::unpatchify", "tokens (B*T, p*p*C_out), x (B, keep*H*W), keep <= C_out");
     if (x.empty()) return;
-    cd::unpatchify_kernel<<<cd::rows_grid(x.rows(), x.cols()), cd::block_threads, 0, ctx.stream()>>>(
+    cd::unpatchify_kernel<<<cd::elementwise_grid(x.rows(), x.cols()), cd::elementwise_block, 0, ctx.stream()>>>(
         tokens.data(), tokens.stride(), x.data(), x.stride(), x.rows(), x.cols(), g.tokens(), g.grid_w(), p, g.height,
         g.width, c_out);
     ddm::cuda::check_launch("dit::unpatchify");
@@ -288,7 +288,7 @@ struct backend<ddm::cuda_space> {
       cd::float_chunk values{};
       std::copy_n(t.data() + first, n, values.v);
       const auto rows = static_cast<index_t>(n);
-      cd::timestep_kernel<<<cd::rows_grid(rows, half), cd::block_threads, 0, ctx.stream()>>>(
+      cd::timestep_kernel<<<cd::elementwise_grid(rows, half), cd::elementwise_block, 0, ctx.stream()>>>(
           values, rows, freqs.data(), half, out.row(static_cast<index_t>(first)), out.stride());
       ddm::cuda::check_launch("dit::timestep_embedding");
     }
@@ -296,6 +296,11 @@ struct backend<ddm::cuda_space> {
 
   /// out(r, :) = table(rows[r], :), the indices (host memory) checked on the host and passed to
   /// the kernel by value.
+  ///
+  /// Not the library's device gather (ddm::expert_grouping<cuda_space>::gather): that one reads
+  /// its indices from device memory, so host indices would first need ddm::copy to the device,
+  /// which waits for the stream (ddm/cuda/transfer.hpp), and a forward pass never waits (see the
+  /// header comment). Passing up to 256 indices by value in the launch needs no copy.
   static void gather_rows(const context& ctx, view<const float> table, std::span<const std::int32_t> rows,
                           view<float> out) {
     namespace cd = gpu;
@@ -311,14 +316,15 @@ struct backend<ddm::cuda_space> {
       cd::index_chunk values{};
       std::copy_n(rows.data() + first, n, values.v);
       const auto count = static_cast<index_t>(n);
-      cd::gather_kernel<<<cd::rows_grid(count, table.cols()), cd::block_threads, 0, ctx.stream()>>>(
+      cd::gather_kernel<<<cd::elementwise_grid(count, table.cols()), cd::elementwise_block, 0, ctx.stream()>>>(
           table.data(), table.stride(), values, count, out.row(static_cast<index_t>(first)), out.stride(),
           table.cols());
       ddm::cuda::check_launch("dit::gather_rows");
     }
   }
 
-  /// Host values into device memory (blocking: for loading, not inside a forward pass).
+  /// Host values into device memory (blocking: for loading, not inside a forward pass). The
+  /// transfers are the library's ddm::copy (ddm/cuda/transfer.hpp) over a host view of the span.
   static void upload(const context& ctx, std::span<const float> values, view<float> dst) { upload_(ctx, values, dst); }
   static void upload(const context& ctx, std::span<const std::uint16_t> values, view<std::uint16_t> dst) {
     upload_(ctx, values, dst);
@@ -426,7 +432,7 @@ struct backend<ddm::cuda_space> {
     namespace cd = gpu;
     cd::require(ddm::same_shape(x, y), where, "x and y must have the same shape");
     if (x.empty()) return;
-    cd::map_kernel<<<cd::rows_grid(x.rows(), x.cols()), cd::block_threads, 0, ctx.stream()>>>(
+    cd::map_kernel<<<cd::elementwise_grid(x.rows(), x.cols()), cd::elementwise_block, 0, ctx.stream()>>>(
         x.data(), x.stride(), y.data(), y.stride(), x.rows(), x.cols(), op);
     ddm::cuda::check_launch(where);
   }
@@ -436,9 +442,9 @@ struct backend<ddm::cuda_space> {
                            view<const float> shift, view<const float> scale, Out* y, index_t sy) {
     namespace cd = gpu;
     if (x.empty()) return;
-    constexpr index_t rows_per_block = cd::block_threads / 32;
+    constexpr index_t rows_per_block = cd::elementwise_block / 32;
     const index_t blocks = std::min<index_t>((x.rows() + rows_per_block - 1) / rows_per_block, cd::max_grid_x);
-    cd::layer_norm_kernel<Modulate, Out><<<static_cast<unsigned>(blocks), cd::block_threads, 0, ctx.stream()>>>(
+    cd::layer_norm_kernel<Modulate, Out><<<static_cast<unsigned>(blocks), cd::elementwise_block, 0, ctx.stream()>>>(
         x.data(), x.stride(), y, sy, x.rows(), x.cols(), static_cast<float>(eps), gamma, beta,
         Modulate ? shift.data() : nullptr, Modulate ? shift.stride() : 0, Modulate ? scale.data() : nullptr,
         Modulate ? scale.stride() : 0, Modulate ? x.rows() / shift.rows() : 1);

@@ -50,12 +50,7 @@ class dit_model {
     stem_ = stem_weights<Space>::load(r, names, config_);
     labels_ = r.tensor("y_embedder.embedding_table.weight", {u(config_.label_rows()), u(d)}, config_.label_rows(), d);
     blocks_.reserve(static_cast<std::size_t>(config_.depth));
-    for (index_t i = 0; i < config_.depth; ++i) {
-      block b;
-      b.adaln = r.linear(names.in_block(i, "adaLN_modulation.1"), 6 * d, d);
-      b.layers = attention_mlp_weights<Space>::load(r, names, i, config_);
-      blocks_.push_back(std::move(b));
-    }
+    for (index_t i = 0; i < config_.depth; ++i) blocks_.push_back(adaln_zero_block<Space>::load(r, names, i, config_));
     final_adaln_ = r.linear("final_layer.adaLN_modulation.1", 2 * d, d);
     final_linear_ = r.linear("final_layer.linear", config_.patch_size * config_.patch_size * config_.out_channels(), d);
     if (strict) r.require_all_used(std::string(names.model));
@@ -153,13 +148,7 @@ class dit_model {
 
     auto mod = ws.get(slot::model + 4, b, 6 * d);
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      const auto& blk = blocks_[i];
-      ops::linear(ctx, sc, blk.adaln.view(), blk.adaln.bias_data(), mod);
-      const auto m = mod.as_const();
-      attention_residual(ctx, xs, b, config_.num_heads, config_.layer_norm_eps, chunk(m, 0, d), chunk(m, 1, d),
-                         chunk(m, 2, d), blk.layers.qkv, blk.layers.proj, ws);
-      mlp_residual(ctx, xs, config_.layer_norm_eps, chunk(m, 3, d), chunk(m, 4, d), chunk(m, 5, d), blk.layers.fc1,
-                   blk.layers.fc2, ws);
+      blocks_[i].forward(ctx, xs, b, config_, sc, mod, ws);
       record("block." + std::to_string(i), xs);
     }
 
@@ -176,11 +165,6 @@ class dit_model {
   }
 
  private:
-  struct block {
-    linear_weights<Space> adaln;
-    attention_mlp_weights<Space> layers;
-  };
-
   void check_(batch_view<const float, Space> x, std::span<const float> t, std::span<const std::int32_t> y,
               batch_view<float, Space> out, index_t keep) const {
     const char* where = "dit::dit_model::forward";
@@ -203,7 +187,7 @@ class dit_model {
   dit_config config_;
   stem_weights<Space> stem_;
   batch<float, Space> labels_;
-  std::vector<block> blocks_;
+  std::vector<adaln_zero_block<Space>> blocks_;
   linear_weights<Space> final_adaln_;
   linear_weights<Space> final_linear_;
 };

@@ -47,12 +47,7 @@ class dit_router_model {
     stem_ = stem_weights<Space>::load(r, names, config_);
     cls_token_ = r.tensor("cls_token", {1, 1, u(d)}, 1, d);
     layers_.reserve(static_cast<std::size_t>(config_.depth));
-    for (index_t i = 0; i < config_.depth; ++i) {
-      layer l;
-      l.adaln = r.linear(names.in_block(i, "adaLN_modulation.1"), 6 * d, d);
-      l.layers = attention_mlp_weights<Space>::load(r, names, i, config_);
-      layers_.push_back(std::move(l));
-    }
+    for (index_t i = 0; i < config_.depth; ++i) layers_.push_back(adaln_zero_block<Space>::load(r, names, i, config_));
     head0_ = r.linear("head.0", d, d);
     head_norm_weight_ = r.tensor("head.2.weight", {u(d)}, 1, d);
     head_norm_bias_ = r.tensor("head.2.bias", {u(d)}, 1, d);
@@ -108,13 +103,7 @@ class dit_router_model {
 
     auto mod = ws.get(slot::model + 3, b, 6 * d);
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-      const auto& l = layers_[i];
-      ops::linear(ctx, st, l.adaln.view(), l.adaln.bias_data(), mod);
-      const auto m = mod.as_const();
-      attention_residual(ctx, xs, b, config_.num_heads, config_.layer_norm_eps, chunk(m, 0, d), chunk(m, 1, d),
-                         chunk(m, 2, d), l.layers.qkv, l.layers.proj, ws);
-      mlp_residual(ctx, xs, config_.layer_norm_eps, chunk(m, 3, d), chunk(m, 4, d), chunk(m, 5, d), l.layers.fc1,
-                   l.layers.fc2, ws);
+      layers_[i].forward(ctx, xs, b, config_, st, mod, ws);
       record("block." + std::to_string(i), xs);
     }
 
@@ -131,15 +120,10 @@ class dit_router_model {
   }
 
  private:
-  struct layer {
-    linear_weights<Space> adaln;
-    attention_mlp_weights<Space> layers;
-  };
-
   router_config config_;
   stem_weights<Space> stem_;
   batch<float, Space> cls_token_;
-  std::vector<layer> layers_;
+  std::vector<adaln_zero_block<Space>> layers_;
   linear_weights<Space> head0_;
   batch<float, Space> head_norm_weight_;
   batch<float, Space> head_norm_bias_;

@@ -1,7 +1,7 @@
 #pragma once
 // The layer sequences the three networks share, written once over dit::backend<Space>:
 // patch embedding, timestep embedder, the adaLN-modulated attention and MLP residual branches,
-// and cross-attention to a text sequence.
+// the adaLN-Zero block they make in the DiT and its router, and cross-attention to a text sequence.
 
 #include <cstdint>
 #include <span>
@@ -192,6 +192,39 @@ void add_pos_embed(const ddm::execution_context<Space>& ctx, batch_view<float, S
   batch_view<float, Space> flat(tokens.data(), batch_size, pos.cols());
   backend<Space>::add_row_vector(ctx, flat.as_const(), pos.cview(), flat);
 }
+/// One adaLN-Zero block of the original DiT and of the DiT router: the six modulation vectors
+/// shift/scale/gate (attention), shift/scale/gate (MLP) = Linear(SiLU(c)), chunked in that order,
+/// then x += gate_msa * Attn(LN(x) (1 + scale_msa) + shift_msa) and
+/// x += gate_mlp * MLP(LN(x) (1 + scale_mlp) + shift_mlp).
+template <class Space>
+struct adaln_zero_block {
+  linear_weights<Space> adaln;  // (6D, D): adaLN_modulation.1 (index 0 of the Sequential is the SiLU)
+  attention_mlp_weights<Space> layers;
+
+  /// Block `i` of a checkpoint with layout `names`.
+  static adaln_zero_block load(weight_reader<Space>& r, const tensor_names& names, index_t i,
+                               const transformer_config& c) {
+    const index_t d = c.hidden_size;
+    adaln_zero_block w;
+    w.adaln = r.linear(names.in_block(i, "adaLN_modulation.1"), 6 * d, d);
+    w.layers = attention_mlp_weights<Space>::load(r, names, i, c);
+    return w;
+  }
+
+  /// x (B*T, D) through the block, given silu_c = SiLU(c) (B, D), shared by every block; `mod`
+  /// (B, 6D) receives the modulation vectors.
+  void forward(const ddm::execution_context<Space>& ctx, batch_view<float, Space> x, index_t batch_size,
+               const transformer_config& c, batch_view<const float, Space> silu_c, batch_view<float, Space> mod,
+               workspace<Space>& ws) const {
+    const index_t d = c.hidden_size;
+    backend<Space>::linear(ctx, silu_c, adaln.view(), adaln.bias_data(), mod);
+    const auto m = mod.as_const();
+    attention_residual(ctx, x, batch_size, c.num_heads, c.layer_norm_eps, chunk(m, 0, d), chunk(m, 1, d),
+                       chunk(m, 2, d), layers.qkv, layers.proj, ws);
+    mlp_residual(ctx, x, c.layer_norm_eps, chunk(m, 3, d), chunk(m, 4, d), chunk(m, 5, d), layers.fc1, layers.fc2,
+                 ws);
+  }
+};
 
 /// What every DiT has before its blocks: the patch embedding, the position table (the
 /// checkpoint's, or computed when it has none) and the timestep embedder.

@@ -29,6 +29,7 @@
 
 #include "ddm/core/error.hpp"
 #include "ddm/cuda/context.hpp"
+#include "ddm/cuda/device.hpp"
 #include "ddm/cuda/error.hpp"
 
 namespace ddm::cuda {
@@ -81,8 +82,7 @@ class blas_handle {
 [[nodiscard]] inline cublasHandle_t blas_for(const cuda_context& ctx) {
   constexpr int max_devices = 64;
   thread_local std::array<blas_handle*, max_devices> handles{};
-  int device = 0;
-  DDM_CUDA_CHECK(cudaGetDevice(&device));
+  const int device = current_device();
   if (device < 0 || device >= max_devices)
     throw device_error(ddm::concat("ddm::cuda::blas_for: device ", device, ", expected fewer than ",
                                            max_devices, " devices"));

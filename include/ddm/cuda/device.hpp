@@ -1,12 +1,15 @@
 #pragma once
 // Is there a CUDA device to run on? Tests and benchmarks ask before they touch the device, so that
 // a machine without a GPU (or without a driver) skips them with the reason instead of failing.
+// And which device is current, for the caches kept per device (occupancy, handles, plans).
 //
 // Requires the CUDA toolkit (link ddm::cuda).
 
 #include <cuda_runtime_api.h>
 
 #include <string>
+
+#include "ddm/cuda/error.hpp"
 
 namespace ddm::cuda {
 
@@ -26,6 +29,13 @@ namespace ddm::cuda {
     return false;
   }
   return true;
+}
+
+/// The calling thread's current device (cudaGetDevice); device_error when the runtime fails.
+[[nodiscard]] inline int current_device() {
+  int device = 0;
+  DDM_CUDA_CHECK(cudaGetDevice(&device));
+  return device;
 }
 
 }  // namespace ddm::cuda

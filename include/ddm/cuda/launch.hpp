@@ -1,6 +1,8 @@
 #pragma once
-// Launch shapes shared by ddm's kernels, 16-byte vector access for the streaming kernels, and a
-// device scalar for results returned to the host.
+// Launch shapes shared by ddm's kernels and a warp sum (public, in ddm::cuda: kernels outside the
+// library use them too), then the library's own machinery in ddm::cuda::detail: 16-byte vector
+// access for the streaming kernels, a device scalar for results returned to the host and the
+// first-failure record of the checking kernels.
 //
 // Simple element-wise kernels (fills of noise, checks) cover a (rows, cols) view with rows on
 // grid.y and columns on grid.x, one element per thread and grid-stride loops past the grid
@@ -30,9 +32,14 @@
 
 #include "ddm/core/config.hpp"
 #include "ddm/cuda/context.hpp"
+#include "ddm/cuda/device.hpp"
 #include "ddm/cuda/error.hpp"
 
-namespace ddm::cuda::detail {
+namespace ddm::cuda {
+
+// ---------------------------------------------------------------------------------------------
+// Launch geometry, public so that kernels outside the library (the DiT of examples/02_dit) launch
+// with the same shapes and limits.
 
 /// Threads per block of the element-wise kernels.
 inline constexpr int elementwise_block = 256;
@@ -45,10 +52,12 @@ inline constexpr index_t max_grid_x = index_t{1} << 20;
 inline constexpr index_t max_grid_y = 65535;
 inline constexpr index_t max_reduce_grid = index_t{1} << 20;
 
-/// Grid of an element-wise kernel over `rows` rows of `cols` values (both > 0).
+/// Grid of an element-wise kernel over `rows` rows of `cols` values: columns on grid.x in blocks
+/// of elementwise_block, rows on grid.y, each capped at the grid limits (the kernel strides past
+/// them) and at least 1, so that an empty extent still gives a valid launch.
 [[nodiscard]] inline dim3 elementwise_grid(index_t rows, index_t cols) {
-  const index_t bx = std::min((cols + elementwise_block - 1) / elementwise_block, max_grid_x);
-  const index_t by = std::min(rows, max_grid_y);
+  const index_t bx = std::clamp<index_t>((cols + elementwise_block - 1) / elementwise_block, 1, max_grid_x);
+  const index_t by = std::clamp<index_t>(rows, 1, max_grid_y);
   return {static_cast<unsigned>(bx), static_cast<unsigned>(by), 1U};
 }
 
@@ -56,6 +65,73 @@ inline constexpr index_t max_reduce_grid = index_t{1} << 20;
 [[nodiscard]] inline dim3 reduce_grid(index_t rows) {
   return {static_cast<unsigned>(std::min(rows, max_reduce_grid)), 1U, 1U};
 }
+
+/// Threads per block of the kernels that give each row of a (B, K) decision one thread.
+inline constexpr int row_block = 128;
+
+/// Grid of a kernel with one thread per row, row_block rows per block.
+[[nodiscard]] inline unsigned row_grid(index_t rows) {
+  return static_cast<unsigned>(std::clamp<index_t>((rows + row_block - 1) / row_block, 1, max_grid_x));
+}
+
+/// Blocks of `kernel` (at `block` threads) that the current device holds resident at once: SM
+/// count times occupancy. Queried once per call site (`cache`, one per kernel instantiation) and
+/// device, then read without a runtime call.
+template <class Kernel>
+[[nodiscard]] index_t resident_blocks(Kernel kernel, int block, std::array<std::atomic<int>, 64>& cache) {
+  const int device = current_device();
+  if (device >= 0 && device < 64) {
+    const int known = cache[static_cast<std::size_t>(device)].load(std::memory_order_relaxed);
+    if (known > 0) return known;
+  }
+  int sms = 0;
+  int per_sm = 0;
+  DDM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  DDM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, 0));
+  const int blocks = std::max(1, sms * std::max(1, per_sm));
+  if (device >= 0 && device < 64) cache[static_cast<std::size_t>(device)].store(blocks, std::memory_order_relaxed);
+  return blocks;
+}
+
+/// Block shape of the row-mapped kernels (gather, scatter-add, combine): blockDim.x threads along
+/// a row (32 to elementwise_block, as the row's work needs), blockDim.y rows per block.
+struct row_blocks {
+  dim3 block;
+  dim3 grid;
+};
+
+/// The row-mapped shape for `rows` rows of `work_items` each, `per_thread` items per thread per
+/// pass, with no more blocks along a row than `resident` (see resident_blocks).
+[[nodiscard]] inline row_blocks row_mapped_shape(index_t rows, index_t work_items, int per_thread, index_t resident) {
+  index_t tx = 32;
+  while (tx < elementwise_block && tx * per_thread < work_items) tx *= 2;
+  const index_t ty = elementwise_block / tx;
+  const index_t bx = std::clamp<index_t>((work_items + tx * per_thread - 1) / (tx * per_thread), 1, resident);
+  const index_t by = std::clamp<index_t>((rows + ty - 1) / ty, 1, max_grid_y);
+  return {dim3(static_cast<unsigned>(tx), static_cast<unsigned>(ty), 1U),
+          dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by), 1U)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warp reduction
+
+/// The sum of v over the 32 lanes of a full warp, in every lane: a fixed xor butterfly (offsets
+/// 16, 8, 4, 2, 1), so the same inputs give the same bits on every run. All 32 lanes must call it.
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffU, v, offset);
+  return v;
+}
+
+}  // namespace ddm::cuda
+
+namespace ddm::cuda::detail {
+
+// The device routing headers (cuda/routing/) were written before the geometry was public and
+// still spell these two through detail: the same objects.
+using cuda::row_block;
+using cuda::row_grid;
 
 // ---------------------------------------------------------------------------------------------
 // 16-byte vector access
@@ -151,26 +227,6 @@ template <class T, std::size_t M>
   return layout;
 }
 
-/// Blocks of `kernel` (at `block` threads) that the current device holds resident at once: SM
-/// count times occupancy. Queried once per call site (`cache`, one per kernel instantiation) and
-/// device, then read without a runtime call.
-template <class Kernel>
-[[nodiscard]] index_t resident_blocks(Kernel kernel, int block, std::array<std::atomic<int>, 64>& cache) {
-  int device = 0;
-  DDM_CUDA_CHECK(cudaGetDevice(&device));
-  if (device >= 0 && device < 64) {
-    const int known = cache[static_cast<std::size_t>(device)].load(std::memory_order_relaxed);
-    if (known > 0) return known;
-  }
-  int sms = 0;
-  int per_sm = 0;
-  DDM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  DDM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, 0));
-  const int blocks = std::max(1, sms * std::max(1, per_sm));
-  if (device >= 0 && device < 64) cache[static_cast<std::size_t>(device)].store(blocks, std::memory_order_relaxed);
-  return blocks;
-}
-
 /// Grid of a streaming kernel: grid.x strides over a row's `work_items` (each thread takes
 /// `per_thread` of them per pass), with no more blocks than can be resident; grid.y takes one
 /// row per block (up to the grid limit, then strides), leaving the balance of many rows to the
@@ -222,38 +278,11 @@ class device_scalar {
   T* p_ = nullptr;
 };
 
-
-// The row-mapped geometry, shared by routing, the routed field and the diagnostics.
-
-/// Threads per block of the kernels that give each row of a (B, K) decision one thread.
-inline constexpr int row_block = 128;
-
-[[nodiscard]] inline unsigned row_grid(index_t rows) {
-  return static_cast<unsigned>(std::clamp<index_t>((rows + row_block - 1) / row_block, 1, max_grid_x));
-}
-
 // The first failure in some order is kept as `limit - index` under an atomic maximum, so that the
 // smallest index wins whatever the order the threads run in, and 0 means "none".
 __device__ __forceinline__ void record_first(int* word, index_t limit, index_t index) {
   atomicMax(word, static_cast<int>(limit - index));
 }
 [[nodiscard]] inline index_t decode_first(int word, index_t limit) { return word > 0 ? limit - word : -1; }
-
-/// Block shape of the row-mapped kernels (gather, scatter-add, combine): blockDim.x threads along
-/// a row (32 to elementwise_block, as the row's work needs), blockDim.y rows per block.
-struct row_blocks {
-  dim3 block;
-  dim3 grid;
-};
-
-[[nodiscard]] inline row_blocks row_mapped_shape(index_t rows, index_t work_items, int per_thread, index_t resident) {
-  index_t tx = 32;
-  while (tx < elementwise_block && tx * per_thread < work_items) tx *= 2;
-  const index_t ty = elementwise_block / tx;
-  const index_t bx = std::clamp<index_t>((work_items + tx * per_thread - 1) / (tx * per_thread), 1, resident);
-  const index_t by = std::clamp<index_t>((rows + ty - 1) / ty, 1, max_grid_y);
-  return {dim3(static_cast<unsigned>(tx), static_cast<unsigned>(ty), 1U),
-          dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by), 1U)};
-}
 
 }  // namespace ddm::cuda::detail

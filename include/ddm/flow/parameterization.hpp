@@ -58,25 +58,45 @@ inline void check_guard(const char* where, double guard) {
   if (!(guard > 0.0 && guard < 0.5))
     ddm::fail_argument(where, "guard", guard, "a value in (0, 0.5)");
 }
-}  // namespace detail
 
-/// An eps-prediction model in rectified-flow variables as a velocity field:
-/// v = (eps_hat - x) / (1 - t). The division is singular at t = 1, where x = eps carries no
-/// information about x0; the denominator is kept >= `guard` (default 1e-4).
-template <class F, class Space = host_space>
-class eps_velocity {
+// The conversions of a prediction, written into v by the model, into the velocity in place.
+// v holds eps_hat on entry and (eps_hat - x) / (1 - t) on return, the denominator kept >= guard.
+struct eps_to_velocity {
+  static constexpr const char* where = "ddm::flow::eps_velocity";
+  template <class T, class Space>
+  static void apply(const execution_context<Space>& ctx, batch_view<const T, Space> x, double t, double guard,
+                    batch_view<T, Space> v) {
+    const double inv = 1.0 / std::max(1.0 - t, guard);
+    lincomb(ctx, v, {inv, -inv}, v, x);
+  }
+};
+
+// v holds x0_hat on entry and (x - x0_hat) / t on return, the denominator kept >= guard.
+struct x0_to_velocity {
+  static constexpr const char* where = "ddm::flow::x0_velocity";
+  template <class T, class Space>
+  static void apply(const execution_context<Space>& ctx, batch_view<const T, Space> x, double t, double guard,
+                    batch_view<T, Space> v) {
+    const double inv = 1.0 / std::max(t, guard);
+    lincomb(ctx, v, {inv, -inv}, x, v);
+  }
+};
+
+// A model whose prediction To turns into the velocity: eps_velocity and x0_velocity are this
+// class with their conversion. The model's output goes into v, then is converted in place.
+template <class F, class Space, class To>
+class prediction_velocity {
  public:
-  explicit eps_velocity(F f, double guard = 1e-4, execution_context<Space> ctx = {})
+  prediction_velocity(F f, double guard, execution_context<Space> ctx)
       : f_(std::move(f)), guard_(guard), ctx_(ctx) {
-    detail::check_guard("ddm::flow::eps_velocity", guard);
+    check_guard(To::where, guard);
   }
 
   template <class T>
     requires velocity_field<F, T, Space>
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
-    f_(x, t, v);  // v <- eps_hat
-    const double inv = 1.0 / std::max(1.0 - t, guard_);
-    lincomb(ctx_, v, {inv, -inv}, v, x);
+    f_(x, t, v);
+    To::apply(ctx_, x, t, guard_, v);
   }
 
   /// The same for a model that takes per-sample conditioning: the original row indices of a
@@ -87,8 +107,7 @@ class eps_velocity {
   void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v,
                   batch_view<const std::int32_t, Space> rows) {
     f_(x, t, v, rows);
-    const double inv = 1.0 / std::max(1.0 - t, guard_);
-    lincomb(ctx_, v, {inv, -inv}, v, x);
+    To::apply(ctx_, x, t, guard_, v);
   }
 
   [[nodiscard]] F& model() noexcept { return f_; }
@@ -98,41 +117,26 @@ class eps_velocity {
   double guard_;
   [[no_unique_address]] execution_context<Space> ctx_;
 };
+}  // namespace detail
+
+/// An eps-prediction model in rectified-flow variables as a velocity field:
+/// v = (eps_hat - x) / (1 - t). The division is singular at t = 1, where x = eps carries no
+/// information about x0; the denominator is kept >= `guard` (default 1e-4). A model that takes
+/// per-sample conditioning is also called with the row indices of a sub-batch, unchanged.
+template <class F, class Space = host_space>
+class eps_velocity : public detail::prediction_velocity<F, Space, detail::eps_to_velocity> {
+ public:
+  explicit eps_velocity(F f, double guard = 1e-4, execution_context<Space> ctx = {})
+      : detail::prediction_velocity<F, Space, detail::eps_to_velocity>(std::move(f), guard, ctx) {}
+};
 
 /// An x0-prediction model as a velocity field: v = (x - x0_hat) / t, with t kept >= `guard`.
+/// Row indices pass through to a conditioned model as for eps_velocity.
 template <class F, class Space = host_space>
-class x0_velocity {
+class x0_velocity : public detail::prediction_velocity<F, Space, detail::x0_to_velocity> {
  public:
   explicit x0_velocity(F f, double guard = 1e-4, execution_context<Space> ctx = {})
-      : f_(std::move(f)), guard_(guard), ctx_(ctx) {
-    detail::check_guard("ddm::flow::x0_velocity", guard);
-  }
-
-  template <class T>
-    requires velocity_field<F, T, Space>
-  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v) {
-    f_(x, t, v);  // v <- x0_hat
-    const double inv = 1.0 / std::max(t, guard_);
-    lincomb(ctx_, v, {inv, -inv}, x, v);
-  }
-
-  /// With per-sample conditioning: row indices pass through to the model.
-  template <class T>
-    requires std::invocable<F&, batch_view<const T, Space>, double, batch_view<T, Space>,
-                            batch_view<const std::int32_t, Space>>
-  void operator()(batch_view<const T, Space> x, double t, batch_view<T, Space> v,
-                  batch_view<const std::int32_t, Space> rows) {
-    f_(x, t, v, rows);
-    const double inv = 1.0 / std::max(t, guard_);
-    lincomb(ctx_, v, {inv, -inv}, x, v);
-  }
-
-  [[nodiscard]] F& model() noexcept { return f_; }
-
- private:
-  F f_;
-  double guard_;
-  [[no_unique_address]] execution_context<Space> ctx_;
+      : detail::prediction_velocity<F, Space, detail::x0_to_velocity>(std::move(f), guard, ctx) {}
 };
 
 /// A DDPM (variance-preserving) eps-prediction expert as a rectified-flow velocity field.
@@ -174,8 +178,7 @@ class vp_eps_velocity {
       scratch_ = batch<T, Space>(ctx_, x.rows(), x.cols());
     lincomb(ctx_, scratch_.view(), {1.0 / c}, x);
     call(scratch_.cview(), static_cast<double>(timestep_of_(alpha_bar)));  // v <- eps_hat
-    const double inv = 1.0 / std::max(1.0 - t, guard_);
-    lincomb(ctx_, v, {inv, -inv}, v, x);
+    detail::eps_to_velocity::apply(ctx_, x, t, guard_, v);
   }
 
   F f_;

@@ -230,7 +230,7 @@ inline constexpr int mma_attention_threads = 128;
 // own limit); head size 72 already needs the opt-in (opt_into_smem).
 static_assert(attention_rows == 4 * 16 && attention_keys == 4 * 16,
               "attention_kernel: 16 x 16 threads, each 4 rows and 4 key columns of a 64 x 64 tile");
-static_assert(block_threads / 32 * (attention_rows / 8) == attention_rows,
+static_assert(256 / 32 * (attention_rows / 8) == attention_rows,
               "attention_kernel: 8 warps of 256 threads, 8 softmax rows each");
 static_assert(mma_attention_threads / 32 * 16 == 64, "attention_mma_kernel: 4 warps, 16 query rows each");
 static_assert(attention_smem_bytes(256) <= 227 * 1024 && mma_attention_smem_bytes(256) <= 227 * 1024);

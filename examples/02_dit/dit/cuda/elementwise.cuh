@@ -41,7 +41,7 @@ struct gelu_tanh_op {
 
 // y = op(x), y float (in place allowed) or the 16-bit operand of a matrix product.
 template <class Op, class Out>
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(elementwise_block)
     map_kernel(const float* x, index_t sx, Out* y, index_t sy, index_t rows, index_t cols, Op op) {
   DDM_DIT_ROWS_LOOP(r, rows) {
     const float* in = x + r * sx;
@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(block_threads)
 }
 
 // y(r, :) = x(r, :) + v(:)
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(elementwise_block)
     add_row_kernel(const float* x, index_t sx, const float* v, float* y, index_t sy, index_t rows, index_t cols) {
   DDM_DIT_ROWS_LOOP(r, rows) {
     const float* in = x + r * sx;
@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(block_threads)
 }
 
 // x(r, :) += gate(r / per_sample, :) * y(r, :), or x += y without a gate.
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(elementwise_block)
     gated_residual_kernel(float* x, index_t sx, const float* gate, index_t sg, index_t per_sample, const float* y,
                           index_t sy, index_t rows, index_t cols) {
   DDM_DIT_ROWS_LOOP(r, rows) {
@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(block_threads)
 }
 
 // y(r, :) = (keep ? y(r, :) : 0) + bias(:)  (bias may be null)
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(elementwise_block)
     bias_kernel(float* y, index_t sy, const float* bias, bool keep, index_t rows, index_t cols) {
   DDM_DIT_ROWS_LOOP(r, rows) {
     float* out = y + r * sy;
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(block_threads)
 // where b = row / per_sample. y may be x: a lane writes only values it alone has read. Out: float,
 // or the 16-bit operand of the matrix product that follows.
 template <bool Modulate, class Out>
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(elementwise_block)
     layer_norm_kernel(const float* x, index_t sx, Out* y, index_t sy, index_t rows, index_t d, float eps,
                       const float* gamma, const float* beta, const float* shift, index_t s_shift, const float* scale,
                       index_t s_scale, index_t per_sample) {
@@ -156,7 +156,7 @@ DDM_HOST_DEVICE constexpr token_value unpatchify_source(index_t b, index_t e, in
 
 // tokens (B*T, C*p*p) from NCHW x (B, C*H*W): token row r = b*T + i*Gw + j holds the patch at
 // patch-row i, patch-column j, as (c, py, px).
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(elementwise_block)
     patchify_kernel(const float* x, index_t sx, float* tokens, index_t st, index_t rows, index_t cols, index_t t,
                     index_t gw, index_t p, index_t h, index_t w) {
   DDM_DIT_ROWS_LOOP(r, rows) {
@@ -168,7 +168,7 @@ __global__ void __launch_bounds__(block_threads)
 
 // NCHW x (B, keep*H*W) from tokens (B*T, p*p*C_out) flattened as (py, px, c); one thread per
 // output value, so that the writes are contiguous.
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(elementwise_block)
     unpatchify_kernel(const float* tokens, index_t st, float* x, index_t sx, index_t batch, index_t values, index_t t,
                       index_t gw, index_t p, index_t h, index_t w, index_t c_out) {
   DDM_DIT_ROWS_LOOP(b, batch) {
@@ -191,7 +191,7 @@ struct index_chunk {
 
 // out(r, :) = [cos(t_r f) | sin(t_r f)] for r < n: the product in float (one rounding, as on the
 // host), cosine and sine in double, rounded to float.
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(elementwise_block)
     timestep_kernel(float_chunk t, index_t n, const float* freqs, index_t half, float* out, index_t so) {
   DDM_DIT_ROWS_LOOP(r, n) {
     float* row = out + r * so;
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(block_threads)
 }
 
 // out(r, :) = table(rows[r], :) for r < n.
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(elementwise_block)
     gather_kernel(const float* table, index_t st, index_chunk rows, index_t n, float* out, index_t so, index_t cols) {
   DDM_DIT_ROWS_LOOP(r, n) {
     const float* in = table + static_cast<index_t>(rows.v[r]) * st;

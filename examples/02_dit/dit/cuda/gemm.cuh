@@ -133,7 +133,7 @@ inline const gemm_plan& plan_for(const gemm_key& key, const float* bias) {
 
 inline void launch_bias(const ddm::cuda_context& ctx, float* y, index_t ldy, const float* bias, bool keep,
                         index_t rows, index_t cols) {
-  bias_kernel<<<rows_grid(rows, cols), block_threads, 0, ctx.stream()>>>(y, ldy, bias, keep, rows, cols);
+  bias_kernel<<<elementwise_grid(rows, cols), elementwise_block, 0, ctx.stream()>>>(y, ldy, bias, keep, rows, cols);
   ddm::cuda::check_launch("dit::linear (bias_kernel)");
 }
 

@@ -1,18 +1,19 @@
 #pragma once
 // The pieces every kernel file of the DiT's CUDA backend shares: the launch shape of its
-// row-by-column kernels, the TF32 switch, float <-> 16-bit stores and warp reductions, the
-// current device, and the dispatch on a 16-bit storage type. Include from CUDA translation units.
+// row-by-column kernels and the warp sum (the library's, from ddm/cuda/launch.hpp), the TF32
+// switch, float <-> 16-bit stores, the warp maximum, and the dispatch on a 16-bit storage type.
+// Include from CUDA translation units.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
 #include <atomic>
 
 #include <ddm/core/config.hpp>
 #include <ddm/core/error.hpp>
-#include <ddm/cuda/error.hpp>
+#include <ddm/cuda/device.hpp>
+#include <ddm/cuda/launch.hpp>
 
 #include "dit/backend.hpp"
 
@@ -38,37 +39,20 @@ namespace gpu {
 
 using ddm::index_t;
 
-inline constexpr int block_threads = 256;
-inline constexpr index_t max_grid_x = index_t{1} << 20;
-inline constexpr index_t max_grid_y = 65535;
+// The library's launch geometry and warp sum (ddm/cuda/launch.hpp): the element-wise kernels run
+// elementwise_block threads on elementwise_grid's (columns, rows) grid, the same shape as the
+// library's, and reduce rows with its butterfly.
+using ddm::cuda::current_device;
+using ddm::cuda::elementwise_block;
+using ddm::cuda::elementwise_grid;
+using ddm::cuda::max_grid_x;
+using ddm::cuda::max_grid_y;
+using ddm::cuda::warp_sum;
 
 inline void require(bool ok, const char* where, const char* what) {
   if (!ok) throw ddm::shape_error(ddm::concat(where, ": ", what));
 }
 
-inline int current_device() {
-  int device = 0;
-  DDM_CUDA_CHECK(cudaGetDevice(&device));
-  return device;
-}
-
-// Rows on grid.y (grid-stride beyond 65535), columns on grid.x * 256 threads (grid-stride).
-inline dim3 rows_grid(index_t rows, index_t cols) {
-  const index_t bx = std::clamp<index_t>((cols + block_threads - 1) / block_threads, 1, max_grid_x);
-  const index_t by = std::clamp<index_t>(rows, 1, max_grid_y);
-  return {static_cast<unsigned>(bx), static_cast<unsigned>(by), 1U};
-}
-
-#define DDM_DIT_ROWS_LOOP(r, rows) for (index_t r = blockIdx.y; r < (rows); r += gridDim.y)
-#define DDM_DIT_COLS_LOOP(c, cols)                                                                        \
-  for (index_t c = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; c < (cols);          \
-       c += static_cast<index_t>(gridDim.x) * blockDim.x)
-
-__device__ inline float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 // Stores a float result as the element type of an output: float, or a 16-bit operand of the
 // next matrix product (rounded to nearest even).
 __device__ inline void put(float* p, float v) { *p = v; }

@@ -291,7 +291,7 @@ struct algebra<cuda_space> {
   static void row_dot(const cuda_context& ctx, batch_view<const T, cuda_space> a, batch_view<const T, cuda_space> b,
                       batch_view<R, cuda_space> out) {
     cuda::detail::row_dot_kernel<false, T, R>
-        <<<cuda::detail::reduce_grid(a.rows()), cuda::detail::reduce_block, 0, ctx.stream()>>>(
+        <<<cuda::reduce_grid(a.rows()), cuda::reduce_block, 0, ctx.stream()>>>(
             a.data(), a.stride(), b.data(), b.stride(), a.rows(), a.cols(), out.data(), out.stride());
     cuda::check_launch("ddm::row_dot (row_dot_kernel)");
   }
@@ -299,7 +299,7 @@ struct algebra<cuda_space> {
   template <class T, class R>
   static void row_norm(const cuda_context& ctx, batch_view<const T, cuda_space> a, batch_view<R, cuda_space> out) {
     cuda::detail::row_dot_kernel<true, T, R>
-        <<<cuda::detail::reduce_grid(a.rows()), cuda::detail::reduce_block, 0, ctx.stream()>>>(
+        <<<cuda::reduce_grid(a.rows()), cuda::reduce_block, 0, ctx.stream()>>>(
             a.data(), a.stride(), a.data(), a.stride(), a.rows(), a.cols(), out.data(), out.stride());
     cuda::check_launch("ddm::row_norm (row_dot_kernel)");
   }
@@ -310,7 +310,7 @@ struct algebra<cuda_space> {
                                double rtol) {
     const cuda::detail::device_scalar<unsigned long long> worst(ctx);
     cuda::detail::max_scaled_rms_kernel<T>
-        <<<cuda::detail::reduce_grid(err.rows()), cuda::detail::reduce_block, 0, ctx.stream()>>>(
+        <<<cuda::reduce_grid(err.rows()), cuda::reduce_block, 0, ctx.stream()>>>(
             err.data(), err.stride(), x0.data(), x0.stride(), x1.data(), x1.stride(), err.rows(), err.cols(), atol,
             rtol, worst.get());
     cuda::check_launch("ddm::max_scaled_rms (max_scaled_rms_kernel)");
@@ -325,7 +325,7 @@ struct algebra<cuda_space> {
     const bool flat = x.is_contiguous();
     const index_t rows = flat ? 1 : x.rows();
     const index_t cols = flat ? x.size() : x.cols();
-    cuda::detail::all_finite_kernel<T><<<cuda::detail::elementwise_grid(rows, cols), cuda::detail::elementwise_block,
+    cuda::detail::all_finite_kernel<T><<<cuda::elementwise_grid(rows, cols), cuda::elementwise_block,
                                          0, ctx.stream()>>>(x.data(), x.stride(), rows, cols, found.get());
     cuda::check_launch("ddm::all_finite (all_finite_kernel)");
     return found.read() == 0;

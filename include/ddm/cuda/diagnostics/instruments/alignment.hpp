@@ -70,7 +70,7 @@ template <class T>
   batch<std::size_t, cuda_space> hist(ctx, rows, k);
   batch<double, cuda_space> sum(ctx, rows, 1);
   batch<std::uint32_t, cuda_space> count(ctx, rows, 1);
-  cuda::detail::rank_kernel<T><<<cuda::detail::row_grid(rows), cuda::detail::row_block, 0, ctx.stream()>>>(
+  cuda::detail::rank_kernel<T><<<cuda::row_grid(rows), cuda::row_block, 0, ctx.stream()>>>(
       embedded.data(), embedded.stride(), selected.data(), selected.stride(), centroids.data(), centroids.stride(),
       rows, static_cast<int>(k), embedded.cols(), dist.data(), hist.data(), sum.data(), count.data());
   cuda::check_launch("ddm::diagnostics::selected_ranks (rank_kernel)");

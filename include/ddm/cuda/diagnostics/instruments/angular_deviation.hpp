@@ -27,13 +27,6 @@ namespace ddm {
 
 namespace cuda::detail {
 
-__device__ __forceinline__ double warp_sum(double v) {
-  // A fixed butterfly: every lane ends with the same sum, formed in the same order on every run.
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffU, v, offset);
-  return v;
-}
-
 // theta(r, e) = angle(expert e's row r, blended row r), one warp per (r, e); -1 for a zero vector.
 template <class T>
 __global__ void __launch_bounds__(elementwise_block)
@@ -97,9 +90,9 @@ template <class T>
   batch<T, cuda_space> storage;
   const auto layout = cuda::detail::lay_out_experts(ctx, experts, storage);
   batch<double, cuda_space> theta(ctx, rows, k);
-  constexpr index_t warps = cuda::detail::elementwise_block / 32;
-  const auto blocks = static_cast<unsigned>(std::clamp<index_t>((rows * k + warps - 1) / warps, 1, cuda::detail::max_grid_x));
-  cuda::detail::angle_kernel<T><<<blocks, cuda::detail::elementwise_block, 0, ctx.stream()>>>(
+  constexpr index_t warps = cuda::elementwise_block / 32;
+  const auto blocks = static_cast<unsigned>(std::clamp<index_t>((rows * k + warps - 1) / warps, 1, cuda::max_grid_x));
+  cuda::detail::angle_kernel<T><<<blocks, cuda::elementwise_block, 0, ctx.stream()>>>(
       layout.base, layout.step, layout.stride, blended.data(), blended.stride(), rows, static_cast<int>(k),
       blended.cols(), theta.data());
   cuda::check_launch("ddm::diagnostics::angular_deviation (angle_kernel)");

@@ -95,7 +95,7 @@ template <class T>
   cuda::detail::gram_matrices(ctx, layout, rows, k, cols, gram.data());
   batch<double, cuda_space> d(ctx, rows, 1);
   cuda::detail::gram_disagreement_kernel<T>
-      <<<cuda::detail::row_grid(rows), cuda::detail::row_block, 0, ctx.stream()>>>(gram.data(), rows,
+      <<<cuda::row_grid(rows), cuda::row_block, 0, ctx.stream()>>>(gram.data(), rows,
                                                                                      static_cast<int>(k), d.data());
   cuda::check_launch("ddm::diagnostics::expert_disagreement (gram_disagreement_kernel)");
   std::vector<double> out(static_cast<std::size_t>(rows));

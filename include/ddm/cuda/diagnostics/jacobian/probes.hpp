@@ -47,7 +47,7 @@ void fill_probe(const cuda_context& ctx, batch_view<T, cuda_space> z, probe_kind
   }
   if (z.empty()) return;
   cuda::detail::rademacher_kernel<T>
-      <<<cuda::detail::elementwise_grid(z.rows(), z.cols()), cuda::detail::elementwise_block, 0, ctx.stream()>>>(
+      <<<cuda::elementwise_grid(z.rows(), z.cols()), cuda::elementwise_block, 0, ctx.stream()>>>(
           z.data(), z.stride(), z.rows(), z.cols(), seed, stream);
   cuda::check_launch("ddm::diagnostics::fill_probe (rademacher_kernel)");
 }
