@@ -128,11 +128,6 @@ __device__ __forceinline__ T warp_sum(T v) {
 
 namespace ddm::cuda::detail {
 
-// The device routing headers (cuda/routing/) were written before the geometry was public and
-// still spell these two through detail: the same objects.
-using cuda::row_block;
-using cuda::row_grid;
-
 // ---------------------------------------------------------------------------------------------
 // 16-byte vector access
 

@@ -256,7 +256,7 @@ struct expert_grouping<cuda_space> {
   static index_t first_bad_row(const cuda_context& ctx, row_index_view<cuda_space> rows, index_t bound) {
     if (rows.rows() == 0) return -1;
     const cuda::detail::device_scalar<int> first_bad(ctx);
-    cuda::detail::row_bounds_kernel<std::int32_t><<<cuda::detail::row_grid(rows.rows()), cuda::detail::row_block, 0,
+    cuda::detail::row_bounds_kernel<std::int32_t><<<cuda::row_grid(rows.rows()), cuda::row_block, 0,
                                       ctx.stream()>>>(rows.data(), rows.stride(), rows.rows(), bound, first_bad.get());
     cuda::check_launch("ddm::gather_rows (row_bounds_kernel)");
     return cuda::detail::decode_first(first_bad.read(), rows.rows());

@@ -83,7 +83,7 @@ struct policy_rows<cuda_space> {
     cuda::detail::check_routing_size("ddm::routing_policy::select", rows, k);
     const cuda::detail::device_scalar<int> first_bad(ctx);
     cuda::detail::policy_kernel<Policy, T>
-        <<<cuda::detail::row_grid(rows), cuda::detail::row_block, 0, ctx.stream()>>>(
+        <<<cuda::row_grid(rows), cuda::row_block, 0, ctx.stream()>>>(
             policy, probs.data(), probs.stride(), t, weights.data(), weights.stride(), selected.data(),
             selected.stride(), rows, k, first_bad.get());
     cuda::check_launch("ddm::routing_policy::select (policy_kernel)");

@@ -256,7 +256,7 @@ class routed_field<Experts, Router, Policy, T, cuda_space>
     if constexpr (device_row_policy<Policy, T>) {
       check_policy_(t);
       cuda::detail::decide_kernel<Policy, T>
-          <<<cuda::detail::row_grid(b), cuda::detail::row_block, 0, ctx.stream()>>>(
+          <<<cuda::row_grid(b), cuda::row_block, 0, ctx.stream()>>>(
               this->policy_, decision.logits.data(), decision.probabilities.data(), decision.weights.data(),
               decision.selected.data(), b, static_cast<int>(k), 1.0 / this->temperature_, t, report_.data());
       cuda::check_launch("ddm::routed_field (decide_kernel)");

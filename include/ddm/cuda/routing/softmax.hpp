@@ -58,7 +58,7 @@ struct routing_softmax<cuda_space> {
     const int k = static_cast<int>(logits.cols());
     cuda::detail::check_routing_size("ddm::softmax_rows", rows, k);
     const cuda::detail::device_scalar<int> first_bad(ctx);
-    cuda::detail::softmax_kernel<T><<<cuda::detail::row_grid(rows), cuda::detail::row_block, 0, ctx.stream()>>>(
+    cuda::detail::softmax_kernel<T><<<cuda::row_grid(rows), cuda::row_block, 0, ctx.stream()>>>(
         logits.data(), logits.stride(), probs.data(), probs.stride(), rows, k, inv_temperature, first_bad.get());
     cuda::check_launch("ddm::softmax_rows (softmax_kernel)");
     const index_t bad = cuda::detail::decode_first(first_bad.read(), rows * k);
