@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole comparison in one command: builds ddm's benchmarks in Release, runs every suite with
-# JSON output, runs the PyTorch peer (same-samples check, then timing at 1 thread and at torch's
-# default), and rewrites the generated part of docs/performance.md.
+# JSON output, runs the PyTorch peer (same-samples check, then timing at 1 and at 2 threads, as ddm's
+# routing suite times its PyTorch configurations at 1 and 2 host threads), and rewrites the generated
+# part of docs/performance.md.
 #
-#   bench/compare.sh            full grid (about 25 minutes on 2 cores)
-#   bench/compare.sh --quick    shorter timings, one repetition (about 10 minutes; noisier)
+#   bench/compare.sh            full grid (about 30 minutes on 2 cores)
+#   bench/compare.sh --quick    shorter timings, one repetition (about 12 minutes; noisier)
 #   bench/compare.sh --peer-only  only the PyTorch peer and the report, against the suites' last
 #                               JSON (about 8 minutes), e.g. when the machine was busy meanwhile
 #
@@ -31,7 +32,7 @@ esac
 load() { cut -d' ' -f1-3 /proc/loadavg | sed 's/ /, /g'; }
 commit() { echo "$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet || echo "+changes")"; }
 # Busy: something else ran before a phase started (1-minute load > 0.5), or beside it (our own run
-# adds about 1 to the load after; 2 while PyTorch uses both cores).
+# adds about 1 to the load after; 2 while ddm or PyTorch uses two threads).
 busy() {
   "$python" -c "import sys; b, a, m = map(float, sys.argv[1:]); print('true' if b > 0.5 or a > m else 'false')" \
     "${1%%,*}" "${2%%,*}" "$3"
@@ -73,8 +74,8 @@ load_before=$(load)
 configs=$("$python" "$root/bench/report.py" configs --results "$results")
 "$python" "$root/bench/peers/torch_ddm.py" time --data "$results" --threads 1 --min_time "$torch_min_time" \
   --configs "$configs" > "$results/torch_t1.jsonl"
-"$python" "$root/bench/peers/torch_ddm.py" time --data "$results" --threads 0 --min_time "$torch_min_time" \
-  --configs "$configs" > "$results/torch_tdefault.jsonl"
+"$python" "$root/bench/peers/torch_ddm.py" time --data "$results" --threads 2 --min_time "$torch_min_time" \
+  --configs "$configs" > "$results/torch_t2.jsonl"
 load_after=$(load)
 
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)

@@ -57,12 +57,13 @@ def runs(doc, pick):
 
 
 def parse(name):
-    """'routed/analytic/euler/top2/K:8/B:64/D:1024/real_time' -> (['routed', ...], {'K': 8, ...})"""
+    """'routed/analytic/euler/top2/K:8/B:64/D:1024/threads:2/f32/real_time'
+    -> (['routed', 'analytic', 'euler', 'top2', 'f32'], {'K': 8, 'B': 64, 'D': 1024, 'threads': 2})"""
     parts = [p for p in name.split("/") if p not in ("real_time", "manual_time")]
     plain, keyed = [], {}
     for p in parts:
         # Only the size keys: a policy spec such as top_p:0.9 or confidence:0.7 is a plain part.
-        m = re.fullmatch(r"(K|B|D|eps):(.+)", p)
+        m = re.fullmatch(r"(K|B|D|eps|threads):(.+)", p)
         if m:
             keyed[m.group(1)] = float(m.group(2)) if "." in m.group(2) or "e" in m.group(2) else int(m.group(2))
         else:
@@ -95,10 +96,14 @@ SOLVERS = ["euler", "heun", "dpm++2m", "dpm++2s", "dpm++3m", "bs32"]
 POLICIES = ["top1", "top2", "full", "top_p:0.9", "full_then_top2@0.5"]
 
 
-def routed(results, suite="routing"):
+def routed(results, suite="routing", threads=1, f32=False):
+    """{(field, solver, policy, K, B, D): benchmark} of one variant: the host threads (names ending
+    /threads:N; none is 1) and the analytic DDM's arithmetic (/f32: arithmetic::value_type)."""
     out = {}
     for name, b in runs(load(os.path.join(results, suite + ".json")), "best").items():
         plain, k = parse(name)
+        if k.get("threads", 1) != threads or ("f32" in plain[4:]) != f32:
+            continue
         out[(plain[1], plain[2], plain[3], k["K"], k["B"], k["D"])] = b
     return out
 
@@ -129,7 +134,9 @@ def section_machine(results):
         f"{info['load_before']}, after {info['load_after']}" + (busy if info["busy"] else ""),
         f"- PyTorch {torch_info['torch']} (CPU), BLAS: {blas_info.group(1) if blas_info else 'unknown'}"
         + (f" ({blas[0]})" if blas else "")
-        + f"; default intra-op threads: {torch_info['threads']}. ddm's host code is single-threaded.",
+        + f"; default intra-op threads: {torch_info['threads']}. ddm's host code runs on the threads of its "
+        "`host_context{.threads}` (OpenMP, rows split, the same bits at any count): every suite at 1 thread, the "
+        "PyTorch comparison at 1 and 2.",
     ]
     return "\n".join(lines)
 
@@ -260,49 +267,117 @@ def read_jsonl(path):
         return [json.loads(l) for l in f if l.strip()]
 
 
+def amdahl(speedup, n):
+    """Amdahl's law: the speed-up at n threads of a run whose measured 2-thread speed-up is `speedup`
+    (parallel fraction p = 2 (1 - 1 / speedup), clamped to [0, 1])."""
+    p = min(1.0, max(0.0, 2.0 * (1.0 - 1.0 / speedup)))
+    return 1.0 / ((1.0 - p) + p / n)
+
+
+def median(v):
+    v = sorted(v)
+    return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
+
+
 def section_torch(results):
-    r = routed(results)
+    r1, r1f = routed(results), routed(results, f32=True)
+    r2, r2f = routed(results, threads=2), routed(results, threads=2, f32=True)
     check = read_jsonl(os.path.join(results, "torch_check.jsonl"))
-    t1 = {(c["B"], c["D"], c["solver"], c["policy"]): c for c in read_jsonl(os.path.join(results, "torch_t1.jsonl"))}
-    td = {(c["B"], c["D"], c["solver"], c["policy"]): c for c in read_jsonl(os.path.join(results, "torch_tdefault.jsonl"))}
-    default_threads = next(iter(td.values()))["threads"] if td else "?"
+    key_of = lambda c: (c["B"], c["D"], c["solver"], c["policy"])
+    t1 = {key_of(c): c for c in read_jsonl(os.path.join(results, "torch_t1.jsonl"))}
+    # bench/compare.sh times PyTorch at 2 threads; results from before it did hold its default instead.
+    t2_path = os.path.join(results, "torch_t2.jsonl")
+    t2 = {key_of(c): c for c in read_jsonl(t2_path if os.path.exists(t2_path)
+                                           else os.path.join(results, "torch_tdefault.jsonl"))}
+    torch_threads = next(iter(t2.values()))["threads"] if t2 else "?"
     lines = ["Same samples from the same noise (float64, both sides; K = 8, uniform(8), router tau = 1):", ""]
     lines.append(table(["data", "solver", "policy", "max abs difference", "rows within 1e-9 relative"],
                        [[c["file"].replace(".safetensors", ""), c["solver"], c["policy"], f"{c['max_abs_diff']:.2g}",
                          f"{c['rows_within_tolerance']}/{c['rows']}"] for c in check]))
-    lines += ["", f"Time per step (float32 state; ddm single-threaded; PyTorch at 1 thread and at its default "
-                  f"{default_threads} threads); speed-up = PyTorch time / ddm time:", ""]
-    rows, slower1, slowerd, disturbed = [], [], [], 0
+    lines += ["", "Time per step (float32 states on both sides; PyTorch computes in float32). ddm's analytic DDM "
+              "runs in two arithmetics: *exact* (its default: double inside the experts and router, rounded once; "
+              "the column earlier runs reported) and *f32* (`ddm::synthetic::arithmetic::value_type`: float where "
+              "the work is O(B J D), the O(B J) terms in double), the like-for-like comparison with PyTorch's "
+              f"float32. ddm at 1 and 2 host threads, PyTorch at 1 and {torch_threads} intra-op threads; x = PyTorch "
+              "time / ddm time (above 1: ddm faster); 1->2 = ddm's time at 1 thread / at 2 threads:", ""]
+
+    def cell(b):
+        return None if b is None or b.get("error_occurred") else b["s_per_step"]
+
+    def ratio(num, den):
+        return f"{num / den:.2f}x" if num and den else "-"
+
+    rows, disturbed = [], 0
+    verdicts = {name: [0, 0, []] for name in ("1 exact", "1 f32", "2 exact", "2 f32")}  # faster, measured, slower
+    scaling = {"exact": [], "f32": []}
     for key in sorted(t1, key=lambda k: (k[2], k[3], k[0] * k[1], k[0])):
         b, d, solver, policy = key
-        x = r.get(("analytic", solver, policy, 8, b, d))
-        if x is None:
+        rkey = ("analytic", solver, policy, 8, b, d)
+        if rkey not in r1:
             continue
-        s_ddm = x["s_per_step"]
+        d1, d1f, d2, d2f = cell(r1.get(rkey)), cell(r1f.get(rkey)), cell(r2.get(rkey)), cell(r2f.get(rkey))
         s1 = t1[key]["s_per_step_min"]
-        sd = td.get(key, {}).get("s_per_step_min")
+        s2 = t2.get(key, {}).get("s_per_step_min")
         # More threads should not be 3x slower than one: such a run was disturbed (a worker thread
         # preempted by other processes stalls every parallel region of the step).
-        bad = sd is not None and sd > 3 * s1
-        disturbed += bad
-        rows.append([solver, policy, b, d, fmt_time(s_ddm), fmt_time(s1), f"{s1 / s_ddm:.2f}x",
-                     (fmt_time(sd) + (" †" if bad else "")) if sd else "-", f"{sd / s_ddm:.2f}x" if sd else "-"])
+        bad_torch = s2 is not None and s2 > 3 * s1
+        bad_ddm = [x is not None and y is not None and y > 3 * x for x, y in ((d1, d2), (d1f, d2f))]
+        disturbed += bad_torch + sum(bad_ddm)
+        mark = lambda t, bad: (fmt_time(t) + (" †" if bad else "")) if t else "-"
         label = f"{solver} {policy} B={b} D={d}"
-        if s1 < s_ddm:
-            slower1.append(label)
-        if sd and sd < s_ddm:
-            slowerd.append(label)
-    lines.append(table(["solver", "policy", "B", "D", "ddm", "torch 1 thr", "speed-up", f"torch {default_threads} thr",
-                        "speed-up"], rows))
+        for name, torch_s, ddm_s in (("1 exact", s1, d1), ("1 f32", s1, d1f), ("2 exact", s2, d2), ("2 f32", s2, d2f)):
+            if torch_s and ddm_s:
+                v = verdicts[name]
+                v[1] += 1
+                if ddm_s < torch_s:
+                    v[0] += 1
+                else:
+                    v[2].append(label)
+        for name, x, y, bad in (("exact", d1, d2, bad_ddm[0]), ("f32", d1f, d2f, bad_ddm[1])):
+            if x and y:
+                scaling[name].append((x / y, label, b * d, bad))
+        rows.append([solver, policy, b, d, fmt_time(s1), fmt_time(d1), ratio(s1, d1), fmt_time(d1f), ratio(s1, d1f),
+                     mark(s2, bad_torch), mark(d2, bad_ddm[0]), ratio(s2, d2), mark(d2f, bad_ddm[1]), ratio(s2, d2f),
+                     ratio(d1, d2), ratio(d1f, d2f)])
+    lines.append(table(["solver", "policy", "B", "D", "torch 1 thr", "ddm 1 thr", "x", "ddm f32 1 thr", "x",
+                        f"torch {torch_threads} thr", "ddm 2 thr", "x", "ddm f32 2 thr", "x", "ddm 1->2", "ddm f32 1->2"],
+                       rows))
     n = len(rows)
-    lines += ["", "Goal (faster than PyTorch eager on every configuration), at the same thread count (1): "
-              + (f"met on all {n} configurations." if not slower1
-                 else f"NOT met on {len(slower1)} of {n}: " + "; ".join(slower1) + "."),
-              "", f"Against PyTorch at its default {default_threads} threads (ddm still on one): "
-              + (f"ddm is faster on all {n}." if not slowerd
-                 else f"PyTorch is faster on {len(slowerd)} of {n}: " + "; ".join(slowerd) + ".")
-              + (f" † {disturbed} multi-threaded measurements were disturbed by other load on the machine (more than "
-                 "3x the single-threaded time); their speed-ups overstate ddm's advantage." if disturbed else "")]
+    lines += ["", f"Goal (faster than PyTorch eager on every configuration at the same thread count), on {n} "
+              "configurations:"]
+    for threads in (1, 2):
+        for arith in ("f32", "exact"):
+            faster, measured, slower = verdicts[f"{threads} {arith}"]
+            who = f"ddm {arith} at {threads} thread{'s' if threads > 1 else ''} against PyTorch at " + (
+                "1 thread" if threads == 1 else f"{torch_threads} threads")
+            if measured == 0:
+                lines.append(f"- {who}: not measured (no such benchmarks in the results).")
+                continue
+            lines.append(f"- {who}: ddm faster on {faster} of {measured}"
+                         + (f" (not measured: {n - measured})" if measured < n else "")
+                         + ("." if not slower else "; PyTorch as fast or faster on: " + "; ".join(slower) + "."))
+    if torch_threads != 2 and t2:
+        lines.append(f"- PyTorch's multi-threaded runs used {torch_threads} threads, not 2: those columns do not "
+                     "compare equal thread counts.")
+    for arith in ("exact", "f32"):
+        # Disturbed runs (†) measure the load, not the split: left out of the scaling.
+        v = [e for e in scaling[arith] if not e[3]]
+        if not v:
+            continue
+        ups = [e[0] for e in v]
+        lo, hi = min(v), max(v)
+        big = [e[0] for e in v if e[2] >= 65536]
+        lines.append(f"- ddm {arith}, 1 -> 2 threads (speed-up S2 over {len(v)} undisturbed configurations): median "
+                     f"{median(ups):.2f}x, from {lo[0]:.2f}x ({lo[1]}) to {hi[0]:.2f}x ({hi[1]})"
+                     + (f"; median {median(big):.2f}x over the {len(big)} with B x D >= 65536" if big else "") + ".")
+        lines.append(f"  Projection for 32 threads, not a measurement (Amdahl's law, parallel fraction p = 2 (1 - 1/S2) "
+                     f"clamped to [0, 1]): {amdahl(median(ups), 32):.1f}x at the median S2"
+                     + (f", {amdahl(median(big), 32):.1f}x at the median for B x D >= 65536" if big else "")
+                     + f", {amdahl(hi[0], 32):.1f}x at the best; it ignores memory bandwidth and the cost of "
+                     "synchronizing more threads, so read it as an upper bound.")
+    if disturbed:
+        lines.append(f"- † {disturbed} multi-threaded measurements were disturbed by other load on the machine (more "
+                     "than 3x the single-threaded time); their speed-ups understate that side.")
     return "\n".join(lines)
 
 
