@@ -16,6 +16,10 @@
 Which number is taken from repeated runs: throughput suites (integrators, routing, cuda_routed,
 odeint) report the fastest repetition (the machine's capacity, least disturbed by other load); the
 paired suites (overhead, diagnostics) report the median repetition of their per-iteration medians.
+
+The routing suite's names end in /threads:2 for its 2-thread runs and /f32 for the analytic DDM's
+float arithmetic; a name with neither is 1 thread, exact arithmetic (all that older JSON holds).
+Every table but the PyTorch one reads those alone.
 """
 
 import argparse
