@@ -63,20 +63,26 @@ inline void set_host_threads(int n) {
 namespace host {
 // Debian's OpenBLAS is built with DYNAMIC_ARCH and picks its kernels from the CPU model. On CPUs
 // it does not know (new models, many virtual machines) it falls back to the SSE3 "Prescott"
-// kernels, 3-5x slower than the AVX2 / AVX-512 ones, without a word. Say so once, with the fix.
+// kernels, 3-5x slower than the AVX2 / AVX-512 ones, without a word; on AMD CPUs with AVX-512
+// (Zen 4, Zen 5) OpenBLAS 0.3.21 takes its AVX2 "Haswell" (or "Zen") kernels, and the AVX-512
+// "SkylakeX" ones ran a DiT forward's GEMMs 1.3-2x faster on a Zen 5 (docs/performance.md). Say
+// so once, with the fix.
 inline void warn_if_blas_kernels_are_generic() {
 #if defined(DDM_DIT_OPENBLAS) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   static const bool warned = [] {
     const std::string core = openblas_get_corename();
-    const bool old_core = core == "Prescott" || core == "prescott" || core == "Core2" || core == "core2" ||
-                          core == "Penryn" || core == "penryn" || core == "Nehalem" || core == "nehalem" ||
-                          core == "Atom" || core == "atom" || core == "Dunnington" || core == "dunnington";
-    if (old_core && __builtin_cpu_supports("avx2")) {
-      const char* suggestion = __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell";
+    auto is = [&](const char* a, const char* b) { return core == a || core == b; };
+    const bool old_core = is("Prescott", "prescott") || is("Core2", "core2") || is("Penryn", "penryn") ||
+                          is("Nehalem", "nehalem") || is("Atom", "atom") || is("Dunnington", "dunnington");
+    const bool avx2_core = is("Haswell", "haswell") || is("Zen", "zen");
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    if ((old_core && __builtin_cpu_supports("avx2")) || (avx2_core && avx512)) {
+      const char* suggestion = avx512 ? "SkylakeX" : "Haswell";
       std::fprintf(stderr,
-                   "dit: OpenBLAS chose its generic '%s' kernels on a CPU with %s; matrix products run several "
+                   "dit: OpenBLAS chose its '%s' kernels on a CPU with %s; matrix products run up to several "
                    "times slower. Set OPENBLAS_CORETYPE=%s before starting the program.\n",
-                   core.c_str(), __builtin_cpu_supports("avx512f") ? "AVX-512" : "AVX2", suggestion);
+                   core.c_str(), avx512 ? "AVX-512" : "AVX2", suggestion);
     }
     return true;
   }();
@@ -334,9 +340,11 @@ struct backend<ddm::host_space> {
       return;
     }
     // Split the product into blocks of output rows (or of output columns when there are few
-    // rows, as in the per-sample adaLN products), one single-threaded BLAS call per block.
+    // rows, as in the per-sample adaLN products), one single-threaded BLAS call per block. One
+    // row (the adaLN products at batch 1) is a matrix-vector product: sgemv reads the weights
+    // once, where sgemm also packs them (the product is bound by reading the weights).
     const int threads = std::max(1, host_threads());
-    const bool split_rows = m >= n || m >= 64 * threads;
+    const bool split_rows = m > 1 && (m >= n || m >= 64 * threads);
     const index_t extent = split_rows ? m : n;
     const index_t parts = m * n * k >= (index_t{1} << 20) ? std::min<index_t>(threads, (extent + 15) / 16) : 1;
     const index_t step = (extent + parts - 1) / parts;
@@ -348,6 +356,9 @@ struct backend<ddm::host_space> {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(count), static_cast<int>(n),
                     static_cast<int>(k), 1.0f, x.row(first), static_cast<int>(x.stride()), w.data(),
                     static_cast<int>(w.stride()), beta, y.row(first), static_cast<int>(y.stride()));
+      } else if (m == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(count), static_cast<int>(k), 1.0f, w.row(first),
+                    static_cast<int>(w.stride()), x.data(), 1, beta, y.data() + first, 1);
       } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(count),
                     static_cast<int>(k), 1.0f, x.data(), static_cast<int>(x.stride()), w.row(first),
@@ -599,12 +610,26 @@ struct backend<ddm::host_space> {
       std::memcpy(dst.row(r), values.data() + r * dst.cols(), static_cast<std::size_t>(dst.cols()) * sizeof(U));
   }
 
+  // In 8 partial sums: one accumulator fixes the order of the sum and does not vectorize.
   static void moments_(const float* x, index_t d, double eps, float& mean, float& inv) {
+    constexpr index_t lanes = 8;
+    const index_t full = d / lanes * lanes;
+    double part[lanes] = {};
+    for (index_t j = 0; j < full; j += lanes)
+      for (index_t u = 0; u < lanes; ++u) part[u] += x[j + u];
     double s = 0;
-    for (index_t j = 0; j < d; ++j) s += x[j];
+    for (index_t u = 0; u < lanes; ++u) s += part[u];
+    for (index_t j = full; j < d; ++j) s += x[j];
     const double mu = s / static_cast<double>(d);
+    double sq[lanes] = {};
+    for (index_t j = 0; j < full; j += lanes)
+      for (index_t u = 0; u < lanes; ++u) {
+        const double c = x[j + u] - mu;
+        sq[u] += c * c;
+      }
     double ss = 0;
-    for (index_t j = 0; j < d; ++j) {
+    for (index_t u = 0; u < lanes; ++u) ss += sq[u];
+    for (index_t j = full; j < d; ++j) {
       const double c = x[j] - mu;
       ss += c * c;
     }
