@@ -57,15 +57,16 @@ def main():
             sys.exit(f"{path} not found: build the target ddm_bench_dit_forward first")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
     print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.2f}")
-    # Debian's OpenBLAS may not recognize the CPU and fall back to generic kernels; the backend
-    # says so on stderr with the OPENBLAS_CORETYPE that fixes it. Apply it unless it is set.
+    # Debian's OpenBLAS may not recognize the CPU and fall back to generic kernels, or take its AVX2
+    # kernels on an AVX-512 CPU (Zen 4/5); the backend says so on stderr with the OPENBLAS_CORETYPE
+    # that fixes it. Apply it unless it is set.
     probe = subprocess.run([exe, "--benchmark_filter=shape:0/", "--benchmark_min_time=0.001"], env=env,
                            capture_output=True, text=True)
     m = re.search(r"OPENBLAS_CORETYPE=(\w+)", probe.stderr)
     if m and "OPENBLAS_CORETYPE" not in os.environ:
         env["OPENBLAS_CORETYPE"] = m.group(1)
-        print(f"note: OpenBLAS picked generic kernels on this CPU; measuring with OPENBLAS_CORETYPE={m.group(1)} "
-              f"(without it, ddm's GEMMs run several times slower)")
+        print(f"note: OpenBLAS picked kernels older than this CPU; measuring with OPENBLAS_CORETYPE={m.group(1)} "
+              f"(without it, ddm's GEMMs run up to several times slower)")
     rows = []
     for model, shape in SHAPES.items():
         for b in args.batches:
