@@ -63,10 +63,10 @@ inline void set_host_threads(int n) {
 namespace host {
 // Debian's OpenBLAS is built with DYNAMIC_ARCH and picks its kernels from the CPU model. On CPUs
 // it does not know (new models, many virtual machines) it falls back to the SSE3 "Prescott"
-// kernels, 3-5x slower than the AVX2 / AVX-512 ones, without a word; on AMD CPUs with AVX-512
-// (Zen 4, Zen 5) OpenBLAS 0.3.21 takes its AVX2 "Haswell" (or "Zen") kernels, and the AVX-512
-// "SkylakeX" ones ran a DiT forward's GEMMs 1.3-2x faster on a Zen 5 (docs/performance.md). Say
-// so once, with the fix.
+// kernels, 3-5x slower than the AVX2 / AVX-512 ones, without a word. AVX2 kernels ("Haswell",
+// "Zen") on a CPU with AVX-512 are slow too: on a Zen 5, where OpenBLAS 0.3.21 itself picks its
+// AVX-512 "Cooperlake" kernels, an OPENBLAS_CORETYPE=Haswell left in the environment made a DiT
+// forward's GEMMs 1.3-2x slower than SkylakeX (docs/performance.md). Say so once, with the fix.
 inline void warn_if_blas_kernels_are_generic() {
 #if defined(DDM_DIT_OPENBLAS) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   static const bool warned = [] {
