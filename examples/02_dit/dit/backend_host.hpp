@@ -63,20 +63,26 @@ inline void set_host_threads(int n) {
 namespace host {
 // Debian's OpenBLAS is built with DYNAMIC_ARCH and picks its kernels from the CPU model. On CPUs
 // it does not know (new models, many virtual machines) it falls back to the SSE3 "Prescott"
-// kernels, 3-5x slower than the AVX2 / AVX-512 ones, without a word. Say so once, with the fix.
+// kernels, 3-5x slower than the AVX2 / AVX-512 ones, without a word. AVX2 kernels ("Haswell",
+// "Zen") on a CPU with AVX-512 are slow too: on a Zen 5, where OpenBLAS 0.3.21 itself picks its
+// AVX-512 "Cooperlake" kernels, an OPENBLAS_CORETYPE=Haswell left in the environment made a DiT
+// forward's GEMMs 1.3-2x slower than SkylakeX (docs/performance.md). Say so once, with the fix.
 inline void warn_if_blas_kernels_are_generic() {
 #if defined(DDM_DIT_OPENBLAS) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   static const bool warned = [] {
     const std::string core = openblas_get_corename();
-    const bool old_core = core == "Prescott" || core == "prescott" || core == "Core2" || core == "core2" ||
-                          core == "Penryn" || core == "penryn" || core == "Nehalem" || core == "nehalem" ||
-                          core == "Atom" || core == "atom" || core == "Dunnington" || core == "dunnington";
-    if (old_core && __builtin_cpu_supports("avx2")) {
-      const char* suggestion = __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell";
+    auto is = [&](const char* a, const char* b) { return core == a || core == b; };
+    const bool old_core = is("Prescott", "prescott") || is("Core2", "core2") || is("Penryn", "penryn") ||
+                          is("Nehalem", "nehalem") || is("Atom", "atom") || is("Dunnington", "dunnington");
+    const bool avx2_core = is("Haswell", "haswell") || is("Zen", "zen");
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    if ((old_core && __builtin_cpu_supports("avx2")) || (avx2_core && avx512)) {
+      const char* suggestion = avx512 ? "SkylakeX" : "Haswell";
       std::fprintf(stderr,
-                   "dit: OpenBLAS chose its generic '%s' kernels on a CPU with %s; matrix products run several "
+                   "dit: OpenBLAS chose its '%s' kernels on a CPU with %s; matrix products run up to several "
                    "times slower. Set OPENBLAS_CORETYPE=%s before starting the program.\n",
-                   core.c_str(), __builtin_cpu_supports("avx512f") ? "AVX-512" : "AVX2", suggestion);
+                   core.c_str(), avx512 ? "AVX-512" : "AVX2", suggestion);
     }
     return true;
   }();
@@ -155,154 +161,98 @@ inline void require(bool ok, const char* where, const char* what) {
   if (!ok) throw ddm::shape_error(ddm::concat(where, ": ", what));
 }
 
-// Attention's kernel, one task = one sample, one head, one block of queries. Inside, register
-// tiles of qb queries x 16 keys (scores) and qb queries x 16 value columns (output) keep the
-// FMAs fed from registers: each key / value vector is loaded once per qb queries. The task's keys
-// are transposed to (hd, Tk) (padded to a multiple of 16) so score tiles read them contiguously.
-// Written once over the register width W (4 floats: SSE, 8: AVX2, 16: AVX-512) and compiled per
-// instruction set (below). A 16-float tile is 16 / W registers: GCC keeps a vector wider than the
-// target's registers in memory (measured: AVX2 with 16-float vectors ran slower than SSE2), so
-// the width must be the target's. qb fills the registers (qb * 16 / W accumulators). Neither W
-// nor qb changes the order of any sum: every lane computes the same operations. Loads and stores
-// go one register at a time: a 64-byte memcpy into the tile is split into 16-byte pieces, and
-// reading them back as one 32-byte register stalls store forwarding (measured: AVX2 at SSE2 speed).
-inline constexpr index_t attention_key_block = 16;
-inline constexpr index_t attention_query_block = 64;
+// Attention: one task = one sample, one head, one block of queries. Its two products go to the
+// BLAS, like every other GEMM of the model: scores S (nq, Tk) = scale Q K^T, then out (nq, hd) =
+// softmax(S) V. Between them, the softmax of each score row. The query block bounds S to
+// attention_score_floats (64k floats, 256 KiB: an L2 cache's worth) whatever Tk, and gives the
+// thread team enough tasks. (A hand-written kernel in 8 x 16 register tiles ran at ~40 GFLOP/s
+// on one AVX-512 core, a fifth of what OpenBLAS's sgemm reaches there: 32-35% of a DiT-S/2
+// forward at batch 4; measured by bench/dit_forward_split.cpp, docs/performance.md.)
+inline constexpr index_t attention_score_floats = index_t{1} << 16;
 
-// (A member typedef: GCC drops the vector attribute from an alias template.)
-template <int W>
-struct vec_of {
-  typedef float type __attribute__((vector_size(W * sizeof(float))));
-};
+// The query block for Tk keys: as many queries as fit S in attention_score_floats, at least 16,
+// at most 256 (rounded to a multiple of 16).
+[[nodiscard]] inline index_t attention_query_block(index_t tk) noexcept {
+  const index_t fit = attention_score_floats / std::max<index_t>(tk, 1);
+  return std::clamp<index_t>(fit / 16 * 16, 16, 256);
+}
 
-// The width the compiler's own flags give the portable path (-march=native builds get theirs).
-#if defined(__AVX512F__)
-inline constexpr int portable_width = 16;
-#elif defined(__AVX__)
-inline constexpr int portable_width = 8;
-#else
-inline constexpr int portable_width = 4;
+// One score row in place: s = exp(s - max s) / sum. Written once and compiled per instruction
+// set (below): exp_approx is most of it, and a build without -march would run it in SSE2. The
+// max and the sum run over 16 partial lanes: a float sum in one accumulator does not vectorize
+// (its order is fixed), and with 16 lanes in code the order, and so the result, is the same for
+// every register width.
+inline void softmax_row(float* s, index_t n) {
+  constexpr index_t lanes = 16;
+  const index_t full = n / lanes * lanes;
+  float m = s[0];
+  if (full > 0) {
+    float part[lanes];
+    for (index_t u = 0; u < lanes; ++u) part[u] = s[u];
+    for (index_t j = lanes; j < full; j += lanes)
+      for (index_t u = 0; u < lanes; ++u) part[u] = std::max(part[u], s[j + u]);
+    for (index_t u = 0; u < lanes; ++u) m = std::max(m, part[u]);
+  }
+  for (index_t j = full; j < n; ++j) m = std::max(m, s[j]);
+  for (index_t j = 0; j < n; ++j) s[j] = exp_approx(s[j] - m);
+  float part[lanes] = {};
+  for (index_t j = 0; j < full; j += lanes)
+    for (index_t u = 0; u < lanes; ++u) part[u] += s[j + u];
+  float sum = 0.0f;
+  for (index_t u = 0; u < lanes; ++u) sum += part[u];
+  for (index_t j = full; j < n; ++j) sum += s[j];
+  const float inv = 1.0f / sum;
+  for (index_t j = 0; j < n; ++j) s[j] *= inv;
+}
+
+using softmax_row_fn = void (*)(float*, index_t);
+
+[[gnu::flatten]] inline void softmax_row_portable(float* s, index_t n) { softmax_row(s, n); }
+#if DDM_DIT_X86_DISPATCH
+[[gnu::flatten, gnu::target("avx2,fma")]] inline void softmax_row_avx2(float* s, index_t n) { softmax_row(s, n); }
+[[gnu::flatten, gnu::target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]] inline void softmax_row_avx512(
+    float* s, index_t n) {
+  softmax_row(s, n);
+}
 #endif
+
+/// The softmax row for `i` (which the CPU must support: see active_isa()).
+[[nodiscard]] inline softmax_row_fn softmax_kernel(isa i) noexcept {
+#if DDM_DIT_X86_DISPATCH
+  if (i == isa::avx512) return softmax_row_avx512;
+  if (i == isa::avx2) return softmax_row_avx2;
+#else
+  (void)i;
+#endif
+  return softmax_row_portable;
+}
 
 struct attention_args {
   batch_view<const float, ddm::host_space> q, k, v;
   batch_view<float, ddm::host_space> out;
-  index_t tq, tk, hd, heads, blocks, tkp;
+  index_t tq, tk, hd, heads, blocks, query_block;
   float scale;
+  softmax_row_fn softmax;
 };
 
-template <int W, index_t qb>
 inline void attention_task(const attention_args& a, index_t task) {
-  using vec = typename vec_of<W>::type;
-  static_assert(sizeof(vec) == W * sizeof(float));
-  constexpr index_t jb = attention_key_block;
-  constexpr int nv = static_cast<int>(jb) / W;  // registers per 16-float tile row
-  const auto& [q, k, v, out, tq, tk, hd, heads, blocks, tkp, scale] = a;
-  const index_t b = task / (heads * blocks);
-  const index_t h = (task / blocks) % heads;
-  const index_t q_begin = (task % blocks) * attention_query_block;
-  const index_t q_end = std::min(tq, q_begin + attention_query_block);
-  thread_local std::vector<float> kt;
+  const index_t b = task / (a.heads * a.blocks);
+  const index_t h = (task / a.blocks) % a.heads;
+  const index_t q_begin = (task % a.blocks) * a.query_block;
+  const index_t nq = std::min(a.query_block, a.tq - q_begin);
   thread_local std::vector<float> scores;
-  thread_local std::vector<float> qs;
-  kt.assign(static_cast<std::size_t>(hd * tkp), 0.0f);
-  scores.resize(static_cast<std::size_t>(qb * tkp));
-  qs.resize(static_cast<std::size_t>(qb * hd));
-  for (index_t j = 0; j < tk; ++j) {
-    const float* kr = k.row(b * tk + j) + h * hd;
-    for (index_t d = 0; d < hd; ++d) kt[static_cast<std::size_t>(d * tkp + j)] = kr[d];
-  }
-  for (index_t i0 = q_begin; i0 < q_end; i0 += qb) {
-    const index_t nq = std::min(qb, q_end - i0);
-    for (index_t qi = 0; qi < qb; ++qi) {
-      const float* qr = q.row(b * tq + i0 + std::min(qi, nq - 1)) + h * hd;  // rows past the end repeat the last
-      for (index_t d = 0; d < hd; ++d) qs[static_cast<std::size_t>(qi * hd + d)] = qr[d] * scale;
-    }
-    // scores (qb, tkp) = qs (qb, hd) kt (hd, tkp)
-    for (index_t j0 = 0; j0 < tkp; j0 += jb) {
-      vec acc[qb][nv] = {};
-      for (index_t d = 0; d < hd; ++d) {
-        vec kd[nv];
-        for (int u = 0; u < nv; ++u) std::memcpy(&kd[u], kt.data() + d * tkp + j0 + u * W, sizeof(vec));
-        for (index_t qi = 0; qi < qb; ++qi) {
-          const float s = qs[static_cast<std::size_t>(qi * hd + d)];
-          for (int u = 0; u < nv; ++u) acc[qi][u] += s * kd[u];
-        }
-      }
-      for (index_t qi = 0; qi < qb; ++qi)
-        for (int u = 0; u < nv; ++u) std::memcpy(scores.data() + qi * tkp + j0 + u * W, &acc[qi][u], sizeof(vec));
-    }
-    float inv_sum[qb];
-    for (index_t qi = 0; qi < qb; ++qi) {
-      float* s = scores.data() + qi * tkp;
-      float m = s[0];
-      for (index_t j = 1; j < tk; ++j) m = std::max(m, s[j]);
-      for (index_t j = 0; j < tk; ++j) s[j] = exp_approx(s[j] - m);
-      float sum = 0.0f;
-      for (index_t j = 0; j < tk; ++j) sum += s[j];
-      inv_sum[qi] = 1.0f / sum;
-    }
-    // out (qb, hd) = scores (qb, tk) v (tk, hd), in column tiles of jb
-    for (index_t d0 = 0; d0 < hd; d0 += jb) {
-      const index_t nd = std::min(jb, hd - d0);
-      vec acc[qb][nv] = {};
-      for (index_t j = 0; j < tk; ++j) {
-        const float* vr = v.row(b * tk + j) + h * hd + d0;
-        // A partial last tile (hd not a multiple of 16, e.g. 72) loads only nd values.
-        vec vv[nv];
-        if (nd == jb) {
-          for (int u = 0; u < nv; ++u) std::memcpy(&vv[u], vr + u * W, sizeof(vec));
-        } else {
-          float tmp[jb] = {};
-          std::memcpy(tmp, vr, static_cast<std::size_t>(nd) * sizeof(float));
-          for (int u = 0; u < nv; ++u) std::memcpy(&vv[u], tmp + u * W, sizeof(vec));
-        }
-        for (index_t qi = 0; qi < qb; ++qi) {
-          const float s = scores[static_cast<std::size_t>(qi * tkp + j)];
-          for (int u = 0; u < nv; ++u) acc[qi][u] += s * vv[u];
-        }
-      }
-      for (index_t qi = 0; qi < nq; ++qi) {
-        float tile[jb];
-        for (int u = 0; u < nv; ++u) {
-          const vec scaled = acc[qi][u] * inv_sum[qi];
-          std::memcpy(tile + u * W, &scaled, sizeof scaled);
-        }
-        std::memcpy(out.row(b * tq + i0 + qi) + h * hd + d0, tile, static_cast<std::size_t>(nd) * sizeof(float));
-      }
-    }
-  }
+  scores.resize(static_cast<std::size_t>(nq * a.tk));
+  const int n_q = static_cast<int>(nq), n_k = static_cast<int>(a.tk), n_d = static_cast<int>(a.hd);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_q, n_k, n_d, a.scale, a.q.row(b * a.tq + q_begin) + h * a.hd,
+              static_cast<int>(a.q.stride()), a.k.row(b * a.tk) + h * a.hd, static_cast<int>(a.k.stride()), 0.0f,
+              scores.data(), n_k);
+  for (index_t i = 0; i < nq; ++i) a.softmax(scores.data() + i * a.tk, a.tk);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_q, n_d, n_k, 1.0f, scores.data(), n_k,
+              a.v.row(b * a.tk) + h * a.hd, static_cast<int>(a.v.stride()), 0.0f,
+              a.out.row(b * a.tq + q_begin) + h * a.hd, static_cast<int>(a.out.stride()));
 }
 
-// The kernel compiled per instruction set: `flatten` inlines the body and its helpers, so the
-// loops are lowered for the wrapper's target.
-using attention_kernel_fn = void (*)(const attention_args&, index_t);
-
-[[gnu::flatten]] inline void attention_task_portable(const attention_args& a, index_t task) {
-  attention_task<portable_width, portable_width / 2>(a, task);
-}
-#if DDM_DIT_X86_DISPATCH
-[[gnu::flatten, gnu::target("avx2,fma")]] inline void attention_task_avx2(const attention_args& a, index_t task) {
-  attention_task<8, 4>(a, task);
-}
-[[gnu::flatten, gnu::target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]] inline void attention_task_avx512(
-    const attention_args& a, index_t task) {
-  attention_task<16, 8>(a, task);
-}
-#endif
-
-/// The attention kernel for `i` (which the CPU must support: see active_isa()).
-[[nodiscard]] inline attention_kernel_fn attention_kernel(isa i) noexcept {
-#if DDM_DIT_X86_DISPATCH
-  if (i == isa::avx512) return attention_task_avx512;
-  if (i == isa::avx2) return attention_task_avx2;
-#else
-  (void)i;
-#endif
-  return attention_task_portable;
-}
-
-// GELU and SiLU over a row, compiled per instruction set like attention: their exp is most of
+// GELU and SiLU over a row, compiled per instruction set like the softmax: their exp is most of
 // the element-wise work, and a build without -march would run it in SSE2.
 enum class activation { silu, gelu_tanh };
 
@@ -390,9 +340,11 @@ struct backend<ddm::host_space> {
       return;
     }
     // Split the product into blocks of output rows (or of output columns when there are few
-    // rows, as in the per-sample adaLN products), one single-threaded BLAS call per block.
+    // rows, as in the per-sample adaLN products), one single-threaded BLAS call per block. One
+    // row (the adaLN products at batch 1) is a matrix-vector product: sgemv reads the weights
+    // once, where sgemm also packs them (the product is bound by reading the weights).
     const int threads = std::max(1, host_threads());
-    const bool split_rows = m >= n || m >= 64 * threads;
+    const bool split_rows = m > 1 && (m >= n || m >= 64 * threads);
     const index_t extent = split_rows ? m : n;
     const index_t parts = m * n * k >= (index_t{1} << 20) ? std::min<index_t>(threads, (extent + 15) / 16) : 1;
     const index_t step = (extent + parts - 1) / parts;
@@ -404,6 +356,9 @@ struct backend<ddm::host_space> {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(count), static_cast<int>(n),
                     static_cast<int>(k), 1.0f, x.row(first), static_cast<int>(x.stride()), w.data(),
                     static_cast<int>(w.stride()), beta, y.row(first), static_cast<int>(y.stride()));
+      } else if (m == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(count), static_cast<int>(k), 1.0f, w.row(first),
+                    static_cast<int>(w.stride()), x.data(), 1, beta, y.data() + first, 1);
       } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(count),
                     static_cast<int>(k), 1.0f, x.data(), static_cast<int>(x.stride()), w.row(first),
@@ -518,13 +473,16 @@ struct backend<ddm::host_space> {
     const index_t tk = k.rows() / batch;
     const index_t hd = q.cols() / heads;
     if (tq == 0) return;
+    if (tk == 0)
+      throw ddm::shape_error(ddm::concat("dit::attention: ", tq, " queries per sample and no keys, expected >= 1 key"));
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-    const index_t tkp = (tk + host::attention_key_block - 1) / host::attention_key_block * host::attention_key_block;
-    const index_t blocks = (tq + host::attention_query_block - 1) / host::attention_query_block;
-    const host::attention_args args{q, k, v, out, tq, tk, hd, heads, blocks, tkp, scale};
-    const auto task = host::attention_kernel(host::active_isa());
-    host::parallel_for(batch * heads * blocks, host::attention_query_block * tk * hd * 4,
-                       [&](index_t t) { task(args, t); });
+    const index_t query_block = host::attention_query_block(tk);
+    const index_t blocks = (tq + query_block - 1) / query_block;
+    const host::attention_args args{q,  k,      v,           out,   tq,
+                                    tk, hd,     heads,       blocks, query_block,
+                                    scale, host::softmax_kernel(host::active_isa())};
+    host::parallel_for(batch * heads * blocks, query_block * tk * hd * 4,
+                       [&](index_t t) { host::attention_task(args, t); });
   }
 
   /// y = linear(layer_norm_modulate(x)), the normalized rows in h (B*T, D). (A device backend
@@ -652,12 +610,26 @@ struct backend<ddm::host_space> {
       std::memcpy(dst.row(r), values.data() + r * dst.cols(), static_cast<std::size_t>(dst.cols()) * sizeof(U));
   }
 
+  // In 8 partial sums: one accumulator fixes the order of the sum and does not vectorize.
   static void moments_(const float* x, index_t d, double eps, float& mean, float& inv) {
+    constexpr index_t lanes = 8;
+    const index_t full = d / lanes * lanes;
+    double part[lanes] = {};
+    for (index_t j = 0; j < full; j += lanes)
+      for (index_t u = 0; u < lanes; ++u) part[u] += x[j + u];
     double s = 0;
-    for (index_t j = 0; j < d; ++j) s += x[j];
+    for (index_t u = 0; u < lanes; ++u) s += part[u];
+    for (index_t j = full; j < d; ++j) s += x[j];
     const double mu = s / static_cast<double>(d);
+    double sq[lanes] = {};
+    for (index_t j = 0; j < full; j += lanes)
+      for (index_t u = 0; u < lanes; ++u) {
+        const double c = x[j + u] - mu;
+        sq[u] += c * c;
+      }
     double ss = 0;
-    for (index_t j = 0; j < d; ++j) {
+    for (index_t u = 0; u < lanes; ++u) ss += sq[u];
+    for (index_t j = full; j < d; ++j) {
       const double c = x[j] - mu;
       ss += c * c;
     }
