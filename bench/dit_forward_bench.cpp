@@ -27,6 +27,7 @@
 #include <ddm/io/safetensors_writer.hpp>
 
 #include "dit/backend_host.hpp"
+#include "support/random_dit.hpp"
 #include "dit/dit_model.hpp"
 #include "dit/host_isa.hpp"
 
@@ -44,30 +45,6 @@ dit::dit_config shape(int which) {
   return dit::dit_config::preset(which == 1 ? "DiT-S/2" : "DiT-B/2");
 }
 
-// A model with uniform(-1/sqrt(in), 1/sqrt(in)) weights (PyTorch's Linear default), built
-// through the safetensors writer and reader like a real checkpoint.
-std::shared_ptr<const dit::dit_model<>> random_model(const dit::dit_config& c) {
-  static std::map<std::string, std::shared_ptr<const dit::dit_model<>>> cache;
-  const std::string key = std::to_string(c.hidden_size) + "/" + std::to_string(c.depth) + "/" +
-                          std::to_string(c.input_size);
-  if (auto it = cache.find(key); it != cache.end()) return it->second;
-  ddm::io::safetensors_writer w;
-  std::mt19937 gen(42);
-  for (const auto& [name, shape] : dit::dit_model<>::checkpoint_layout(c)) {
-    std::uint64_t n = 1;
-    for (const auto s : shape) n *= s;
-    const double fan_in = shape.size() >= 2 ? double(n / shape[0]) : double(c.hidden_size);
-    std::uniform_real_distribution<float> u(-1.0f / std::sqrt(float(fan_in)), 1.0f / std::sqrt(float(fan_in)));
-    std::vector<float> v(n);
-    for (auto& x : v) x = u(gen);
-    w.add(name, shape, v);
-  }
-  const auto file = ddm::io::safetensors_file::from_bytes(w.to_bytes(), "random " + key);
-  auto model = std::make_shared<const dit::dit_model<>>(c, file);
-  cache[key] = model;
-  return model;
-}
-
 void dit_forward(benchmark::State& state) {
   const auto c = shape(static_cast<int>(state.range(0)));
   const auto b = static_cast<ddm::index_t>(state.range(1));
@@ -78,7 +55,7 @@ void dit_forward(benchmark::State& state) {
   }
   const dit::host::isa before = dit::host::active_isa();
   dit::host::pin_isa(isa);
-  const auto model = random_model(c);
+  const auto model = ddm::bench::random_dit_model(c);
   ddm::batch<float> x(b, model->input_values());
   ddm::fill_normal(ddm::host_context{}, x.view(), 7);
   ddm::batch<float> out(b, model->output_values());

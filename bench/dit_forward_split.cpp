@@ -28,6 +28,7 @@
 #include <ddm/io/safetensors_writer.hpp>
 
 #include "dit/backend_host.hpp"
+#include "support/random_dit.hpp"
 #include "dit/dit_model.hpp"
 
 namespace {
@@ -42,22 +43,6 @@ ddm::batch<float> random_matrix(index_t rows, index_t cols, std::mt19937& gen) {
   for (index_t r = 0; r < rows; ++r)
     for (index_t c = 0; c < cols; ++c) m(r, c) = u(gen);
   return m;
-}
-
-std::shared_ptr<const dit::dit_model<>> random_model(const dit::dit_config& c) {
-  ddm::io::safetensors_writer w;
-  std::mt19937 gen(42);
-  for (const auto& [name, shape] : dit::dit_model<>::checkpoint_layout(c)) {
-    std::uint64_t n = 1;
-    for (const auto s : shape) n *= s;
-    const double fan_in = shape.size() >= 2 ? double(n / shape[0]) : double(c.hidden_size);
-    std::uniform_real_distribution<float> u(-1.0f / std::sqrt(float(fan_in)), 1.0f / std::sqrt(float(fan_in)));
-    std::vector<float> v(n);
-    for (auto& x : v) x = u(gen);
-    w.add(name, shape, v);
-  }
-  const auto file = ddm::io::safetensors_file::from_bytes(w.to_bytes(), "random");
-  return std::make_shared<const dit::dit_model<>>(c, file);
 }
 
 struct timer {
@@ -215,7 +200,7 @@ int main(int argc, char** argv) {
     }
   };
 
-  const auto model = random_model(c);
+  const auto model = ddm::bench::random_dit_model(c);
   dit::workspace<ddm::host_space> ws;
   auto model_forward = [&] { model->forward(ctx, x.cview(), ts, labels, out.view(), ws); };
   model_forward();  // warm-up: workspace, thread team, BLAS buffers
