@@ -224,12 +224,7 @@ measurement measure_monolith(const config& c, const MakeField& make_field, ddm::
       shard_sensitivity<T, decltype(field)> sens(ctx, field, sens_options, first, b);
       ddm::sample(ctx, ddm::sample_options{}, field, y.view(), schedule, integ, sens);
       res.observed_run_bit_identical = rows.all(same_bits(y.cview(), x.cview()));
-      std::vector<std::vector<double>> values;
-      for (const auto& step : sens.values()) values.push_back(rows.gather(step));
-      const auto l_eff = summarize_sensitivity(sens.when(), values);
-      res.stability.l_eff_median = dd::median(l_eff.row_mean);
-      res.stability.l_eff_cumulative_iqr = l_eff.steps.empty() ? 0.0 : l_eff.steps.back().cumulative_iqr;
-      res.stability.l_eff_steps = l_eff.steps;
+      set_sharded_l_eff(res.stability, sens, rows);
     } else {
       auto sens = dd::make_trajectory_sensitivity<T, ddm::host_space>(ctx, field, sens_options);
       ddm::sample(ctx, ddm::sample_options{}, field, y.view(), schedule, integ, sens);

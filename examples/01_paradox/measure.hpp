@@ -135,6 +135,18 @@ struct stability_numbers {
   double amplification_q3 = 0;
 };
 
+/// The L_eff numbers of a sharded run: each step's per-row values (this rank's shard_sensitivity)
+/// gathered over the ranks in row order (rows.gather), then the whole batch's statistics.
+template <class Sensitivity, class Rows>
+void set_sharded_l_eff(stability_numbers& out, const Sensitivity& sens, Rows&& rows) {
+  std::vector<std::vector<double>> values;
+  for (const auto& step : sens.values()) values.push_back(rows.gather(step));
+  const auto l_eff = summarize_sensitivity(sens.when(), values);
+  out.l_eff_median = dd::median(l_eff.row_mean);
+  out.l_eff_cumulative_iqr = l_eff.steps.empty() ? 0.0 : l_eff.steps.back().cumulative_iqr;
+  out.l_eff_steps = l_eff.steps;
+}
+
 struct alignment_numbers {
   std::optional<double> mean_rank;  ///< pooled over the steps nearest to t = 0.3, 0.5, 0.7
   std::vector<std::pair<double, std::optional<double>>> rank_at;       ///< (t, mean rank) at those steps
@@ -369,12 +381,7 @@ measurement measure_policy(const config& cfg, const system_geometry& geo, const 
     ddm::sample(ctx, ddm::sample_options{}, field, x.view(), schedule, integ, sens, routing, routing_rows);
     res.observed_run_bit_identical = source.all(same_bits(host_copy(ctx, x.cview()).cview(), samples.cview()));
 
-    std::vector<std::vector<double>> values;
-    for (const auto& step : sens.values()) values.push_back(source.gather(step));
-    const auto l_eff = summarize_sensitivity(sens.when(), values);
-    res.stability.l_eff_median = dd::median(l_eff.row_mean);
-    res.stability.l_eff_cumulative_iqr = l_eff.steps.empty() ? 0.0 : l_eff.steps.back().cumulative_iqr;
-    res.stability.l_eff_steps = l_eff.steps;
+    set_sharded_l_eff(res.stability, sens, source);
 
     dd::angular_deviation_summary angles;
     dd::alignment_profile profile;
