@@ -8,7 +8,7 @@
 //   1. the plan: each group's rows are split between the ranks that hold its expert (by the
 //      placement's shares, for an expert with replicas), and every rank tells every other how
 //      many rows of each expert it will send, with the call number, t and a fingerprint of its
-//      placement (one all-to-all of K + 3 integers);
+//      placement and the width of its rows (one all-to-all of K + 4 integers per pair of ranks);
 //   2. the rows and their global row indices (the sender's row offset + the index the routed
 //      field gave: the conditioning of a conditioned expert) go to their owners (all-to-all-v);
 //      only selected experts' rows travel;
