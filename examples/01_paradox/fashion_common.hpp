@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <filesystem>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -252,5 +253,68 @@ measurement measure_monolith(const config& c, const MakeField& make_field, ddm::
       },
       study_integrators{});
 }
+
+/// What the latent and the DiT Fashion-MNIST systems share: the partition's geometry (its cluster
+/// centroids and the RMS of its oracle subsample), the quality reference in the classifier's
+/// features, and the measurements of the policies and of the oracle baselines through
+/// Source{folder, oracle}. A system supplies its name, header and outputs, embed_ (its samples as
+/// classifier features) and measure_monolith_.
+template <class Source>
+class fashion_system_base : public study_system {
+ public:
+  using folder_type = typename decltype(Source::folder)::element_type;
+
+  [[nodiscard]] system_geometry geometry() const override {
+    return {part_.d, ddm::batch_view<const double>(part_.centroids.data(), part_.k, part_.d), data_rms_};
+  }
+
+  [[nodiscard]] measurement measure(const config& c, const std::string& key, double tau,
+                                    const progress& prog) const override {
+    return measure_source(c, geometry(), Source{folder_, false}, key, tau, prog);
+  }
+
+  [[nodiscard]] std::vector<policy_result> baselines(const config& c, const progress& prog) const override {
+    return fashion_baselines(
+        c, *this, measure_monolith_(c, prog),
+        [&](const char* key, const std::string& row) {
+          return measure_source(c, geometry(), Source{folder_, true}, key, c.tau, prog, row);
+        },
+        prog);
+  }
+
+  [[nodiscard]] quality_numbers quality(ddm::batch_view<const double> samples) const override {
+    return ref_.quality(embed_(samples), samples.rows());
+  }
+  [[nodiscard]] std::vector<double> per_sample_quality(ddm::batch_view<const double> samples) const override {
+    return ref_.per_sample(embed_(samples), samples.rows());
+  }
+  [[nodiscard]] std::string per_sample_quality_name() const override { return "k-NN feature distance"; }
+
+ protected:
+  fashion_system_base(std::shared_ptr<const folder_type> folder, const std::filesystem::path& data_dir)
+      : folder_(std::move(folder)), part_(partition_of_(*folder_)), ref_(folder_->clf, data_dir), data_dir_(data_dir) {
+    double ss = 0;
+    for (double v : part_.oracle_latents) ss += v * v;
+    data_rms_ = std::sqrt(ss / static_cast<double>(part_.oracle_latents.size()));
+  }
+
+  // A latent folder holds its partition, a DiT folder shares it.
+  static const fashion::partition_data& partition_of_(const folder_type& f) {
+    if constexpr (requires { *f.part; }) {
+      return *f.part;
+    } else {
+      return f.part;
+    }
+  }
+
+  [[nodiscard]] virtual embedded embed_(ddm::batch_view<const double> samples) const = 0;
+  [[nodiscard]] virtual measurement measure_monolith_(const config& c, const progress& prog) const = 0;
+
+  std::shared_ptr<const folder_type> folder_;
+  const fashion::partition_data& part_;  // the folder's, which folder_ keeps
+  fashion_reference ref_;
+  double data_rms_ = 1.0;
+  std::filesystem::path data_dir_;
+};
 
 }  // namespace paradox

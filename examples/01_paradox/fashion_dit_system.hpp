@@ -53,7 +53,7 @@ struct fashion_dit_source {
   }
 };
 
-class fashion_dit_system final : public study_system {
+class fashion_dit_system final : public fashion_system_base<fashion_dit_source> {
  public:
   /// Defaults where the command line gives none, chosen so that the whole run (5 policies, 4
   /// baselines) stays within a few minutes on 2 cores: every sample is an image of 784 values
@@ -62,41 +62,10 @@ class fashion_dit_system final : public study_system {
   static constexpr long default_steps = 8;
 
   fashion_dit_system(const std::filesystem::path& models_dir, const std::filesystem::path& data_dir)
-      : folder_(fashion::load_dit_folder(models_dir / "fashion-dit")), ref_(folder_->clf, data_dir) {
-    const auto& p = *folder_->part;
-    centroids_ = p.centroids;
-    double ss = 0;
-    for (double v : p.oracle_latents) ss += v * v;
-    data_rms_ = std::sqrt(ss / static_cast<double>(p.oracle_latents.size()));
-    data_dir_ = data_dir;
-  }
+      : fashion_system_base(fashion::load_dit_folder(models_dir / "fashion-dit"), data_dir) {}
 
   [[nodiscard]] std::string name() const override { return "fashion-dit"; }
   [[nodiscard]] std::size_t num_experts() const override { return static_cast<std::size_t>(folder_->num_experts); }
-  [[nodiscard]] system_geometry geometry() const override {
-    const auto& p = *folder_->part;
-    return {p.d, ddm::batch_view<const double>(centroids_.data(), p.k, p.d), data_rms_};
-  }
-
-  [[nodiscard]] measurement measure(const config& c, const std::string& key, double tau,
-                                    const progress& prog) const override {
-    return measure_with(c, fashion_dit_source{folder_, false}, key, tau, prog);
-  }
-
-  [[nodiscard]] std::vector<policy_result> baselines(const config& c, const progress& prog) const override {
-    return fashion_baselines(
-        c, *this, measure_monolith(c, prog),
-        [&](const char* key, const std::string& row) { return measure_with(c, fashion_dit_source{folder_, true}, key, c.tau, prog, row); },
-        prog);
-  }
-
-  [[nodiscard]] quality_numbers quality(ddm::batch_view<const double> samples) const override {
-    return ref_.quality(embed_(samples), samples.rows());
-  }
-  [[nodiscard]] std::vector<double> per_sample_quality(ddm::batch_view<const double> samples) const override {
-    return ref_.per_sample(embed_(samples), samples.rows());
-  }
-  [[nodiscard]] std::string per_sample_quality_name() const override { return "k-NN feature distance"; }
 
   /// As many seeded training images as the study draws, in model space: the floor of each
   /// measure at this sample size (pixel space has no reconstruction error).
@@ -166,29 +135,19 @@ class fashion_dit_system final : public study_system {
   }
 
  private:
-  embedded embed_(ddm::batch_view<const double> samples) const {
+  embedded embed_(ddm::batch_view<const double> samples) const override {
     const auto b = samples.rows();
     std::vector<float> images(static_cast<std::size_t>(b * fashion::image_values));
     fashion::to_pixels(samples, ddm::batch_view<float>(images.data(), b, fashion::image_values));
     return ref_.embed(folder_->clf, images, b);
   }
 
-  measurement measure_with(const config& c, const fashion_dit_source& source, const std::string& key, double tau,
-                           const progress& prog, const std::string& row_key = {}) const {
-    return measure_source(c, geometry(), source, key, tau, prog, row_key);
-  }
-
-  measurement measure_monolith(const config& c, const progress& prog) const {
+  measurement measure_monolith_(const config& c, const progress& prog) const override {
     return paradox::measure_monolith(
         c, [&] { return fashion::make_dit_monolith(folder_); }, fashion::image_values,
         1.0 / static_cast<double>(folder_->num_experts), data_rms_, prog);
   }
 
-  std::shared_ptr<const fashion::dit_folder> folder_;
-  fashion_reference ref_;
-  std::vector<double> centroids_;
-  double data_rms_ = 1.0;
-  std::filesystem::path data_dir_;
 };
 
 }  // namespace paradox

@@ -60,7 +60,7 @@ inline std::vector<float> to_float(ddm::batch_view<const double> x) {
 }
 
 
-class fashion_system final : public study_system {
+class fashion_system final : public fashion_system_base<fashion_source> {
  public:
   /// Defaults where the command line gives none: each system's whole run (5 policies, 4
   /// baselines) within 3 minutes on 2 cores (docs/paradox.md gives the measured times).
@@ -68,41 +68,10 @@ class fashion_system final : public study_system {
   static constexpr long default_steps = 16;
 
   fashion_system(const std::string& system_name, const std::filesystem::path& models_dir, const std::filesystem::path& data_dir)
-      : name_(system_name), folder_(fashion::load_folder(models_dir / system_name)), ref_(folder_->clf, data_dir) {
-    const auto& p = folder_->part;
-    centroids_ = p.centroids;
-    double ss = 0;
-    for (double v : p.oracle_latents) ss += v * v;
-    data_rms_ = std::sqrt(ss / static_cast<double>(p.oracle_latents.size()));
-    data_dir_ = data_dir;
-  }
+      : fashion_system_base(fashion::load_folder(models_dir / system_name), data_dir), name_(system_name) {}
 
   [[nodiscard]] std::string name() const override { return name_; }
   [[nodiscard]] std::size_t num_experts() const override { return static_cast<std::size_t>(folder_->cfg.num_experts); }
-  [[nodiscard]] system_geometry geometry() const override {
-    const auto& p = folder_->part;
-    return {p.d, ddm::batch_view<const double>(centroids_.data(), p.k, p.d), data_rms_};
-  }
-
-  [[nodiscard]] measurement measure(const config& c, const std::string& key, double tau,
-                                    const progress& prog) const override {
-    return measure_with(c, fashion_source{folder_, false}, key, tau, prog);
-  }
-
-  [[nodiscard]] std::vector<policy_result> baselines(const config& c, const progress& prog) const override {
-    return fashion_baselines(
-        c, *this, measure_monolith(c, prog),
-        [&](const char* key, const std::string& row) { return measure_with(c, fashion_source{folder_, true}, key, c.tau, prog, row); },
-        prog);
-  }
-
-  [[nodiscard]] quality_numbers quality(ddm::batch_view<const double> samples) const override {
-    return ref_.quality(embed_(samples), samples.rows());
-  }
-  [[nodiscard]] std::vector<double> per_sample_quality(ddm::batch_view<const double> samples) const override {
-    return ref_.per_sample(embed_(samples), samples.rows());
-  }
-  [[nodiscard]] std::string per_sample_quality_name() const override { return "k-NN feature distance"; }
 
   /// PCA latents of as many training images as the study draws (a seeded subset): the floor of
   /// each measure for this latent space and sample size (the decoder's reconstruction error
@@ -169,7 +138,7 @@ class fashion_system final : public study_system {
   }
 
  private:
-  embedded embed_(ddm::batch_view<const double> samples) const {
+  embedded embed_(ddm::batch_view<const double> samples) const override {
     const auto b = samples.rows();
     const auto z = to_float(samples);
     std::vector<float> images(static_cast<std::size_t>(b * fashion::image_values));
@@ -178,23 +147,13 @@ class fashion_system final : public study_system {
     return ref_.embed(folder_->clf, images, b);
   }
 
-  measurement measure_with(const config& c, const fashion_source& source, const std::string& key, double tau,
-                           const progress& prog, const std::string& row_key = {}) const {
-    return measure_source(c, geometry(), source, key, tau, prog, row_key);
-  }
-
-  measurement measure_monolith(const config& c, const progress& prog) const {
+  measurement measure_monolith_(const config& c, const progress& prog) const override {
     return paradox::measure_monolith(
         c, [&] { return fashion::make_monolith(folder_); }, folder_->cfg.latent_dim,
         1.0 / static_cast<double>(folder_->cfg.num_experts), data_rms_, prog);
   }
 
   std::string name_;
-  std::shared_ptr<const fashion::ddm_folder> folder_;
-  fashion_reference ref_;
-  std::vector<double> centroids_;
-  double data_rms_ = 1.0;
-  std::filesystem::path data_dir_;
 };
 
 }  // namespace paradox
