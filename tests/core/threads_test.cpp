@@ -17,19 +17,15 @@
 
 #include <ddm/ddm.hpp>
 
+#include "support/same_bits.hpp"
+
 namespace {
 
 constexpr int thread_counts[] = {1, 2, 3, 7};
 
 ddm::host_context threads(int n) { return ddm::host_context{.threads = n, .min_work_per_thread = 1}; }
 
-template <class T>
-bool same_bits(ddm::batch_view<const T> a, ddm::batch_view<const T> b) {
-  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
-  for (ddm::index_t r = 0; r < a.rows(); ++r)
-    if (std::memcmp(a.row(r), b.row(r), sizeof(T) * static_cast<std::size_t>(a.cols())) != 0) return false;
-  return true;
-}
+using ddm::test::same_bits;
 
 template <class T>
 ddm::batch<T> noise(ddm::index_t rows, ddm::index_t cols, std::uint64_t seed) {

@@ -8,7 +8,6 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <cstring>
 #include <new>
 #include <stdexcept>
 #include <thread>
@@ -19,6 +18,7 @@
 
 #include "support/counting_allocator.hpp"  // this binary's only includer
 #include "support/gaussian_flow.hpp"
+#include "support/same_bits.hpp"
 
 namespace {
 
@@ -32,7 +32,7 @@ ddm::test::gaussian_flow flow(ddm::index_t cols) {
 }
 
 bool same_bits(const ddm::batch<double>& a, const ddm::batch<double>& b) {
-  return std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(double)) == 0;
+  return ddm::test::same_bits(a.cview(), b.cview());
 }
 
 template <class Integrator>

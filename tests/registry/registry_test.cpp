@@ -7,7 +7,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <set>
 #include <string>
 #include <tuple>
@@ -15,17 +14,13 @@
 
 #include <ddm/ddm.hpp>
 
+#include "support/same_bits.hpp"
+
 namespace {
 
 const ddm::host_context ctx{};
 
-template <class T>
-bool same_bits(ddm::batch_view<const T> a, ddm::batch_view<const T> b) {
-  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
-  for (ddm::index_t r = 0; r < a.rows(); ++r)
-    if (std::memcmp(a.row(r), b.row(r), sizeof(T) * static_cast<std::size_t>(a.cols())) != 0) return false;
-  return true;
-}
+using ddm::test::same_bits;
 
 // ---------------------------------------------------------------------------------------------
 // Integrators
